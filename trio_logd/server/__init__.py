@@ -1,0 +1,236 @@
+"""The daemon: trio wiring around the pipeline, the store and the sockets.
+
+``serve()`` opens one nursery. The writer task starts first; then the
+listeners (ingest, control) start via ``nursery.start`` and report ready;
+the control socket is renamed into place last, so a ``status`` that answers
+means the daemon serves. Shutdown (``SIGTERM``/``SIGINT`` or the
+``shutdown_trigger``): stop accepting → each connection drains what the
+kernel already holds → the pipeline closes → the writer writes everything
+queued and syncs → ``serve`` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Final
+
+import structlog
+import trio
+
+from trio_logd import __version__
+from trio_logd.config import Config
+from trio_logd.peer import PeerCred
+from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
+from trio_logd.server._pipeline import Pipeline
+from trio_logd.server._sockets import AlreadyRunning, BoundSocket, bind_unix, probe_socket, unlink_if_ours
+from trio_logd.server._writer_task import serve_writer
+from trio_logd.store.writer import StoreWriter
+
+__all__ = ["AlreadyRunning", "Daemon", "serve"]
+
+log = structlog.get_logger("trio_logd.server")
+
+#: At shutdown, connections get this long to hand over what the kernel holds.
+DRAIN_DEADLINE: Final = 5.0
+
+
+@dataclass(eq=False)
+class Daemon:
+    """The running daemon's shared state (what control operations look at)."""
+
+    config: Config
+    store: StoreWriter
+    pipeline: Pipeline
+    ingest: IngestContext
+    control: ControlServer
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    sockets: dict[str, str] = field(default_factory=dict)
+    shutdown: trio.Event = field(default_factory=trio.Event)
+    extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
+        log.info("sighup_ignored", reason="reload is not implemented yet")
+
+    @property
+    def pid(self) -> int:
+        return self.ingest.daemon.pid
+
+    def status(self) -> dict[str, Any]:
+        """What ``trio-logd status`` prints."""
+        out: dict[str, Any] = {
+            "pid": self.pid,
+            "version": __version__,
+            "uptime": round(time.monotonic() - self.started_monotonic, 3),
+            "started": self.started_at,
+            "config": self.config.path,
+            "sockets": dict(self.sockets),
+            "log_dir": self.store.log_dir,
+            "connections": sum(st.connections for st in self.pipeline.states()),
+        }
+        for key, fn in self.extra_status.items():
+            out[key] = fn()
+        return out
+
+
+def _abs(path: str) -> str:
+    return os.path.abspath(path)
+
+
+async def _op_status(daemon: Daemon, call: ControlCall) -> None:
+    await call.send("ok", **daemon.status())
+
+
+def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
+    """Per-uid figures since start (``trio-logd stats --json`` items)."""
+    out = []
+    for st in daemon.pipeline.states():
+        out.append(
+            {
+                "uid": st.uid,
+                "records": st.records,
+                "bytes": st.bytes,
+                "stored": st.stored,
+                "connections": st.connections,
+                "pending_bytes": st.pending_bytes,
+                "disk_bytes": daemon.store.disk_usage(st.uid),
+                "dropped": dict(st.dropped),
+                "last_seq": st.last_seq,
+            }
+        )
+    return sorted(out, key=lambda d: d["uid"])
+
+
+async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
+    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
+
+
+def build_daemon(config: Config) -> Daemon:
+    """Make the daemon's objects (no sockets bound, no files opened)."""
+    store = StoreWriter(_abs(config.daemon.log_dir), fsync=config.store.fsync)
+    pipeline = Pipeline(store.last_seq)
+    me = PeerCred(os.getpid(), os.geteuid(), os.getegid())
+    ingest = IngestContext(pipeline, config.daemon.max_message_bytes, me)
+    daemon = Daemon(config, store, pipeline, ingest, ControlServer())
+    daemon.control.register("status", partial(_op_status, daemon))
+    daemon.control.register("stats", partial(_op_stats, daemon))
+    return daemon
+
+
+async def serve(
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
+    shutdown_trigger: trio.Event | None = None,
+    handle_signals: bool = False,
+) -> None:
+    """Run the daemon until shutdown; never returns before that.
+
+    Args:
+        config: the validated configuration.
+        task_status: receives the :class:`Daemon` once every socket serves.
+        shutdown_trigger: setting it starts a clean shutdown.
+        handle_signals: handle ``SIGTERM``/``SIGINT`` (shutdown) and
+            ``SIGHUP`` (reload); only from the main thread (the CLI).
+
+    Raises:
+        AlreadyRunning: another daemon answers on the control socket.
+        UnsafeLogDir: ``log_dir`` is unsafe.
+        LogdError, OSError: a socket could not be bound.
+    """
+    control_path = _abs(config.daemon.control_socket)
+    peer = probe_socket(control_path)
+    if peer is not None:
+        raise AlreadyRunning(control_path, peer)
+
+    daemon = build_daemon(config)
+    await trio.to_thread.run_sync(daemon.store.open)
+    bound: list[BoundSocket] = []
+    try:
+        ingest = bind_unix(
+            _abs(config.daemon.socket), mode=config.daemon.socket_mode, passcred=True
+        )
+        bound.append(ingest)
+        daemon.sockets["socket"] = ingest.path
+        control = bind_unix(control_path, mode=0o666)
+        bound.append(control)
+        daemon.sockets["control_socket"] = control.path
+        await _run(daemon, ingest, control, task_status, shutdown_trigger, handle_signals)
+    finally:
+        for b in bound:
+            unlink_if_ours(b)
+            b.sock.close()
+        await trio.to_thread.run_sync(daemon.store.close)
+    log.info("stopped", pid=daemon.pid)
+
+
+async def _run(
+    daemon: Daemon,
+    ingest: BoundSocket,
+    control: BoundSocket,
+    task_status: trio.TaskStatus[Daemon],
+    shutdown_trigger: trio.Event | None,
+    handle_signals: bool,
+) -> None:
+    ingest_sock = trio.socket.from_stdlib_socket(ingest.sock)
+    control_sock = trio.socket.from_stdlib_socket(control.sock)
+    ctx = daemon.ingest
+
+    async def control_handler(sock: trio.socket.SocketType) -> None:
+        await daemon.control.handle(trio.SocketStream(sock))
+
+    async with trio.open_nursery() as root:
+        await root.start(serve_writer, daemon.pipeline, daemon.store)
+        async with trio.open_nursery() as handlers:
+            async with trio.open_nursery() as front:
+                await front.start(
+                    serve_listener, ingest_sock, handlers, partial(handle_connection, ctx=ctx)
+                )
+                await front.start(serve_listener, control_sock, front, control_handler)
+                if shutdown_trigger is not None:
+                    front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
+                if handle_signals:
+                    await front.start(_serve_signals, daemon)
+                ctx.file_daemon_record(
+                    ctx.daemon.uid,
+                    "started",
+                    msg=f"trio-logd {__version__} started",
+                    version=__version__,
+                    sockets=daemon.sockets,
+                )
+                log.info("started", pid=daemon.pid, **daemon.sockets, log_dir=daemon.store.log_dir)
+                task_status.started(daemon)
+                await daemon.shutdown.wait()
+                log.info("stopping", pid=daemon.pid)
+                front.cancel_scope.cancel()
+            # not accepting any more: stop new clients from queueing on the backlog
+            ingest_sock.close()
+            ctx.stop_receiving()
+            handlers.cancel_scope.deadline = trio.current_time() + DRAIN_DEADLINE
+        daemon.pipeline.close()
+
+
+async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:
+    await trigger.wait()
+    target.set()
+
+
+async def _serve_signals(
+    daemon: Daemon, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                daemon.request_reload()
+                continue
+            log.info("signal", signal=signal.Signals(signum).name)
+            daemon.shutdown.set()
+

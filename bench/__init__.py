@@ -1,0 +1,1 @@
+"""trio-logd's own benchmarks: ``make bench`` (``python -m bench``)."""

@@ -1,0 +1,135 @@
+"""Start a trio-logd daemon for a benchmark and sample its CPU and memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from trio_logd.control_client import request_one
+from trio_logd.errors import ConnectFailed
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+BASE_TOML = """\
+[daemon]
+socket = "{root}/run/log.sock"
+control_socket = "{root}/run/ctl.sock"
+log_dir = "{root}/var/log"
+{daemon}
+
+[store]
+max_file_bytes = {max_file_bytes}
+max_bytes = 100000000000
+keep_free_bytes = 1000000
+{store}
+
+[limits.default]
+rate_messages = 100000000
+burst_messages = 100000000
+rate_bytes = 100000000000
+burst_bytes = 100000000000
+quota_bytes = 100000000000
+max_connections = 100000
+{limits}
+
+{extra}
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class BenchDaemon:
+    def __init__(
+        self,
+        *,
+        daemon: str = "",
+        store: str = "",
+        limits: str = "",
+        extra: str = "",
+        max_file_bytes: int = 1 << 40,
+    ) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="trio-logd-bench-", dir=os.environ.get("BENCH_TMP")))
+        self.root.chmod(0o755)
+        toml = BASE_TOML.format(
+            root=self.root, daemon=daemon, store=store, limits=limits, extra=extra,
+            max_file_bytes=max_file_bytes,
+        )
+        self.config = self.root / "logd.toml"
+        self.config.write_text(toml)
+        self.socket = str(self.root / "run" / "log.sock")
+        self.control = str(self.root / "run" / "ctl.sock")
+        self.log_dir = self.root / "var" / "log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> BenchDaemon:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_logd", "serve", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "daemon.stderr", "wb"),
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                request_one(self.control, "status", timeout=1)
+                break
+            except ConnectFailed:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.root / "daemon.stderr").read_text()) from None
+                time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stats(self) -> dict[int, dict[str, Any]]:
+        reply = request_one(self.control, "stats", timeout=10)
+        return {u["uid"]: u for u in reply["uids"]}
+
+    def wait_stored(self, uid: int, n: int, timeout: float = 300.0, interval: float = 0.005) -> float:
+        """Poll until *uid* has *n* records stored; return the time it happened."""
+        deadline = time.monotonic() + timeout
+        while True:
+            u = self.stats().get(uid)
+            if u is not None and u["stored"] >= n:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"uid {uid}: {u}")
+            time.sleep(interval)

@@ -1,0 +1,63 @@
+"""The benchmark scenarios. Each returns a dict of figures and prints a summary."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
+from bench.loadgen import LoadGen, LoadSpec
+
+UID = __import__("os").geteuid()
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _fmt(values: list[float], unit: str = "", digits: int = 0) -> str:
+    med = _median(values)
+    lo, hi = min(values), max(values)
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(med)}{unit} ({f.format(lo)}-{f.format(hi)})"
+
+
+def throughput_once(*, conns: int = 4, count: int = 1_000_000, size: int = 120,
+                    framing: str = "lf", daemon_kw: dict[str, Any] | None = None) -> dict[str, float]:
+    with BenchDaemon(**(daemon_kw or {})) as d:
+        lg = LoadGen(LoadSpec(sock=d.socket, conns=conns, count=count, size=size, framing=framing))
+        cpu0 = cpu_seconds(d.pid)
+        lg.start()
+        done = d.wait_stored(UID, count + 1)  # + the daemon's `started` record
+        cpu1 = cpu_seconds(d.pid)
+        results = lg.wait()
+        sent = sum(int(r["sent"]) for r in results)  # type: ignore[call-overload]
+        assert sent == count, results
+        elapsed = done - lg.t_start
+        return {
+            "msgs_per_s": count / elapsed,
+            "cpu_s_per_million": (cpu1 - cpu0) / count * 1e6,
+            "peak_rss_mib": peak_rss_mib(d.pid),
+            "elapsed_s": elapsed,
+        }
+
+
+def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
+    """4 connections x 250 000 messages of 120 bytes, LF framing, to disk (issue 2)."""
+    rows = [throughput_once(**kw) for _ in range(runs)]
+    out = {k: _median([r[k] for r in rows]) for k in rows[0]}
+    print("throughput: 4 conns x 250k msgs, 120 B, LF, fsync=batch, everything on")
+    print(f"  msgs/s            {_fmt([r['msgs_per_s'] for r in rows])}")
+    print(f"  CPU s / 1M msgs   {_fmt([r['cpu_s_per_million'] for r in rows], digits=2)}")
+    print(f"  peak RSS MiB      {_fmt([r['peak_rss_mib'] for r in rows], digits=1)}")
+    out["runs"] = rows
+    return out
+
+
+ALL: dict[str, Callable[..., dict[str, Any]]] = {
+    "throughput": throughput,
+}
+
+_ = time

@@ -1,0 +1,239 @@
+"""Run a real ``trio-logd serve`` process for end-to-end tests.
+
+The daemon gets a private world under a fresh directory (mode 0755, so that
+children that drop to other uids can reach its sockets): ``run/`` for sockets,
+``var/log`` for the store, ``logd.toml`` for the config. Readiness is polled
+on the control socket with a deadline, never slept for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from trio_logd.control_client import request_one
+from trio_logd.errors import ConnectFailed
+
+__all__ = ["DaemonProcess", "poll", "run_as", "world"]
+
+PYTHON = sys.executable
+STARTUP_TIMEOUT = 20.0
+
+
+def poll(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Call *predicate* until it returns something truthy; fail after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            msg = f"condition not met within {timeout} s: {predicate}"
+            raise AssertionError(msg)
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def world() -> Iterator[Path]:
+    """A fresh directory reachable by every uid (0755), removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="trio-logd-test-"))
+    d.chmod(0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+DEFAULT_TOML = """\
+[daemon]
+socket = "{root}/run/log.sock"
+control_socket = "{root}/run/ctl.sock"
+log_dir = "{root}/var/log"
+{daemon_extra}
+
+[store]
+fsync = "never"
+{store_extra}
+
+[limits.default]
+rate_messages = 1000000
+burst_messages = 1000000
+rate_bytes = 1000000000
+burst_bytes = 1000000000
+{limits_extra}
+
+{extra}
+"""
+
+
+class DaemonProcess:
+    """A ``trio-logd serve`` subprocess on a private world directory.
+
+    Args:
+        root: the world directory.
+        daemon_extra, store_extra, limits_extra, extra: TOML lines added to
+            ``[daemon]``, ``[store]``, ``[limits.default]`` and the end.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        daemon_extra: str = "",
+        store_extra: str = "",
+        limits_extra: str = "",
+        extra: str = "",
+    ) -> None:
+        self.root = root
+        self.config = root / "logd.toml"
+        self.socket = str(root / "run" / "log.sock")
+        self.control = str(root / "run" / "ctl.sock")
+        self.log_dir = root / "var" / "log"
+        self.config.write_text(
+            DEFAULT_TOML.format(
+                root=root,
+                daemon_extra=daemon_extra,
+                store_extra=store_extra,
+                limits_extra=limits_extra,
+                extra=extra,
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = root / "daemon.stderr"
+
+    # -- life cycle -------------------------------------------------------
+
+    def command(self, *args: str) -> list[str]:
+        """A ``trio-logd`` command line using this daemon's config."""
+        return [PYTHON, "-m", "trio_logd", *args, "--config", str(self.config)]
+
+    def start(self, *, wait: bool = True) -> DaemonProcess:
+        """Start the daemon and (by default) wait until its control socket answers."""
+        with open(self.stderr_path, "ab") as err:
+            self.proc = subprocess.Popen(
+                [PYTHON, "-m", "trio_logd", "serve", "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                cwd=self.root,
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        """Poll the control socket until it answers with our process's pid."""
+        assert self.proc is not None
+
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                msg = f"daemon exited with {self.proc.returncode}: {self.stderr()}"
+                raise AssertionError(msg)
+            try:
+                reply = request_one(self.control, "status", timeout=2)
+            except ConnectFailed:
+                return False
+            return bool(reply["_server"].pid == self.proc.pid)
+
+        poll(ready, timeout=STARTUP_TIMEOUT)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Signal the daemon and wait; return its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill9(self) -> None:
+        """``kill -9`` the daemon and reap it."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stderr(self) -> str:
+        """What the daemon wrote on stderr so far."""
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+
+    # -- records ----------------------------------------------------------
+
+    def records(self, uid: int) -> list[dict[str, Any]]:
+        """Every record on disk for *uid*, in file order (rotated files included)."""
+        from trio_logd.store.reader import read_uid_records
+
+        return [orjson.loads(line) for line in read_uid_records(self.log_dir, uid)]
+
+    def wait_records(
+        self,
+        uid: int,
+        n: int,
+        *,
+        timeout: float = 10.0,
+        where: Callable[[dict[str, Any]], bool] = lambda r: "event" not in r,
+    ) -> list[dict[str, Any]]:
+        """Poll until at least *n* records (matching *where*) of *uid* are on disk."""
+
+        def enough() -> list[dict[str, Any]] | None:
+            recs = [r for r in self.records(uid) if where(r)]
+            return recs if len(recs) >= n else None
+
+        result: list[dict[str, Any]] = poll(enough, timeout=timeout)
+        return result
+
+    def connect(self) -> socket.socket:
+        """A stream connection to the ingest socket."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(self.socket)
+        return s
+
+
+def run_as(uid: int, gid: int, fn: Callable[[], None]) -> None:
+    """Fork; the child drops to *uid*/*gid*, runs *fn* and exits; raise if it failed."""
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            fn()
+            code = 0
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"child as uid {uid} failed"

@@ -1,0 +1,103 @@
+"""Kernel credentials on real sockets: SO_PEERCRED, SCM_CREDENTIALS, pidfd-verified /proc."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trio_logd.peer import (
+    SCM_CREDENTIALS_SPACE,
+    PeerCred,
+    ProcessIdentity,
+    creds_from_ancdata,
+    read_peer_cred,
+    read_peer_groups,
+    read_process_identity,
+)
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A listening socket with SO_PASSCRED, a client, and the accepted server end."""
+    path = str(tmp_path / "s.sock")
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    lst.bind(path)
+    lst.listen()
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.connect(path)
+    srv, _ = lst.accept()
+    lst.close()
+    yield cli, srv
+    cli.close()
+    srv.close()
+
+
+def test_so_peercred_gives_our_own_identity(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Both ends see the other's pid/uid/gid: here, our own process."""
+    cli, srv = pair
+    me = PeerCred(os.getpid(), os.geteuid(), os.getegid())
+    assert read_peer_cred(srv) == me
+    assert read_peer_cred(cli) == me
+
+
+def test_scm_credentials_arrive_with_every_read(pair: tuple[socket.socket, socket.socket]) -> None:
+    """With SO_PASSCRED on the listener, even the first read carries the writer's credentials."""
+    cli, srv = pair
+    cli.sendall(b"hello")
+    data, anc, _flags, _ = srv.recvmsg(100, SCM_CREDENTIALS_SPACE)
+    assert data == b"hello"
+    assert creds_from_ancdata(anc) == PeerCred(os.getpid(), os.geteuid(), os.getegid())
+
+
+def test_no_ancillary_data_means_none() -> None:
+    """An ancillary list without SCM_CREDENTIALS gives None."""
+    assert creds_from_ancdata([]) is None
+    assert creds_from_ancdata([(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\0\0\0\0")]) is None
+
+
+def test_process_identity_is_read_through_a_pidfd(pair: tuple[socket.socket, socket.socket]) -> None:
+    """exe and comm of the peer (ourselves) come back verified."""
+    _cli, srv = pair
+    ident = read_process_identity(srv, os.getpid())
+    with open("/proc/self/comm") as f:
+        comm = f.read().strip()
+    assert ident == ProcessIdentity(os.path.realpath(sys.executable), comm)
+
+
+def test_process_identity_of_an_unknown_pid_is_left_out(pair: tuple[socket.socket, socket.socket]) -> None:
+    """pid 0 (another pid namespace) gives no exe/comm rather than a guess."""
+    _cli, srv = pair
+    assert read_process_identity(srv, 0) == ProcessIdentity(None, None)
+
+
+def test_process_identity_of_a_dead_peer_is_left_out(tmp_path: Path) -> None:
+    """A peer that exited before we looked: nothing is guessed from a recycled pid."""
+    path = str(tmp_path / "s.sock")
+    lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lst.bind(path)
+    lst.listen()
+    pid = os.fork()
+    if pid == 0:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(path)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    srv, _ = lst.accept()
+    try:
+        assert read_peer_cred(srv).pid == pid
+        assert read_process_identity(srv, pid) == ProcessIdentity(None, None)
+    finally:
+        srv.close()
+        lst.close()
+
+
+def test_peer_groups_come_from_the_kernel(pair: tuple[socket.socket, socket.socket]) -> None:
+    """SO_PEERGROUPS lists our supplementary groups."""
+    _cli, srv = pair
+    assert sorted(read_peer_groups(srv)) == sorted(os.getgroups())

@@ -1,0 +1,285 @@
+"""``trio-logd``: run the daemon and talk to it.
+
+Each subcommand parses its arguments and makes one call; the work is done in
+the package. Exit codes: 0 success, 1 failure (the message says why), 2 bad
+usage, 3 ``status``: not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import json
+import os
+import pwd
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from trio_logd import __version__
+from trio_logd.config import Config, find_config, load
+from trio_logd.errors import ConfigError, ConnectFailed, LogdError
+from trio_logd.peer import read_peer_cred
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FAIL: Final = 1
+EXIT_USAGE: Final = 2
+#: LSB init-script convention for "program is not running".
+EXIT_NOT_RUNNING: Final = 3
+
+
+def _err(msg: str) -> None:
+    print(f"trio-logd: {msg}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return find_config(getattr(args, "config", None))
+
+
+def _control_path(args: argparse.Namespace) -> str:
+    explicit = getattr(args, "control_socket", None)
+    if explicit:
+        return str(explicit)
+    return os.path.abspath(_config(args).daemon.control_socket)
+
+
+# -- serve ------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground."""
+    import trio
+
+    from trio_logd._logging import configure_logging
+    from trio_logd.server import AlreadyRunning, serve
+
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    configure_logging(getattr(config.daemon, "log_level", "info"))
+    try:
+        trio.run(partial_serve(serve, config))
+    except AlreadyRunning as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except LogdError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except OSError as exc:
+        _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+def partial_serve(serve: Callable[..., object], config: Config) -> Callable[[], object]:
+    """Bind serve's arguments for ``trio.run`` (signals on: the CLI owns the main thread)."""
+
+    async def main() -> None:
+        await serve(config, handle_signals=True)  # type: ignore[misc]
+
+    return main
+
+
+# -- status -----------------------------------------------------------------
+
+
+def _fmt_duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] if d else []
+    if d or h:
+        parts.append(f"{h}h")
+    if d or h or m:
+        parts.append(f"{m}m")
+    parts.append(f"{s}s")
+    return " ".join(parts)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Report whether the daemon runs, its pid (from SO_PEERCRED), uptime and sockets."""
+    from trio_logd.control_client import request_one
+    from trio_logd.server._sockets import probe_socket
+
+    try:
+        path = _control_path(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    try:
+        reply = request_one(path, "status")
+    except ConnectFailed:
+        stale = os.path.exists(path) and probe_socket(path) is None
+        why = f"stale socket {path}" if stale else f"no daemon answers on {path}"
+        if args.json:
+            print(json.dumps({"running": False, "control_socket": path, "reason": why}))
+        else:
+            print(f"trio-logd is not running ({why})")
+        return EXIT_NOT_RUNNING
+    server = reply.pop("_server")
+    if reply.get("type") != "ok":
+        _err(str(reply.get("error")))
+        return EXIT_FAIL
+    reply.pop("type")
+    # the pid comes from the kernel (SO_PEERCRED of the control socket), not from the reply
+    reply["pid"] = server.pid
+    reply["uid"] = server.uid
+    if args.json:
+        print(json.dumps({"running": True, **reply}))
+        return EXIT_OK
+    print(f"trio-logd is running (pid {server.pid}, uid {server.uid})")
+    print(f"  version:  {reply.get('version')}")
+    print(f"  uptime:   {_fmt_duration(float(reply.get('uptime', 0)))}")
+    started = reply.get("started")
+    if isinstance(started, (int, float)):
+        print(f"  since:    {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started))}")
+    print(f"  config:   {reply.get('config') or '(embedded defaults)'}")
+    for name, p in (reply.get("sockets") or {}).items():
+        print(f"  {name + ':':<9} {p}")
+    print(f"  log_dir:  {reply.get('log_dir')}")
+    print(f"  connections: {reply.get('connections')}")
+    return EXIT_OK
+
+
+# -- peer -------------------------------------------------------------------
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return "?"
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return "?"
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    """Print pid/uid/gid of whoever serves a Unix stream socket."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(5)
+    try:
+        s.connect(args.socket)
+        cred = read_peer_cred(s)
+    except OSError as exc:
+        _err(f"{args.socket}: {exc.strerror or exc}")
+        return EXIT_FAIL
+    finally:
+        s.close()
+    if args.json:
+        print(json.dumps({"pid": cred.pid, "uid": cred.uid, "gid": cred.gid}))
+    else:
+        print(
+            f"pid={cred.pid} uid={cred.uid}({_user(cred.uid)}) gid={cred.gid}({_group(cred.gid)})"
+        )
+    return EXIT_OK
+
+
+# -- check-config -----------------------------------------------------------
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file."""
+    try:
+        load(args.file)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except OSError as exc:
+        _err(f"{args.file}: {exc.strerror or exc}")
+        return EXIT_FAIL
+    print(f"{args.file}: OK")
+    return EXIT_OK
+
+
+# -- send -------------------------------------------------------------------
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Send records, like ``logger``."""
+    from trio_logd.cli._send import send_messages
+
+    return send_messages(args)
+
+
+# -- parser -----------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``trio-logd`` argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: discovered)")
+    p = argparse.ArgumentParser(
+        prog="trio-logd",
+        description="An authenticated, syslog-style logging daemon.",
+        parents=[common],
+    )
+    p.add_argument("--version", action="version", version=f"trio-logd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("serve", parents=[common], help="run the daemon in the foreground")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("status", parents=[common], help="is it running: pid, uptime, sockets")
+    sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("peer", help="print pid/uid/gid of whoever serves SOCKET")
+    sp.add_argument("socket", metavar="SOCKET")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_peer)
+
+    sp = sub.add_parser("check-config", help="validate a config file")
+    sp.add_argument("file", metavar="FILE")
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("send", parents=[common], help="send records, like logger")
+    sp.add_argument("--socket", metavar="PATH", help="ingest socket (default: from the config)")
+    sp.add_argument(
+        "-p", "--priority", default="user.notice", metavar="PRIO",
+        help="facility.severity or a number (default user.notice)",
+    )  # fmt: skip
+    sp.add_argument("-t", "--tag", metavar="TAG", help="app name (default: your user name)")
+    sp.add_argument(
+        "--ack", action="store_true", help="wait until the daemon confirms the records are stored"
+    )
+    sp.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    sp.add_argument("message", nargs="*", metavar="MSG", help="the message (default: stdin lines)")
+    sp.set_defaults(func=cmd_send)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``trio-logd``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:  # no subcommand: serve
+        func = cmd_serve
+    try:
+        rc: int = func(args)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except LogdError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

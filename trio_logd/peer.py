@@ -1,0 +1,151 @@
+"""Kernel-attested identity of the process at the other end of a Unix socket.
+
+How this works: ``SO_PEERCRED`` gives the pid/uid/gid of whoever called
+``connect()`` (or ``listen()``, for the client's view of a server);
+``SCM_CREDENTIALS`` ancillary data (with ``SO_PASSCRED`` on the listener) gives
+the credentials of the process that wrote each read's bytes. Neither can be
+forged by an unprivileged process. ``exe`` and ``comm`` come from ``/proc`` and
+are only trusted when a pidfd (``SO_PEERPIDFD``, Linux >= 6.5) proves that the
+pid still names the same process after we read them; otherwise they are left
+out, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+from typing import Final, NamedTuple
+
+__all__ = [
+    "OVERFLOW_ID",
+    "SCM_CREDENTIALS_SPACE",
+    "PeerCred",
+    "ProcessIdentity",
+    "creds_from_ancdata",
+    "read_peer_cred",
+    "read_peer_groups",
+    "read_process_identity",
+]
+
+#: ``SO_PEERPIDFD`` from <asm-generic/socket.h> (Linux 6.5); Python 3.11 lacks the name.
+SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
+#: ``SO_PEERGROUPS`` from <asm-generic/socket.h> (Linux 4.13).
+SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)
+
+#: ``struct ucred { pid_t pid; uid_t uid; gid_t gid; }`` (socket(7)).
+_UCRED: Final = struct.Struct("iII")
+#: Ancillary buffer size for one SCM_CREDENTIALS message.
+SCM_CREDENTIALS_SPACE: Final = socket.CMSG_SPACE(_UCRED.size)
+#: The kernel's overflow uid/gid (/proc/sys/kernel/overflowuid): an id that is
+#: not mapped into our user namespace. With pid 0 it means "unknown".
+OVERFLOW_ID: Final = 65534
+
+
+class PeerCred(NamedTuple):
+    """Credentials as the kernel reported them (never as the peer claimed)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+class ProcessIdentity(NamedTuple):
+    """What ``/proc`` said about a peer, each ``None`` when it could not be verified."""
+
+    exe: str | None
+    comm: str | None
+
+
+def read_peer_cred(sock: socket.socket) -> PeerCred:
+    """Return ``SO_PEERCRED`` of a connected Unix socket.
+
+    Args:
+        sock: a connected ``AF_UNIX`` socket (or anything with ``getsockopt``).
+
+    Returns:
+        The peer's pid, uid and gid at ``connect()``/``listen()`` time.
+
+    Raises:
+        OSError: the socket is not a connected Unix socket.
+    """
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return PeerCred(*_UCRED.unpack(raw))
+
+
+def read_peer_groups(sock: socket.socket) -> tuple[int, ...]:
+    """Return the peer's supplementary groups from ``SO_PEERGROUPS``.
+
+    The list comes from the kernel (the peer's credentials at connect time),
+    not from ``/etc/group``. Returns ``()`` where the kernel lacks the option.
+    """
+    size = 64 * 4
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == 34 and size < 65536 * 4:  # ERANGE: more groups than room
+                size *= 4
+                continue
+            return ()
+        return struct.unpack(f"{len(raw) // 4}I", raw)
+
+
+def open_peer_pidfd(sock: socket.socket) -> int | None:
+    """Return a pidfd for the peer (``SO_PEERPIDFD``), or ``None`` where unsupported."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4)
+    except OSError:
+        return None
+    fd: int = struct.unpack("i", raw)[0]
+    return fd if fd >= 0 else None
+
+
+def read_process_identity(sock: socket.socket, pid: int) -> ProcessIdentity:
+    """Read the peer's ``exe`` and ``comm``, verified through a pidfd.
+
+    We read ``/proc/PID/exe`` and ``/proc/PID/comm`` and then check, through
+    the pidfd the kernel bound to the socket's peer, that the process is still
+    alive: if it is, the pid cannot have been recycled in between, so what we
+    read belongs to the sender. Without a pidfd (kernel < 6.5) nothing can be
+    verified and both fields are ``None``.
+
+    Args:
+        sock: the accepted connection.
+        pid: the peer's pid from ``SO_PEERCRED``.
+
+    Returns:
+        The verified fields; each is ``None`` when unreadable or unverifiable.
+    """
+    if pid <= 0:
+        return ProcessIdentity(None, None)
+    pidfd = open_peer_pidfd(sock)
+    if pidfd is None:
+        return ProcessIdentity(None, None)
+    try:
+        try:
+            exe: str | None = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = None
+        try:
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                comm: str | None = f.read(64).rstrip(b"\n").decode("utf-8", "replace")
+        except OSError:
+            comm = None
+        try:
+            signal.pidfd_send_signal(pidfd, 0)
+        except OSError:  # ESRCH: gone, the pid may name another process now
+            return ProcessIdentity(None, None)
+        return ProcessIdentity(exe, comm)
+    finally:
+        os.close(pidfd)
+
+
+def creds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> PeerCred | None:
+    """Return the ``SCM_CREDENTIALS`` in a ``recvmsg()`` ancillary list, if any."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            if len(data) >= _UCRED.size:
+                return PeerCred(*_UCRED.unpack_from(data))
+    return None

@@ -1,0 +1,153 @@
+"""The control-socket protocol, sans-IO.
+
+How this works: the control socket speaks JSON Lines both ways. A client
+sends exactly one request line, a JSON object with an ``op`` key and that
+operation's arguments::
+
+    {"op": "status"}
+    {"op": "query", "uid": 1000, "n": 100}
+
+The server answers with one or more lines. Every line is a JSON object with a
+``type`` key:
+
+* ``{"type": "ok", ...}`` - the request's result (or the header of a stream);
+* ``{"type": "error", "error": "...", "code": "..."}`` - refused or failed;
+  ``code`` is ``denied``, ``invalid``, ``unknown_op`` or ``failed``;
+* ``{"type": "record", "record": {...}}`` - one record of a query stream;
+* ``{"type": "missed", "count": N}`` - a follower fell behind and N records
+  were skipped;
+* ``{"type": "end", ...}`` - the end of a stream.
+
+Requests are authorized by the caller's ``SO_PEERCRED``, never by anything
+in the request. A request line longer than :data:`MAX_REQUEST_BYTES` is
+refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+import orjson
+
+from trio_logd.errors import ParseError, excerpt
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "NEED_DATA",
+    "LineReader",
+    "Request",
+    "decode_request",
+    "decode_response",
+    "encode_request",
+    "encode_response",
+]
+
+#: Requests are small (a query's filters); 64 KiB leaves room for a long regex.
+MAX_REQUEST_BYTES: Final = 65536
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by :meth:`LineReader.next_line` when no complete line is buffered.
+NEED_DATA: Final = _NeedData()
+
+
+class Request(NamedTuple):
+    """A decoded control request: the operation and its arguments."""
+
+    op: str
+    args: dict[str, Any]
+
+
+def encode_request(op: str, **args: Any) -> bytes:
+    """Return the request line for *op* with *args* (``None`` values left out)."""
+    obj = {"op": op, **{k: v for k, v in args.items() if v is not None}}
+    return orjson.dumps(obj) + b"\n"
+
+
+def decode_request(line: bytes) -> Request:
+    """Decode one request line.
+
+    Raises:
+        ParseError: not a JSON object with a string ``op``.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        msg = f"invalid control request {excerpt(line)}: expected one JSON object per line"
+        raise ParseError(msg, excerpt=excerpt(line)) from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
+        msg = f"invalid control request {excerpt(line)}: expected an object with a string 'op'"
+        raise ParseError(msg, excerpt=excerpt(line))
+    op = obj.pop("op")
+    return Request(op, obj)
+
+
+def encode_response(kind: str, **fields: Any) -> bytes:
+    """Return one response line of *kind* (``ok``, ``error``, ``record`` …)."""
+    return orjson.dumps({"type": kind, **fields}) + b"\n"
+
+
+def decode_response(line: bytes) -> dict[str, Any]:
+    """Decode one response line.
+
+    Raises:
+        ParseError: not a JSON object with a string ``type``.
+    """
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        msg = f"invalid control response {excerpt(line)}"
+        raise ParseError(msg, excerpt=excerpt(line)) from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+        msg = f"invalid control response {excerpt(line)}: expected an object with a 'type'"
+        raise ParseError(msg, excerpt=excerpt(line))
+    return obj
+
+
+class LineReader:
+    """Split a byte stream into LF-terminated lines, with a bound on line length.
+
+    Args:
+        max_line: the longest line accepted (without its LF).
+    """
+
+    def __init__(self, max_line: int = MAX_REQUEST_BYTES) -> None:
+        self._buf = bytearray()
+        self._searched = 0
+        self._max = max_line
+        self.eof = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes; ``b""`` means EOF."""
+        if not data:
+            self.eof = True
+        self._buf += data
+
+    def next_line(self) -> bytes | _NeedData:
+        """Return the next line (without LF) or ``NEED_DATA``.
+
+        Raises:
+            ParseError: a line is longer than ``max_line``, or the stream
+                ended in the middle of a line.
+        """
+        i = self._buf.find(b"\n", self._searched)
+        if i < 0:
+            self._searched = len(self._buf)
+            if len(self._buf) > self._max:
+                msg = f"control line longer than {self._max} bytes"
+                raise ParseError(msg, excerpt=excerpt(self._buf))
+            if self.eof and self._buf:
+                msg = f"control stream ended inside a line {excerpt(self._buf)}"
+                raise ParseError(msg, excerpt=excerpt(self._buf))
+            return NEED_DATA
+        line = bytes(self._buf[:i])
+        del self._buf[: i + 1]
+        self._searched = 0
+        if len(line) > self._max:
+            msg = f"control line longer than {self._max} bytes"
+            raise ParseError(msg, excerpt=excerpt(line))
+        return line

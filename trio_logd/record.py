@@ -1,0 +1,220 @@
+"""The record: SPEC §3's contract, and its JSON-line encoding.
+
+How this works: a record on disk is one JSON object per line. The trusted part
+(``ts``, ``seq``, kernel credentials) is written by the daemon; the sender's
+part (``fac`` … ``fields``) comes from a parsed :class:`Message`. Because one
+line is built per record on the hot path, the encoder is split the way the
+data arrives:
+
+* :class:`Stamp` holds the writer's credentials for a whole connection (or a
+  run of reads by the same writer) and pre-encodes them once;
+* :func:`sender_json` encodes a message's claims with orjson (which escapes
+  every control character, so no message can start a second line);
+* :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims.
+
+:class:`Record` is the decoded, typed view used by readers and for the
+daemon's own records.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from trio_logd.peer import PeerCred
+from trio_logd.protocol.message import Message
+
+__all__ = [
+    "TRUSTED_KEYS",
+    "Record",
+    "Stamp",
+    "daemon_record_line",
+    "encode_line",
+    "format_ts",
+    "sender_json",
+]
+
+#: Keys that only the daemon or the kernel may set. Nothing a sender writes
+#: reaches these: claims live in their own keys or under ``fields``.
+TRUSTED_KEYS: Final = frozenset(
+    {
+        "ts", "seq", "uid", "gid", "pid", "conn_uid", "conn_pid", "relay_uid",
+        "relay_pid", "exe", "comm", "event", "count", "reason",
+    }
+)  # fmt: skip
+
+_dumps: Final = orjson.dumps
+_UTC: Final = _dt.UTC
+
+
+def format_ts(epoch: float) -> str:
+    """Return *epoch* as RFC 3339 UTC with microseconds, ending in ``Z``."""
+    t = _dt.datetime.fromtimestamp(epoch, _UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Stamp:
+    """The kernel-attested part of every record written by one writer.
+
+    Built once per connection (and again only when ``SCM_CREDENTIALS`` shows a
+    different writer), it pre-encodes ``"uid":…,"gid":…,"pid":…`` and the
+    optional ``conn_*``, ``relay_*``, ``exe`` and ``comm`` into bytes.
+
+    Args:
+        writer: credentials of the process that wrote the bytes.
+        conn: ``SO_PEERCRED`` of the connection; ``conn_uid``/``conn_pid`` are
+            added when they differ from *writer*.
+        exe: verified executable path, or ``None``.
+        comm: verified command name, or ``None``.
+        relay: trusted credentials of a relay that submitted on behalf of
+            *writer* (``[identity] may_claim``), or ``None``.
+    """
+
+    __slots__ = ("cred", "fragment", "uid")
+
+    def __init__(
+        self,
+        writer: PeerCred,
+        conn: PeerCred | None = None,
+        *,
+        exe: str | None = None,
+        comm: str | None = None,
+        relay: PeerCred | None = None,
+    ) -> None:
+        self.cred = writer
+        self.uid = writer.uid
+        parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}
+        if conn is not None and (conn.uid != writer.uid or conn.pid != writer.pid):
+            parts["conn_uid"] = conn.uid
+            parts["conn_pid"] = conn.pid
+        if relay is not None:
+            parts["relay_uid"] = relay.uid
+            parts["relay_pid"] = relay.pid
+        if exe is not None:
+            parts["exe"] = exe
+        if comm is not None:
+            parts["comm"] = comm
+        # '{"uid":1,...}' -> '"uid":1,...' : spliced between seq and the claims
+        self.fragment: bytes = _dumps(parts)[1:-1]
+
+
+def sender_json(msg: Message, pid: int) -> bytes:
+    """Encode a message's claims as ``"fac":…,…,"msg":…`` (no braces).
+
+    ``claimed_pid`` is kept only when it differs from the kernel's *pid*.
+    """
+    d: dict[str, Any] = {"fac": msg.fac, "sev": msg.sev}
+    if msg.app is not None:
+        d["app"] = msg.app
+    if msg.host is not None:
+        d["host"] = msg.host
+    if msg.msgid is not None:
+        d["msgid"] = msg.msgid
+    if msg.claimed_pid is not None and msg.claimed_pid != pid:
+        d["claimed_pid"] = msg.claimed_pid
+    if msg.claimed_ts is not None:
+        d["claimed_ts"] = msg.claimed_ts
+    d["msg"] = msg.msg
+    if msg.fields:
+        d["fields"] = msg.fields
+    if msg.truncated:
+        d["truncated"] = True
+    return _dumps(d)[1:-1]
+
+
+def encode_line(ts: bytes, seq: int, stamp: bytes, claims: bytes) -> bytes:
+    """Return one JSON line: ``{"ts":…,"seq":…,<stamp>,<claims>}\\n``.
+
+    Args:
+        ts: the receive time, already formatted and encoded (``format_ts``).
+        seq: the per-uid sequence number.
+        stamp: ``Stamp.fragment``.
+        claims: ``sender_json(...)`` or a daemon record's own fields.
+    """
+    return b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, stamp, claims)
+
+
+def daemon_record_line(ts: float, seq: int, stamp: Stamp, event: str, **extra: Any) -> bytes:
+    """Encode one of the daemon's own records (``event`` set, ``sev`` info or above).
+
+    Args:
+        ts: receive/creation time (epoch seconds).
+        seq: the per-uid sequence number of the uid the record is filed with.
+        stamp: the daemon's own credentials, filed with the uid concerned
+            (a ``Stamp`` whose ``uid`` is that uid and ``pid`` the daemon's).
+        event: ``started``, ``suppressed``, ``protocol_error``, ``rotated`` …
+        extra: further top-level fields (``count``, ``reason``, ``msg`` …).
+    """
+    sev = extra.pop("sev", "notice" if event == "suppressed" else "info")
+    claims: dict[str, Any] = {"fac": "syslog", "sev": sev, "app": "trio-logd", "event": event}
+    claims.update(extra)
+    claims.setdefault("msg", event)
+    return encode_line(format_ts(ts).encode(), seq, stamp.fragment, _dumps(claims)[1:-1])
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A decoded record, as readers (``logq``, the control socket) see it.
+
+    Only ``ts``, ``seq``, ``uid``, ``gid`` and ``pid`` are always present;
+    everything else is ``None`` (or empty) when absent on disk.
+    """
+
+    ts: str
+    seq: int
+    uid: int
+    gid: int
+    pid: int
+    fac: str = "user"
+    sev: str = "notice"
+    msg: str = ""
+    conn_uid: int | None = None
+    conn_pid: int | None = None
+    relay_uid: int | None = None
+    relay_pid: int | None = None
+    exe: str | None = None
+    comm: str | None = None
+    app: str | None = None
+    host: str | None = None
+    msgid: str | None = None
+    claimed_pid: int | str | None = None
+    claimed_ts: str | None = None
+    fields: dict[str, Any] | None = None
+    truncated: bool = False
+    event: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> Record:
+        """Decode one JSON line (as written by the daemon).
+
+        Raises:
+            ValueError: the line is not a JSON object with the required keys.
+        """
+        obj = orjson.loads(line)
+        if not isinstance(obj, dict):
+            msg = f"expected a JSON object, got {type(obj).__name__}"
+            raise ValueError(msg)
+        known = {k: obj.pop(k) for k in _RECORD_FIELDS if k in obj}
+        try:
+            return cls(**known, extra=obj)
+        except TypeError as exc:
+            msg = f"not a trio-logd record: {exc}"
+            raise ValueError(msg) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as on disk: absent fields left out."""
+        out: dict[str, Any] = {}
+        for name in _RECORD_FIELDS:
+            value = getattr(self, name)
+            if value is None or (name == "truncated" and not value):
+                continue
+            out[name] = value
+        out.update(self.extra)
+        return out
+
+
+_RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "extra")

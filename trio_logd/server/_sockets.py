@@ -1,0 +1,138 @@
+"""Binding the daemon's Unix sockets, and the control socket as a pid file.
+
+How this works: a socket is bound under a temporary name in its final
+directory, given its mode, put in listening state, and only then renamed over
+its path, so a client never finds a half-made socket, and a stale one left by
+a crashed daemon is replaced atomically. Before binding anything the daemon
+probes the control socket path: a socket that answers belongs to a running
+daemon (whose pid ``SO_PEERCRED`` tells), one that refuses connections is
+stale.
+
+``SO_PASSCRED`` is set on listening ingest sockets before ``listen()``: an
+accepted socket inherits it, so even its first bytes carry the writer's
+``SCM_CREDENTIALS`` (set late, the kernel reports pid 0 / uid 65534 for bytes
+queued before).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from typing import Final
+
+from trio_logd.errors import LogdError
+from trio_logd.peer import PeerCred, read_peer_cred
+
+__all__ = ["AlreadyRunning", "BoundSocket", "bind_unix", "probe_socket", "unlink_if_ours"]
+
+#: listen() backlog: clients reconnecting after a restart arrive in bursts.
+BACKLOG: Final = 1024
+
+
+class AlreadyRunning(LogdError):
+    """Another daemon answers on the control socket."""
+
+    def __init__(self, path: str, peer: PeerCred) -> None:
+        super().__init__(f"already running (pid {peer.pid}): {path} answers")
+        self.path = path
+        self.peer = peer
+
+
+@dataclass(frozen=True, slots=True)
+class BoundSocket:
+    """A listening socket and what identifies the path we bound."""
+
+    sock: socket.socket
+    path: str
+    inode: int
+
+
+def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
+    """Connect to *path*: return the server's credentials, or ``None`` if nobody answers.
+
+    ``None`` covers a missing path and a stale socket (``ECONNREFUSED``).
+
+    Raises:
+        OSError: the path exists but is not a socket we can probe (e.g. EACCES).
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise
+    else:
+        return read_peer_cred(s)
+    finally:
+        s.close()
+
+
+def bind_unix(
+    path: str, *, kind: int = socket.SOCK_STREAM, mode: int = 0o666, passcred: bool = False
+) -> BoundSocket:
+    """Bind and (for streams) listen on a Unix socket at *path*, atomically.
+
+    Args:
+        path: absolute path of the socket; its directory is created (0755).
+        kind: ``SOCK_STREAM`` or ``SOCK_DGRAM``.
+        mode: permission bits of the socket file.
+        passcred: set ``SO_PASSCRED`` before ``listen()``.
+
+    Raises:
+        LogdError: *path* is served by a live process, or exists and is not a socket.
+        OSError: binding failed.
+    """
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            msg = f"{path}: exists and is not a socket; refusing to replace it"
+            raise LogdError(msg)
+        if kind == socket.SOCK_STREAM:
+            peer = probe_socket(path)
+            if peer is not None:
+                msg = f"{path}: in use by pid {peer.pid} (uid {peer.uid})"
+                raise LogdError(msg)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    try:
+        if passcred:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(BACKLOG)
+        os.rename(tmp, path)
+        inode = os.stat(path).st_ino
+    except BaseException:
+        sock.close()
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return BoundSocket(sock, path, inode)
+
+
+def unlink_if_ours(bound: BoundSocket) -> None:
+    """Remove the socket path if it is still the one we bound (not a successor's)."""
+    try:
+        if os.stat(bound.path).st_ino == bound.inode:
+            os.unlink(bound.path)
+    except OSError:
+        pass
