@@ -79,7 +79,7 @@ def test_embedded_defaults_are_documented_values() -> None:
         store=StoreConfig(
             max_file_bytes=8 << 20,
             max_file_age=86400.0,
-            compress="gzip",
+            compress="zstd",
             max_age=30 * 86400.0,
             max_bytes=1 << 30,
             keep_free_bytes=256 << 20,
