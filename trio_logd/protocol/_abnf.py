@@ -1,0 +1,212 @@
+# The syslog grammar (RFC 6587 framing, RFC 5424, RFC 3164 as really sent) as
+# constants and regexes compiled at import.
+#
+# How this works: each rule is quoted from its RFC above the Python that
+# implements it, and every place where we are more lenient (or stricter) than
+# the RFC says so and why. Patterns are built from named string pieces, then
+# compiled once at the bottom of each section.
+#
+# Payload patterns are *str* patterns: a payload is decoded from UTF-8 exactly
+# once (invalid bytes become U+FFFD) and parsed as text. They never use \d, \s
+# or \w, which match non-ASCII digits and spaces in str patterns: every class
+# is spelled out, so '١' (ARABIC-INDIC DIGIT ONE) is never a digit here.
+# Anchors are \Z, never $ (which also matches before a final "\n").
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = [
+    "ASCII_DIGITS",
+    "BOM",
+    "MAX_OCTET_COUNT_DIGITS",
+    "RFC3164_PAYLOAD",
+    "RFC5424_HEADER",
+    "SD_ELEMENT",
+    "SD_ESCAPE",
+    "SD_PARAM",
+]
+
+# ---------------------------------------------------------------------------
+# Framing: RFC 6587 §3.4
+#
+#   TCP-DATA = *SYSLOG-FRAME
+#   SYSLOG-FRAME = MSG-LEN SP SYSLOG-MSG          ; octet-counting (§3.4.1)
+#   MSG-LEN = NONZERO-DIGIT *DIGIT
+#   NONZERO-DIGIT = %d49-57
+#
+#   SYSLOG-FRAME = SYSLOG-MSG TRAILER             ; non-transparent (§3.4.2)
+#   TRAILER = LF / APP-DEFINED
+#
+# The framing code uses bytes.find / bytes.isdigit rather than a regex (it is
+# the hot path, and bytes.isdigit is ASCII-only, unlike int() which accepts
+# "+1", "1_0", " 1" and "١"). Deviations:
+# - MSG-LEN may have leading zeros, and "0 " is a (empty, ignored) frame:
+#   rsyslog accumulates digits the same way, and the value stays unambiguous.
+# - MSG-LEN has at most MAX_OCTET_COUNT_DIGITS digits (SPEC §2): 10 digits
+#   already count up to 9_999_999_999 bytes, far beyond any
+#   max_message_bytes, so an 11th digit can only be garbage or a lie.
+# - TRAILER is LF or NUL, whichever comes first: glibc syslog(3) and Python's
+#   SysLogHandler end stream messages with NUL, util-linux logger with LF.
+ASCII_DIGITS: Final = b"0123456789"
+MAX_OCTET_COUNT_DIGITS: Final = 10  # SPEC §2: "more than 10 digits" is a lying count
+
+# ---------------------------------------------------------------------------
+# PRI: RFC 5424 §6.2.1 (same as RFC 3164 §4.1.1)
+#
+#   PRI    = "<" PRIVAL ">"
+#   PRIVAL = 1*3DIGIT ; range 0 .. 191
+#
+# RFC 5424 forbids leading zeros ("<01>"); like rsyslog we accept them, since
+# the value is unambiguous and at most 3 digits keep it bounded. The range
+# check (<= 191) is done in Python by the caller. PRI starts both payload
+# patterns below: one match per payload, not two.
+_PRI = r"<(?P<pri>[0-9]{1,3})>"
+
+# ---------------------------------------------------------------------------
+# RFC 5424 §6
+#
+#   SYSLOG-MSG  = HEADER SP STRUCTURED-DATA [SP MSG]
+#   HEADER      = PRI VERSION SP TIMESTAMP SP HOSTNAME
+#                 SP APP-NAME SP PROCID SP MSGID
+#   VERSION     = NONZERO-DIGIT 0*2DIGIT          ; we only know "1"
+#   HOSTNAME    = NILVALUE / 1*255PRINTUSASCII
+#   APP-NAME    = NILVALUE / 1*48PRINTUSASCII
+#   PROCID      = NILVALUE / 1*128PRINTUSASCII
+#   MSGID       = NILVALUE / 1*32PRINTUSASCII
+#   NILVALUE    = "-"
+#   PRINTUSASCII = %d33-126
+#
+# Deviation: header fields may also hold non-ASCII characters (never space or
+# a control character): some senders put UTF-8 in APP-NAME, and refusing the
+# whole header for it would lose every field. Lengths are in characters.
+_FIELD_CHAR = r"[^\x00-\x20\x7f-\x9f]"
+
+#   TIMESTAMP      = NILVALUE / FULL-DATE "T" FULL-TIME
+#   FULL-DATE      = DATE-FULLYEAR "-" DATE-MONTH "-" DATE-MDAY
+#   DATE-FULLYEAR  = 4DIGIT
+#   DATE-MONTH     = 2DIGIT  ; 01-12
+#   DATE-MDAY      = 2DIGIT  ; 01-28, 01-29, 01-30, 01-31 based on month/year
+#   FULL-TIME      = PARTIAL-TIME TIME-OFFSET
+#   PARTIAL-TIME   = TIME-HOUR ":" TIME-MINUTE ":" TIME-SECOND [TIME-SECFRAC]
+#   TIME-SECFRAC   = "." 1*6DIGIT
+#   TIME-OFFSET    = "Z" / TIME-NUMOFFSET
+#   TIME-NUMOFFSET = ("+" / "-") TIME-HOUR ":" TIME-MINUTE
+#
+# The timestamp is only a claim kept as text (claimed_ts), so field ranges are
+# not checked, only the shape. Deviations, as RFC 3339 §5.6 and rsyslog allow:
+# lowercase "t"/"z", and up to 9 fraction digits (nanosecond clocks).
+_RFC3339_TIMESTAMP = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+# Each field must end at a space (or the end of the
+# payload, which only MSGID may reach: STRUCTURED-DATA is then taken as absent,
+# a leniency for senders that stop after the header). A field longer than its
+# RFC limit makes the whole header fail, and the payload is parsed as RFC 3164
+# instead, which keeps every byte in the message. The capture groups are
+# exactly pri, ts, host, app, procid, msgid, in that order (read with
+# m.groups()).
+RFC5424_HEADER: Final = re.compile(
+    rf"{_PRI}1 "
+    rf"(?P<ts>-|{_RFC3339_TIMESTAMP}) "
+    rf"(?P<host>{_FIELD_CHAR}{{1,255}}) "
+    rf"(?P<app>{_FIELD_CHAR}{{1,48}}) "
+    rf"(?P<procid>{_FIELD_CHAR}{{1,128}}) "
+    rf"(?P<msgid>{_FIELD_CHAR}{{1,32}})"
+    r"(?= |\Z)"
+)
+
+# RFC 5424 §6.3
+#
+#   STRUCTURED-DATA = NILVALUE / 1*SD-ELEMENT
+#   SD-ELEMENT      = "[" SD-ID *(SP SD-PARAM) "]"
+#   SD-PARAM        = PARAM-NAME "=" %d34 PARAM-VALUE %d34
+#   SD-ID           = SD-NAME
+#   PARAM-NAME      = SD-NAME
+#   PARAM-VALUE     = UTF-8-STRING ; characters '"', '\' and ']' MUST be escaped.
+#   SD-NAME         = 1*32PRINTUSASCII ; except '=', SP, ']', %d34 (")
+#
+# Deviations: no 32-character limit on SD-NAME (rsyslog has none either; the
+# frame length bounds it), and an unescaped ']' inside a quoted PARAM-VALUE is
+# accepted (the closing quote is unambiguous). A '\' before any other
+# character stays a backslash (RFC 5424 §6.3.3). The value pattern is the
+# unrolled-loop form of ("[^"\\]" / "\" any)*, which never backtracks.
+_SD_NAME = r"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]+"
+_PARAM_VALUE = r'[^"\\]*(?:\\.[^"\\]*)*'
+SD_ELEMENT: Final = re.compile(
+    rf'\[(?P<id>{_SD_NAME})(?P<params>(?: {_SD_NAME}="{_PARAM_VALUE}")*)\]',
+    re.DOTALL,
+)
+SD_PARAM: Final = re.compile(rf' (?P<name>{_SD_NAME})="(?P<value>{_PARAM_VALUE})"', re.DOTALL)
+SD_ESCAPE: Final = re.compile(r'\\(["\\\]])')
+
+#   MSG      = MSG-ANY / MSG-UTF8
+#   MSG-UTF8 = BOM UTF-8-STRING
+#   BOM      = %xEF.BB.BF
+BOM: Final = "\ufeff"
+
+# ---------------------------------------------------------------------------
+# RFC 3164 §4.1, as real senders write it
+#
+#   TIMESTAMP = Mmm SP dd SP hh:mm:ss    ; §4.1.2, dd space-padded ("Nov  7")
+#
+# Deviations, all accepted by rsyslog's pmrfc3164: an unpadded day ("Nov 7"),
+# fraction digits after the seconds, a year after the day ("Nov 27 2024
+# 20:47:40", some network gear), and an RFC 3339 timestamp instead of the BSD
+# one (rsyslog, syslog-ng with ts-format(iso)). Month names are matched as
+# RFC 3164 spells them (rsyslog ignores case; no local sender needs that, and
+# a case-insensitive group costs a quarter of the match time).
+_BSD_TIMESTAMP = (
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +[0-9]{1,2}(?: [0-9]{4})?"
+    r" [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+)
+
+#   HOSTNAME: §4.1.2 "the hostname [...] MUST NOT contain any embedded spaces"
+#
+# We take host-name characters (RFC 1123 letters, digits, '-', plus '.' and
+# '_' seen in the wild). ':' is left out on purpose: with it, "root: hi: x"
+# would read as host "root:" and tag "hi". IPv6 literals are therefore not
+# recognised as hosts; on a local Unix socket senders hardly ever send one.
+_HOSTNAME = r"[A-Za-z0-9._-]{1,255}+"
+
+#   TAG: §4.1.3 "The TAG is a string of ABNF alphanumeric characters that
+#   MUST NOT exceed 32 characters. Any non-alphanumeric character will
+#   terminate the TAG field and will be assumed to be the starting portion
+#   of the CONTENT field." In practice: "prog[pid]: " or "prog: ".
+#
+# Deviations: up to 48 characters (RFC 5424 APP-NAME, rsyslog's limit is
+# larger still), and besides letters and digits the characters seen in real
+# program names: '_' '.' '/' '-' '@' '+' ("postfix/smtpd", "python3.11",
+# "systemd-logind", "user@1000"); '@' not first, so that "@cee: {...}" (the
+# CEE cookie, see cee.py) is never read as a tag. The bracketed PID is any run
+# of up to 128 characters other than ']', space or control (RFC 5424 PROCID
+# length); 1 to 10 ASCII digits are captured apart (pidnum), so the parser
+# makes an int without testing the text again (see rfc5424.claimed_pid).
+_TAG = r"[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{0,47}+"
+_PID = r"[^\]\x00-\x20\x7f]{1,128}+"
+_PIDNUM = r"[0-9]{1,10}+"
+
+# PRI, then the header, every part of it optional:
+# - TIMESTAMP, then spaces (or the end of the payload);
+# - HOSTNAME, only after a TIMESTAMP and only when a TAG follows it, so a
+#   first word of the message is never mistaken for a host name;
+# - TAG, optional [PID], ":", then one optional space. Without a timestamp the
+#   ":" must be followed by a space (or the end): "<14>myapp: text" has a tag,
+#   "<14>http://example.com is down" has none. With a timestamp, a second ':'
+#   right after it still means "no tag" ("fe80::1 ...", "std::vector ...").
+# HOSTNAME, TAG and PID use possessive quantifiers ({m,n}+, Python 3.11): none
+# of them can contain what follows it, so giving back characters could never
+# help a match, only cost time (a third of it on a glibc line).
+# The capture groups are exactly pri, ts, host, app, pidnum, pid, in that
+# order: the parser reads them with m.groups(). At most one of pidnum and pid
+# is set. The pattern matches whenever PRI does.
+RFC3164_PAYLOAD: Final = re.compile(
+    rf"{_PRI}"
+    rf"(?:(?P<ts>{_BSD_TIMESTAMP}|{_RFC3339_TIMESTAMP})(?: +|\Z)"
+    rf"(?:(?P<host>{_HOSTNAME}) +(?={_TAG}(?:\[{_PID}\])?:))?)?"
+    rf"(?:(?P<app>{_TAG})(?:\[(?:(?P<pidnum>{_PIDNUM})|(?P<pid>{_PID}))\])?"
+    r":(?(ts)(?!:) ?|(?: |\Z)))?"
+)

@@ -1,0 +1,100 @@
+"""RFC 3164 payloads, as real senders write them: ``<PRI>[TIMESTAMP ][HOST ][TAG: ]MSG``.
+
+Lenient like rsyslog's pmrfc3164, but never mistaking a word of the message
+for a host name. What the common senders put after PRI::
+
+    glibc syslog(3)            Nov 27 20:47:40 myprog[123]: text
+    util-linux logger -u SOCK  Nov 27 20:47:40 root: hello
+    logger --rfc3164 (inet)    Nov 27 20:47:40 myhost root: hello
+    SysLogHandler              message text          (ident="myapp: " adds a tag)
+    classic relayed line       Nov 27 20:47:40 myhost sshd[1]: Accepted ...
+
+Rules (the grammar and its deviations are in ``_abnf.py``):
+
+- Without a valid PRI (missing, ``<>``, ``<192>``, ``<1999>``) the payload is
+  ``user.notice`` and all of it is the message: no header is read, since
+  without PRI "Note: x" is just text.
+- TIMESTAMP is optional: BSD (``Nov 27 20:47:40``) or RFC 3339; kept as text in
+  ``claimed_ts``.
+- HOSTNAME is taken only after a TIMESTAMP and only when the next word is a
+  TAG; otherwise the word belongs to the message.
+- TAG (``app``) is up to 48 of ``A-Z a-z 0-9 _ . / @ + -`` (not starting
+  with ``@``, so ``@cee:`` is no tag), an optional ``[PID]`` (``claimed_pid``:
+  an int for 1 to 10 ASCII digits, else the text), then ``:`` and one
+  optional space. Without a TIMESTAMP the ``:`` must be followed by a space or
+  end the payload, so that ``http://...`` is not a tag; with one, it must not
+  be followed by a second ``:`` (``fe80::1``, ``std::``). A message that
+  itself starts with ``word: `` and was sent without a tag is ambiguous; like
+  rsyslog we read a tag.
+- The rest is MSG, kept exactly (control characters included); ``@cee:`` in
+  it is read by :mod:`.cee`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trio_logd.protocol._abnf import RFC3164_PAYLOAD
+from trio_logd.protocol.cee import CEE_COOKIE, parse_cee
+from trio_logd.protocol.message import DEFAULT_FACILITY, DEFAULT_SEVERITY, Message
+from trio_logd.protocol.rfc5424 import MAX_PRIVAL, PRI_NAMES
+
+__all__ = ["parse_rfc3164"]
+
+# tuple.__new__(Message, (...)) skips the Python-level NamedTuple.__new__:
+# 0.14 us against 0.44 us per message (CPython 3.11). Every field must then be
+# given, in order.
+_new_message = tuple.__new__
+
+
+def parse_rfc3164(text: str, *, truncated: bool = False) -> Message:
+    """Parse an RFC 3164 payload, or any text at all. Never fails.
+
+    Args:
+        text: the whole payload, decoded.
+        truncated: passed through to :attr:`Message.truncated`.
+
+    Returns:
+        The message; the parts of the header that are absent are ``None``.
+    """
+    m = RFC3164_PAYLOAD.match(text)
+    if m is None:
+        return _without_pri(text, truncated)
+    pri, ts, host, app, pidnum, pid = m.groups()
+    prival = int(pri)  # 1 to 3 ASCII digits: int() cannot fail
+    if prival > MAX_PRIVAL:
+        return _without_pri(text, truncated)
+    fac, sev = PRI_NAMES[prival]
+    msg = text[m.end() :]
+    fields: dict[str, Any] | None = None
+    if msg.startswith(CEE_COOKIE):
+        cee = parse_cee(msg)
+        if cee is not None:
+            msg, fields = cee
+    return _new_message(
+        Message,
+        (
+            fac,
+            sev,
+            msg,
+            app,
+            host,
+            None,
+            pid if pidnum is None else int(pidnum),
+            ts,
+            fields or None,
+            truncated,
+        ),
+    )
+
+
+def _without_pri(text: str, truncated: bool) -> Message:
+    """No valid PRI: user.notice, and the whole payload is the message."""
+    fields: dict[str, Any] | None = None
+    if text.startswith(CEE_COOKIE):
+        cee = parse_cee(text)
+        if cee is not None:
+            text, fields = cee
+    return Message(
+        DEFAULT_FACILITY, DEFAULT_SEVERITY, text, fields=fields or None, truncated=truncated
+    )
