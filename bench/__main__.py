@@ -18,10 +18,14 @@ from bench import scenarios
 
 def main(argv: list[str] | None = None) -> int:
     names = list(scenarios.ALL)
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", nargs="*", metavar="SCENARIO",
-                   help=f"one of {', '.join(names)} (default: all)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "scenario", nargs="*", metavar="SCENARIO", help=f"one of {', '.join(names)} (default: all)"
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     args = p.parse_args(argv)

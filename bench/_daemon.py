@@ -73,10 +73,16 @@ class BenchDaemon:
         extra: str = "",
         max_file_bytes: int = 1 << 40,
     ) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="trio-logd-bench-", dir=os.environ.get("BENCH_TMP")))
+        self.root = Path(
+            tempfile.mkdtemp(prefix="trio-logd-bench-", dir=os.environ.get("BENCH_TMP"))
+        )
         self.root.chmod(0o755)
         toml = BASE_TOML.format(
-            root=self.root, daemon=daemon, store=store, limits=limits, extra=extra,
+            root=self.root,
+            daemon=daemon,
+            store=store,
+            limits=limits,
+            extra=extra,
             max_file_bytes=max_file_bytes,
         )
         self.config = self.root / "logd.toml"
@@ -123,7 +129,9 @@ class BenchDaemon:
         reply = request_one(self.control, "stats", timeout=10)
         return {u["uid"]: u for u in reply["uids"]}
 
-    def wait_stored(self, uid: int, n: int, timeout: float = 300.0, interval: float = 0.005) -> float:
+    def wait_stored(
+        self, uid: int, n: int, timeout: float = 300.0, interval: float = 0.005
+    ) -> float:
         """Poll until *uid* has *n* records stored; return the time it happened."""
         deadline = time.monotonic() + timeout
         while True:
@@ -131,5 +139,6 @@ class BenchDaemon:
             if u is not None and u["stored"] >= n:
                 return time.time()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"uid {uid}: {u}")
+                msg = f"uid {uid}: {u}"
+                raise TimeoutError(msg)
             time.sleep(interval)

@@ -84,9 +84,14 @@ def _child(spec: LoadSpec, conn: int, n: int | None, go_r: int, res_w: int) -> N
                     break
                 if spec.ts:
                     tsb = b" TS=%019d " % time.time_ns()
-                    msgs = [_frame(prefix + b"%09d" % i + tsb + pad, framing) for i in range(sent, sent + k)]
+                    msgs = [
+                        _frame(prefix + b"%09d" % i + tsb + pad, framing)
+                        for i in range(sent, sent + k)
+                    ]
                 else:
-                    msgs = [_frame(prefix + b"%09d " % i + pad, framing) for i in range(sent, sent + k)]
+                    msgs = [
+                        _frame(prefix + b"%09d " % i + pad, framing) for i in range(sent, sent + k)
+                    ]
                 if spec.dgram:
                     for m in msgs:
                         s.send(m)

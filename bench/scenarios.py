@@ -24,8 +24,14 @@ def _fmt(values: list[float], unit: str = "", digits: int = 0) -> str:
     return f"{f.format(med)}{unit} ({f.format(lo)}-{f.format(hi)})"
 
 
-def throughput_once(*, conns: int = 4, count: int = 1_000_000, size: int = 120,
-                    framing: str = "lf", daemon_kw: dict[str, Any] | None = None) -> dict[str, float]:
+def throughput_once(
+    *,
+    conns: int = 4,
+    count: int = 1_000_000,
+    size: int = 120,
+    framing: str = "lf",
+    daemon_kw: dict[str, Any] | None = None,
+) -> dict[str, float]:
     with BenchDaemon(**(daemon_kw or {})) as d:
         lg = LoadGen(LoadSpec(sock=d.socket, conns=conns, count=count, size=size, framing=framing))
         cpu0 = cpu_seconds(d.pid)
@@ -47,7 +53,7 @@ def throughput_once(*, conns: int = 4, count: int = 1_000_000, size: int = 120,
 def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
     """4 connections x 250 000 messages of 120 bytes, LF framing, to disk (issue 2)."""
     rows = [throughput_once(**kw) for _ in range(runs)]
-    out = {k: _median([r[k] for r in rows]) for k in rows[0]}
+    out: dict[str, Any] = {k: _median([r[k] for r in rows]) for k in rows[0]}
     print("throughput: 4 conns x 250k msgs, 120 B, LF, fsync=batch, everything on")
     print(f"  msgs/s            {_fmt([r['msgs_per_s'] for r in rows])}")
     print(f"  CPU s / 1M msgs   {_fmt([r['cpu_s_per_million'] for r in rows], digits=2)}")

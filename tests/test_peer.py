@@ -61,7 +61,9 @@ def test_no_ancillary_data_means_none() -> None:
     assert creds_from_ancdata([(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\0\0\0\0")]) is None
 
 
-def test_process_identity_is_read_through_a_pidfd(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_process_identity_is_read_through_a_pidfd(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     """exe and comm of the peer (ourselves) come back verified."""
     _cli, srv = pair
     ident = read_process_identity(srv, os.getpid())
@@ -70,7 +72,9 @@ def test_process_identity_is_read_through_a_pidfd(pair: tuple[socket.socket, soc
     assert ident == ProcessIdentity(os.path.realpath(sys.executable), comm)
 
 
-def test_process_identity_of_an_unknown_pid_is_left_out(pair: tuple[socket.socket, socket.socket]) -> None:
+def test_process_identity_of_an_unknown_pid_is_left_out(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
     """pid 0 (another pid namespace) gives no exe/comm rather than a guess."""
     _cli, srv = pair
     assert read_process_identity(srv, 0) == ProcessIdentity(None, None)

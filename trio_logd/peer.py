@@ -145,7 +145,10 @@ def read_process_identity(sock: socket.socket, pid: int) -> ProcessIdentity:
 def creds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> PeerCred | None:
     """Return the ``SCM_CREDENTIALS`` in a ``recvmsg()`` ancillary list, if any."""
     for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            if len(data) >= _UCRED.size:
-                return PeerCred(*_UCRED.unpack_from(data))
+        if (
+            level == socket.SOL_SOCKET
+            and kind == socket.SCM_CREDENTIALS
+            and len(data) >= _UCRED.size
+        ):
+            return PeerCred(*_UCRED.unpack_from(data))
     return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
@@ -126,7 +125,12 @@ def test_send_command_delivers(daemon: DaemonProcess) -> None:
     out = _run(daemon, "send", "-p", "local0.err", "-t", "mytag", "hello", "there")
     assert out.returncode == 0, out.stderr
     (rec,) = daemon.wait_records(ROOT, 1)
-    assert (rec["fac"], rec["sev"], rec["app"], rec["msg"]) == ("local0", "err", "mytag", "hello there")
+    assert (rec["fac"], rec["sev"], rec["app"], rec["msg"]) == (
+        "local0",
+        "err",
+        "mytag",
+        "hello there",
+    )
 
 
 def test_ingest_socket_is_world_writable(daemon: DaemonProcess) -> None:
@@ -144,4 +148,3 @@ def test_connection_idle_clients_do_not_block_shutdown() -> None:
         assert d.stop(timeout=15) == 0
         for c in conns:
             c.close()
-

@@ -33,7 +33,11 @@ def test_malformed_requests_are_parse_errors(bad: bytes) -> None:
 def test_response_round_trips() -> None:
     """encode_response/decode_response keep the type and fields."""
     line = encode_response("error", code="denied", error="permission denied")
-    assert decode_response(line) == {"type": "error", "code": "denied", "error": "permission denied"}
+    assert decode_response(line) == {
+        "type": "error",
+        "code": "denied",
+        "error": "permission denied",
+    }
 
 
 def test_line_reader_splits_any_chunking() -> None:

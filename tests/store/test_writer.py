@@ -16,9 +16,8 @@ TS = b"2026-11-27T20:47:40.123456Z"
 
 
 def line(seq: int, msg: str = "m") -> bytes:
-    return b'{"ts":"%s","seq":%d,"uid":5,"gid":5,"pid":1,"fac":"user","sev":"info","msg":"%s"}\n' % (
-        TS, seq, msg.encode(),
-    )  # fmt: skip
+    head = b'{"ts":"%s","seq":%d,"uid":5,"gid":5,"pid":1,' % (TS, seq)
+    return head + b'"fac":"user","sev":"info","msg":"%s"}\n' % msg.encode()
 
 
 def test_appends_records_in_a_private_uid_directory(tmp_path: Path) -> None:
@@ -29,7 +28,10 @@ def test_appends_records_in_a_private_uid_directory(tmp_path: Path) -> None:
     w.append(5, [line(1), line(2)], 2)
     w.close()
     assert list(read_uid_records(log_dir, 5)) == [line(1)[:-1], line(2)[:-1]]
-    assert (log_dir.stat().st_mode & 0o777, (log_dir / "5").stat().st_mode & 0o777) == (0o700, 0o700)
+    assert (log_dir.stat().st_mode & 0o777, (log_dir / "5").stat().st_mode & 0o777) == (
+        0o700,
+        0o700,
+    )
     assert (log_dir / "5" / "current.jsonl").stat().st_mode & 0o777 == 0o600
 
 
@@ -48,7 +50,7 @@ def test_seq_continues_after_reopen(tmp_path: Path) -> None:
 
 
 def test_torn_last_line_is_set_aside_not_parsed(tmp_path: Path) -> None:
-    """A torn tail after a crash is cut off into torn-*.partial; seq continues from the last whole line."""
+    """A torn tail is cut off into torn-*.partial; seq continues from the last whole line."""
     w = StoreWriter(str(tmp_path))
     w.open()
     w.append(5, [line(1), line(2)], 2)

@@ -15,7 +15,7 @@ import pwd
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from trio_logd import __version__
@@ -63,8 +63,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_FAIL
     configure_logging(getattr(config.daemon, "log_level", "info"))
+    async def run() -> None:
+        # the CLI owns the main thread, so the daemon handles its signals itself
+        await serve(config, handle_signals=True)
+
     try:
-        trio.run(partial_serve(serve, config))
+        trio.run(run)
     except AlreadyRunning as exc:
         _err(str(exc))
         return EXIT_FAIL
@@ -75,15 +79,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return EXIT_FAIL
     return EXIT_OK
-
-
-def partial_serve(serve: Callable[..., object], config: Config) -> Callable[[], object]:
-    """Bind serve's arguments for ``trio.run`` (signals on: the CLI owns the main thread)."""
-
-    async def main() -> None:
-        await serve(config, handle_signals=True)  # type: ignore[misc]
-
-    return main
 
 
 # -- status -----------------------------------------------------------------

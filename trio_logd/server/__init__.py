@@ -28,7 +28,13 @@ from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._pipeline import Pipeline
-from trio_logd.server._sockets import AlreadyRunning, BoundSocket, bind_unix, probe_socket, unlink_if_ours
+from trio_logd.server._sockets import (
+    AlreadyRunning,
+    BoundSocket,
+    bind_unix,
+    probe_socket,
+    unlink_if_ours,
+)
 from trio_logd.server._writer_task import serve_writer
 from trio_logd.store.writer import StoreWriter
 
@@ -90,21 +96,20 @@ async def _op_status(daemon: Daemon, call: ControlCall) -> None:
 
 def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
     """Per-uid figures since start (``trio-logd stats --json`` items)."""
-    out = []
-    for st in daemon.pipeline.states():
-        out.append(
-            {
-                "uid": st.uid,
-                "records": st.records,
-                "bytes": st.bytes,
-                "stored": st.stored,
-                "connections": st.connections,
-                "pending_bytes": st.pending_bytes,
-                "disk_bytes": daemon.store.disk_usage(st.uid),
-                "dropped": dict(st.dropped),
-                "last_seq": st.last_seq,
-            }
-        )
+    out = [
+        {
+            "uid": st.uid,
+            "records": st.records,
+            "bytes": st.bytes,
+            "stored": st.stored,
+            "connections": st.connections,
+            "pending_bytes": st.pending_bytes,
+            "disk_bytes": daemon.store.disk_usage(st.uid),
+            "dropped": dict(st.dropped),
+            "last_seq": st.last_seq,
+        }
+        for st in daemon.pipeline.states()
+    ]
     return sorted(out, key=lambda d: d["uid"])
 
 
@@ -233,4 +238,3 @@ async def _serve_signals(
                 continue
             log.info("signal", signal=signal.Signals(signum).name)
             daemon.shutdown.set()
-

@@ -28,7 +28,7 @@ from typing import Final
 import structlog
 import trio
 
-from trio_logd.errors import FramingError, excerpt
+from trio_logd.errors import FramingError
 from trio_logd.peer import (
     SCM_CREDENTIALS_SPACE,
     PeerCred,
@@ -39,7 +39,7 @@ from trio_logd.peer import (
 from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
-from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline
 
 __all__ = ["IngestContext", "handle_connection", "serve_listener"]
 
@@ -49,7 +49,9 @@ log = structlog.get_logger("trio_logd.ingest")
 READ_SIZE: Final = 65536
 #: accept() errors that mean "out of a resource for now", not "listener broken"
 #: (the same set trio's SocketListener sleeps on).
-_ACCEPT_CAPACITY_ERRORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_CAPACITY_ERRORS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
 _conn_ids = itertools.count(1)
 
 
@@ -96,7 +98,11 @@ class _Connection:
         self.decoder = FrameDecoder(ctx.max_message_bytes)
 
     def writer_changed(self, writer: PeerCred, now: float) -> None:
-        """Close off the previous writer's partial frame; switch stamps."""
+        """Close off the previous writer's partial frame; switch stamps.
+
+        Raises:
+            FramingError: the previous writer left half an octet count.
+        """
         partial = self.decoder.close_partial()
         if partial is not None:
             self.file_frames([partial], now)
@@ -141,7 +147,9 @@ class _Connection:
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
     """One non-blocking read for the shutdown drain; ``None`` when nothing is left."""
     try:
-        data, anc, _flags, _addr = sock.recvmsg(READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT)
+        data, anc, _flags, _addr = sock.recvmsg(
+            READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT
+        )
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:
@@ -208,7 +216,11 @@ async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
         now = time.time()
         writer = creds_from_ancdata(anc) or conn.conn
         if writer != last_writer:
-            conn.writer_changed(writer, now)
+            try:
+                conn.writer_changed(writer, now)
+            except FramingError as exc:
+                _protocol_error(conn, exc, now)
+                return
             last_writer = writer
             uid_state = ctx.pipeline.state(writer.uid)
         if not data:  # EOF
@@ -216,33 +228,27 @@ async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
             return
         decoder.receive_data(data)
         try:
-            frames = decoder.frames()
+            while frames := decoder.frames():
+                conn.file_frames(frames, now)
         except FramingError as exc:
             _protocol_error(conn, exc, now)
             return
-        if frames:
-            conn.file_frames(frames, now)
-            if uid_state.pending_bytes > 1024 * 1024:
-                await uid_state.wait_for_room()
+        if uid_state.pending_bytes > UID_PENDING_BYTES:
+            await uid_state.wait_for_room()
 
 
 def _finish(conn: _Connection, now: float) -> None:
     """EOF or shutdown: file whatever partial frame the decoder still holds."""
     try:
         conn.decoder.receive_data(b"")
-        frames = conn.decoder.frames()
+        while frames := conn.decoder.frames():
+            conn.file_frames(frames, now)
     except FramingError as exc:
         _protocol_error(conn, exc, now)
-        return
-    if frames:
-        conn.file_frames(frames, now)
 
 
 def _protocol_error(conn: _Connection, exc: FramingError, now: float) -> None:
-    """File the well-framed frames, then one ``protocol_error`` record; the caller closes."""
-    good = getattr(exc, "frames", None) or []
-    if good:
-        conn.file_frames(good, now)
+    """File one ``protocol_error`` record for the writer; the caller closes."""
     writer = conn.stamp.cred
     log.warning("protocol_error", error=str(exc), writer_uid=writer.uid)
     conn.ctx.file_daemon_record(
@@ -253,7 +259,7 @@ def _protocol_error(conn: _Connection, exc: FramingError, now: float) -> None:
         conn_uid=conn.conn.uid,
         conn_pid=conn.conn.pid,
         writer_pid=writer.pid,
-        excerpt=exc.excerpt or excerpt(b""),
+        excerpt=exc.excerpt,
         count=1,
         reason="framing",
     )

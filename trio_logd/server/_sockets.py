@@ -16,6 +16,7 @@ queued before).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -105,10 +106,8 @@ def bind_unix(
                 msg = f"{path}: in use by pid {peer.pid} (uid {peer.uid})"
                 raise LogdError(msg)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    except FileNotFoundError:
-        pass
     sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
     try:
         if passcred:
@@ -121,10 +120,8 @@ def bind_unix(
         inode = os.stat(path).st_ino
     except BaseException:
         sock.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     return BoundSocket(sock, path, inode)
 

@@ -76,7 +76,9 @@ async def serve_writer(
                 st.stored += out.records
             else:
                 st.dropped["disk"] = st.dropped.get("disk", 0) + out.records
-                log.error("store_write_failed", uid=st.uid, records=out.records, error=str(out.error))
+                log.error(
+                    "store_write_failed", uid=st.uid, records=out.records, error=str(out.error)
+                )
             for b in out.batches:
                 if b.on_stored is not None:
                     b.on_stored(ok)

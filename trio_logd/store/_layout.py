@@ -12,6 +12,7 @@ read their records through the daemon, which checks their credentials.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import errno
 import os
 import re
@@ -23,9 +24,9 @@ from trio_logd.errors import UnsafeLogDir
 
 __all__ = [
     "CURRENT",
-    "RotatedName",
     "DIR_MODE",
     "FILE_MODE",
+    "RotatedName",
     "open_dir",
     "open_file",
     "open_log_dir",
@@ -129,10 +130,8 @@ def open_dir(parent_fd: int, name: str, *, create: bool, what: str) -> int:
         FileNotFoundError: it does not exist and *create* is false.
     """
     if create:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(name, DIR_MODE, dir_fd=parent_fd)
-        except FileExistsError:
-            pass
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except OSError as exc:

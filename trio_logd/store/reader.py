@@ -37,7 +37,7 @@ def uid_files(log_dir: str | os.PathLike[str], uid: int) -> list[Path]:
 
 def _open(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
     if path.name.endswith(".zst"):
         import zstandard
 

@@ -156,9 +156,7 @@ class StoreWriter:
             os.close(dir_fd)
             raise
         size = os.fstat(fd).st_size
-        reader = os.open(
-            _layout.CURRENT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd
-        )
+        reader = os.open(_layout.CURRENT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             if size and os.pread(reader, 1, size - 1) != b"\n":
                 size = _set_aside_torn_tail(dir_fd, reader, fd, size)
