@@ -94,6 +94,10 @@ class Pipeline:
         self._work = trio.Event()
         self.closed = False
         self.pending_bytes = 0
+        #: called by the writer task, in the event loop, after each uid's lines
+        #: of a round are stored: ``hook(uid, lines)``. Followers (``logq -f``)
+        #: and forwarders subscribe here; a hook must not block.
+        self.written_hooks: list[Callable[[int, list[bytes]], None]] = []
 
     def state(self, uid: int) -> UidState:
         """Return (creating on first use) the state of *uid*."""

@@ -74,6 +74,10 @@ async def serve_writer(
             ok = out.error is None
             if ok:
                 st.stored += out.records
+                if pipeline.written_hooks:
+                    lines = [line for b in out.batches for line in b.lines]
+                    for hook in pipeline.written_hooks:
+                        hook(st.uid, lines)
             else:
                 st.dropped["disk"] = st.dropped.get("disk", 0) + out.records
                 log.error(
