@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_FAIL
     configure_logging(getattr(config.daemon, "log_level", "info"))
+
     async def run() -> None:
         # the CLI owns the main thread, so the daemon handles its signals itself
         await serve(config, handle_signals=True)

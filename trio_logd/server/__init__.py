@@ -35,6 +35,7 @@ from trio_logd.server._sockets import (
     probe_socket,
     unlink_if_ours,
 )
+from trio_logd.server._suppress import file_suppressed, serve_suppressions
 from trio_logd.server._writer_task import serve_writer
 from trio_logd.store.writer import StoreWriter
 
@@ -42,7 +43,8 @@ __all__ = ["AlreadyRunning", "Daemon", "serve"]
 
 log = structlog.get_logger("trio_logd.server")
 
-#: At shutdown, connections get this long to hand over what the kernel holds.
+#: At shutdown, connections get this long to hand over what the kernel holds
+#: (``[daemon] shutdown_timeout``; this when it is 0).
 DRAIN_DEADLINE: Final = 5.0
 
 
@@ -105,7 +107,7 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
             "connections": st.connections,
             "pending_bytes": st.pending_bytes,
             "disk_bytes": daemon.store.disk_usage(st.uid),
-            "dropped": dict(st.dropped),
+            "dropped": dict(daemon.ingest.suppression.dropped(st.uid)),
             "last_seq": st.last_seq,
         }
         for st in daemon.pipeline.states()
@@ -192,13 +194,14 @@ async def _run(
         await daemon.control.handle(trio.SocketStream(sock))
 
     async with trio.open_nursery() as root:
-        await root.start(serve_writer, daemon.pipeline, daemon.store)
+        await root.start(serve_writer, daemon.pipeline, daemon.store, ctx.suppression)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
                     serve_listener, ingest_sock, handlers, partial(handle_connection, ctx=ctx)
                 )
                 await front.start(serve_listener, control_sock, front, control_handler)
+                front.start_soon(serve_suppressions, ctx.suppression, ctx)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
                 if handle_signals:
@@ -218,7 +221,9 @@ async def _run(
             # not accepting any more: stop new clients from queueing on the backlog
             ingest_sock.close()
             ctx.stop_receiving()
-            handlers.cancel_scope.deadline = trio.current_time() + DRAIN_DEADLINE
+            drain = daemon.config.daemon.shutdown_timeout or DRAIN_DEADLINE
+            handlers.cancel_scope.deadline = trio.current_time() + drain
+        file_suppressed(ctx, ctx.suppression.flush())
         daemon.pipeline.close()
 
 

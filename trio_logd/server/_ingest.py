@@ -29,6 +29,7 @@ import structlog
 import trio
 
 from trio_logd.errors import FramingError
+from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import (
     SCM_CREDENTIALS_SPACE,
     PeerCred,
@@ -62,6 +63,8 @@ class IngestContext:
     pipeline: Pipeline
     max_message_bytes: int
     daemon: PeerCred
+    #: counts every dropped record; ``_suppress.py`` turns counts into records
+    suppression: SuppressionTracker = field(default_factory=SuppressionTracker)
     stopping: bool = False
     #: receive cancel scopes of live connections, cancelled at shutdown so
     #: that each connection drains what the kernel holds and stops.

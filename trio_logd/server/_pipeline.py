@@ -60,7 +60,6 @@ class UidState:
     records: int = 0
     bytes: int = 0
     stored: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
     connections: int = 0
 
     def next_seqs(self, n: int) -> int:

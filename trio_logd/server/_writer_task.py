@@ -17,6 +17,7 @@ import structlog
 import trio
 
 from trio_logd.errors import StoreError
+from trio_logd.limits import SuppressionTracker
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
 from trio_logd.store.writer import StoreWriter
 
@@ -57,6 +58,7 @@ def _write_round(store: StoreWriter, work: list[tuple[UidState, list[Batch]]]) -
 async def serve_writer(
     pipeline: Pipeline,
     store: StoreWriter,
+    suppression: SuppressionTracker,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -79,7 +81,7 @@ async def serve_writer(
                     for hook in pipeline.written_hooks:
                         hook(st.uid, lines)
             else:
-                st.dropped["disk"] = st.dropped.get("disk", 0) + out.records
+                suppression.note_drop(st.uid, "disk", out.records, trio.current_time())
                 log.error(
                     "store_write_failed", uid=st.uid, records=out.records, error=str(out.error)
                 )
