@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +218,17 @@ class DaemonProcess:
         return s
 
 
-def run_as(uid: int, gid: int, fn: Callable[[], None]) -> None:
-    """Fork; the child drops to *uid*/*gid*, runs *fn* and exits; raise if it failed."""
+def run_as(uid: int, gid: int, fn: Callable[[], None], *, groups: Sequence[int] = ()) -> None:
+    """Fork; the child drops to *uid*/*gid* (and supplementary *groups*), runs *fn* and exits.
+
+    Raises:
+        AssertionError: the child failed.
+    """
     pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(uid)
             fn()

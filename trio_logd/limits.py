@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal, Protocol
@@ -304,6 +304,22 @@ class RateLimiter:
             records.try_take(admitted, now)
             nbytes.try_take(spent, now)
         return admitted
+
+    def reconfigure(self, limits_for: Callable[[int], RateSpec], now: float) -> None:
+        """Give every uid with buckets its new limits at *now* (a reload).
+
+        Tokens accrued until *now* count at the old rates, the new ones from
+        *now* on; balances are kept, clipped to a smaller burst
+        (``TokenBucket.reconfigure``). Without this a uid's buckets would be
+        reconfigured at its next ``admit``, counting the time in between at
+        the old rates.
+
+        Args:
+            limits_for: the new resolved limits of a uid.
+            now: monotonic seconds.
+        """
+        for uid in list(self._uids):
+            self._buckets(uid, limits_for(uid), now)
 
     def delay_for(self, uid: int, size: int, limits: RateSpec, now: float) -> float:
         """Return how long until one record of *size* bytes would be admitted.

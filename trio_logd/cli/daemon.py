@@ -144,6 +144,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- reload -----------------------------------------------------------------
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Ask the daemon to re-read its config file; print what changed."""
+    from trio_logd.control_client import request_one
+
+    try:
+        path = _control_path(args)
+    except ConfigError as exc:
+        # the file we would find the control socket in is the one being reloaded
+        _err(f"reload refused, nothing sent to the daemon: {exc}")
+        return EXIT_FAIL
+    try:
+        reply = request_one(path, "reload", timeout=args.timeout)
+    except ConnectFailed as exc:
+        _err(f"{exc} (is the daemon running?)")
+        return EXIT_FAIL
+    except OSError as exc:  # a timeout or a reset while waiting for the answer
+        _err(f"{path}: no answer to reload: {exc.strerror or exc}")
+        return EXIT_FAIL
+    reply.pop("_server", None)
+    if reply.get("type") != "ok":
+        _err(str(reply.get("error")))
+        return EXIT_FAIL
+    applied: list[str] = reply.get("applied") or []
+    restart: list[str] = reply.get("restart_required") or []
+    if args.json:
+        print(json.dumps({k: v for k, v in reply.items() if k != "type"}))
+        return EXIT_OK
+    if not applied and not restart:
+        print(f"reloaded {reply.get('config')}: no changes")
+    else:
+        print(f"reloaded {reply.get('config')}")
+    for key in applied:
+        print(f"  applied: {key}")
+    for key in restart:
+        print(f"  needs a restart (still the old value): {key}")
+    return EXIT_OK
+
+
 # -- peer -------------------------------------------------------------------
 
 
@@ -231,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser(
+        "reload", parents=[common], help="re-read the config file (root and [access] admins)"
+    )
+    sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    sp.set_defaults(func=cmd_reload)
 
     sp = sub.add_parser("peer", help="print pid/uid/gid of whoever serves SOCKET")
     sp.add_argument("socket", metavar="SOCKET")

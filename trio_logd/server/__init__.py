@@ -11,6 +11,7 @@ queued and syncs → ``serve`` returns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -24,10 +25,15 @@ import trio
 
 from trio_logd import __version__
 from trio_logd.config import Config
+from trio_logd.errors import AccessDenied, ConfigError
+from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
+from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
+from trio_logd.server._limits import Limiter
 from trio_logd.server._pipeline import Pipeline
+from trio_logd.server._reload import Reloader
 from trio_logd.server._sockets import (
     AlreadyRunning,
     BoundSocket,
@@ -62,10 +68,27 @@ class Daemon:
     sockets: dict[str, str] = field(default_factory=dict)
     shutdown: trio.Event = field(default_factory=trio.Event)
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    reloader: Reloader = field(default_factory=Reloader)
+    #: where SIGHUP starts its reload (set while the daemon serves)
+    task_nursery: trio.Nursery | None = None
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
-        log.info("sighup_ignored", reason="reload is not implemented yet")
+        """SIGHUP: re-read the config in the background; the outcome is logged."""
+        if self.task_nursery is not None:
+            self.task_nursery.start_soon(self._reload_quietly)
+
+    async def _reload_quietly(self) -> None:
+        # a refusal is logged and recorded by the reloader; the old config stays
+        with contextlib.suppress(ConfigError):
+            await self.reload(by="SIGHUP")
+
+    async def reload(self, *, by: str) -> ReloadPlan:
+        """Re-read ``config.path`` and apply it (see ``_reload.py``).
+
+        Raises:
+            ConfigError: the file is invalid; the running config stays in force.
+        """
+        return await self.reloader.reload(self, by=by)
 
     @property
     def pid(self) -> int:
@@ -107,6 +130,7 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
             "connections": st.connections,
             "pending_bytes": st.pending_bytes,
             "disk_bytes": daemon.store.disk_usage(st.uid),
+            "quota_bytes": daemon.ingest.limiter.policy_nowait(st.uid).limits.quota_bytes,
             "dropped": dict(daemon.ingest.suppression.dropped(st.uid)),
             "last_seq": st.last_seq,
         }
@@ -119,15 +143,46 @@ async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
     await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
 
 
+async def _op_reload(daemon: Daemon, call: ControlCall) -> None:
+    """``trio-logd reload``: root, ``[access] admins`` and the daemon's own uid only."""
+    caller = call.caller
+    limiter = daemon.ingest.limiter
+    if caller.uid != daemon.ingest.daemon.uid and not limiter.is_privileged(caller, call.groups):
+        admins = ", ".join(daemon.config.access.admins) or "none configured"
+        msg = (
+            f"permission denied: reload needs root or membership in an [access] admins group "
+            f"({admins}); uid {caller.uid} is neither"
+        )
+        raise AccessDenied(msg, uid=caller.uid, what="reload")
+    try:
+        plan = await daemon.reload(by=f"uid {caller.uid}")
+    except ConfigError as exc:
+        error = f"reload refused, the running config stays in force: {exc}"
+        await call.send("error", code="config", error=error)
+        return
+    await call.send(
+        "ok",
+        config=daemon.config.path,
+        applied=list(plan.applied),
+        restart_required=list(plan.restart_required),
+    )
+
+
 def build_daemon(config: Config) -> Daemon:
     """Make the daemon's objects (no sockets bound, no files opened)."""
     store = StoreWriter(_abs(config.daemon.log_dir), fsync=config.store.fsync)
     pipeline = Pipeline(store.last_seq)
     me = PeerCred(os.getpid(), os.geteuid(), os.getegid())
-    ingest = IngestContext(pipeline, config.daemon.max_message_bytes, me)
+    suppression = SuppressionTracker()
+    # the store's per-uid usage; StoreWriter.usage (all of a uid's files) once the store has it
+    limiter = Limiter(config, suppression, store.disk_usage)
+    ingest = IngestContext(
+        pipeline, config.daemon.max_message_bytes, me, suppression=suppression, limiter=limiter
+    )
     daemon = Daemon(config, store, pipeline, ingest, ControlServer())
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
+    daemon.control.register("reload", partial(_op_reload, daemon))
     return daemon
 
 
@@ -158,6 +213,8 @@ async def serve(
         raise AlreadyRunning(control_path, peer)
 
     daemon = build_daemon(config)
+    limiter = daemon.ingest.limiter
+    limiter.apply(await limiter.prepare(config))  # the admins' gids, off the event loop
     await trio.to_thread.run_sync(daemon.store.open)
     bound: list[BoundSocket] = []
     try:
@@ -204,6 +261,7 @@ async def _run(
                 front.start_soon(serve_suppressions, ctx.suppression, ctx)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
+                daemon.task_nursery = front
                 if handle_signals:
                     await front.start(_serve_signals, daemon)
                 ctx.file_daemon_record(

@@ -11,7 +11,14 @@ records get a stamp of their own (with ``conn_uid``/``conn_pid``).
 
 Each read's complete frames are parsed and encoded into one batch, handed to
 the pipeline without a checkpoint per record. Limits are checked here, in the
-connection's own task, before anything reaches shared state.
+connection's own task, before anything reaches shared state: one
+``Limiter.admit`` call per batch (``_limits.py``). Under ``on_rate = "block"``
+the task files what the buckets admit, then sleeps until the rest can pass
+before it reads again, so the kernel's socket buffer pushes back on that
+uid's senders and nobody else. A writer that may relay (``[identity]
+may_claim``) has its records parsed first and filed run by run under the uid
+each claims (``protocol/claim.py``), stamped with its own credentials as
+``relay_uid``/``relay_pid``, and counted against the claimed uid's limits.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Final
 import structlog
 import trio
 
+from trio_logd.config import default_config
 from trio_logd.errors import FramingError
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import (
@@ -35,12 +43,16 @@ from trio_logd.peer import (
     PeerCred,
     creds_from_ancdata,
     read_peer_cred,
+    read_peer_groups,
     read_process_identity,
 )
+from trio_logd.protocol.claim import Claim, take_claim
 from trio_logd.protocol.framing import Frame, FrameDecoder
+from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
-from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline
+from trio_logd.server._limits import OVERFLOW_ID, Limiter
+from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
 __all__ = ["IngestContext", "handle_connection", "serve_listener"]
 
@@ -53,6 +65,11 @@ READ_SIZE: Final = 65536
 _ACCEPT_CAPACITY_ERRORS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
+#: A refused connection has at most this many reads of what it sent dropped
+#: before it is closed (the default socket buffer holds about 200 KiB).
+_DISCARD_READS: Final = 8
+#: Stamps a relay connection keeps for the (claimed id, writer) pairs it has seen.
+MAX_CLAIM_STAMPS: Final = 256
 _conn_ids = itertools.count(1)
 
 
@@ -69,6 +86,12 @@ class IngestContext:
     #: receive cancel scopes of live connections, cancelled at shutdown so
     #: that each connection drains what the kernel holds and stops.
     receivers: set[trio.CancelScope] = field(default_factory=set)
+    #: per-uid limits; ``None`` builds one on the embedded defaults (tests)
+    limiter: Limiter = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = Limiter(default_config(), self.suppression, lambda uid: 0)
 
     def stop_receiving(self) -> None:
         """Shutdown: make every connection drain its socket and finish."""
@@ -91,16 +114,17 @@ class IngestContext:
 class _Connection:
     """Per-connection state of the hot path."""
 
-    __slots__ = ("conn", "ctx", "decoder", "stamp", "stamps")
+    __slots__ = ("claim_stamps", "conn", "ctx", "decoder", "stamp", "stamps")
 
     def __init__(self, ctx: IngestContext, conn: PeerCred, stamp: Stamp) -> None:
         self.ctx = ctx
         self.conn = conn
         self.stamp = stamp
         self.stamps: dict[PeerCred, Stamp] = {conn: stamp}
+        self.claim_stamps: dict[tuple[Claim, PeerCred], Stamp] = {}
         self.decoder = FrameDecoder(ctx.max_message_bytes)
 
-    def writer_changed(self, writer: PeerCred, now: float) -> None:
+    async def writer_changed(self, writer: PeerCred, now: float) -> None:
         """Close off the previous writer's partial frame; switch stamps.
 
         Raises:
@@ -108,7 +132,8 @@ class _Connection:
         """
         partial = self.decoder.close_partial()
         if partial is not None:
-            self.file_frames([partial], now)
+            await self.file([partial], now)
+        await self.ctx.limiter.policy(writer.uid)
         stamp = self.stamps.get(writer)
         if stamp is None:
             # exe/comm were verified for the connection's peer only: for another
@@ -118,9 +143,40 @@ class _Connection:
                 self.stamps[writer] = stamp
         self.stamp = stamp
 
-    def file_frames(self, frames: list[Frame], now: float) -> None:
-        """Parse, stamp, number and queue one read's frames. No checkpoint."""
+    async def file(self, frames: list[Frame], now: float) -> None:
+        """Admit one read's frames under the writer's limits, then stamp, number and queue them.
+
+        No checkpoint unless the writer is a relay with a claimed uid not yet
+        looked up, or ``on_rate = "block"`` makes it wait for tokens.
+        """
         stamp = self.stamp
+        limiter = self.ctx.limiter
+        policy = limiter.policies.get(stamp.uid) or await limiter.policy(stamp.uid)
+        if policy.may_claim:
+            await self._file_relayed(frames, now, stamp)
+            return
+        st = self.ctx.pipeline.state(stamp.uid)
+        while True:
+            sizes = [len(f.data) for f in frames]
+            k, wait = limiter.admit(
+                stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
+            )
+            if k:
+                self.file_frames(frames if k == len(frames) else frames[:k], now, stamp)
+            if not wait:
+                return
+            frames = frames[k:]
+            try:
+                await trio.sleep(wait)
+            except trio.Cancelled:  # shutdown while blocked: what we hold is dropped
+                limiter.note_drop(stamp.uid, "rate", len(frames))
+                raise
+            policy = limiter.policy_nowait(stamp.uid)  # a reload may have changed it
+
+    def file_frames(self, frames: list[Frame], now: float, stamp: Stamp | None = None) -> None:
+        """Parse, stamp, number and queue admitted frames. No checkpoint."""
+        if stamp is None:
+            stamp = self.stamp
         st = self.ctx.pipeline.state(stamp.uid)
         ts = format_ts(now).encode()
         frag = stamp.fragment
@@ -146,6 +202,96 @@ class _Connection:
         st.bytes += payload
         self.ctx.pipeline.submit(st, Batch(lines, nbytes, seq))
 
+    # -- relays ---------------------------------------------------------------
+
+    async def _file_relayed(self, frames: list[Frame], now: float, relay: Stamp) -> None:
+        """File a relay's frames run by run, each run under the uid its records claim."""
+        limiter = self.ctx.limiter
+        items: list[tuple[Stamp, Message, int]] = []
+        try:
+            for f in frames:
+                msg = parse_message(f.data, truncated=f.truncated)
+                taken = take_claim(msg)
+                if taken is None:
+                    items.append((relay, msg, len(f.data)))
+                    continue
+                claim, msg = taken
+                if claim.uid not in limiter.policies:
+                    await limiter.policy(claim.uid)
+                items.append((self._claim_stamp(claim, relay.cred), msg, len(f.data)))
+        except trio.Cancelled:  # shutdown during a lookup: nothing of this read was filed
+            limiter.note_drop(relay.uid, "rate", len(frames))
+            raise
+        start = 0
+        while start < len(items):
+            stamp = items[start][0]
+            end = start + 1
+            while end < len(items) and items[end][0] is stamp:
+                end += 1
+            try:
+                await self._file_run(items[start:end], now, stamp)
+            except trio.Cancelled:
+                for later, _msg, _size in items[end:]:
+                    limiter.note_drop(later.uid, "rate", 1)
+                raise
+            start = end
+
+    def _claim_stamp(self, claim: Claim, relay: PeerCred) -> Stamp:
+        key = (claim, relay)
+        stamp = self.claim_stamps.get(key)
+        if stamp is None:
+            gid = claim.gid
+            if gid is None:
+                gid = self.ctx.limiter.policy_nowait(claim.uid).gid
+            writer = PeerCred(claim.pid or 0, claim.uid, gid if gid is not None else OVERFLOW_ID)
+            stamp = Stamp(writer, self.conn if self.conn != relay else None, relay=relay)
+            if len(self.claim_stamps) < MAX_CLAIM_STAMPS:
+                self.claim_stamps[key] = stamp
+        return stamp
+
+    async def _file_run(
+        self, run: list[tuple[Stamp, Message, int]], now: float, stamp: Stamp
+    ) -> None:
+        limiter = self.ctx.limiter
+        st = self.ctx.pipeline.state(stamp.uid)
+        while True:
+            policy = limiter.policy_nowait(stamp.uid)
+            sizes = [size for _stamp, _msg, size in run]
+            k, wait = limiter.admit(
+                stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
+            )
+            if k:
+                self._file_messages(st, [m for _s, m, _z in run[:k]], sizes[:k], now, stamp)
+            if not wait:
+                if st.pending_bytes > UID_PENDING_BYTES:  # backpressure per claimed uid too
+                    await st.wait_for_room()
+                return
+            run = run[k:]
+            try:
+                await trio.sleep(wait)
+            except trio.Cancelled:
+                limiter.note_drop(stamp.uid, "rate", len(run))
+                raise
+
+    def _file_messages(
+        self, st: UidState, msgs: list[Message], sizes: list[int], now: float, stamp: Stamp
+    ) -> None:
+        ts = format_ts(now).encode()
+        frag = stamp.fragment
+        pid = stamp.cred.pid
+        seq = st.last_seq
+        lines = []
+        nbytes = 0
+        for msg in msgs:
+            seq += 1
+            line = b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, frag, sender_json(msg, pid))
+            nbytes += len(line)
+            lines.append(line)
+        st.last_seq = seq
+        st.records += len(msgs)
+        st.bytes += sum(sizes)
+        self.ctx.pipeline.submit(st, Batch(lines, nbytes, seq))
+
 
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
     """One non-blocking read for the shutdown drain; ``None`` when nothing is left."""
@@ -168,10 +314,20 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     """
     conn_id = next(_conn_ids)
     st = None
+    counted: int | None = None
     try:
         cred = PeerCred(*read_peer_cred(sock))  # type: ignore[arg-type]
-        ident = read_process_identity(sock, cred.pid)  # type: ignore[arg-type]
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
+        policy = ctx.limiter.policies.get(cred.uid) or await ctx.limiter.policy(cred.uid)
+        raw: socket.socket = sock._sock  # type: ignore[attr-defined]
+        if not ctx.limiter.open_connection(cred, policy, lambda: read_peer_groups(raw)):
+            # accepted and closed at once, counted as a drop (and listed in stats)
+            ctx.pipeline.state(cred.uid)
+            _discard_unread(raw)
+            log.debug("connection_refused", open=ctx.limiter.conns.count(cred.uid))
+            return
+        counted = cred.uid
+        ident = read_process_identity(sock, cred.pid)  # type: ignore[arg-type]
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
         conn = _Connection(ctx, cred, Stamp(cred, exe=ident.exe, comm=ident.comm))
@@ -182,8 +338,24 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     finally:
         if st is not None:
             st.connections -= 1
+        if counted is not None:
+            ctx.limiter.close_connection(counted)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(_AsyncCloser(sock))
+
+
+def _discard_unread(sock: socket.socket) -> None:
+    """Drop what a refused client already sent, so that it sees EOF, not ECONNRESET.
+
+    Linux resets the peer of a Unix socket closed with unread data
+    (``unix_release_sock``); bytes sent after this still get the reset.
+    """
+    for _ in range(_DISCARD_READS):
+        try:
+            if not sock.recv(READ_SIZE, socket.MSG_DONTWAIT):
+                return
+        except OSError:  # EAGAIN: nothing (more) to drop
+            return
 
 
 class _AsyncCloser(trio.abc.AsyncResource):
@@ -213,26 +385,26 @@ async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
         if data is None:  # shutting down: take what the kernel already holds
             got = _recv_nowait(raw)
             if got is None:
-                _finish(conn, time.time())
+                await _finish(conn, time.time())
                 return
             data, anc = got
         now = time.time()
         writer = creds_from_ancdata(anc) or conn.conn
         if writer != last_writer:
             try:
-                conn.writer_changed(writer, now)
+                await conn.writer_changed(writer, now)
             except FramingError as exc:
                 _protocol_error(conn, exc, now)
                 return
             last_writer = writer
             uid_state = ctx.pipeline.state(writer.uid)
         if not data:  # EOF
-            _finish(conn, now)
+            await _finish(conn, now)
             return
         decoder.receive_data(data)
         try:
             while frames := decoder.frames():
-                conn.file_frames(frames, now)
+                await conn.file(frames, now)
         except FramingError as exc:
             _protocol_error(conn, exc, now)
             return
@@ -240,12 +412,12 @@ async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
             await uid_state.wait_for_room()
 
 
-def _finish(conn: _Connection, now: float) -> None:
+async def _finish(conn: _Connection, now: float) -> None:
     """EOF or shutdown: file whatever partial frame the decoder still holds."""
     try:
         conn.decoder.receive_data(b"")
         while frames := conn.decoder.frames():
-            conn.file_frames(frames, now)
+            await conn.file(frames, now)
     except FramingError as exc:
         _protocol_error(conn, exc, now)
 

@@ -1,0 +1,354 @@
+"""The daemon's per-uid limits: resolved policies, admission, connection caps, reload.
+
+How this works: a uid's limits depend on its user name and groups, which
+come from NSS (``/etc/passwd``, maybe LDAP) and may block. So the first time a
+uid is seen (at accept, when a connection's writer changes, or when a relay
+claims it) its identity is looked up once in a worker thread, and a
+:class:`UidPolicy` (resolved ``Limits``, may it relay, its primary gid) is
+cached. After that the hot path only does ``policies.get(uid)``: one dict
+lookup and one :meth:`Limiter.admit` call per read batch, never per record.
+
+``admit`` decides a whole batch at once, in this order: a uid over its
+``quota_bytes`` with ``on_quota = "drop"`` has the batch dropped (reason
+``quota``; tokens are not spent on records that are not stored); else the
+token buckets admit the longest prefix they can pay for, and the rest is
+dropped (reason ``rate``) under ``on_rate = "drop"`` or handed back with a
+delay to wait under ``"block"``. Every drop is counted in the shared
+``SuppressionTracker``, so stored + dropped = sent.
+
+Connection caps: ``open_connection`` counts a connection of its
+``SO_PEERCRED`` uid under the uid's ``max_connections`` and the global
+``[daemon] max_connections``; the headroom above ``max_connections -
+connection_headroom`` is for root and members of ``[access] admins`` groups,
+decided from the kernel's view of the peer (its gid and ``SO_PEERGROUPS``),
+compared with the admins' gids resolved when the config was loaded. Peer
+groups are read only when the ordinary cap is reached.
+
+Reload: ``prepare`` (async, NSS in a worker thread) re-resolves every known
+uid and the admins' gids for a new config; ``apply`` (sync, no checkpoint)
+swaps the config and policies in one step. Buckets keep their balance: the
+rate limiter sees new ``Limits`` objects and reconfigures each uid's buckets
+in place on its next batch.
+"""
+
+from __future__ import annotations
+
+import grp
+import math
+import pwd
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+import trio
+
+from trio_logd.config import Config, Limits, lookup_identity
+from trio_logd.limits import ConnectionCounter, DropReason, RateLimiter, SuppressionTracker
+from trio_logd.peer import PeerCred
+
+__all__ = [
+    "OVERFLOW_ID",
+    "Limiter",
+    "Prepared",
+    "UidIdentity",
+    "UidPolicy",
+    "resolve_gids",
+    "resolve_uid",
+]
+
+log = structlog.get_logger("trio_logd.limits")
+
+#: The kernel's "unknown" id (/proc/sys/kernel/overflowgid): the gid of a
+#: relayed record whose claim names none and whose uid has no passwd entry.
+OVERFLOW_ID: Final = 65534
+#: An NSS lookup (LDAP, sssd) slower than this is abandoned: the uid gets the
+#: limits of its uid table and the defaults until the next reload.
+LOOKUP_TIMEOUT: Final = 5.0
+#: Shortest wait under ``on_rate = "block"``: float rounding can make the
+#: bucket's "time until one token" come out as 0 while ``admit`` still says
+#: no; a floor keeps that from spinning.
+MIN_BLOCK_WAIT: Final = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class UidIdentity:
+    """What NSS says about a uid.
+
+    Attributes:
+        user: its user name, or ``None``.
+        groups: names of its groups (primary and supplementary).
+        gid: its primary gid, or ``None`` without a passwd entry.
+    """
+
+    user: str | None
+    groups: tuple[str, ...]
+    gid: int | None
+
+
+#: The identity of a uid NSS knows nothing about (or did not answer for).
+UNKNOWN: Final = UidIdentity(None, (), None)
+
+
+@dataclass(frozen=True, slots=True)
+class UidPolicy:
+    """Everything the hot path needs to know about one uid.
+
+    Attributes:
+        uid: the uid.
+        limits: its resolved limits (``Config.limits_for``).
+        may_claim: whether it may relay records for other uids.
+        gid: its primary gid (for relayed records without a ``gid``).
+    """
+
+    uid: int
+    limits: Limits
+    may_claim: bool
+    gid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A config with its NSS answers, ready to ``apply`` without blocking."""
+
+    config: Config
+    identities: dict[int, UidIdentity]
+    admin_gids: frozenset[int]
+
+
+def resolve_uid(uid: int) -> UidIdentity:
+    """Look *uid* up in NSS. Blocks: call it in a worker thread.
+
+    Args:
+        uid: a kernel-reported or claimed uid.
+
+    Returns:
+        Its user name, group names and primary gid; :data:`UNKNOWN` parts
+        for what NSS does not know.
+    """
+    identity = lookup_identity(uid)
+    try:
+        gid: int | None = pwd.getpwuid(uid).pw_gid
+    except (KeyError, OverflowError):
+        gid = None
+    return UidIdentity(identity.user, identity.groups, gid)
+
+
+def resolve_gids(names: Iterable[str]) -> frozenset[int]:
+    """Return the gids of the group *names* NSS knows. Blocks: call it in a worker thread."""
+    gids: set[int] = set()
+    for name in names:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            continue
+    return frozenset(gids)
+
+
+def _policy(config: Config, uid: int, ident: UidIdentity) -> UidPolicy:
+    return UidPolicy(
+        uid=uid,
+        limits=config.limits_for(uid, user=ident.user, groups=ident.groups),
+        may_claim=config.may_claim_for(uid, user=ident.user, groups=ident.groups),
+        gid=ident.gid,
+    )
+
+
+class Limiter:
+    """Per-uid limits for the ingest path, and their reload.
+
+    Args:
+        config: the config in force.
+        suppression: where drops are counted (and later reported).
+        usage: bytes a uid's files use on disk (the store's figure), for
+            ``on_quota = "drop"``.
+        resolve: NSS lookup of a uid (replaceable in tests).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        suppression: SuppressionTracker,
+        usage: Callable[[int], int],
+        *,
+        resolve: Callable[[int], UidIdentity] = resolve_uid,
+    ) -> None:
+        self.config = config
+        self.suppression = suppression
+        self.usage = usage
+        self._resolve = resolve
+        self.rate = RateLimiter()
+        d = config.daemon
+        self.conns = ConnectionCounter(d.max_connections, d.connection_headroom)
+        #: resolved per uid; read by connection tasks once per batch
+        self.policies: dict[int, UidPolicy] = {}
+        self._identities: dict[int, UidIdentity] = {}
+        self._lookups: dict[int, trio.Event] = {}
+        self.admin_gids: frozenset[int] = frozenset()
+
+    # -- policies ---------------------------------------------------------------
+
+    async def policy(self, uid: int) -> UidPolicy:
+        """Return *uid*'s policy, looking its identity up (once, off the event loop) if new."""
+        while (policy := self.policies.get(uid)) is None:
+            pending = self._lookups.get(uid)
+            if pending is not None:
+                await pending.wait()
+                continue
+            done = self._lookups[uid] = trio.Event()
+            try:
+                ident = await self._lookup(uid)
+                self._identities[uid] = ident
+                self.policies[uid] = _policy(self.config, uid, ident)
+            finally:
+                del self._lookups[uid]
+                done.set()
+        return policy
+
+    async def _lookup(self, uid: int) -> UidIdentity:
+        with trio.move_on_after(LOOKUP_TIMEOUT):
+            try:
+                return await trio.to_thread.run_sync(self._resolve, uid, abandon_on_cancel=True)
+            except Exception as exc:  # NSS modules raise anything; limits must not
+                log.warning("identity_lookup_failed", lookup_uid=uid, error=repr(exc))
+                return UNKNOWN
+        log.warning("identity_lookup_timeout", lookup_uid=uid, timeout=LOOKUP_TIMEOUT)
+        return UNKNOWN
+
+    def policy_nowait(self, uid: int) -> UidPolicy:
+        """Return *uid*'s policy; one not yet looked up gets its uid table and defaults."""
+        policy = self.policies.get(uid)
+        if policy is None:
+            policy = _policy(self.config, uid, UNKNOWN)
+        return policy
+
+    # -- admission --------------------------------------------------------------
+
+    def admit(
+        self, uid: int, pending_bytes: int, sizes: Sequence[int], limits: Limits, now: float
+    ) -> tuple[int, float]:
+        """Decide one batch of *uid*'s records: how many to file now, and whether to wait.
+
+        Args:
+            uid: the uid the records are filed with.
+            pending_bytes: the uid's bytes queued but not yet written (they
+                count towards its quota).
+            sizes: payload bytes of each record, in order.
+            limits: the uid's resolved limits.
+            now: monotonic seconds (``trio.current_time()``).
+
+        Returns:
+            ``(k, wait)``: file ``sizes[:k]`` now. When ``wait`` is ``0.0``
+            the rest (if any) was dropped and counted; otherwise
+            (``on_rate = "block"``) offer the rest again after ``wait``
+            seconds.
+        """
+        n = len(sizes)
+        if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
+            self.suppression.note_drop(uid, "quota", n, now)
+            return 0, 0.0
+        k = self.rate.admit(uid, sizes, limits, now)
+        if k == n:
+            return k, 0.0
+        if limits.on_rate == "drop":
+            self.suppression.note_drop(uid, "rate", n - k, now)
+            return k, 0.0
+        wait = self.rate.delay_for(uid, sizes[k], limits, now)
+        return k, max(MIN_BLOCK_WAIT, wait) if math.isfinite(wait) else 1.0
+
+    def note_drop(self, uid: int, reason: DropReason, n: int) -> None:
+        """Count *n* of *uid*'s records dropped for *reason*, now."""
+        self.suppression.note_drop(uid, reason, n, trio.current_time())
+
+    # -- connections --------------------------------------------------------------
+
+    def is_privileged(self, cred: PeerCred, groups: Sequence[int]) -> bool:
+        """Root, or a member of an ``[access] admins`` group by the kernel's account.
+
+        Args:
+            cred: the peer's credentials (its gid counts as a group).
+            groups: its supplementary gids (``SO_PEERGROUPS``).
+        """
+        admins = self.admin_gids
+        return cred.uid == 0 or cred.gid in admins or not admins.isdisjoint(groups)
+
+    def open_connection(
+        self, cred: PeerCred, policy: UidPolicy, groups: Callable[[], Sequence[int]]
+    ) -> bool:
+        """Count a new connection of ``cred.uid`` if the caps allow it.
+
+        Args:
+            cred: the connection's ``SO_PEERCRED``.
+            policy: the uid's policy (its ``max_connections``).
+            groups: reads the peer's supplementary gids; called only when the
+                ordinary share of the global cap is used up.
+
+        Returns:
+            ``True`` if counted (pair with :meth:`close_connection`); ``False``
+            if refused, the refusal counted as a ``connections`` drop: close
+            the connection at once.
+        """
+        d = self.config.daemon
+        privileged = False
+        if self.conns.total >= d.max_connections - d.connection_headroom:
+            privileged = self.is_privileged(cred, groups())
+        if self.conns.try_open(cred.uid, policy.limits.max_connections, privileged=privileged):
+            return True
+        self.note_drop(cred.uid, "connections", 1)
+        return False
+
+    def close_connection(self, uid: int) -> None:
+        """Uncount a connection that :meth:`open_connection` counted."""
+        self.conns.close(uid)
+
+    # -- start and reload -------------------------------------------------------
+
+    async def prepare(self, config: Config) -> Prepared:
+        """Resolve, off the event loop, everything *config* needs: uids seen, admins' gids.
+
+        Args:
+            config: the config about to be applied.
+
+        Returns:
+            What :meth:`apply` takes.
+        """
+        uids = list(self._identities)
+
+        def lookup_all() -> tuple[dict[int, UidIdentity], frozenset[int]]:
+            found: dict[int, UidIdentity] = {}
+            for uid in uids:
+                try:
+                    found[uid] = self._resolve(uid)
+                except Exception:  # as in _lookup: NSS failures never fail a reload
+                    found[uid] = UNKNOWN
+            return found, resolve_gids(config.access.admins)
+
+        with trio.move_on_after(LOOKUP_TIMEOUT * 2):
+            found, admin_gids = await trio.to_thread.run_sync(lookup_all, abandon_on_cancel=True)
+            return Prepared(config, found, admin_gids)
+        log.warning("identity_lookup_timeout", uids=len(uids), timeout=LOOKUP_TIMEOUT * 2)
+        return Prepared(config, dict(self._identities), self.admin_gids)
+
+    def apply(self, prepared: Prepared) -> None:
+        """Put a prepared config in force. Sync: connections see all of it or none.
+
+        Connections stay open, even where more are open than a new cap allows
+        (new ones are refused until enough have closed); token buckets keep
+        their balance, clipped to a smaller burst.
+        """
+        config = prepared.config
+        d = config.daemon
+        self.conns.reconfigure(d.max_connections, d.connection_headroom)
+        # uids looked up while prepare() ran keep their (fresh) answer
+        identities = {**self._identities, **prepared.identities}
+        self.config = config
+        self.admin_gids = prepared.admin_gids
+        self._identities = identities
+        self.policies = {uid: _policy(config, uid, ident) for uid, ident in identities.items()}
+        self.rate.reconfigure(lambda uid: self.policy_nowait(uid).limits, trio.current_time())
+
+    def seed(self, identities: Mapping[int, UidIdentity]) -> None:
+        """Take identities known without asking NSS (tests; a cache kept across a restart)."""
+        for uid, ident in identities.items():
+            self._identities[uid] = ident
+            self.policies[uid] = _policy(self.config, uid, ident)
