@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench import fairness
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
 from bench.loadgen import LoadGen, LoadSpec
 
@@ -64,6 +65,8 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
 
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
+    "fairness": fairness.fairness,
+    "memory": fairness.memory,
 }
 
 _ = time

@@ -65,6 +65,11 @@ READ_SIZE: Final = 65536
 _ACCEPT_CAPACITY_ERRORS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
+#: Records parsed and queued between two yields to the scheduler (~0.2 ms of
+#: work at ~2.8 us per record): bounds how long a flooder's read delays
+#: everyone else's. 64 against 128 took the quiet uid's p50 from ~2.7 to
+#: ~2.1 ms under a full-speed flood (bench/fairness.py, BENCHMARKS.md).
+SLICE_RECORDS: Final = 64
 #: A refused connection has at most this many reads of what it sent dropped
 #: before it is closed (the default socket buffer holds about 200 KiB).
 _DISCARD_READS: Final = 8
@@ -158,12 +163,14 @@ class _Connection:
         st = self.ctx.pipeline.state(stamp.uid)
         while True:
             sizes = [len(f.data) for f in frames]
-            k, wait = limiter.admit(
+            k, wait, pause = limiter.admit(
                 stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
             )
             if k:
-                self.file_frames(frames if k == len(frames) else frames[:k], now, stamp)
+                await self._file_sliced(frames if k == len(frames) else frames[:k], now, stamp)
             if not wait:
+                if pause:  # some were dropped: read on later (Limiter.drop_pause)
+                    await trio.sleep(pause)
                 return
             frames = frames[k:]
             try:
@@ -172,6 +179,23 @@ class _Connection:
                 limiter.note_drop(stamp.uid, "rate", len(frames))
                 raise
             policy = limiter.policy_nowait(stamp.uid)  # a reload may have changed it
+
+    async def _file_sliced(self, frames: list[Frame], now: float, stamp: Stamp) -> None:
+        """File admitted frames, yielding to other tasks every ``SLICE_RECORDS``.
+
+        A 64 KiB read of short records takes over a millisecond to parse and
+        encode; in slices, a quiet uid's task and the writer get their turn
+        in between. The yield is not a cancel point: what was admitted is
+        filed.
+        """
+        n = len(frames)
+        if n <= SLICE_RECORDS:
+            self.file_frames(frames, now, stamp)
+            return
+        for start in range(0, n, SLICE_RECORDS):
+            if start:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            self.file_frames(frames[start : start + SLICE_RECORDS], now, stamp)
 
     def file_frames(self, frames: list[Frame], now: float, stamp: Stamp | None = None) -> None:
         """Parse, stamp, number and queue admitted frames. No checkpoint."""
@@ -209,7 +233,9 @@ class _Connection:
         limiter = self.ctx.limiter
         items: list[tuple[Stamp, Message, int]] = []
         try:
-            for f in frames:
+            for i, f in enumerate(frames):
+                if i and not i % SLICE_RECORDS:  # as in _file_sliced
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 msg = parse_message(f.data, truncated=f.truncated)
                 taken = take_claim(msg)
                 if taken is None:
@@ -257,12 +283,14 @@ class _Connection:
         while True:
             policy = limiter.policy_nowait(stamp.uid)
             sizes = [size for _stamp, _msg, size in run]
-            k, wait = limiter.admit(
+            k, wait, _pause = limiter.admit(
                 stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
             )
             if k:
                 self._file_messages(st, [m for _s, m, _z in run[:k]], sizes[:k], now, stamp)
             if not wait:
+                # no drop pause here: a relay carries many uids, one flooding
+                # tenant must not slow the others it forwards
                 if st.pending_bytes > UID_PENDING_BYTES:  # backpressure per claimed uid too
                     await st.wait_for_room()
                 return

@@ -14,7 +14,9 @@ lookup and one :meth:`Limiter.admit` call per read batch, never per record.
 token buckets admit the longest prefix they can pay for, and the rest is
 dropped (reason ``rate``) under ``on_rate = "drop"`` or handed back with a
 delay to wait under ``"block"``. Every drop is counted in the shared
-``SuppressionTracker``, so stored + dropped = sent.
+``SuppressionTracker``, so stored + dropped = sent. After a read with drops
+the uid's connections pause reading (``drop_pause``), so that a flooder over
+its limit cannot make the daemon spend a core on counting what it drops.
 
 Connection caps: ``open_connection`` counts a connection of its
 ``SO_PEERCRED`` uid under the uid's ``max_connections`` and the global
@@ -38,7 +40,7 @@ import math
 import pwd
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import structlog
 import trio
@@ -49,6 +51,7 @@ from trio_logd.peer import PeerCred
 
 __all__ = [
     "OVERFLOW_ID",
+    "Admission",
     "Limiter",
     "Prepared",
     "UidIdentity",
@@ -69,6 +72,20 @@ LOOKUP_TIMEOUT: Final = 5.0
 #: bucket's "time until one token" come out as 0 while ``admit`` still says
 #: no; a floor keeps that from spinning.
 MIN_BLOCK_WAIT: Final = 0.001
+#: After a read with drops (``on_rate``/``on_quota = "drop"``), a uid's
+#: connections read again only after this long, all of them together: one
+#: 64 KiB read per 10 ms is ~1 % of a core spent on drops per flooding uid.
+DROP_PAUSE: Final = 0.01
+#: The table of uids' next read times is cleaned once it has this many.
+_RESUME_PRUNE: Final = 1024
+
+
+class Admission(NamedTuple):
+    """What :meth:`Limiter.admit` decided for one batch (see there)."""
+
+    admitted: int
+    retry: float
+    pause: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +201,8 @@ class Limiter:
         self.policies: dict[int, UidPolicy] = {}
         self._identities: dict[int, UidIdentity] = {}
         self._lookups: dict[int, trio.Event] = {}
+        #: per uid dropping records: when its connections may read again
+        self._resume: dict[int, float] = {}
         self.admin_gids: frozenset[int] = frozenset()
 
     # -- policies ---------------------------------------------------------------
@@ -226,8 +245,8 @@ class Limiter:
 
     def admit(
         self, uid: int, pending_bytes: int, sizes: Sequence[int], limits: Limits, now: float
-    ) -> tuple[int, float]:
-        """Decide one batch of *uid*'s records: how many to file now, and whether to wait.
+    ) -> Admission:
+        """Decide one batch of *uid*'s records: how many to file now, and how long to wait.
 
         Args:
             uid: the uid the records are filed with.
@@ -238,23 +257,48 @@ class Limiter:
             now: monotonic seconds (``trio.current_time()``).
 
         Returns:
-            ``(k, wait)``: file ``sizes[:k]`` now. When ``wait`` is ``0.0``
-            the rest (if any) was dropped and counted; otherwise
-            (``on_rate = "block"``) offer the rest again after ``wait``
-            seconds.
+            File ``sizes[:admitted]`` now. ``retry > 0`` (``on_rate =
+            "block"``): offer the rest again after that many seconds.
+            Otherwise the rest (if any) was dropped and counted, and when
+            ``pause > 0`` the connection should wait that long before it
+            reads again (see :meth:`drop_pause`).
         """
         n = len(sizes)
         if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
             self.suppression.note_drop(uid, "quota", n, now)
-            return 0, 0.0
+            return Admission(0, 0.0, self.drop_pause(uid, limits, now))
         k = self.rate.admit(uid, sizes, limits, now)
         if k == n:
-            return k, 0.0
+            return Admission(k, 0.0, 0.0)
         if limits.on_rate == "drop":
             self.suppression.note_drop(uid, "rate", n - k, now)
-            return k, 0.0
+            return Admission(k, 0.0, self.drop_pause(uid, limits, now))
         wait = self.rate.delay_for(uid, sizes[k], limits, now)
-        return k, max(MIN_BLOCK_WAIT, wait) if math.isfinite(wait) else 1.0
+        return Admission(k, max(MIN_BLOCK_WAIT, wait) if math.isfinite(wait) else 1.0, 0.0)
+
+    def drop_pause(self, uid: int, limits: Limits, now: float) -> float:
+        """Return how long a connection of *uid* should wait after a read with drops.
+
+        Reading and counting records only to drop them costs the daemon CPU
+        that other uids' records need. So after a read in which *uid*'s
+        records were dropped, its next read waits: the uid's connections
+        together get one such read per ``DROP_PAUSE`` (each drop pushes the
+        uid's next read by one step). The step is at most half the time the
+        uid's buckets take to refill from empty, so a pause never costs the
+        uid a record its limits would have let through. Meanwhile its
+        senders wait on their socket buffers; what they send over the limit
+        is still dropped and counted.
+        """
+        step = min(
+            DROP_PAUSE,
+            0.5 * limits.burst_messages / limits.rate_messages,
+            0.5 * limits.burst_bytes / limits.rate_bytes,
+        )
+        resume = max(self._resume.get(uid, now), now) + step
+        self._resume[uid] = resume
+        if len(self._resume) > _RESUME_PRUNE:
+            self._resume = {u: t for u, t in self._resume.items() if t > now}
+        return resume - now
 
     def note_drop(self, uid: int, reason: DropReason, n: int) -> None:
         """Count *n* of *uid*'s records dropped for *reason*, now."""

@@ -233,13 +233,17 @@ class StoreWriter:
             for uf in self._files.values():
                 uf.dirty = False
             return
-        for uf in self._files.values():
+        # May run in a worker thread while the event loop appends (server/_writer_task.py):
+        # iterate a copy (new uids may appear) and clear the flag before the sync, so
+        # that an append during it is synced next time.
+        for uf in list(self._files.values()):
             if uf.dirty:
+                uf.dirty = False
                 try:
                     os.fdatasync(uf.fd)
                 except OSError as exc:
+                    uf.dirty = True
                     raise _store_error(exc, f"syncing uid {uf.uid}") from exc
-                uf.dirty = False
 
     def disk_usage(self, uid: int) -> int:
         """Bytes of *uid*'s current file (rotated files are counted by the retention layer)."""
