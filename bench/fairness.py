@@ -254,6 +254,7 @@ def _status(d: BenchDaemon) -> dict[str, Any]:
 def memory_once(seconds: float = MEMORY_SECONDS) -> dict[str, float]:
     """One run: idle connections + a flooder; RSS sampled every second."""
     with BenchDaemon(daemon="max_connections = 4096") as d:
+        start_rss = rss_mib(d.pid)
         ready_r, ready_w = os.pipe()
         stop_r, stop_w = os.pipe()
         pids = []
@@ -298,7 +299,9 @@ def memory_once(seconds: float = MEMORY_SECONDS) -> dict[str, float]:
         sent = sum(int(r["sent"]) for r in results)  # type: ignore[call-overload]
         return {
             "idle_connections": float(connections),
+            "rss_start_mib": start_rss,
             "rss_idle_mib": idle_rss,
+            "kib_per_idle_connection": (idle_rss - start_rss) * 1024 / max(1, connections),
             "rss_first_half_max_mib": max(first),
             "rss_second_half_max_mib": max(half),
             "rss_second_half_slope_mib_per_min": slope,
@@ -314,8 +317,9 @@ def memory(runs: int = 1) -> dict[str, Any]:
     print(f"memory: {IDLE_UIDS * IDLE_PER_UID} idle conns ({IDLE_UIDS} uids) + 1 flooder, "
           f"{MEMORY_SECONDS:.0f} s; median of {runs}")  # fmt: skip
     for key in (
-        "idle_connections", "rss_idle_mib", "rss_first_half_max_mib", "rss_second_half_max_mib",
-        "rss_second_half_slope_mib_per_min", "peak_rss_mib", "flood_sent_per_s",
+        "idle_connections", "rss_start_mib", "rss_idle_mib", "kib_per_idle_connection",
+        "rss_first_half_max_mib", "rss_second_half_max_mib", "rss_second_half_slope_mib_per_min",
+        "peak_rss_mib", "flood_sent_per_s",
     ):  # fmt: skip
         print(f"  {key:<36} {med[key]:,.2f}")
     return med

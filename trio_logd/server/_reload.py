@@ -68,13 +68,13 @@ class Reloader:
         """
         async with self.lock:
             old = target.config
-            if old.path is None:
-                reason = (
-                    "the daemon runs on its embedded defaults, so there is no file to re-read "
-                    "(start it with --config FILE or $TRIO_LOGD_CONFIG)"
-                )
-                raise ConfigError(DEFAULTS_NAME, "", reason)
             try:
+                if old.path is None:
+                    reason = (
+                        "the daemon runs on its embedded defaults, so there is no file to "
+                        "re-read (start it with --config FILE or $TRIO_LOGD_CONFIG)"
+                    )
+                    raise ConfigError(DEFAULTS_NAME, "", reason)
                 new = await trio.to_thread.run_sync(load, old.path)
             except ConfigError as exc:
                 log.error("reload_refused", by=by, error=str(exc))
