@@ -164,6 +164,16 @@ def format_verbose(
     return "\n".join(lines) + "\n"
 
 
+def _decoding(fmt: Callable[..., str], clock: Callable[[str], str], colour: bool) -> Formatter:
+    def formatter(line: bytes) -> bytes:
+        rec = _decode(line)
+        if rec is None:
+            return _unreadable(line)
+        return fmt(rec, colour=colour, clock=clock).encode()
+
+    return formatter
+
+
 def make_formatter(name: str, *, colour: bool = False, tz: _dt.tzinfo | None = None) -> Formatter:
     """Return the formatter of ``-o NAME``: record line in, bytes to print out.
 
@@ -178,24 +188,8 @@ def make_formatter(name: str, *, colour: bool = False, tz: _dt.tzinfo | None = N
     if name == "json":
         return lambda line: line + b"\n"
     if name == "short":
-        short_clock = _LocalTime("%b %d %H:%M:%S", tz)
-
-        def short(line: bytes) -> bytes:
-            rec = _decode(line)
-            if rec is None:
-                return _unreadable(line)
-            return format_short(rec, colour=colour, clock=short_clock).encode()
-
-        return short
+        return _decoding(format_short, _LocalTime("%b %d %H:%M:%S", tz), colour)
     if name == "verbose":
-        verbose_clock = _LocalTime("%a %Y-%m-%d %H:%M:%S %Z", tz)
-
-        def verbose(line: bytes) -> bytes:
-            rec = _decode(line)
-            if rec is None:
-                return _unreadable(line)
-            return format_verbose(rec, colour=colour, clock=verbose_clock).encode()
-
-        return verbose
+        return _decoding(format_verbose, _LocalTime("%a %Y-%m-%d %H:%M:%S %Z", tz), colour)
     msg = f"invalid output format {name!r}: expected one of {', '.join(FORMATS)}"
     raise ValueError(msg)

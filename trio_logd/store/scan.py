@@ -39,7 +39,7 @@ import heapq
 import os
 import stat
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -177,6 +177,18 @@ def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[bytes]:
             yield data
 
 
+def _whole_lines(reads: Iterator[bytes]) -> Iterator[bytes]:
+    """Re-cut data read in pieces into chunks of complete lines; a torn tail is dropped."""
+    carry = b""
+    for data in reads:
+        if carry:
+            data = carry + data
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if cut:
+            yield data if cut == len(data) else data[:cut]
+
+
 class _UidScan:
     """The files of one uid and the two ways of reading them."""
 
@@ -269,7 +281,7 @@ class _UidScan:
     def _chunks(self, fd: int, suffix: str, name: str, size: int | None = None) -> Iterator[bytes]:
         """Complete lines of a whole file (or its first *size* bytes), first chunk first."""
         if suffix == "":
-            yield from self._plain_chunks(fd, name, size)
+            yield from _whole_lines(self._plain_reads(fd, name, size))
             return
         stream: IO[bytes]
         raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed below
@@ -280,28 +292,24 @@ class _UidScan:
                 )
             else:
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-            carry = b""
-            while True:
-                try:
-                    data = stream.read(CHUNK)
-                except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
-                    msg = f"{self.where}/{name}: cannot read: {exc}"
-                    raise StoreError(msg) from exc
-                if not data:
-                    return
-                self.stats.bytes_read += len(data)
-                if carry:
-                    data = carry + data
-                cut = data.rfind(b"\n") + 1
-                carry = data[cut:]
-                if cut:
-                    yield data if cut == len(data) else data[:cut]
+            yield from _whole_lines(self._stream_reads(stream, name))
         finally:
             raw.close()
 
-    def _plain_chunks(self, fd: int, name: str, size: int | None) -> Iterator[bytes]:
+    def _stream_reads(self, stream: IO[bytes], name: str) -> Iterator[bytes]:
+        while True:
+            try:
+                data = stream.read(CHUNK)
+            except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+                msg = f"{self.where}/{name}: cannot read: {exc}"
+                raise StoreError(msg) from exc
+            if not data:
+                return
+            self.stats.bytes_read += len(data)
+            yield data
+
+    def _plain_reads(self, fd: int, name: str, size: int | None) -> Iterator[bytes]:
         offset = 0
-        carry = b""
         while size is None or offset < size:
             want = CHUNK if size is None else min(CHUNK, size - offset)
             try:
@@ -312,12 +320,51 @@ class _UidScan:
                 return
             offset += len(data)
             self.stats.bytes_read += len(data)
-            if carry:
-                data = carry + data
-            cut = data.rfind(b"\n") + 1
-            carry = data[cut:]
-            if cut:
-                yield data if cut == len(data) else data[:cut]
+            yield data
+
+    def _last_matches(self, chunks: Iterator[bytes], need: int, below: int | None) -> list[bytes]:
+        """The last *need* matches (seq below *below*) of chunks given newest first."""
+        parts: list[list[bytes]] = []
+        got = 0
+        for chunk in chunks:
+            lines = self.filt.filter_lines(chunk)
+            if below is not None and lines and line_seq(lines[-1]) >= below:
+                lines = [ln for ln in lines if line_seq(ln) < below]
+            if lines:
+                parts.append(lines[-(need - got) :])
+                got += len(parts[-1])
+                if got >= need:
+                    break
+        return [line for lines in reversed(parts) for line in lines]
+
+    def _walk(
+        self, done: Callable[[_Rotated], bool], *, newest_first: bool = False
+    ) -> Generator[tuple[_Rotated, int | None], None, None]:
+        """Rotated files not *done* yet, in seq order (or newest first), each with an fd.
+
+        The fd is ``None`` for a file skipped by its time span, and is closed
+        when the caller asks for the next file. A file that vanished (rotated,
+        compressed or deleted meanwhile) makes the directory be listed again;
+        *done* is asked again then, so the caller's progress decides what is left.
+        """
+        for _ in range(_MAX_RELIST):
+            files = self._list()
+            for r in reversed(files) if newest_first else files:
+                if done(r):
+                    continue
+                if not self.filt.file_may_match(r.span.first_time, r.span.last_time):
+                    self.stats.files_skipped += 1
+                    yield r, None
+                    continue
+                fd = self._open(r.name)
+                if fd is None:
+                    break
+                try:
+                    yield r, fd
+                finally:
+                    os.close(fd)
+            else:
+                return
 
     # -- forward ----------------------------------------------------------
 
@@ -327,30 +374,15 @@ class _UidScan:
             return
         filt = self.filt
         covered = 0  # every record up to this seq has been looked at
-        for _ in range(_MAX_RELIST):
-            vanished = False
-            for r in self._list():
-                if r.span.last_seq <= covered:
-                    continue
-                if not filt.file_may_match(r.span.first_time, r.span.last_time):
-                    self.stats.files_skipped += 1
-                    covered = r.span.last_seq
-                    continue
-                fd = self._open(r.name)
-                if fd is None:
-                    vanished = True
-                    break
-                try:
+        with contextlib.closing(self._walk(lambda r: r.span.last_seq <= covered)) as files:
+            for r, fd in files:
+                if fd is not None:
                     for chunk in self._chunks(fd, r.span.suffix, r.name):
                         lines = filt.filter_lines(chunk)
                         if covered and lines and line_seq(lines[0]) <= covered:
                             lines = [ln for ln in lines if line_seq(ln) > covered]
                         yield lines
-                finally:
-                    os.close(fd)
                 covered = r.span.last_seq
-            if not vanished:
-                break
         self.last_seq = max(self.last_seq, covered)
         cur = self._current
         if cur is None:
@@ -378,64 +410,32 @@ class _UidScan:
         cur = self._current
         if cur is not None:
             if filt.file_may_match(cur.first_ts, cur.last_ts):
-                for chunk in _reverse_chunks(cur.fd, cur.size, self.stats):
-                    lines = filt.filter_lines(chunk)
-                    if lines:
-                        lines = lines[-(n - count) :]
-                        found.append(lines)
-                        count += len(lines)
-                        if count >= n:
-                            break
+                lines = self._last_matches(_reverse_chunks(cur.fd, cur.size, self.stats), n, None)
+                found.append(lines)
+                count += len(lines)
             else:
                 self.stats.files_skipped += 1
             floor = cur.first_seq
-        for _ in range(_MAX_RELIST):
-            if count >= n:
-                break
-            vanished = False
-            for r in reversed(self._list()):
-                if floor is not None and r.span.first_seq >= floor:
-                    continue
-                if not filt.file_may_match(r.span.first_time, r.span.last_time):
-                    self.stats.files_skipped += 1
+        if count < n:
+            skip = lambda r: floor is not None and r.span.first_seq >= floor  # noqa: E731
+            with contextlib.closing(self._walk(skip, newest_first=True)) as files:
+                for r, fd in files:
+                    if fd is not None:
+                        lines = self._file_tail(fd, r, n - count, floor)
+                        found.append(lines)
+                        count += len(lines)
                     floor = r.span.first_seq
-                    continue
-                fd = self._open(r.name)
-                if fd is None:
-                    vanished = True
-                    break
-                try:
-                    lines = self._file_tail(fd, r, n - count, floor)
-                finally:
-                    os.close(fd)
-                if lines:
-                    found.append(lines)
-                    count += len(lines)
-                floor = r.span.first_seq
-                if count >= n:
-                    break
-            if not vanished:
-                break
+                    if count >= n:
+                        break
         return [line for lines in reversed(found) for line in lines]
 
     def _file_tail(self, fd: int, r: _Rotated, need: int, floor: int | None) -> list[bytes]:
         """The last *need* matches of one rotated file below seq *floor*, oldest first."""
-        filt = self.filt
         if r.span.suffix == "":
-            size = os.fstat(fd).st_size
-            parts: list[list[bytes]] = []
-            got = 0
-            for chunk in _reverse_chunks(fd, size, self.stats):
-                lines = filt.filter_lines(chunk)
-                if floor is not None:
-                    lines = [ln for ln in lines if line_seq(ln) < floor]
-                if lines:
-                    lines = lines[-(need - got) :]
-                    parts.append(lines)
-                    got += len(lines)
-                    if got >= need:
-                        break
-            return [line for lines in reversed(parts) for line in lines]
+            return self._last_matches(
+                _reverse_chunks(fd, os.fstat(fd).st_size, self.stats), need, floor
+            )
+        filt = self.filt
         keep: deque[bytes] = deque(maxlen=need)
         for chunk in self._chunks(fd, r.span.suffix, r.name):
             lines = filt.filter_lines(chunk)
