@@ -149,6 +149,8 @@ def test_rotation_after_the_scan_began_gives_no_duplicates(tmp_path: Path) -> No
     """current.jsonl rotated (and compressed) after the scan opened it: each record once."""
     lines = write_uid(tmp_path, 1000, _recs(300), per_file=100)
     scanner = Scanner(str(tmp_path), [1000], QuerySpec())
+    batches = scanner.batches()
+    out = list(next(batches))  # current.jsonl is open, the first rotated file read
     d = tmp_path / "1000"
     cur = d / _layout.CURRENT
     data = cur.read_bytes()
@@ -156,7 +158,7 @@ def test_rotation_after_the_scan_began_gives_no_duplicates(tmp_path: Path) -> No
     (d / name).write_bytes(zstandard.ZstdCompressor().compress(data))
     cur.unlink()
     write_uid(tmp_path, 1000, _recs(5, offset=99999), first_seq=301)  # the new current
-    out = [ln for b in scanner.batches() for ln in b]
+    out += [ln for b in batches for ln in b]
     assert out == lines
     assert scanner.last_seqs() == {1000: 300}
 
@@ -190,12 +192,15 @@ def test_tail_when_retention_deletes_a_file(tmp_path: Path) -> None:
 
 def test_current_file_growing_during_scan_is_read_to_its_size_at_open(tmp_path: Path) -> None:
     """Lines appended after the scan opened current.jsonl are left to followers."""
-    lines = write_uid(tmp_path, 1000, _recs(10))
+    lines = write_uid(tmp_path, 1000, _recs(20), per_file=10)
     scanner = Scanner(str(tmp_path), [1000], QuerySpec())
+    batches = scanner.batches()
+    out = list(next(batches))  # current.jsonl is open, the rotated file read
     with open(tmp_path / "1000" / _layout.CURRENT, "ab") as f:
         f.write(lines[0] + b"\n")
-    assert [ln for b in scanner.batches() for ln in b] == lines
-    assert scanner.last_seqs() == {1000: 10}
+    out += [ln for b in batches for ln in b]
+    assert out == lines
+    assert scanner.last_seqs() == {1000: 20}
 
 
 def test_unreadable_compressed_file_is_a_store_error(tmp_path: Path) -> None:

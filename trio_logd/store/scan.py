@@ -197,13 +197,21 @@ class _UidScan:
         self.where = f"{where}/{uid}"
         self.filt = filt
         self.stats = stats
-        #: the seq of the newest record in the files when the scan began
-        #: (0 if none): live records up to it are in what the scan returns.
+        #: the seq of the newest record the scan covered (0 if none): live
+        #: records up to it are in what the scan returns.
         self.last_seq = 0
+        self._root = root_fd
+        self._opened = False
         self._dir: int | None = None
         self._current: _Current | None = None
+
+    def _open_dir(self) -> None:
+        """Open the uid's directory and its current file (once, when the scan reaches it)."""
+        if self._opened:
+            return
+        self._opened = True
         try:
-            self._dir = os.open(str(uid), _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
+            self._dir = os.open(str(self.uid), _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._root)
         except FileNotFoundError:
             return
         except OSError as exc:
@@ -370,6 +378,13 @@ class _UidScan:
 
     def forward(self) -> Iterator[list[bytes]]:
         """Matching lines, oldest first, in batches (some empty: one per chunk read)."""
+        try:
+            yield from self._forward()
+        finally:
+            self.close()
+
+    def _forward(self) -> Iterator[list[bytes]]:
+        self._open_dir()
         if self._dir is None:
             return
         filt = self.filt
@@ -401,6 +416,7 @@ class _UidScan:
 
     def tail(self, n: int) -> list[bytes]:
         """The last *n* matching lines, oldest first."""
+        self._open_dir()
         if self._dir is None or n <= 0:
             return []
         filt = self.filt
@@ -499,18 +515,12 @@ class Scanner:
         self.filter = LineFilter(spec)
         self.uids = list_uids(log_dir) if uids is None else list(uids)
         try:
-            root = os.open(log_dir, _DIR_FLAGS)
+            self._root: int | None = os.open(log_dir, _DIR_FLAGS)
         except OSError as exc:
             raise _store_error(exc, f"cannot open {log_dir}") from exc
-        self._scans: list[_UidScan] = []
-        try:
-            for uid in self.uids:
-                self._scans.append(_UidScan(root, log_dir, uid, self.filter, self.stats))
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            os.close(root)
+        # uid directories and files are opened when the scan reaches them: a
+        # tail over many uids holds the files of one uid at a time
+        self._scans = [_UidScan(self._root, log_dir, u, self.filter, self.stats) for u in self.uids]
 
     def last_seqs(self) -> dict[int, int]:
         """Per uid, the newest seq the scan covered: live records after it are new.
@@ -532,15 +542,14 @@ class Scanner:
             self.close()
 
     def _tail(self, n: int) -> Iterator[list[bytes]]:
-        tails = []
+        # uid by uid, keeping only the last n overall: memory stays near 2n lines
+        merged: list[bytes] = []
         for s in self._scans:
-            tails.append(s.tail(n))
-            yield []  # one uid's tail per step
-        if len(tails) == 1:
-            merged = tails[0]
-        else:
-            merged = list(heapq.merge(*tails, key=line_ts))
-            merged = merged[max(0, len(merged) - n) :]
+            lines = s.tail(n)
+            s.close()
+            if lines:
+                merged = list(heapq.merge(merged, lines, key=line_ts))[-n:] if merged else lines
+            yield []  # one uid per step
         for i in range(0, len(merged), _MERGE_BATCH):
             yield merged[i : i + _MERGE_BATCH]
 
@@ -549,3 +558,6 @@ class Scanner:
         for s in self._scans:
             with contextlib.suppress(OSError):
                 s.close()
+        if self._root is not None:
+            os.close(self._root)
+            self._root = None
