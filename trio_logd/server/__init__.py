@@ -28,6 +28,7 @@ from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._pipeline import Pipeline
+from trio_logd.server._query import QueryService
 from trio_logd.server._sockets import (
     AlreadyRunning,
     BoundSocket,
@@ -128,6 +129,10 @@ def build_daemon(config: Config) -> Daemon:
     daemon = Daemon(config, store, pipeline, ingest, ControlServer())
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
+    queries = QueryService(lambda: daemon.config, store.log_dir)
+    pipeline.written_hooks.append(queries.hub.hook)
+    daemon.control.register("query", queries.handle)
+    daemon.extra_status["queries"] = queries.status
     return daemon
 
 
