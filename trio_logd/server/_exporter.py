@@ -163,9 +163,13 @@ async def serve_textfile(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Write the metrics to *path* now and every *interval* seconds (cancel to stop)."""
-    task_status.started()
+    """Write the metrics to *path* now and every *interval* seconds (cancel to stop).
+
+    The first write is done (or has failed, and is logged) before
+    ``task_status.started()``.
+    """
     failing: str | None = None
+    started = False
     while True:
         text = await render()
         try:
@@ -179,4 +183,7 @@ async def serve_textfile(
             if failing is not None:
                 log.info("metrics_textfile_recovered", path=path)
                 failing = None
+        if not started:
+            task_status.started()
+            started = True
         await trio.sleep(interval)
