@@ -9,6 +9,7 @@ from typing import Any
 
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
 from bench.loadgen import LoadGen, LoadSpec
+from bench.ops import ops
 
 UID = __import__("os").geteuid()
 
@@ -64,6 +65,7 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
 
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
+    "ops": ops,
 }
 
 _ = time

@@ -39,7 +39,6 @@ DROP_METRIC_REASONS: Final = ("rate", "quota", "disk")
 _CONNECTIONS: Final = "connections"
 
 _Kind = Literal["counter", "gauge"]
-_Labels = tuple[tuple[str, str], ...]
 
 
 def escape_label_value(value: str) -> str:
@@ -67,20 +66,23 @@ class _Family:
     name: str
     kind: _Kind
     help: str
-    samples: list[tuple[_Labels, float]] = field(default_factory=list)
+    #: (rendered labels without braces, or "", value)
+    samples: list[tuple[str, float]] = field(default_factory=list)
 
-    def add(self, value: float, **labels: object) -> None:
-        self.samples.append((tuple((k, str(v)) for k, v in labels.items()), value))
+    def add(self, value: float, labels: str = "") -> None:
+        self.samples.append((labels, value))
 
     def render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {escape_help(self.help)}\n")
-        out.append(f"# TYPE {self.name} {self.kind}\n")
-        for labels, value in self.samples:
-            if labels:
-                inner = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
-                out.append(f"{self.name}{{{inner}}} {_number(value)}\n")
-            else:
-                out.append(f"{self.name} {_number(value)}\n")
+        name = self.name
+        out.append(f"# HELP {name} {escape_help(self.help)}\n# TYPE {name} {self.kind}\n")
+        out.extend(
+            f"{name}{{{labels}}} {_number(value)}\n" if labels else f"{name} {_number(value)}\n"
+            for labels, value in self.samples
+        )
+
+
+def _label(key: str, value: str) -> str:
+    return f'{key}="{escape_label_value(value)}"'
 
 
 def _uid_families(uids: Iterable[Mapping[str, Any]]) -> list[_Family]:
@@ -119,24 +121,25 @@ def _uid_families(uids: Iterable[Mapping[str, Any]]) -> list[_Family]:
         "trio_logd_uid_info", "gauge",
         "The uid's user name, for joins (group_left); always 1.",
     )  # fmt: skip
+    reason_labels = {reason: f',reason="{reason}"' for reason in DROP_METRIC_REASONS}
     for item in uids:
-        uid = int(item["uid"])
-        records.add(item["records"], uid=uid)
-        nbytes.add(item["bytes"], uid=uid)
-        stored.add(item.get("stored", 0), uid=uid)
+        uid = f'uid="{int(item["uid"])}"'  # an int: nothing to escape
+        records.add(item["records"], uid)
+        nbytes.add(item["bytes"], uid)
+        stored.add(item.get("stored", 0), uid)
         drops: Mapping[str, int] = item.get("dropped") or {}
-        for reason in DROP_METRIC_REASONS:
-            dropped.add(drops.get(reason, 0), uid=uid, reason=reason)
-        refused.add(drops.get(_CONNECTIONS, 0), uid=uid)
+        for reason, label in reason_labels.items():
+            dropped.add(drops.get(reason, 0), uid + label)
+        refused.add(drops.get(_CONNECTIONS, 0), uid)
         if item.get("last_drop") is not None:
-            last_drop.add(float(item["last_drop"]), uid=uid)
-        connections.add(item["connections"], uid=uid)
-        queued.add(item.get("pending_bytes", 0), uid=uid)
-        disk.add(item["disk_bytes"], uid=uid)
+            last_drop.add(float(item["last_drop"]), uid)
+        connections.add(item["connections"], uid)
+        queued.add(item.get("pending_bytes", 0), uid)
+        disk.add(item["disk_bytes"], uid)
         if item.get("quota_bytes") is not None:
-            quota.add(item["quota_bytes"], uid=uid)
+            quota.add(item["quota_bytes"], uid)
         if item.get("user"):
-            info.add(1, uid=uid, user=item["user"])
+            info.add(1, f"{uid},{_label('user', str(item['user']))}")
     families = [
         records, nbytes, stored, dropped, refused, last_drop, connections, queued, disk, quota,
         info,
@@ -147,7 +150,7 @@ def _uid_families(uids: Iterable[Mapping[str, Any]]) -> list[_Family]:
 def _daemon_families(stats: Mapping[str, Any]) -> list[_Family]:
     daemon: Mapping[str, Any] = stats.get("daemon") or {}
     info = _Family("trio_logd_build_info", "gauge", "The daemon's version; always 1.")
-    info.add(1, version=stats.get("version", ""))
+    info.add(1, _label("version", str(stats.get("version", ""))))
     start = _Family("trio_logd_start_time_seconds", "gauge", "When the daemon started (Unix time).")
     start.add(float(stats.get("started", 0.0)))
     uptime = _Family("trio_logd_uptime_seconds", "gauge", "Seconds since the daemon started.")
@@ -158,8 +161,8 @@ def _daemon_families(stats: Mapping[str, Any]) -> list[_Family]:
     )  # fmt: skip
     errors.add(int(daemon.get("store_errors", 0)))
     reloads = _Family("trio_logd_reloads_total", "counter", "Configuration reloads, by outcome.")
-    reloads.add(int(daemon.get("reloads", 0)), result="success")
-    reloads.add(int(daemon.get("reload_failures", 0)), result="failure")
+    reloads.add(int(daemon.get("reloads", 0)), 'result="success"')
+    reloads.add(int(daemon.get("reload_failures", 0)), 'result="failure"')
     queued = _Family(
         "trio_logd_queue_bytes", "gauge", "Bytes accepted from all uids but not yet written."
     )

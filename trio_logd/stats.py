@@ -9,6 +9,7 @@ horizon (``stats`` shows the last second and the last minute).
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Mapping
 from typing import Final, NamedTuple
@@ -34,6 +35,10 @@ class Rates(NamedTuple):
 
 
 _ZERO: Final = Counts(0, 0)
+
+
+def _time(sample: tuple[float, Counts]) -> float:
+    return sample[0]
 
 
 class RateHistory:
@@ -84,12 +89,33 @@ class RateHistory:
         samples = self._samples.get(key)
         if not samples:
             return _ZERO
-        value = _ZERO
-        for when, counts in samples:
-            if when > t:
+        # the latest sample at or before t; the deque is short (one per tick in the horizon)
+        i = bisect.bisect_right(samples, t, key=_time)
+        return samples[i - 1][1] if i else _ZERO
+
+    def base(self, now: float, window: float) -> float:
+        """The tick a window of *window* seconds ending *now* starts at (or *start*).
+
+        Compute it once for many keys, then call :meth:`rates_since`.
+        """
+        target = now - window
+        base_time = self._start
+        for tick in self._ticks:
+            if tick > target:
                 break
-            value = counts
-        return value
+            base_time = tick
+        return base_time
+
+    def rates_since(self, key: int, base_time: float, now: float, current: Counts) -> Rates:
+        """Per-second rates of *key* from tick *base_time* (see :meth:`base`) to *now*."""
+        span = now - base_time
+        if span <= 0:
+            return Rates(0.0, 0.0)
+        base = self._value_at(key, base_time)
+        return Rates(
+            max(0, current.records - base.records) / span,
+            max(0, current.bytes - base.bytes) / span,
+        )
 
     def rates(self, key: int, now: float, current: Counts, window: float) -> Rates:
         """Per-second rates of *key* over the last *window* seconds.
@@ -103,17 +129,4 @@ class RateHistory:
         Returns:
             Records and bytes per second; zero when no time has passed.
         """
-        target = now - window
-        base_time = self._start
-        for tick in self._ticks:
-            if tick > target:
-                break
-            base_time = tick
-        span = now - base_time
-        if span <= 0:
-            return Rates(0.0, 0.0)
-        base = self._value_at(key, base_time)
-        return Rates(
-            max(0, current.records - base.records) / span,
-            max(0, current.bytes - base.bytes) / span,
-        )
+        return self.rates_since(key, self.base(now, window), now, current)

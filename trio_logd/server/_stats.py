@@ -197,6 +197,9 @@ class StatsCollector:
         items = self._base(self.daemon)
         await self.resolve(item["uid"] for item in items)
         now = time.monotonic()
+        history = self.history
+        since_now = history.base(now, NOW_WINDOW)
+        since_minute = history.base(now, MINUTE_WINDOW)
         daemon = self.daemon
         totals = dict.fromkeys(("records", "bytes", "stored", "connections"), 0)
         dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -206,8 +209,8 @@ class StatsCollector:
         for item in items:
             uid = item["uid"]
             counts = Counts(item["records"], item["bytes"])
-            r_now = self.history.rates(uid, now, counts, NOW_WINDOW)
-            r_min = self.history.rates(uid, now, counts, MINUTE_WINDOW)
+            r_now = history.rates_since(uid, since_now, now, counts)
+            r_min = history.rates_since(uid, since_minute, now, counts)
             resolved = self._resolved.get(uid)
             item["user"] = resolved[0].user if resolved else None
             item["quota_bytes"] = (
@@ -253,8 +256,9 @@ class StatsCollector:
         """One line for ``systemctl status`` (sd_notify ``STATUS=``); sync, from the last tick."""
         states = list(self.daemon.pipeline.states())
         now = time.monotonic()
+        since = self.history.base(now, MINUTE_WINDOW)
         per_s = sum(
-            self.history.rates(st.uid, now, Counts(st.records, st.bytes), MINUTE_WINDOW).records
+            self.history.rates_since(st.uid, since, now, Counts(st.records, st.bytes)).records
             for st in states
         )
         conns = sum(st.connections for st in states)
@@ -270,7 +274,8 @@ async def op_stats(collector: StatsCollector, call: ControlCall) -> None:
 async def op_metrics(collector: StatsCollector, call: ControlCall) -> None:
     """Control operation ``metrics``: the same figures as Prometheus text (``text``)."""
     only = await collector.visible_uid(call)
-    await call.send("ok", text=render_metrics(await collector.snapshot(only)))
+    snapshot = await collector.snapshot(only)
+    await call.send("ok", text=await trio.to_thread.run_sync(render_metrics, snapshot))
 
 
 async def serve_sampler(
