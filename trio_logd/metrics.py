@@ -85,89 +85,81 @@ def _label(key: str, value: str) -> str:
     return f'{key}="{escape_label_value(value)}"'
 
 
+#: Per-uid families, in output order: (key, name, type, help).
+_UID_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
+    ("records", "trio_logd_records_total", "counter",
+     "Records accepted from the uid since the daemon started (the daemon's own not counted)."),
+    ("bytes", "trio_logd_bytes_total", "counter",
+     "Payload bytes of the records accepted from the uid since the daemon started."),
+    ("stored", "trio_logd_stored_records_total", "counter",
+     "Records written to the uid's files since the daemon started (the daemon's own included)."),
+    ("dropped", "trio_logd_dropped_records_total", "counter",
+     "Records of the uid dropped since the daemon started, by reason (rate, quota, disk)."),
+    ("refused", "trio_logd_refused_connections_total", "counter",
+     "Connections of the uid closed at once because it was at max_connections."),
+    ("last_drop", "trio_logd_last_drop_timestamp_seconds", "gauge",
+     "When the uid last had a record or connection dropped (Unix time; 1 s resolution)."),
+    ("connections", "trio_logd_connections", "gauge", "Open ingest connections of the uid."),
+    ("queued", "trio_logd_queued_bytes", "gauge",
+     "Bytes of the uid's records accepted but not yet written."),
+    ("disk", "trio_logd_disk_bytes", "gauge", "Disk space used by the uid's files, in bytes."),
+    ("quota", "trio_logd_quota_bytes", "gauge", "The uid's quota_bytes limit, in bytes."),
+    ("info", "trio_logd_uid_info", "gauge",
+     "The uid's user name, for joins (group_left); always 1."),
+)  # fmt: skip
+
+#: Daemon-wide families, in output order: (key, name, type, help).
+_DAEMON_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
+    ("info", "trio_logd_build_info", "gauge", "The daemon's version; always 1."),
+    ("start", "trio_logd_start_time_seconds", "gauge", "When the daemon started (Unix time)."),
+    ("uptime", "trio_logd_uptime_seconds", "gauge", "Seconds since the daemon started."),
+    ("errors", "trio_logd_store_errors_total", "counter",
+     "Failed writes or syncs of the store (each one drops records, counted as reason disk)."),
+    ("reloads", "trio_logd_reloads_total", "counter", "Configuration reloads, by outcome."),
+    ("queued", "trio_logd_queue_bytes", "gauge",
+     "Bytes accepted from all uids but not yet written."),
+)  # fmt: skip
+
+
+def _families(spec: tuple[tuple[str, str, _Kind, str], ...]) -> dict[str, _Family]:
+    return {key: _Family(name, kind, text) for key, name, kind, text in spec}
+
+
 def _uid_families(uids: Iterable[Mapping[str, Any]]) -> list[_Family]:
-    records = _Family(
-        "trio_logd_records_total", "counter",
-        "Records accepted from the uid since the daemon started (the daemon's own not counted).",
-    )  # fmt: skip
-    nbytes = _Family(
-        "trio_logd_bytes_total", "counter",
-        "Payload bytes of the records accepted from the uid since the daemon started.",
-    )  # fmt: skip
-    stored = _Family(
-        "trio_logd_stored_records_total", "counter",
-        "Records written to the uid's files since the daemon started (the daemon's own included).",
-    )  # fmt: skip
-    dropped = _Family(
-        "trio_logd_dropped_records_total", "counter",
-        "Records of the uid dropped since the daemon started, by reason (rate, quota, disk).",
-    )  # fmt: skip
-    refused = _Family(
-        "trio_logd_refused_connections_total", "counter",
-        "Connections of the uid closed at once because it was at max_connections.",
-    )  # fmt: skip
-    last_drop = _Family(
-        "trio_logd_last_drop_timestamp_seconds", "gauge",
-        "When the uid last had a record or connection dropped (Unix time; 1 s resolution).",
-    )  # fmt: skip
-    connections = _Family("trio_logd_connections", "gauge", "Open ingest connections of the uid.")
-    queued = _Family(
-        "trio_logd_queued_bytes", "gauge",
-        "Bytes of the uid's records accepted but not yet written.",
-    )  # fmt: skip
-    disk = _Family("trio_logd_disk_bytes", "gauge", "Disk space used by the uid's files, in bytes.")
-    quota = _Family("trio_logd_quota_bytes", "gauge", "The uid's quota_bytes limit, in bytes.")
-    info = _Family(
-        "trio_logd_uid_info", "gauge",
-        "The uid's user name, for joins (group_left); always 1.",
-    )  # fmt: skip
+    f = _families(_UID_FAMILIES)
     reason_labels = {reason: f',reason="{reason}"' for reason in DROP_METRIC_REASONS}
     for item in uids:
         uid = f'uid="{int(item["uid"])}"'  # an int: nothing to escape
-        records.add(item["records"], uid)
-        nbytes.add(item["bytes"], uid)
-        stored.add(item.get("stored", 0), uid)
+        f["records"].add(item["records"], uid)
+        f["bytes"].add(item["bytes"], uid)
+        f["stored"].add(item.get("stored", 0), uid)
         drops: Mapping[str, int] = item.get("dropped") or {}
         for reason, label in reason_labels.items():
-            dropped.add(drops.get(reason, 0), uid + label)
-        refused.add(drops.get(_CONNECTIONS, 0), uid)
+            f["dropped"].add(drops.get(reason, 0), uid + label)
+        f["refused"].add(drops.get(_CONNECTIONS, 0), uid)
         if item.get("last_drop") is not None:
-            last_drop.add(float(item["last_drop"]), uid)
-        connections.add(item["connections"], uid)
-        queued.add(item.get("pending_bytes", 0), uid)
-        disk.add(item["disk_bytes"], uid)
+            f["last_drop"].add(float(item["last_drop"]), uid)
+        f["connections"].add(item["connections"], uid)
+        f["queued"].add(item.get("pending_bytes", 0), uid)
+        f["disk"].add(item["disk_bytes"], uid)
         if item.get("quota_bytes") is not None:
-            quota.add(item["quota_bytes"], uid)
+            f["quota"].add(item["quota_bytes"], uid)
         if item.get("user"):
-            info.add(1, f"{uid},{_label('user', str(item['user']))}")
-    families = [
-        records, nbytes, stored, dropped, refused, last_drop, connections, queued, disk, quota,
-        info,
-    ]  # fmt: skip
-    return [f for f in families if f.samples]
+            f["info"].add(1, f"{uid},{_label('user', str(item['user']))}")
+    return [family for family in f.values() if family.samples]
 
 
 def _daemon_families(stats: Mapping[str, Any]) -> list[_Family]:
     daemon: Mapping[str, Any] = stats.get("daemon") or {}
-    info = _Family("trio_logd_build_info", "gauge", "The daemon's version; always 1.")
-    info.add(1, _label("version", str(stats.get("version", ""))))
-    start = _Family("trio_logd_start_time_seconds", "gauge", "When the daemon started (Unix time).")
-    start.add(float(stats.get("started", 0.0)))
-    uptime = _Family("trio_logd_uptime_seconds", "gauge", "Seconds since the daemon started.")
-    uptime.add(float(stats.get("uptime", 0.0)))
-    errors = _Family(
-        "trio_logd_store_errors_total", "counter",
-        "Failed writes or syncs of the store (each one drops records, counted as reason disk).",
-    )  # fmt: skip
-    errors.add(int(daemon.get("store_errors", 0)))
-    reloads = _Family("trio_logd_reloads_total", "counter", "Configuration reloads, by outcome.")
-    reloads.add(int(daemon.get("reloads", 0)), 'result="success"')
-    reloads.add(int(daemon.get("reload_failures", 0)), 'result="failure"')
-    queued = _Family(
-        "trio_logd_queue_bytes", "gauge", "Bytes accepted from all uids but not yet written."
-    )
-    queued.add(int(daemon.get("pending_bytes", 0)))
-    return [info, start, uptime, errors, reloads, queued]
+    f = _families(_DAEMON_FAMILIES)
+    f["info"].add(1, _label("version", str(stats.get("version", ""))))
+    f["start"].add(float(stats.get("started", 0.0)))
+    f["uptime"].add(float(stats.get("uptime", 0.0)))
+    f["errors"].add(int(daemon.get("store_errors", 0)))
+    f["reloads"].add(int(daemon.get("reloads", 0)), 'result="success"')
+    f["reloads"].add(int(daemon.get("reload_failures", 0)), 'result="failure"')
+    f["queued"].add(int(daemon.get("pending_bytes", 0)))
+    return list(f.values())
 
 
 def render_metrics(stats: Mapping[str, Any]) -> str:

@@ -18,10 +18,10 @@ ROOT = os.geteuid()
 #: that execs can know it).
 WRAPPER = """\
 import os, sys
-fd = int(sys.argv[1])
-if fd != 3:
-    os.dup2(fd, 3)
-    os.close(fd)
+for target, fd in enumerate(int(f) for f in sys.argv[1].split(",")):
+    if fd != 3 + target:
+        os.dup2(fd, 3 + target)
+        os.close(fd)
 os.environ["LISTEN_PID"] = str(os.getpid())
 os.execv(sys.executable, [sys.executable, "-m", "trio_logd", *sys.argv[2:]])
 """
@@ -39,17 +39,22 @@ def _listener(path: str) -> socket.socket:
 
 
 def _activate(
-    d: DaemonProcess, sock: socket.socket, notify: str | None, names: str = "ingest"
+    d: DaemonProcess,
+    sock: socket.socket,
+    notify: str | None,
+    names: str = "ingest",
+    more: tuple[socket.socket, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """Start the daemon with *sock* (and *more*) passed as fds 3, 4, … as systemd would."""
+    fds = [s.fileno() for s in (sock, *more)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_"))}
-    env.update(LISTEN_FDS="1", LISTEN_FDNAMES=names)
+    env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=names)
     if notify is not None:
         env["NOTIFY_SOCKET"] = notify
-    fd = sock.fileno()
     with open(d.stderr_path, "ab") as err:
         return subprocess.Popen(
-            [PYTHON, "-c", WRAPPER, str(fd), "serve", "--config", str(d.config)],
-            pass_fds=(fd,), env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=d.root,
+            [PYTHON, "-c", WRAPPER, ",".join(map(str, fds)), "serve", "--config", str(d.config)],
+            pass_fds=fds, env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=d.root,
         )  # fmt: skip
 
 
@@ -159,3 +164,46 @@ def test_listen_pid_of_another_process_is_ignored() -> None:
         finally:
             assert d.stop() == 0
         poll(lambda: not os.path.exists(d.socket))  # its own socket: removed at exit
+
+
+def test_datagram_socket_is_held_when_configured() -> None:
+    """A passed datagram socket is adopted (held) when [daemon] datagram_socket names it."""
+    with world() as root:
+        dgram_path = str(root / "run" / "dgram.sock")
+        d = DaemonProcess(root, daemon_extra=f'datagram_socket = "{dgram_path}"')
+        sock = _listener(d.socket)
+        dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dgram.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        dgram.bind(dgram_path)
+        try:
+            d.proc = _activate(d, sock, None, names="ingest:datagram", more=(dgram,))
+            d.wait_ready()
+            out = subprocess.run(
+                d.command("status", "--json"), capture_output=True, text=True, timeout=30
+            )
+            assert json.loads(out.stdout)["sockets"]["datagram_socket"] == dgram_path
+            assert d.stop() == 0
+            assert '"event": "datagram_socket_held"' in d.stderr()
+            assert os.path.exists(dgram_path)  # systemd's: never unlinked
+        finally:
+            if d.proc is not None and d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait()
+            sock.close()
+            dgram.close()
+
+
+def test_datagram_socket_without_config_is_refused() -> None:
+    """A datagram socket passed while [daemon] datagram_socket is off: exit 1, say what to set."""
+    with world() as root:
+        d = DaemonProcess(root)
+        sock = _listener(d.socket)
+        dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        dgram.bind(str(root / "run" / "dgram.sock"))
+        try:
+            proc = _activate(d, sock, None, names="trio-logd.socket:x.socket", more=(dgram,))
+            assert proc.wait(timeout=30) == 1
+        finally:
+            sock.close()
+            dgram.close()
+        assert "fd 4 (x.socket) is a datagram socket but [daemon] datagram_socket" in d.stderr()

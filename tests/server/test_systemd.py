@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from trio_logd.errors import LogdError
 from trio_logd.server._systemd import Notifier, _adopt, listen_fds, watchdog_interval
@@ -75,6 +76,18 @@ def test_adopt_checks_and_sets_passcred(short_dir: Path) -> None:
         assert not os.get_inheritable(fd)
     finally:
         bound.sock.close()
+
+
+def test_adopt_warns_when_passcred_was_off(short_dir: Path) -> None:
+    """A socket unit without PassCredentials=yes is reported: queued bytes lack credentials."""
+    path = short_dir / "log.sock"
+    s = _listening(path, passcred=False)
+    with capture_logs() as logs:
+        bound = _adopt(s.fileno(), "ingest", kind=socket.SOCK_STREAM, path=str(path), key="socket")
+    bound.sock.detach()
+    s.close()
+    assert [e["event"] for e in logs] == ["passcred_was_off"]
+    assert "PassCredentials=yes" in logs[0]["hint"]
 
 
 def _refusal(fd: int, path: Path, kind: int = socket.SOCK_STREAM) -> str:
