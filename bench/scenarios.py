@@ -9,7 +9,11 @@ from typing import Any
 
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
 from bench.loadgen import LoadGen, LoadSpec
+<<<<<<< HEAD
 from bench.logq import logq_scenario
+=======
+from bench.ops import ops
+>>>>>>> ops
 
 UID = __import__("os").geteuid()
 
@@ -65,7 +69,11 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
 
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
+<<<<<<< HEAD
     "logq": logq_scenario,
+=======
+    "ops": ops,
+>>>>>>> ops
 }
 
 _ = time

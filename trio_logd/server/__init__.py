@@ -27,6 +27,7 @@ from trio_logd.config import Config
 from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
+from trio_logd.server._operators import Operators, install_operators, serve_operators
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._query import QueryService
 from trio_logd.server._sockets import (
@@ -37,6 +38,7 @@ from trio_logd.server._sockets import (
     unlink_if_ours,
 )
 from trio_logd.server._suppress import file_suppressed, serve_suppressions
+from trio_logd.server._systemd import take_activated_sockets
 from trio_logd.server._writer_task import serve_writer
 from trio_logd.store.writer import StoreWriter
 
@@ -63,10 +65,17 @@ class Daemon:
     sockets: dict[str, str] = field(default_factory=dict)
     shutdown: trio.Event = field(default_factory=trio.Event)
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: stats, metrics, sd_notify (``install_operators``)
+    operators: Operators | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
+        # a reload is bracketed so that systemd hears RELOADING=1 ... READY=1
+        if self.operators is not None:
+            self.operators.reload_started()
         log.info("sighup_ignored", reason="reload is not implemented yet")
+        if self.operators is not None:
+            self.operators.reload_finished(ok=True)
 
     @property
     def pid(self) -> int:
@@ -133,6 +142,7 @@ def build_daemon(config: Config) -> Daemon:
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status
+    daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
     return daemon
 
 
@@ -162,15 +172,20 @@ async def serve(
     if peer is not None:
         raise AlreadyRunning(control_path, peer)
 
+    activated = take_activated_sockets(config)  # systemd's, if any: never unlinked
     daemon = build_daemon(config)
     await trio.to_thread.run_sync(daemon.store.open)
     bound: list[BoundSocket] = []
     try:
-        ingest = bind_unix(
-            _abs(config.daemon.socket), mode=config.daemon.socket_mode, passcred=True
-        )
-        bound.append(ingest)
+        ingest = activated.ingest
+        if ingest is None:
+            ingest = bind_unix(
+                _abs(config.daemon.socket), mode=config.daemon.socket_mode, passcred=True
+            )
+            bound.append(ingest)
         daemon.sockets["socket"] = ingest.path
+        if activated.datagram is not None:
+            daemon.sockets["datagram_socket"] = activated.datagram.path
         control = bind_unix(control_path, mode=0o666)
         bound.append(control)
         daemon.sockets["control_socket"] = control.path
@@ -179,6 +194,7 @@ async def serve(
         for b in bound:
             unlink_if_ours(b)
             b.sock.close()
+        activated.close()
         await trio.to_thread.run_sync(daemon.store.close)
     log.info("stopped", pid=daemon.pid)
 
@@ -211,6 +227,8 @@ async def _run(
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
                 if handle_signals:
                     await front.start(_serve_signals, daemon)
+                if daemon.operators is not None:  # last: READY=1 to systemd
+                    await front.start(serve_operators, daemon, daemon.operators)
                 ctx.file_daemon_record(
                     ctx.daemon.uid,
                     "started",
