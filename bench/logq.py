@@ -301,3 +301,6 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
     print(f"  zstdcat | grep -c              {_fmt(rows['zstdcat_grep'])}")
     print(f"  naive record-by-record scan    {_fmt(naive)}")
     return out
+
+
+SCENARIOS = {"logq": logq_scenario}

@@ -78,3 +78,6 @@ def ops(runs: int = 3, uids: int = 2000) -> dict[str, Any]:
     print(f"  first name/quota resolution   {out['resolve_first_ms']:.1f} ms (then cached)")
     out["runs"] = rows
     return out
+
+
+SCENARIOS = {"ops": ops}
