@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
+from bench.client import client
 from bench.loadgen import LoadGen, LoadSpec
 
 UID = __import__("os").geteuid()
@@ -64,6 +65,7 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
 
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
+    "client": client,
 }
 
 _ = time

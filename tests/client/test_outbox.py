@@ -21,7 +21,7 @@ def test_buffer_is_bounded_and_refusals_are_counted() -> None:
     assert [box.offer(f) for f in frames(5)] == [1, 2, 3, 0, 0]
     assert (box.held, box.dropped, box.unreported, box.accepted) == (30, 2, 2, 3)
     box.take(1 << 20)
-    box.written(2)
+    box.written(2, 20)
     assert box.offer(b"x" * 25) == 4
     assert box.held == 35
 
@@ -32,7 +32,7 @@ def test_plain_mode_settles_on_write_in_order() -> None:
     for f in frames(4):
         box.offer(f)
     assert box.take(15) == frames(2)  # at least up to max_bytes, whole frames
-    box.written(1)
+    box.written(1, 10)
     assert (box.settled, box.delivered, len(box.inflight), len(box.queued)) == (1, 1, 1, 2)
 
 
@@ -43,7 +43,7 @@ def test_plain_mode_resends_only_what_was_not_written() -> None:
     for f in fs:
         box.offer(f)
     box.take(25)  # frames 0, 1, 2
-    box.written(1)
+    box.written(1, 10)
     assert box.disconnected() == 2
     assert list(box.queued) == fs[1:]
     assert box.take(1 << 20) == fs[1:]
@@ -56,7 +56,7 @@ def test_ack_mode_settles_on_ack_and_resends_everything_unacknowledged() -> None
     for f in fs:
         box.offer(f)
     box.take(25)
-    box.written(3)
+    box.written(3, 30)
     assert box.settled == 0
     assert box.receive(b"trio-logd ack 1\nack 2\n") == 2
     assert (box.settled, box.delivered, box.held) == (2, 2, 30)

@@ -14,9 +14,10 @@ the expected daemon uid, and sends ``extra``/event-dict values as typed
 
 from __future__ import annotations
 
+from trio_logd.client._base import ClientStatistics
 from trio_logd.client._handler import LogdHandler
 from trio_logd.client._structlog import LogdLogger, LogdLoggerFactory
-from trio_logd.client._sync import ClientStatistics, LogdClient
+from trio_logd.client._sync import LogdClient
 from trio_logd.client._trio import AsyncLogdClient
 
 __all__ = [

@@ -72,6 +72,11 @@ _CACHE_MAX: Final = 1024
 _DEPTH_LIMIT: Final = MAX_DEPTH - 2
 _OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 _dumps: Final = orjson.dumps
+#: The first characters of a text the daemon would read otherwise than as text
+#: ("@cee:", a BOM): such a text is sent inside a @cee: object.
+_REREAD: Final = frozenset({"@", "\ufeff"})
+#: The fixed-width timestamp layout holds years up to 9999.
+_YEAR_10000: Final = 253402300800.0
 _INT64_MIN: Final = -(2**63)
 _UINT64_MAX: Final = 2**64 - 1
 
@@ -293,8 +298,8 @@ class FrameEncoder:
     """
 
     __slots__ = (
-        "_counter", "_delivery", "_headers", "_host", "_pid", "_prefixes", "_ts", "default_app",
-        "facility",
+        "_counter", "_delivery", "_headers", "_host", "_msgid_headers", "_pid", "_prefixes",
+        "_ts", "default_app", "facility",
     )  # fmt: skip
 
     def __init__(
@@ -310,7 +315,8 @@ class FrameEncoder:
         self._host = _header_field(hostname or socket.gethostname(), _HOST_MAX)
         self._prefixes = tuple(b"<%d>1 " % (self.facility * 8 + sev) for sev in range(8))
         self._ts: tuple[int, bytes] = (-1, b"")
-        self._headers: dict[tuple[str | None, str | None], bytes] = {}
+        self._headers: dict[str | None, bytes] = {}
+        self._msgid_headers: dict[tuple[str | None, str], bytes] = {}
         self._pid = os.getpid()
         self._delivery = _new_client_id() if delivery_ids else None
         self._counter = itertools.count(1)
@@ -319,6 +325,7 @@ class FrameEncoder:
         """Start a new client id (and pid): after ``fork()``, the child's records are its own."""
         self._pid = os.getpid()
         self._headers = {}
+        self._msgid_headers = {}
         self._counter = itertools.count(1)
         if self._delivery is not None:
             self._delivery = _new_client_id()
@@ -329,30 +336,37 @@ class FrameEncoder:
         return self._delivery[:-1] if self._delivery is not None else None
 
     def timestamp(self, t: float) -> bytes:
-        """RFC 3339 UTC with microseconds; the part up to the second is cached."""
-        sec = int(t)
-        cached = self._ts  # one tuple: read and replaced atomically
-        if cached[0] == sec:
-            prefix = cached[1]
-        else:
-            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
-            self._ts = (sec, prefix)
+        """RFC 3339 UTC with microseconds, as :meth:`encode` writes it."""
+        sec, prefix = self._second(t)
         return b"%s.%06dZ" % (prefix, int((t - sec) * 1e6))
 
-    def header(self, app: str | None, msgid: str | None) -> bytes:
+    def _second(self, t: float) -> tuple[int, bytes]:
+        """``(second, "YYYY-MM-DDTHH:MM:SS")`` for *t*, cached: one tuple, replaced atomically."""
+        cached = self._ts
+        sec = int(t)
+        if cached[0] != sec:
+            if not 0 <= t < _YEAR_10000:  # the layout is fixed-width: keep it so
+                t = time.time()
+                sec = int(t)
+            cached = (sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode())
+            self._ts = cached
+        return cached
+
+    def header(self, app: str | None, msgid: str | None = None) -> bytes:
         """`` HOST APP PROCID MSGID - `` for *app* (the default when ``None``), cached."""
-        key = (app, msgid)
-        got = self._headers.get(key)
+        cache: dict[Any, bytes] = self._headers if msgid is None else self._msgid_headers
+        key = app if msgid is None else (app, msgid)
+        got = cache.get(key)
         if got is None:
-            if len(self._headers) >= _CACHE_MAX:
-                self._headers = {}
+            if len(cache) >= _CACHE_MAX:
+                cache.clear()
             got = b" %s %s %d %s - " % (
                 self._host,
                 _header_field(app or self.default_app, _APP_MAX),
                 self._pid,
                 _header_field(msgid, _MSGID_MAX),
             )
-            self._headers[key] = got
+            cache[key] = got
         return got
 
     def encode(
@@ -380,28 +394,48 @@ class FrameEncoder:
         Returns:
             The frame, ready to write.
         """
-        prefix = (
-            self._prefixes[severity] if facility is None else b"<%d>1 " % (facility * 8 + severity)
-        )
-        stamp = self.timestamp(time.time() if ts is None else ts)
-        head = self.header(app, msgid)
-        delivery = self._delivery
-        if fields or delivery is not None:
-            obj: dict[str, Any] = {"msg": msg}
-            if fields:
-                obj.update(fields)
-                if "msg" in fields:
-                    obj["msg_"] = fields["msg"]
-                    obj["msg"] = msg
-            if delivery is not None:
-                obj[DELIVERY_FIELD] = delivery + str(next(self._counter))
-            body = b"@cee:" + dumps_object(obj)
-        elif msg.startswith(("@cee:", "\ufeff")):
+        if ts is None:
+            ts = time.time()
+        cached = self._ts
+        sec = int(ts)
+        if cached[0] != sec:
+            cached = self._second(ts)
+            sec = cached[0]
+            if ts < sec or ts >= sec + 1:
+                ts = sec  # _second replaced a time out of range
+        head = self._headers.get(app) if msgid is None else None
+        if head is None:
+            head = self.header(app, msgid)
+        if fields or self._delivery is not None:
+            body = self._cee(msg, fields)
+        elif msg[:1] in _REREAD:
             body = b"@cee:" + dumps_object({"msg": msg})
         else:
             body = msg.encode("utf-8", "replace")
-        n = len(prefix) + len(stamp) + len(head) + len(body)
-        return b"%d %s%s%s%s" % (n, prefix, stamp, head, body)
+        prefix = (
+            self._prefixes[severity] if facility is None else b"<%d>1 " % (facility * 8 + severity)
+        )
+        # <PRI>1 + YYYY-MM-DDTHH:MM:SS (19) + .uuuuuuZ (8) + header + body
+        return b"%d %s%s.%06dZ%s%s" % (
+            len(prefix) + 27 + len(head) + len(body),
+            prefix,
+            cached[1],
+            int((ts - sec) * 1e6),
+            head,
+            body,
+        )
+
+    def _cee(self, msg: str, fields: Mapping[str, Any] | None) -> bytes:
+        obj: dict[str, Any] = {"msg": msg}
+        if fields:
+            obj.update(fields)
+            if "msg" in fields:
+                obj["msg_"] = fields["msg"]
+                obj["msg"] = msg
+        delivery = self._delivery
+        if delivery is not None:
+            obj[DELIVERY_FIELD] = delivery + str(next(self._counter))
+        return b"@cee:" + dumps_object(obj)
 
 
 def encode_record(

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from trio_logd.client._encode import exception_fields, level_severity
-from trio_logd.client._sync import DEFAULT_BUFFER_BYTES, DEFAULT_TIMEOUT, LogdClient
+from trio_logd.client._sync import LogdClient
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs needs Python 3.12
+
+    from trio_logd.client._base import ClientOptions
 
 __all__ = ["LogdHandler"]
 
@@ -51,9 +56,10 @@ class LogdHandler(logging.Handler):
         location: also send ``code_file``, ``code_line``, ``code_func`` and
             ``thread`` (the thread's name) as fields, as journald does.
         client: a client to send through (shared, not closed by the handler);
-            the remaining arguments are then ignored.
-        facility, timeout, ack, expected_uid, buffer_bytes, config: for the
-            :class:`LogdClient` the handler makes.
+            *options* are then ignored.
+        options: for the :class:`LogdClient` the handler makes:
+            ``facility``, ``timeout``, ``ack``, ``expected_uid``,
+            ``buffer_bytes``, ``config``, ``reconnect_max``, ``on_error``.
     """
 
     def __init__(
@@ -64,24 +70,11 @@ class LogdHandler(logging.Handler):
         app: str | None = None,
         location: bool = False,
         client: LogdClient | None = None,
-        facility: str | int = "user",
-        timeout: float = DEFAULT_TIMEOUT,
-        ack: bool = False,
-        expected_uid: int | None = None,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        config: str | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(level)
         self._owns_client = client is None
-        self.client = client or LogdClient(
-            socket_path,
-            facility=facility,
-            timeout=timeout,
-            ack=ack,
-            expected_uid=expected_uid,
-            buffer_bytes=buffer_bytes,
-            config=config,
-        )
+        self.client = client or LogdClient(socket_path, **options)
         self._encoder = self.client._encoder
         self.app = app
         self.location = location
@@ -103,48 +96,62 @@ class LogdHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Encode *record* and queue it. Never raises, never waits for I/O."""
-        client = self.client
         try:
-            frame = self._frame(record)
+            # the common case inline: no extras, no exception, no formatter
+            if (
+                len(record.__dict__) != _N_STANDARD
+                or record.exc_info
+                or record.stack_info
+                or self.location
+                or self.formatter is not None
+            ):
+                msg, fields = self._slow_parts(record)
+            else:
+                fields = None
+                msg = record.msg
+                if record.args or type(msg) is not str:
+                    try:
+                        msg = record.getMessage()
+                    except Exception:  # bad arguments for the format: the slow path keeps both
+                        msg, fields = self._slow_parts(record)
+            levelno = record.levelno
+            name = record.name
+            frame = self._encoder.encode(
+                _LEVELS[levelno] if 0 <= levelno <= 60 else level_severity(levelno),
+                msg,
+                fields,
+                self.app or (name if name != "root" else None),
+                None,
+                record.created,
+            )
         except Exception as exc:
-            client._internal_error(exc)
+            self.client._internal_error(exc)
             return
-        client._offer(frame)
+        self.client._offer(frame)
 
-    def _frame(self, record: logging.LogRecord) -> bytes:
+    def _slow_parts(self, record: logging.LogRecord) -> tuple[str, dict[str, Any] | None]:
+        """Text and fields of a record with extras, an exception, or a formatter."""
         d = record.__dict__
-        fields: dict[str, Any] | None = None
-        if len(d) != _N_STANDARD:
-            fields = {k: v for k, v in d.items() if k not in _STANDARD} or None
-        if record.exc_info or record.stack_info:
-            fields = dict(fields or {})
-            if record.exc_info:
-                fields.update(exception_fields(record.exc_info))
-            if record.stack_info:
-                fields["stack"] = record.stack_info
+        fields: dict[str, Any] = {k: v for k, v in d.items() if k not in _STANDARD}
+        if record.exc_info:
+            fields.update(exception_fields(record.exc_info))
+        if record.stack_info:
+            fields["stack"] = record.stack_info
         if self.location:
-            fields = dict(fields or {})
             fields["code_file"] = record.pathname
             fields["code_line"] = record.lineno
             fields["code_func"] = record.funcName
             fields["thread"] = record.threadName
         if self.formatter is not None:
             msg = self.format(record)
-        elif record.args or type(record.msg) is not str:
+        else:
             try:
                 msg = record.getMessage()
             except Exception as exc:  # bad arguments for the format: keep both
                 msg = str(record.msg)
-                fields = dict(fields or {})
                 fields["format_error"] = repr(exc)
                 fields["args"] = repr(record.args)
-        else:
-            msg = record.msg
-        levelno = record.levelno
-        sev = _LEVELS[levelno] if 0 <= levelno <= 60 else level_severity(levelno)
-        name = record.name
-        app = self.app or (name if name != "root" else None)
-        return self._encoder.encode(sev, msg, fields, app, None, record.created)
+        return msg, fields or None
 
     def flush(self) -> None:
         """Wait (at most the client's timeout) until queued records are delivered."""

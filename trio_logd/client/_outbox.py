@@ -36,6 +36,15 @@ __all__ = ["Backoff", "Outbox", "queue_drop_report"]
 _FAILED_KEPT: Final = 256
 
 
+def _popleft(frames: deque[bytes], n: int) -> None:
+    """Drop the first *n* of *frames* (all of them at C speed, the usual case)."""
+    if n == len(frames):
+        frames.clear()
+    else:
+        for _ in range(n):
+            frames.popleft()
+
+
 class Outbox:
     """A client's records between the application and the socket.
 
@@ -59,6 +68,7 @@ class Outbox:
         "inflight",
         "limit",
         "queued",
+        "queued_bytes",
         "reported",
         "settled",
     )  # fmt: skip
@@ -68,8 +78,9 @@ class Outbox:
         self.ack = ack
         self.queued: deque[bytes] = deque()
         self.inflight: deque[bytes] = deque()
-        #: bytes in queued + inflight
+        #: bytes in queued + inflight, and in queued alone
         self.held = 0
+        self.queued_bytes = 0
         #: records accepted (the last ordinal given out)
         self.accepted = 0
         #: records settled, in ordinal order
@@ -106,6 +117,7 @@ class Outbox:
             self.dropped += 1
             return 0
         self.held += size
+        self.queued_bytes += size
         self.queued.append(frame)
         self.accepted += 1
         return self.accepted
@@ -113,6 +125,7 @@ class Outbox:
     def force(self, frame: bytes) -> int:
         """Accept *frame* even beyond the limit (the client's own drop report)."""
         self.held += len(frame)
+        self.queued_bytes += len(frame)
         self.queued.append(frame)
         self.accepted += 1
         return self.accepted
@@ -124,24 +137,27 @@ class Outbox:
     def take(self, max_bytes: int) -> list[bytes]:
         """Hand queued frames (at least one, if any) to the connection, up to *max_bytes*."""
         queued = self.queued
-        out: list[bytes] = []
-        size = 0
-        while queued and (size < max_bytes or not out):
-            frame = queued.popleft()
-            size += len(frame)
-            out.append(frame)
+        if self.queued_bytes <= max_bytes:  # the common case: everything, at C speed
+            out = list(queued)
+            queued.clear()
+            self.queued_bytes = 0
+        else:
+            out = []
+            size = 0
+            while queued and (size < max_bytes or not out):
+                frame = queued.popleft()
+                size += len(frame)
+                out.append(frame)
+            self.queued_bytes -= size
         self.inflight.extend(out)
         self.conn_sent += len(out)
         return out
 
-    def written(self, n: int) -> None:
-        """Plain mode: the first *n* in-flight frames were written in full; they settle."""
+    def written(self, n: int, size: int) -> None:
+        """Plain mode: the first *n* in-flight frames (*size* bytes) were written; they settle."""
         if self.ack or n <= 0:
             return
-        inflight = self.inflight
-        size = 0
-        for _ in range(n):
-            size += len(inflight.popleft())
+        _popleft(self.inflight, n)
         self.held -= size
         self.settled += n
         self.delivered += n
@@ -189,9 +205,13 @@ class Outbox:
 
     def _settle(self, n: int, dropped_for: str | None) -> None:
         inflight = self.inflight
-        size = 0
-        for _ in range(n):
-            size += len(inflight.popleft())
+        if n == len(inflight):
+            size = sum(map(len, inflight))
+            inflight.clear()
+        else:
+            size = 0
+            for _ in range(n):
+                size += len(inflight.popleft())
         self.held -= size
         first = self.settled + 1
         self.settled += n
@@ -209,6 +229,7 @@ class Outbox:
         """
         inflight = self.inflight
         n = len(inflight)
+        self.queued_bytes += sum(map(len, inflight))
         inflight.reverse()
         self.queued.extendleft(inflight)  # extendleft reverses again: order kept
         inflight.clear()
@@ -227,7 +248,7 @@ class Outbox:
         n = len(self.queued) + len(self.inflight)
         self.queued.clear()
         self.inflight.clear()
-        self.held = 0
+        self.held = self.queued_bytes = 0
         self.dropped += n
         if n:
             self._failed.append((self.settled + 1, self.accepted))

@@ -16,10 +16,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from trio_logd.client._encode import exception_fields
-from trio_logd.client._sync import DEFAULT_BUFFER_BYTES, DEFAULT_TIMEOUT, LogdClient
+from trio_logd.client._sync import LogdClient
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack for **kwargs needs Python 3.12
+
+    from trio_logd.client._base import ClientOptions
 
 __all__ = ["LogdLogger", "LogdLoggerFactory"]
 
@@ -106,10 +111,10 @@ class LogdLoggerFactory:
         app: APP-NAME for loggers made without a name; with ``force_app``,
             for all of them.
         force_app: use *app* even for named loggers.
-        client: a client to send through; the remaining arguments are then
-            ignored.
-        facility, timeout, ack, expected_uid, buffer_bytes, config: for the
-            :class:`LogdClient` the factory makes.
+        client: a client to send through; *options* are then ignored.
+        options: for the :class:`LogdClient` the factory makes:
+            ``facility``, ``timeout``, ``ack``, ``expected_uid``,
+            ``buffer_bytes``, ``config``, ``reconnect_max``, ``on_error``.
     """
 
     def __init__(
@@ -119,23 +124,9 @@ class LogdLoggerFactory:
         app: str | None = None,
         force_app: bool = False,
         client: LogdClient | None = None,
-        facility: str | int = "user",
-        timeout: float = DEFAULT_TIMEOUT,
-        ack: bool = False,
-        expected_uid: int | None = None,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        config: str | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        self.client = client or LogdClient(
-            socket_path,
-            app=app,
-            facility=facility,
-            timeout=timeout,
-            ack=ack,
-            expected_uid=expected_uid,
-            buffer_bytes=buffer_bytes,
-            config=config,
-        )
+        self.client = client or LogdClient(socket_path, app=app, **options)
         self.app = app
         self.force_app = force_app
 

@@ -18,100 +18,47 @@ fork-safe (nor is trio).
 
 from __future__ import annotations
 
-import contextlib
+import bisect
 import itertools
-import os
-import socket
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final
 
 import trio
 
-from trio_logd.client._connect import PeerRefused, connect, default_socket_path
-from trio_logd.client._encode import FrameEncoder, encode_record
-from trio_logd.client._outbox import Backoff, Outbox, queue_drop_report
-from trio_logd.client._sync import (
+from trio_logd.client._base import (
     CHUNK_BYTES,
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_TIMEOUT,
+    HEALTHY_AFTER,
+    ClientBase,
     ClientStatistics,
-    _print_error,
 )
-from trio_logd.errors import ClientError, ConfigError, ConnectFailed, LogdError, ProtocolError
-from trio_logd.protocol.ack import ACK_HELLO
+from trio_logd.client._encode import encode_record
+from trio_logd.client._outbox import Backoff, Outbox, queue_drop_report
+from trio_logd.errors import ClientError, ProtocolError
 
 __all__ = ["AsyncLogdClient"]
 
-#: A connection that lasted this long worked: the reconnect backoff starts over.
-_HEALTHY_AFTER: Final = 1.0
 _READ_SIZE: Final = 65536
 
 
-class AsyncLogdClient:
+class AsyncLogdClient(ClientBase):
     """A trio client for trio-logd's ingest socket.
 
     Use as ``async with AsyncLogdClient(...) as log:``; the sender task runs
     while the block does. Records emitted before entering are sent once it
-    starts. Arguments are those of :class:`LogdClient`.
-
-    Args:
-        socket_path: the ingest socket (default: found as the CLIs find it).
-        app: APP-NAME of records that name none (default: the program name).
-        facility: facility keyword.
-        timeout: the longest ``send``, ``flush`` and ``aclose`` wait, seconds.
-        ack: acknowledged mode (see :class:`LogdClient`).
-        expected_uid: the daemon's uid (default: the owner of the socket's
-            directory); root is always trusted.
-        buffer_bytes: records held while they cannot be sent.
-        config: a config file to find the socket in.
-        reconnect_max: the longest pause between connection attempts, seconds.
-        on_error: called once per kind of problem worth a human's attention.
+    starts. Arguments: those of :class:`LogdClient` (see
+    :class:`~trio_logd.client._base.ClientBase`).
 
     Raises:
         ValueError: unknown facility.
     """
 
-    def __init__(
-        self,
-        socket_path: str | os.PathLike[str] | None = None,
-        *,
-        app: str | None = None,
-        facility: str | int = "user",
-        timeout: float = DEFAULT_TIMEOUT,
-        ack: bool = False,
-        expected_uid: int | None = None,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        config: str | None = None,
-        reconnect_max: float = 5.0,
-        on_error: Callable[[BaseException], None] | None = None,
-    ) -> None:
-        self.timeout = timeout
-        self.ack = ack
-        self.expected_uid = expected_uid
-        self.reconnect_max = reconnect_max
-        self._on_error = on_error or _print_error
-        self._told: set[str] = set()
-        self._last_error: str | None = None
-        self._config_error: LogdError | None = None
-        self.path: str | None
-        if socket_path is not None:
-            self.path = os.fspath(socket_path)
-        else:
-            try:
-                self.path = default_socket_path(config)
-            except ConfigError as exc:
-                self.path = None
-                self._config_error = exc
-                self._tell(exc)
-        self._encoder = FrameEncoder(facility=facility, default_app=app, delivery_ids=ack)
-        self.app = self._encoder.default_app
-        self._box = Outbox(buffer_bytes, ack=ack)
+    def _setup(self, outbox: Outbox) -> None:
+        self._box = outbox
         self._wake = trio.Event()
         self._idle = False
         self._progress = trio.lowlevel.ParkingLot()
         self._connected = False
-        self._connects = 0
         self._closing = False
         self._nursery: trio.Nursery | None = None
         self._nursery_manager: Any = None
@@ -205,21 +152,7 @@ class AsyncLogdClient:
 
     def statistics(self) -> ClientStatistics:
         """The client's counters now."""
-        box = self._box
-        return ClientStatistics(
-            connected=self._connected,
-            connects=self._connects,
-            accepted=box.accepted,
-            delivered=box.delivered,
-            pending=len(box.queued) + len(box.inflight),
-            pending_bytes=box.held,
-            dropped=box.dropped,
-            daemon_dropped=dict(box.daemon_dropped),
-            last_error=self._last_error,
-        )
-
-    def __repr__(self) -> str:
-        return f"<AsyncLogdClient {self.path!r} ack={self.ack}>"
+        return self._statistics(self._box, self._connected)
 
     def _offer(
         self,
@@ -245,14 +178,6 @@ class AsyncLogdClient:
             self._wake.set()
         return n
 
-    def _tell(self, exc: BaseException) -> None:
-        key = type(exc).__name__
-        if key in self._told:
-            return
-        self._told.add(key)
-        with contextlib.suppress(Exception):
-            self._on_error(exc)
-
     async def _wait(self, first: int, last: int) -> bool:
         box = self._box
         with trio.move_on_after(self.timeout):
@@ -267,16 +192,12 @@ class AsyncLogdClient:
         backoff = Backoff(maximum=self.reconnect_max)
         while True:
             try:
-                sock = self._connect()
-            except ClientError as exc:
-                self._last_error = str(exc)
-                if isinstance(exc, PeerRefused):
-                    self._tell(exc)
+                sock = self._open()
+            except ClientError:
                 await trio.sleep(backoff.next_delay())
                 continue
             started = trio.current_time()
             self._connected = True
-            self._connects += 1
             try:
                 self._last_error = await self._serve_connection(
                     trio.socket.from_stdlib_socket(sock)
@@ -285,27 +206,9 @@ class AsyncLogdClient:
                 self._connected = False
                 sock.close()
                 self._box.disconnected()
-            if trio.current_time() - started >= _HEALTHY_AFTER:
+            if trio.current_time() - started >= HEALTHY_AFTER:
                 backoff.reset()
             await trio.sleep(backoff.next_delay())
-
-    def _connect(self) -> socket.socket:
-        if self.path is None:
-            msg = f"no socket: {self._config_error}"
-            raise ConnectFailed(msg)
-        sock = connect(self.path, self.expected_uid)
-        if self.ack:
-            try:
-                sent = sock.send(ACK_HELLO)  # a new socket's buffer is empty: all of it goes
-            except OSError as exc:
-                sock.close()
-                msg = f"{self.path}: {exc.strerror or exc}"
-                raise ConnectFailed(msg) from exc
-            if sent != len(ACK_HELLO):
-                sock.close()
-                msg = f"{self.path}: could not write the acknowledgement hello"
-                raise ConnectFailed(msg)
-        return sock
 
     async def _serve_connection(self, sock: trio.socket.SocketType) -> str:
         """Write and read until the connection breaks; return why it did."""
@@ -342,11 +245,9 @@ class AsyncLogdClient:
                     pos += await sock.send(view[pos:])
                 except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     return f"write failed: {exc}"
-                k = done
-                while k < len(ends) and ends[k] <= pos:
-                    k += 1
+                k = bisect.bisect_right(ends, pos, done)
                 if k > done and not self.ack:
-                    box.written(k - done)
+                    box.written(k - done, ends[k - 1] - (ends[done - 1] if done else 0))
                     self._progress.unpark_all()
                 done = k
 
