@@ -7,7 +7,11 @@ file) and SysLogHandler (SOCK_STREAM, to the same daemon). For each handler:
   application pays), as records/s, and its CPU per record (both threads of
   this process: robust on a shared machine);
 * ``stored``: the time until the daemon reports all N stored (FileHandler:
-  until written and closed).
+  until written and closed; the sink case: until written to the socket).
+
+The daemon runs on the same (2-core) machine and needs about a core to keep
+up, so the application's thread competes with it: the "discarding sink" case
+shows the client's cost without that competition.
 
     python -m bench client --runs 5
 """
@@ -19,6 +23,8 @@ import logging.handlers
 import os
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +89,19 @@ def _row(app: tuple[float, float], stored: float, n: int, **extra: Any) -> dict[
     }
 
 
+class _Discard(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def _baseline(d: BenchDaemon) -> dict[str, Any]:
+    """``logging`` alone: a handler that does nothing (what any handler costs at least)."""
+    lg = _logger("baseline", _Discard())
+    t0 = time.perf_counter()
+    app = _calls(lambda i: lg.info("request %d handled in %.1f ms", i, 1.5), N, 1)
+    return _row(app, time.perf_counter() - t0, N)
+
+
 def _stdlib_file(d: BenchDaemon) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         handler = logging.FileHandler(os.path.join(tmp, "app.log"))
@@ -133,6 +152,46 @@ def _logd(
     return _row(app, stored, N, dropped=stats.dropped)
 
 
+#: A process that accepts Unix stream connections and throws the bytes away.
+_SINK: Final = """
+import socket, sys, threading
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(sys.argv[1])
+srv.listen()
+def drain(c):
+    buf = bytearray(1 << 20)
+    while c.recv_into(buf):
+        pass
+while True:
+    threading.Thread(target=drain, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+
+def _logd_to_sink(d: BenchDaemon) -> dict[str, Any]:
+    """LogdHandler to a socket that discards: the client's cost without a daemon's CPU."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        path = os.path.join(tmp, "sink.sock")
+        sink = subprocess.Popen([sys.executable, "-c", _SINK, path])
+        try:
+            deadline = time.monotonic() + 20
+            while not os.path.exists(path):
+                if time.monotonic() > deadline:
+                    msg = "the sink did not start"
+                    raise RuntimeError(msg)
+                time.sleep(0.01)
+            handler = LogdHandler(path, buffer_bytes=BUFFER, timeout=60)
+            lg = _logger("sink", handler)
+            t0 = time.perf_counter()
+            app = _calls(lambda i: lg.info("request %d handled in %.1f ms", i, 1.5), N, 1)
+            assert handler.client.flush()
+            written = time.perf_counter() - t0
+            handler.close()
+            return _row(app, written, N)
+        finally:
+            sink.kill()
+            sink.wait()
+
+
 def _structlog(d: BenchDaemon) -> dict[str, Any]:
     factory = LogdLoggerFactory(d.socket, buffer_bytes=BUFFER, timeout=60)
     log = structlog.wrap_logger(
@@ -150,9 +209,11 @@ def _structlog(d: BenchDaemon) -> dict[str, Any]:
 
 
 CASES: Final[dict[str, Callable[[BenchDaemon], dict[str, Any]]]] = {
+    "logging alone (handler does nothing)": _baseline,
     "FileHandler (stdlib, to a file)": _stdlib_file,
     "SysLogHandler (stdlib, stream)": _stdlib_syslog,
     "LogdHandler, 1 thread": _logd,
+    "LogdHandler, 1 thread, to a discarding sink": _logd_to_sink,
     "LogdHandler, 1 thread, extra fields": lambda d: _logd(d, fields=True),
     "LogdHandler, 8 threads": lambda d: _logd(d, threads=8),
     "LogdLoggerFactory (structlog)": _structlog,

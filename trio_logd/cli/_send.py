@@ -11,7 +11,6 @@ import argparse
 import os
 import pwd
 import sys
-import time
 from collections.abc import Iterable
 
 from trio_logd.client import ClientStatistics, LogdClient
@@ -52,8 +51,10 @@ def parse_priority(text: str) -> int:
 def send_messages(args: argparse.Namespace) -> int:
     """Send each MSG (or each stdin line) as one record; return an exit code.
 
-    Exit 0 once every record is delivered within ``--timeout``: written to
-    the daemon, or with ``--ack`` confirmed stored. Exit 1 otherwise, with
+    Exit 0 once every record is delivered within ``--timeout`` of the end
+    of input: written to the daemon, or with ``--ack`` confirmed stored.
+    While stdin outruns the daemon, reading waits (up to ``--timeout`` at a
+    time) rather than drop. Exit 1 otherwise, with
     the reason on stderr (daemon unreachable, socket served by an untrusted
     uid, records dropped by the daemon's limits, no confirmation in time);
     2 for a bad priority.
@@ -72,7 +73,6 @@ def send_messages(args: argparse.Namespace) -> int:
         tag = args.tag or pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         tag = str(os.getuid())
-    deadline = time.monotonic() + args.timeout
     problems: list[BaseException] = []
     client = LogdClient(
         path, app=tag, facility=pri >> 3, timeout=args.timeout, ack=args.ack,
@@ -85,9 +85,9 @@ def send_messages(args: argparse.Namespace) -> int:
         for line in lines:
             if not client.emit(line, severity=pri & 7):
                 # the buffer is full (a long stdin): wait for room rather than drop
-                client.flush(max(0.0, deadline - time.monotonic()))
+                client.flush(args.timeout)
                 client.emit(line, severity=pri & 7)
-        delivered = client.flush(max(0.0, deadline - time.monotonic()))
+        delivered = client.flush(args.timeout)
         stats = client.statistics()
     finally:
         client.close(0)
