@@ -40,6 +40,7 @@ from trio_logd.peer import (
 from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
+from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline
 
 __all__ = ["IngestContext", "handle_connection", "serve_listener"]
@@ -91,9 +92,12 @@ class IngestContext:
 class _Connection:
     """Per-connection state of the hot path."""
 
-    __slots__ = ("conn", "ctx", "decoder", "stamp", "stamps")
+    __slots__ = ("ack", "conn", "ctx", "decoder", "stamp", "stamps")
 
     def __init__(self, ctx: IngestContext, conn: PeerCred, stamp: Stamp) -> None:
+        #: acknowledged delivery (server/_ack.py): set by serve_with_acks, and
+        #: None once the first frame turned out not to be the ack hello
+        self.ack: AckSlot | None = None
         self.ctx = ctx
         self.conn = conn
         self.stamp = stamp
@@ -120,6 +124,13 @@ class _Connection:
 
     def file_frames(self, frames: list[Frame], now: float) -> None:
         """Parse, stamp, number and queue one read's frames. No checkpoint."""
+        ack = self.ack
+        if ack is not None and not ack.on:  # the first frames: the ack hello?
+            frames = ack.hello(frames)
+            if not ack.on:
+                self.ack = ack = None
+            if not frames:
+                return
         stamp = self.stamp
         st = self.ctx.pipeline.state(stamp.uid)
         ts = format_ts(now).encode()
@@ -144,7 +155,10 @@ class _Connection:
         st.last_seq = seq
         st.records += len(frames)
         st.bytes += payload
-        self.ctx.pipeline.submit(st, Batch(lines, nbytes, seq))
+        batch = Batch(lines, nbytes, seq)
+        if ack is not None:
+            ack.queued(batch, len(lines))
+        self.ctx.pipeline.submit(st, batch)
 
 
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
@@ -176,7 +190,7 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         st.connections += 1
         conn = _Connection(ctx, cred, Stamp(cred, exe=ident.exe, comm=ident.comm))
         log.debug("connection_opened", exe=ident.exe)
-        await _serve(sock, conn)
+        await serve_with_acks(sock, conn, _serve)
     except Exception as exc:  # one client's failure never reaches the shared nursery
         log.warning("connection_failed", error=repr(exc))
     finally:
