@@ -70,3 +70,13 @@ def test_a_symlink_in_the_store_is_not_followed(tmp_path: Path) -> None:
 def test_reads_nothing_for_an_unknown_uid(tmp_path: Path) -> None:
     """A uid without a directory has no records."""
     assert list(read_uid_records(tmp_path, 42)) == []
+
+
+def test_reads_every_file_of_a_long_history(tmp_path: Path) -> None:
+    """Hundreds of rotated files are all read, in order."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=2 * LINE)
+    w.open()
+    w.append(5, lines(1, 701), 701)
+    w.close()
+    assert len(list((tmp_path / "5").iterdir())) == 351
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 702))

@@ -109,15 +109,17 @@ def read_uid_records(log_dir: str | os.PathLike[str], uid: int) -> Iterator[byte
     d = Path(log_dir) / str(uid)
     current = d / _layout.CURRENT
     last = 0
-    for _ in range(_RELISTS):
-        listing = _listing(d)
-        unread = [(p, file_last) for p, file_last in listing if file_last > last]
-        if unread:
-            path, file_last = unread[0]
+    listing = _listing(d)
+    for _ in range(_RELISTS):  # each turn of this loop is one race lost to the daemon
+        for path, file_last in listing:
+            if 0 <= file_last <= last:
+                continue  # read already (under another name, or before a re-listing)
+            if file_last < 0:  # current.jsonl
+                break
             try:
                 f = _open(path)
             except FileNotFoundError:
-                continue  # compressed or deleted meanwhile: list again
+                break  # compressed or deleted meanwhile: list again
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     raise
@@ -127,23 +129,27 @@ def read_uid_records(log_dir: str | os.PathLike[str], uid: int) -> Iterator[byte
                 last = max(last, seq)
                 yield line
             last = max(last, file_last)  # the name says so, even if its lines did not
-            continue
-        if not any(p == current for p, _ in listing):
-            return
-        try:
-            f = _open(current)
-        except FileNotFoundError:
-            continue  # being rotated: list again
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            return  # a symlink: never followed
-        # a rotation between the listing and this open would make us skip the
-        # rotated file: check that no file older than what we opened appeared
-        if any(file_last > last for _, file_last in _listing(d)):
-            f.close()
-            continue
-        for line, seq in _lines(f, current.name, last):
-            last = max(last, seq)
-            yield line
-        return
+        else:
+            return  # no current file
+        if path == current:
+            cur: IO[bytes] | None
+            try:
+                cur = _open(current)
+            except FileNotFoundError:
+                cur = None  # being rotated: list again
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                return  # a symlink: never followed
+            if cur is not None:
+                # a rotation between the listing and this open would make us skip
+                # the rotated file: check that no file newer than what we read appeared
+                listing = _listing(d)
+                if not any(file_last > last for _, file_last in listing):
+                    for line, seq in _lines(cur, current.name, last):
+                        last = max(last, seq)
+                        yield line
+                    return
+                cur.close()
+                continue
+        listing = _listing(d)
