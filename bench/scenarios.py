@@ -62,8 +62,12 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
     return out
 
 
+from bench import store as _store  # noqa: E402  # registered below, after the core scenarios
+
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
+    "rotation_throughput": _store.rotation_throughput,
+    "rotation_latency": _store.rotation_latency,
 }
 
 _ = time

@@ -1,22 +1,30 @@
 """The store's housekeeper: compression, retention and rotation by age.
 
 How this works: one task, woken by the writer after each rotation and every
-``INTERVAL`` seconds otherwise. Each pass runs in a worker thread of its own
-(never the writer's hop, so ingest goes on while it works): rotate current
-files whose first record is ``max_file_age`` old, plan retention
-(``store.retention.plan_retention``) from a snapshot of every uid's files,
-the uids' quotas and the free space, rotate and delete as planned; then
-compress the rotated files waiting for it, one file per hop, so that
-shutdown never waits for more than one file. The ``rotated`` records of its
-rotations are filed like the writer's. A compression that fails (a full
-disk) leaves the file uncompressed and is retried after ``COMPRESS_COOLDOWN``.
+``INTERVAL`` seconds otherwise (passes are at least ``MIN_GAP`` apart). A
+pass runs in a worker thread (never the writer's hop, so ingest goes on
+while it works): rotate current files whose first record is ``max_file_age``
+old, plan retention (``store.retention.plan_retention``) from a snapshot of
+every uid's files, the uids' quotas and the free space, rotate and delete as
+planned. Then the rotated files waiting for compression are compressed, one
+file per job, in a thread of their own that runs at a lower CPU priority
+(``COMPRESS_NICE``): on a busy machine compression yields the CPU to ingest
+and to the writer, and shutdown never waits for more than one file. The
+``rotated`` records of its rotations are filed like the writer's. A
+compression that fails (a full disk) leaves the file uncompressed and is
+retried after ``COMPRESS_COOLDOWN``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 import trio
@@ -34,8 +42,66 @@ log = structlog.get_logger("trio_logd.housekeeping")
 #: rotation by age, of ``max_age``, and of ``keep_free_bytes`` (free space is
 #: measured once per pass).
 INTERVAL: Final = 1.0
+#: Retention passes woken by rotations are at least this far apart.
+MIN_GAP: Final = 0.2
 #: After a failed compression (full disk), wait this long before the next.
 COMPRESS_COOLDOWN: Final = 5.0
+#: The compression thread's nice value (per thread on Linux): it gets the CPU
+#: when ingest does not want it.
+COMPRESS_NICE: Final = 10
+
+T = TypeVar("T")
+
+
+class _NiceThread:
+    """One thread of our own, at a lower CPU priority, that runs jobs one at a time.
+
+    trio's worker threads are reused by every ``to_thread`` call, so their
+    priority cannot be lowered for one kind of job: this thread is ours.
+    """
+
+    def __init__(self, nice: int) -> None:
+        self._nice = nice
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _main(self) -> None:
+        with contextlib.suppress(OSError):  # lowering one's priority is always allowed
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run *fn* in the thread and return its result (a job that started finishes)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="logd-compress", daemon=True)
+            self._thread.start()
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def job() -> None:
+            try:
+                result.append(fn())
+            except BaseException as exc:  # handed to the caller
+                error.append(exc)
+            finally:
+                token.run_sync_soon(done.set)
+
+        self._jobs.put(job)
+        with trio.CancelScope(shield=True):  # the file is being written: let it finish
+            await done.wait()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def close(self) -> None:
+        """Let the thread end after its current job."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
 
 QuotaFor = Callable[[int], tuple[int, str]]
 
@@ -93,6 +159,8 @@ class Housekeeper:
         self.passes = 0
         self._wake = trio.Event()
         self._compress_after = 0.0
+        self._last_pass = -math.inf
+        self._compressor = _NiceThread(COMPRESS_NICE)
 
     def wake(self) -> None:
         """Ask for a pass soon (after rotations). Never blocks."""
@@ -101,20 +169,25 @@ class Housekeeper:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run passes for ever (cancel to stop)."""
         task_status.started()
-        while True:
-            await self.run_once()
-            with trio.move_on_after(self.interval):
-                await self._wake.wait()
-            self._wake = trio.Event()
+        try:
+            while True:
+                await self.run_once()
+                with trio.move_on_after(self.interval):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+        finally:
+            self._compressor.close()
 
     async def run_once(self) -> None:
         """One pass: age rotation and retention, then compression of what waits."""
+        await trio.sleep_until(self._last_pass + MIN_GAP)
+        self._last_pass = trio.current_time()
         rotations = await trio.to_thread.run_sync(self._retention_pass, time.time())
         for rot in rotations:
             file_rotated(self.pipeline, self.file_record, rot)
         while self.store.compress_pending() and trio.current_time() >= self._compress_after:
             try:
-                await trio.to_thread.run_sync(self.store.compress_next)
+                await self._compressor.run(self.store.compress_next)
             except StoreError as exc:
                 log.error("compression_failed", error=str(exc))
                 self._compress_after = trio.current_time() + COMPRESS_COOLDOWN

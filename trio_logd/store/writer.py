@@ -36,7 +36,6 @@ import contextlib
 import errno
 import math
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -44,25 +43,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import orjson
 import structlog
 
 from trio_logd.errors import DiskFull, ReadOnlyStore, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
-from trio_logd.store import _compress, _layout
+from trio_logd.store import _compress, _layout, _recover
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._line import TS_AT, daemon_event, line_seq, ts_epoch
+from trio_logd.store._line import TS_AT, daemon_event, line_seq
+from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store.retention import StoredFile, UidFiles
 
 __all__ = ["Rotation", "StoreWriter", "UidFile", "read_last_seq"]
 
 log = structlog.get_logger("trio_logd.store")
-
-#: How much of a file's tail we read to find its last complete line; a record
-#: is at most max_message_bytes (64 KiB by default) plus its JSON overhead.
-_TAIL_CHUNK: Final = 1 << 18
 
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
@@ -115,64 +110,10 @@ class UidFile:
     rotated: dict[tuple[int, int, int, int], tuple[RotatedName, int]] = field(default_factory=dict)
     #: torn tails set aside: name -> (size, mtime)
     torn: dict[str, tuple[int, float]] = field(default_factory=dict)
-
-
-def read_last_seq(fd: int, size: int) -> int:
-    """Return the ``seq`` of the last complete, parseable line in an open file.
-
-    Returns 0 when the file holds no parseable record.
-    """
-    return _read_last(fd, size)[0]
-
-
-def _read_last(fd: int, size: int) -> tuple[int, bytes]:
-    """``(seq, ts)`` of the last complete, parseable line; ``(0, b"")`` if none."""
-    end = size
-    while end > 0:
-        start = max(0, end - _TAIL_CHUNK)
-        chunk = os.pread(fd, end - start, start)
-        lines = chunk.split(b"\n")
-        # lines[0] may be partial unless start == 0; the last element is b"" for a
-        # file ending in LF.
-        candidates = lines if start == 0 else lines[1:]
-        for line in reversed(candidates):
-            if not line:
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("seq"), int):
-                return int(obj["seq"]), line[TS_AT]
-        if start == 0:
-            break
-        end = start + len(lines[0])
-    return 0, b""
-
-
-def _set_aside_torn_tail(uid_dir: int, reader: int, fd: int, size: int) -> tuple[int, str, int]:
-    """Cut a torn last line off the current file; keep its bytes aside.
-
-    Returns:
-        The new size, the name of the file set aside and its size.
-    """
-    tail_start = max(0, size - _TAIL_CHUNK)
-    chunk = os.pread(reader, size - tail_start, tail_start)
-    cut = chunk.rfind(b"\n")
-    new_size = tail_start + cut + 1 if cut >= 0 else tail_start
-    torn = chunk[cut + 1 :] if cut >= 0 else chunk
-    name = f"{_layout.TORN_PREFIX}{time.time_ns() // 1000}.partial"
-    aside = _layout.open_file(
-        uid_dir, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=f"torn tail {name}"
-    )
-    try:
-        os.write(aside, torn)
-        os.fsync(aside)
-    finally:
-        os.close(aside)
-    os.ftruncate(fd, new_size)
-    os.fsync(fd)
-    return new_size, name, len(torn)
+    #: fds of files rotated since the last sync: synced (per policy), then closed
+    retired: list[int] = field(default_factory=list)
+    #: the directory changed (rename, create) since the last sync
+    dir_dirty: bool = False
 
 
 def _store_error(exc: OSError, what: str) -> StoreError:
@@ -242,6 +183,8 @@ class StoreWriter:
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
         self._rotations: list[Rotation] = []
+        #: uids with data, rotated files or directory changes not yet synced
+        self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._to_compress: deque[tuple[int, RotatedName]] = deque()
 
@@ -298,32 +241,11 @@ class StoreWriter:
 
     def _scan(self, uf: UidFile) -> None:
         """Index rotated files and torn tails; finish or undo unfinished compressions."""
-        names = os.listdir(uf.dir_fd)
-        by_key: dict[tuple[int, int, int, int], list[RotatedName]] = {}
-        for name in names:
-            if name.endswith(_layout.TMP_SUFFIX):
-                os.unlink(name, dir_fd=uf.dir_fd)  # a compression a crash interrupted
-                continue
-            st = os.stat(name, dir_fd=uf.dir_fd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode):
-                continue  # never followed, never read, never deleted
-            parsed = RotatedName.parse(name)
-            if parsed is not None:
-                by_key.setdefault(parsed.key, []).append(parsed)
-            elif name.startswith(_layout.TORN_PREFIX) and name.endswith(".partial"):
-                uf.torn[name] = (st.st_size, st.st_mtime)
-        for key in sorted(by_key):
-            variants = by_key[key]
-            # a compressed variant is renamed into place only once complete:
-            # prefer it, and drop the uncompressed original it replaces
-            variants.sort(key=lambda n: (n.suffix == "", n.suffix != self._suffix()))
-            keep, *extra = variants
-            for dup in extra:
-                os.unlink(dup.format(), dir_fd=uf.dir_fd)
-            size = os.stat(keep.format(), dir_fd=uf.dir_fd, follow_symlinks=False).st_size
-            uf.rotated[key] = (keep, size)
-            if keep.suffix == "" and self.compress != "none":
-                self._to_compress.append((uf.uid, keep))
+        scan = _recover.scan_uid_dir(uf.dir_fd, self._suffix())
+        uf.rotated.update(scan.rotated)
+        uf.torn.update(scan.torn)
+        if self.compress != "none":
+            self._to_compress.extend((uf.uid, name) for name in scan.uncompressed)
 
     def _suffix(self) -> str:
         return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
@@ -347,33 +269,18 @@ class StoreWriter:
             raise
         uf.fd = fd
         uf.size = size
-        if self.fsync != "never":
-            _layout.fsync_dir(uf.dir_fd)
+        self._changed_dir(uf)
 
     def _recover_current(self, uf: UidFile, fd: int, size: int) -> int:
-        reader = os.open(
-            _layout.CURRENT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=uf.dir_fd
-        )
-        try:
-            if os.pread(reader, 1, size - 1) != b"\n":
-                size, name, torn = _set_aside_torn_tail(uf.dir_fd, reader, fd, size)
-                uf.torn[name] = (torn, time.time())
-                log.warning("torn_tail_set_aside", uid=uf.uid, file=name, bytes=torn)
-            uf.last_seq, uf.last_ts = _read_last(reader, size)
-            head = os.pread(reader, min(size, _TAIL_CHUNK), 0).split(b"\n")
-        finally:
-            os.close(reader)
-        complete = head[:-1]  # the last piece is b"" or a line cut by the chunk
-        if complete:
-            first = complete[0]
-            uf.first_seq = line_seq(first) or 0
-            uf.first_ts = first[TS_AT]
-            records = [ln for ln in complete if daemon_event(ln) != "rotated"]
-            if records:
-                uf.records_since = _epoch_or_now(records[0][TS_AT])
-            elif size > len(b"\n".join(complete)) + 1:
-                uf.records_since = _epoch_or_now(first[TS_AT])  # lines longer than the chunk
-        return size
+        cur = _recover.recover_current(uf.dir_fd, fd, size)
+        if cur.torn is not None:
+            name, nbytes = cur.torn
+            uf.torn[name] = (nbytes, time.time())
+            log.warning("torn_tail_set_aside", uid=uf.uid, file=name, bytes=nbytes)
+        uf.last_seq, uf.last_ts = cur.last_seq, cur.last_ts
+        uf.first_seq, uf.first_ts = cur.first_seq, cur.first_ts
+        uf.records_since = cur.records_since
+        return cur.size
 
     def _repair_high_water(self, uf: UidFile) -> None:
         """A crash between a rotation and its ``rotated`` record: write that record now."""
@@ -443,9 +350,9 @@ class StoreWriter:
                 ):
                     self._rotate(uf, "age")
                     self._open_current(uf)
-                nbytes = sum(map(len, lines))
-                if uf.size + nbytes <= self.max_file_bytes:
-                    written = self._write(uf, lines, last_seq)
+                data = lines[0] if len(lines) == 1 else b"".join(lines)
+                if uf.size + len(data) <= self.max_file_bytes:
+                    written = self._write(uf, lines, last_seq, data)
                 else:
                     written = self._write_rotating(uf, lines)
             except UnsafeLogDir as exc:
@@ -460,13 +367,16 @@ class StoreWriter:
             if self.fsync == "always":
                 self._sync_locked()
 
-    def _write(self, uf: UidFile, lines: Sequence[bytes], last_seq: int) -> int:
-        """Write *lines* to the open current file; return how many (all of them).
+    def _write(
+        self, uf: UidFile, lines: Sequence[bytes], last_seq: int, data: bytes | None = None
+    ) -> int:
+        """Write *lines* (joined: *data*) to the open current file; return how many (all).
 
         On an error ``uf.size`` still counts only what was there before:
         :meth:`_cut_partial` deals with the bytes that made it.
         """
-        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        if data is None:
+            data = lines[0] if len(lines) == 1 else b"".join(lines)
         view = memoryview(data)
         fd = uf.fd
         start = uf.size
@@ -484,11 +394,13 @@ class StoreWriter:
         if uf.records_since is None:
             for line in lines:
                 if daemon_event(line) != "rotated":
-                    uf.records_since = _epoch_or_now(line[TS_AT])
+                    uf.records_since = epoch_or_now(line[TS_AT])
                     break
         uf.last_ts = lines[-1][TS_AT]
         uf.last_seq = last_seq
-        uf.dirty = True
+        if not uf.dirty:
+            uf.dirty = True
+            self._dirty.add(uf.uid)
 
     def _write_rotating(self, uf: UidFile, lines: Sequence[bytes]) -> int:
         """Write *lines*, rotating between two of them whenever the next would overflow."""
@@ -561,13 +473,11 @@ class StoreWriter:
         """
         if uf.fd < 0 or uf.size == 0:
             return None
-        if self.fsync != "never":
-            os.fdatasync(uf.fd)
         name = RotatedName(
             uf.first_seq,
             uf.last_seq,
-            math.floor(_epoch_or_now(uf.first_ts)),
-            math.ceil(_epoch_or_now(uf.last_ts)),
+            math.floor(epoch_or_now(uf.first_ts)),
+            math.ceil(epoch_or_now(uf.last_ts)),
             "",
         )
         final = name.format()
@@ -579,7 +489,13 @@ class StoreWriter:
             msg = f"uid directory {uf.uid}: {final} exists already; not rotating over it"
             raise UnsafeLogDir(msg)
         os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
-        os.close(uf.fd)
+        # its data and the rename are synced with the round (before anything in
+        # it is acknowledged), not here: a rotation costs no extra sync
+        if self.fsync == "never":
+            os.close(uf.fd)
+        else:
+            uf.retired.append(uf.fd)
+        self._changed_dir(uf)
         rot = Rotation(uf.uid, final, uf.first_seq, uf.last_seq, uf.size, reason)
         uf.rotated[name.key] = (name, uf.size)
         uf.fd = -1
@@ -591,9 +507,12 @@ class StoreWriter:
         self._rotations.append(rot)
         if self.compress != "none":
             self._to_compress.append((uf.uid, name))
-        if self.fsync != "never":
-            _layout.fsync_dir(uf.dir_fd)
         return rot
+
+    def _changed_dir(self, uf: UidFile) -> None:
+        if self.fsync != "never":
+            uf.dir_dirty = True
+            self._dirty.add(uf.uid)
 
     def rotate(self, uid: int, reason: str) -> Rotation | None:
         """Rotate *uid*'s current file now (quota, age), if it holds anything.
@@ -613,6 +532,7 @@ class StoreWriter:
                 rot = self._rotate(uf, reason)
                 if rot is not None:
                     self._open_current(uf)
+                self._sync_locked()
             except OSError as exc:
                 raise _store_error(exc, f"rotating uid {uid}") from exc
             return rot
@@ -777,16 +697,26 @@ class StoreWriter:
 
     def _sync_locked(self) -> None:
         if self.fsync == "never":
-            for uf in self._files.values():
-                uf.dirty = False
+            self._dirty.clear()
             return
-        for uf in self._files.values():
-            if uf.dirty and uf.fd >= 0:
-                try:
+        while self._dirty:
+            uid = self._dirty.pop()
+            uf = self._files.get(uid)
+            if uf is None:
+                continue
+            try:
+                while uf.retired:
+                    os.fdatasync(uf.retired[-1])
+                    os.close(uf.retired.pop())
+                if uf.dirty and uf.fd >= 0:
                     os.fdatasync(uf.fd)
-                except OSError as exc:
-                    raise _store_error(exc, f"syncing uid {uf.uid}") from exc
-                uf.dirty = False
+                    uf.dirty = False
+                if uf.dir_dirty:
+                    _layout.fsync_dir(uf.dir_fd)
+                    uf.dir_dirty = False
+            except OSError as exc:
+                self._dirty.add(uid)
+                raise _store_error(exc, f"syncing uid {uid}") from exc
 
     def usage(self, uid: int) -> int:
         """Return the disk bytes of all *uid*'s files (current, rotated, torn tails)."""
@@ -812,6 +742,8 @@ class StoreWriter:
                 self._sync_locked()
             finally:
                 for uf in self._files.values():
+                    for fd in uf.retired:
+                        os.close(fd)
                     if uf.fd >= 0:
                         os.close(uf.fd)
                     os.close(uf.dir_fd)
@@ -819,10 +751,3 @@ class StoreWriter:
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
-
-
-def _epoch_or_now(ts: bytes) -> float:
-    try:
-        return ts_epoch(ts)
-    except ValueError:
-        return time.time()
