@@ -44,23 +44,22 @@ def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
 
 
-def writer(
-    store: StoreWriter, tracker: SuppressionTracker | None = None
-) -> tuple[Pipeline, _Writer]:
-    """A pipeline and the writer task's round logic, driven one round at a time."""
+def full_disk(tmp_path: Path) -> tuple[FlakyStore, SuppressionTracker, Pipeline, _Writer]:
+    """A store on which uid 5's writes fail, and the writer task's round logic (driven
+    one round at a time)."""
+    store = FlakyStore(str(tmp_path))
+    store.open()
+    store.full.add(5)
+    tracker = SuppressionTracker()
     p = Pipeline(store.last_seq)
-    return p, _Writer(p, store, tracker or SuppressionTracker(), None, None)
+    return store, tracker, p, _Writer(p, store, tracker, None, None)
 
 
 async def test_a_failing_uid_cools_down_while_others_write(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A full disk for one uid: its records are counted (disk), retried only after a cool-down."""
-    store = FlakyStore(str(tmp_path))
-    store.open()
-    tracker = SuppressionTracker()
-    p, w = writer(store, tracker)
-    store.full.add(5)
+    store, tracker, p, w = full_disk(tmp_path)
     submit(p, 5, lines(1, 3))
     await w.run_round()
     submit(p, 5, lines(4, 5))  # within the cool-down: not even tried
@@ -82,10 +81,7 @@ async def test_cool_down_doubles_up_to_its_maximum(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Each failed retry doubles the cool-down, up to COOLDOWN_MAX."""
-    store = FlakyStore(str(tmp_path))
-    store.open()
-    p, w = writer(store)
-    store.full.add(5)
+    store, _, p, w = full_disk(tmp_path)
     delays = []
     for seq in range(1, 7):
         submit(p, 5, lines(seq, seq))
@@ -102,11 +98,7 @@ async def test_an_unwritable_suppressed_record_goes_back_to_the_tracker(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A `suppressed` record meeting the full disk is not counted as a drop; its count returns."""
-    store = FlakyStore(str(tmp_path))
-    store.open()
-    tracker = SuppressionTracker()
-    p, w = writer(store, tracker)
-    store.full.add(5)
+    store, tracker, p, w = full_disk(tmp_path)
     stamp = Stamp(PeerCred(os.getpid(), 5, 0))
     submit(p, 5, lines(1, 2))
     submit(p, 5, [daemon_record_line(0.0, 3, stamp, "suppressed", count=40, reason="rate")])

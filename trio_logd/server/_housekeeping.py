@@ -205,14 +205,7 @@ class Housekeeper:
         plan = plan_retention(
             store.snapshot(), self.policy, self.quota_for, now=now, free_bytes=free
         )
-        for uid in plan.rotate:
-            try:
-                rot = store.rotate(uid, "quota")
-            except StoreError as exc:
-                log.error("rotation_failed", uid=uid, error=str(exc))
-                continue
-            if rot is not None:
-                rotations.append(rot)
+        rotations += store.rotate_many(plan.rotate, "quota")
         if plan.delete:
             freed = store.delete(plan.delete)
             log.info(

@@ -553,10 +553,18 @@ class StoreWriter:
             for uid, uf in list(self._files.items())
             if uf.records_since is not None and now - uf.records_since >= self.max_file_age
         ]
+        return self.rotate_many(due, "age")
+
+    def rotate_many(self, uids: Sequence[int], reason: str) -> list[Rotation]:
+        """Rotate each uid's current file (see :meth:`rotate`); a failure is logged and skipped.
+
+        Returns:
+            The rotations done.
+        """
         out = []
-        for uid in due:
+        for uid in uids:
             try:
-                rot = self.rotate(uid, "age")
+                rot = self.rotate(uid, reason)
             except StoreError as exc:
                 log.error("rotation_failed", uid=uid, error=str(exc))
                 continue
