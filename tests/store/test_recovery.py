@@ -12,6 +12,7 @@ import zstandard
 
 from tests.store._lines import T0, line, lines, names, seqs
 from trio_logd.errors import DiskFull
+from trio_logd.store import _layout
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
@@ -131,3 +132,27 @@ def test_temp_and_torn_files_count_towards_usage_only_as_they_should(tmp_path: P
     (torn,) = (f for u in w.snapshot() for f in u.files if f.name.startswith("torn-"))
     assert torn.size == 30
     w.close()
+
+
+def test_a_rotation_that_cannot_open_the_next_file_reports_what_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC creating the next current file: written counts the lines in the rotated one."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=2 * LINE)
+    w.open()
+    w.append(5, [line(1)], 1)
+    real_open = _layout.open_file
+
+    def no_space(dir_fd: int, name: str, flags: int, *, what: str) -> int:
+        if name == _layout.CURRENT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(dir_fd, name, flags, what=what)
+
+    monkeypatch.setattr(_layout, "open_file", no_space)
+    with pytest.raises(DiskFull) as info:
+        w.append(5, lines(2, 4), 4)
+    assert info.value.written == 1  # type: ignore[attr-defined]
+    monkeypatch.setattr(_layout, "open_file", real_open)
+    w.append(5, lines(3, 4), 4)  # the next append opens a new current file
+    w.close()
+    assert seqs(read_uid_records(tmp_path, 5)) == [1, 2, 3, 4]

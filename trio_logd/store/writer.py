@@ -183,6 +183,8 @@ class StoreWriter:
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
         self._rotations: list[Rotation] = []
+        #: lines of the current append written whole so far (for ``written`` on errors)
+        self._done = 0
         #: uids with data, rotated files or directory changes not yet synced
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
@@ -333,7 +335,7 @@ class StoreWriter:
         if not lines:
             return
         with self._lock:
-            written = 0
+            self._done = 0
             uf = self._files.get(uid)
             try:
                 if uf is None:
@@ -352,13 +354,14 @@ class StoreWriter:
                     self._open_current(uf)
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 if uf.size + len(data) <= self.max_file_bytes:
-                    written = self._write(uf, lines, last_seq, data)
+                    self._write(uf, lines, last_seq, data)
                 else:
-                    written = self._write_rotating(uf, lines)
+                    self._write_rotating(uf, lines)
             except UnsafeLogDir as exc:
-                exc.written = written  # type: ignore[attr-defined]
+                exc.written = self._done  # type: ignore[attr-defined]
                 raise
             except OSError as exc:
+                written = self._done  # whole writes before the failure (an earlier file)
                 if uf is not None and uf.fd >= 0:
                     written += self._cut_partial(uf, lines[written:])
                 err = _store_error(exc, f"writing uid {uid}")
@@ -385,6 +388,7 @@ class StoreWriter:
         uf.size = start + len(data)
         self.ledger.add(uf.uid, len(data))
         self._note_written(uf, lines, last_seq)
+        self._done += len(lines)
         return len(lines)
 
     def _note_written(self, uf: UidFile, lines: Sequence[bytes], last_seq: int) -> None:
