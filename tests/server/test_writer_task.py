@@ -139,3 +139,22 @@ async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> Non
     assert [(r["seq"], r.get("event")) for r in recs] == [
         (1, None), (2, None), (3, None), (4, None), (5, None), (6, None), (7, "rotated"),
     ]  # fmt: skip
+
+
+async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> None:
+    """fsync = batch: a written batch is acknowledged by the sync after it, not by the write."""
+    for policy, acked_after_write in (("batch", []), ("never", [True])):
+        store = StoreWriter(str(tmp_path / policy), fsync=policy)
+        store.open()
+        p = Pipeline(store.last_seq)
+        w = _Writer(p, store, SuppressionTracker(), None, None)
+        acks: list[bool] = []
+        st = p.state(5)
+        st.next_seqs(2)
+        items = lines(1, 2)
+        p.submit(st, Batch(items, sum(map(len, items)), 2, on_stored=acks.append))
+        await w.run_round()
+        assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
+        await w.sync_now()
+        assert acks == [True]
+        store.close()

@@ -2,13 +2,17 @@
 
 How this works: it waits for queued batches, takes one round-robin round from
 the pipeline and hands the whole round to a worker thread in one hop
-(``trio.to_thread.run_sync``): appends (which rotate by size and age between
-two records), then one ``fdatasync`` per file written when ``fsync =
-"batch"``. While the thread writes, connection tasks keep reading and
-parsing, and the next round accumulates (group commit). After the hop it
-files one ``rotated`` record per rotation (so that the uid's new current file
-holds its ``seq`` high-water mark) and wakes the housekeeper, which
-compresses the rotated files in a thread of its own.
+(``trio.to_thread.run_sync``): appends, quiet uids first, which rotate by
+size and age between two records. While the thread writes, connection tasks
+keep reading and parsing, and the next round accumulates. With ``fsync =
+"batch"`` a second task syncs beside the writer (group commit): each sync
+covers every round written before it started, and the batches of those
+rounds are acknowledged (``Batch.on_stored``) when it returns; so a record
+reaches its file without waiting for the disk, and an acknowledgement never
+comes before the sync. After each hop the writer files one ``rotated`` record
+per rotation (so that the uid's new current file holds its ``seq``
+high-water mark) and wakes the housekeeper, which compresses the rotated
+files in a thread of its own.
 
 Failures are per uid: a uid whose append fails has the records that did not
 make it counted as dropped (reason ``disk``); other uids' records are
@@ -38,7 +42,7 @@ from trio_logd.server._pipeline import Batch, Pipeline, UidState
 from trio_logd.store._line import daemon_event
 from trio_logd.store.writer import Rotation, StoreWriter
 
-__all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store", "serve_writer"]
+__all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
 
 log = structlog.get_logger("trio_logd.writer")
 
@@ -71,8 +75,11 @@ class _Cooldown:
 def _write_round(
     store: StoreWriter, work: list[tuple[UidState, list[Batch]]]
 ) -> tuple[list[_Outcome], list[Rotation]]:
-    """Runs in a worker thread: append every uid's lines, then sync per policy."""
+    """Runs in a worker thread: append every uid's lines (the smallest first)."""
     outcomes: list[_Outcome] = []
+    # quiet uids first: their lines are on disk before a flooder's (maybe
+    # rotating) append; the order within a uid is untouched
+    work = sorted(work, key=lambda item: sum(b.nbytes for b in item[1]))
     for st, batches in work:
         lines = [line for b in batches for line in b.lines]
         out = _Outcome(st, batches, len(lines))
@@ -83,14 +90,6 @@ def _write_round(
             out.error = exc
             out.written = getattr(exc, "written", 0)
         outcomes.append(out)
-    if store.fsync == "batch":
-        try:
-            store.sync()
-        except StoreError as exc:
-            for out in outcomes:
-                if out.error is None:
-                    out.error = exc
-                    out.written = 0
     return outcomes, store.take_rotations()
 
 
@@ -128,6 +127,35 @@ class _Writer:
         self.file_record = file_record
         self.housekeeper = housekeeper
         self.failing: dict[int, _Cooldown] = {}
+        #: fsync = "batch": syncs run beside the writes (group commit) and
+        #: batches are acknowledged once a sync that covers them returns
+        self.group_commit = store.fsync == "batch"
+        self.unsynced: list[Batch] = []
+        self._sync_wanted = trio.Event()
+
+    async def serve_syncs(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sync whatever was written since the last sync, one sync at a time, for ever."""
+        task_status.started()
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = trio.Event()
+            await self.sync_now()
+
+    async def sync_now(self) -> None:
+        """Sync everything written so far, then acknowledge the batches it covers."""
+        with trio.CancelScope(shield=True):  # bounded: one sync; the acks must go out
+            batches, self.unsynced = self.unsynced, []
+            try:
+                await trio.to_thread.run_sync(self.store.sync)
+                ok = True
+            except StoreError as exc:
+                log.error("store_sync_failed", error=str(exc), batches=len(batches))
+                ok = False
+            for b in batches:
+                if b.on_stored is not None:
+                    b.on_stored(ok)
 
     def drop(self, st: UidState, batches: list[Batch], skip: int, now: float) -> int:
         """Count the records of *batches* after the first *skip* as dropped (reason disk)."""
@@ -199,7 +227,14 @@ class _Writer:
             for b in out.batches:
                 done += len(b.lines)
                 if b.on_stored is not None:
-                    b.on_stored(ok or done <= out.written)
+                    if done > out.written:
+                        b.on_stored(False)
+                    elif self.group_commit:
+                        self.unsynced.append(b)
+                    else:
+                        b.on_stored(True)
+        if self.group_commit:
+            self._sync_wanted.set()
         if rotations:
             for rot in rotations:
                 file_rotated(self.pipeline, self.file_record, rot)
@@ -207,7 +242,7 @@ class _Writer:
                 self.housekeeper.wake()
 
 
-async def serve_writer(
+async def serve_store(
     pipeline: Pipeline,
     store: StoreWriter,
     suppression: SuppressionTracker,
@@ -216,10 +251,14 @@ async def serve_writer(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Write queued batches until the pipeline is closed and drained.
+    """Write queued batches until the pipeline is closed and drained; sync; return.
 
     Cancellation does not interrupt a round in progress (the worker thread is
-    not abandoned), so a round is either written or counted as dropped.
+    not abandoned), so a round is either written or counted as dropped. The
+    syncs (``fsync = "batch"``) run beside the writes; the last one runs after
+    the last round. The housekeeper (compression, retention, rotation by age)
+    is cancelled when the writer is done; a compression in progress finishes
+    first.
 
     Args:
         pipeline: where the batches queue.
@@ -227,39 +266,19 @@ async def serve_writer(
         suppression: counts records that could not be written.
         file_record: ``IngestContext.file_daemon_record``, for ``rotated``
             records (none filed when ``None``).
-        housekeeper: woken after rotations, to compress the rotated files.
-    """
-    writer = _Writer(pipeline, store, suppression, file_record, housekeeper)
-    task_status.started()
-    while await pipeline.wait_for_work():
-        await writer.run_round()
-
-
-async def serve_store(
-    pipeline: Pipeline,
-    store: StoreWriter,
-    suppression: SuppressionTracker,
-    file_record: FileRecord,
-    housekeeper: Housekeeper,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the writer and the housekeeper; return once the pipeline is closed and drained.
-
-    The housekeeper (compression, retention, rotation by age) is cancelled
-    when the writer is done; a compression in progress finishes first.
-
-    Args:
-        pipeline: where the batches queue.
-        store: the opened store.
-        suppression: counts records that could not be written.
-        file_record: ``IngestContext.file_daemon_record``, for ``rotated`` records.
         housekeeper: compresses, applies retention, rotates by age.
     """
     writer = _Writer(pipeline, store, suppression, file_record, housekeeper)
     async with trio.open_nursery() as nursery:
-        await nursery.start(housekeeper.serve)
-        task_status.started()
-        while await pipeline.wait_for_work():
-            await writer.run_round()
+        if housekeeper is not None:
+            await nursery.start(housekeeper.serve)
+        async with trio.open_nursery() as syncs:
+            if writer.group_commit:
+                await syncs.start(writer.serve_syncs)
+            task_status.started()
+            while await pipeline.wait_for_work():
+                await writer.run_round()
+            syncs.cancel_scope.cancel()
+        if writer.group_commit:
+            await writer.sync_now()
         nursery.cancel_scope.cancel()

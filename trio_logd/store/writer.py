@@ -701,34 +701,68 @@ class StoreWriter:
     def sync(self) -> None:
         """``fdatasync`` every file written since the last sync (policy permitting).
 
+        The files are chosen under the writer's lock and synced outside it, so
+        that appends go on while the disk syncs (group commit): everything
+        appended before the call is synced when it returns. Call it from one
+        thread at a time.
+
         Raises:
-            DiskFull, ReadOnlyStore, StoreError: a sync failed.
+            DiskFull, ReadOnlyStore, StoreError: a sync failed (those files'
+                data may be lost; what is appended next is synced next time).
         """
         with self._lock:
-            self._sync_locked()
+            job = self._begin_sync()
+        self._finish_sync(job)
 
     def _sync_locked(self) -> None:
+        self._finish_sync(self._begin_sync())
+
+    def _begin_sync(self) -> list[tuple[int, list[int], int]]:
+        """Take what needs syncing: per uid, file fds and a directory fd (-1: none),
+        all owned by the job (dups, or retired ones)."""
         if self.fsync == "never":
             self._dirty.clear()
-            return
+            return []
+        job = []
         while self._dirty:
             uid = self._dirty.pop()
             uf = self._files.get(uid)
             if uf is None:
                 continue
-            try:
-                while uf.retired:
-                    os.fdatasync(uf.retired[-1])
-                    os.close(uf.retired.pop())
-                if uf.dirty and uf.fd >= 0:
-                    os.fdatasync(uf.fd)
-                    uf.dirty = False
-                if uf.dir_dirty:
-                    _layout.fsync_dir(uf.dir_fd)
-                    uf.dir_dirty = False
-            except OSError as exc:
-                self._dirty.add(uid)
-                raise _store_error(exc, f"syncing uid {uid}") from exc
+            fds, uf.retired = uf.retired, []
+            if uf.dirty and uf.fd >= 0:
+                fds.append(os.dup(uf.fd))
+            dir_fd = os.dup(uf.dir_fd) if uf.dir_dirty else -1
+            uf.dirty = uf.dir_dirty = False
+            job.append((uid, fds, dir_fd))
+        return job
+
+    def _finish_sync(self, job: list[tuple[int, list[int], int]]) -> None:
+        """Sync and close the fds of a job (no lock needed: the job owns them).
+
+        Files first, then their directory: a rotated file's data is on disk
+        before its new name is.
+        """
+        error: StoreError | None = None
+        for uid, fds, dir_fd in job:
+            for fd in fds:
+                try:
+                    if error is None:
+                        os.fdatasync(fd)
+                except OSError as exc:
+                    error = _store_error(exc, f"syncing uid {uid}")
+                finally:
+                    os.close(fd)
+            if dir_fd >= 0:
+                try:
+                    if error is None:
+                        _layout.fsync_dir(dir_fd)
+                except OSError as exc:
+                    error = _store_error(exc, f"syncing uid directory {uid}")
+                finally:
+                    os.close(dir_fd)
+        if error is not None:
+            raise error
 
     def usage(self, uid: int) -> int:
         """Return the disk bytes of all *uid*'s files (current, rotated, torn tails)."""
