@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import threading
@@ -114,6 +115,12 @@ class UidFile:
     retired: list[int] = field(default_factory=list)
     #: the directory changed (rename, create) since the last sync
     dir_dirty: bool = False
+
+
+@functools.lru_cache(maxsize=8192)
+def _name(n: RotatedName) -> str:
+    """``n.format()``, remembered: retention snapshots every file once a pass."""
+    return n.format()
 
 
 def _store_error(exc: OSError, what: str) -> StoreError:
@@ -635,7 +642,7 @@ class StoreWriter:
                     for name, (size, mtime) in sorted(uf.torn.items())
                 ]
                 files.extend(
-                    StoredFile(uid, n.format(), size, float(n.last_time), n.last_seq)
+                    StoredFile(uid, _name(n), size, float(n.last_time), n.last_seq)
                     for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
                 )
                 out.append(UidFiles(uid, uf.size, tuple(files)))
