@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -752,22 +752,19 @@ class StoreWriter:
         """
         error: StoreError | None = None
         for uid, fds, dir_fd in job:
-            for fd in fds:
+            steps: list[tuple[int, Callable[[int], None], str]] = [
+                (fd, os.fdatasync, f"syncing uid {uid}") for fd in fds
+            ]
+            if dir_fd >= 0:
+                steps.append((dir_fd, _layout.fsync_dir, f"syncing uid directory {uid}"))
+            for fd, sync, what in steps:
                 try:
                     if error is None:
-                        os.fdatasync(fd)
+                        sync(fd)
                 except OSError as exc:
-                    error = _store_error(exc, f"syncing uid {uid}")
+                    error = _store_error(exc, what)
                 finally:
                     os.close(fd)
-            if dir_fd >= 0:
-                try:
-                    if error is None:
-                        _layout.fsync_dir(dir_fd)
-                except OSError as exc:
-                    error = _store_error(exc, f"syncing uid directory {uid}")
-                finally:
-                    os.close(dir_fd)
         if error is not None:
             raise error
 
