@@ -207,11 +207,18 @@ def test_full_disk_drops_counts_and_recovers_with_a_suppressed_record(small_tmpf
         d.wait_records(ROOT, 1, where=lambda r: r.get("event") == "started")
         _send(d, ["before full"])
         d.wait_records(ROOT, 1)
+        stored_before = _stats(d)[ROOT]["stored"]
         filler = d.log_dir / "filler"
         _fill(filler)
         lost = [f"lost {i:04d} " + "y" * 200 for i in range(2000)]
         _send(d, lost)
         poll(lambda: _stats(d)[ROOT]["dropped"].get("disk", 0) >= 1, timeout=20)
+
+        def all_handled() -> bool:  # the writer is done with every lost record
+            u = _stats(d)[ROOT]
+            return bool(u["stored"] + u["dropped"].get("disk", 0) >= stored_before + len(lost))
+
+        poll(all_handled, timeout=20)
         status = subprocess.run(d.command("status"), capture_output=True, text=True, timeout=30)
         assert status.returncode == 0, status.stderr
         stored_while_full = len(_user(d.records(ROOT))) - 1
