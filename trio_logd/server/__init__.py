@@ -11,6 +11,7 @@ queued and syncs → ``serve`` returns.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -23,9 +24,10 @@ import structlog
 import trio
 
 from trio_logd import __version__
-from trio_logd.config import Config
+from trio_logd.config import Config, lookup_identity
 from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._operators import Operators, install_operators, serve_operators
 from trio_logd.server._pipeline import Pipeline
@@ -39,7 +41,8 @@ from trio_logd.server._sockets import (
 )
 from trio_logd.server._suppress import file_suppressed, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
-from trio_logd.server._writer_task import serve_writer
+from trio_logd.server._writer_task import serve_store
+from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
 __all__ = ["AlreadyRunning", "Daemon", "serve"]
@@ -67,6 +70,8 @@ class Daemon:
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
     #: stats, metrics, sd_notify (``install_operators``)
     operators: Operators | None = None
+    #: uid -> (quota_bytes, on_quota), cached per uid (see _quota_lookup)
+    quota_for: Callable[[int], tuple[int, str]] = field(default=lambda uid: (1 << 62, "rotate"))
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
@@ -117,6 +122,7 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
             "connections": st.connections,
             "pending_bytes": st.pending_bytes,
             "disk_bytes": daemon.store.disk_usage(st.uid),
+            "quota_bytes": daemon.quota_for(st.uid)[0],
             "dropped": dict(daemon.ingest.suppression.dropped(st.uid)),
             "last_seq": st.last_seq,
         }
@@ -129,13 +135,39 @@ async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
     await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
 
 
+def _quota_lookup(config: Config) -> Callable[[int], tuple[int, str]]:
+    """``uid -> (quota_bytes, on_quota)``, resolved once per uid (NSS may block: the
+    store's housekeeper calls it from a worker thread first).
+
+    Stop-gap until the limits engineer's per-uid limits cache lands; a reload
+    must replace it.
+    """
+
+    @functools.lru_cache(maxsize=65536)
+    def quota_for(uid: int) -> tuple[int, str]:
+        ident = lookup_identity(uid)
+        limits = config.limits_for(uid, user=ident.user, groups=ident.groups)
+        return limits.quota_bytes, limits.on_quota
+
+    return quota_for
+
+
 def build_daemon(config: Config) -> Daemon:
     """Make the daemon's objects (no sockets bound, no files opened)."""
-    store = StoreWriter(_abs(config.daemon.log_dir), fsync=config.store.fsync)
-    pipeline = Pipeline(store.last_seq)
     me = PeerCred(os.getpid(), os.geteuid(), os.getegid())
+    sc = config.store
+    store = StoreWriter(
+        _abs(config.daemon.log_dir),
+        fsync=sc.fsync,
+        max_file_bytes=sc.max_file_bytes,
+        max_file_age=sc.max_file_age,
+        compress=sc.compress,
+        daemon=me,
+    )
+    pipeline = Pipeline(store.last_seq)
     ingest = IngestContext(pipeline, config.daemon.max_message_bytes, me)
     daemon = Daemon(config, store, pipeline, ingest, ControlServer())
+    daemon.quota_for = _quota_lookup(config)
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
     queries = QueryService(lambda: daemon.config, store.log_dir)
@@ -215,7 +247,22 @@ async def _run(
         await daemon.control.handle(trio.SocketStream(sock))
 
     async with trio.open_nursery() as root:
-        await root.start(serve_writer, daemon.pipeline, daemon.store, ctx.suppression)
+        sc = daemon.config.store
+        housekeeper = Housekeeper(
+            daemon.store,
+            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes),
+            daemon.quota_for,
+            daemon.pipeline,
+            ctx.file_daemon_record,
+        )
+        await root.start(
+            serve_store,
+            daemon.pipeline,
+            daemon.store,
+            ctx.suppression,
+            ctx.file_daemon_record,
+            housekeeper,
+        )
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
