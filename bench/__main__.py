@@ -13,11 +13,12 @@ import argparse
 import json
 import sys
 
-from bench import scenarios
+from bench._registry import scenarios
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = list(scenarios.ALL)
+    found = scenarios()
+    names = list(found)
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description=__doc__,
@@ -29,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--json", action="store_true", help="print one JSON object per scenario")
     args = p.parse_args(argv)
-    unknown = [s for s in args.scenario if s not in scenarios.ALL]
+    unknown = [s for s in args.scenario if s not in found]
     if unknown:
         p.error(f"unknown scenario {unknown[0]!r}: expected one of {', '.join(names)}")
     for name in args.scenario or names:
-        result = scenarios.ALL[name](runs=args.runs)
+        result = found[name](runs=args.runs)
         if args.json:
             print(json.dumps({"scenario": name, **result}))
         sys.stdout.flush()

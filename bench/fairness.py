@@ -24,6 +24,7 @@ import os
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -323,3 +324,9 @@ def memory(runs: int = 1) -> dict[str, Any]:
     ):  # fmt: skip
         print(f"  {key:<36} {med[key]:,.2f}")
     return med
+
+
+SCENARIOS: Final[dict[str, Callable[..., dict[str, Any]]]] = {
+    "fairness": fairness,
+    "memory": memory,
+}

@@ -35,6 +35,7 @@ import difflib
 import functools
 import grp
 import importlib.resources
+import ipaddress
 import json
 import os
 import pwd
@@ -67,6 +68,7 @@ __all__ = [
     "Limits",
     "LimitsOverride",
     "LogLevel",
+    "MetricsConfig",
     "OnQuota",
     "OnRate",
     "StoreConfig",
@@ -298,6 +300,32 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: where the Prometheus metrics go besides ``trio-logd metrics``.
+
+    Both are off by default. Changing them takes effect at the next start
+    (like the socket paths), not on reload.
+
+    Attributes:
+        listen: ``(host, port)`` to serve ``GET /metrics`` on, or ``None``
+            when off (``""`` in the file). The host is an IP address
+            (``localhost`` means ``127.0.0.1``); port 0 picks a free one.
+        textfile: absolute path of a ``.prom`` file for node_exporter's
+            textfile collector, rewritten atomically every ``interval``, or
+            ``None`` when off.
+        interval: seconds between two writes of ``textfile``, at least 1.
+    """
+
+    listen: tuple[str, int] | None
+    textfile: str | None
+    interval: float
+
+
+#: ``[metrics]`` when the file has none (the same values as ``default.toml``).
+DEFAULT_METRICS: Final = MetricsConfig(listen=None, textfile=None, interval=15.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole, validated trio-logd config.
 
@@ -314,6 +342,7 @@ class Config:
             order (which decides policies between several groups).
         access: ``[access]``.
         identity: ``[identity]``.
+        metrics: ``[metrics]``.
     """
 
     path: str | None
@@ -325,6 +354,7 @@ class Config:
     limits_group: Mapping[str, LimitsOverride]
     access: AccessConfig
     identity: IdentityConfig
+    metrics: MetricsConfig = DEFAULT_METRICS
 
     def limits_for(self, uid: int, *, user: str | None, groups: Iterable[str]) -> Limits:
         """Resolve the limits of *uid*, key by key.
@@ -442,6 +472,7 @@ _SCHEMA: Final[_Schema] = {
     },
     "access": _keys(AccessConfig),
     "identity": _keys(IdentityConfig),
+    "metrics": _keys(MetricsConfig),
 }
 
 #: Tables with fixed names and their keys, to say where a misplaced key lives.
@@ -451,6 +482,7 @@ _KEY_HOMES: Final = (
     (("limits", "default"), _keys(Limits)),
     (("access",), _keys(AccessConfig)),
     (("identity",), _keys(IdentityConfig)),
+    (("metrics",), _keys(MetricsConfig)),
 )
 
 
@@ -1059,6 +1091,58 @@ def _read_access(table: _Table) -> AccessConfig:
     )
 
 
+def _listen_address(value: object) -> tuple[str, int] | None:
+    if value == "":
+        return None
+    expected = (
+        'expected "HOST:PORT" with an IP address (like "127.0.0.1:9127" or "[::1]:9127"), or ""'
+    )
+    if not isinstance(value, str) or ":" not in value:
+        msg = f"{expected}, got {_show(value)}"
+        raise _Invalid(msg)
+    host, _, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        msg = f"{expected}, got {_show(value)}: {host!r} is not an IP address"
+        raise _Invalid(msg) from None
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        msg = f"{expected}, got {_show(value)}: the port must be 0 to 65535"
+        raise _Invalid(msg)
+    return str(address), int(port)
+
+
+def _textfile(base_dir: str) -> _Parser[str | None]:
+    resolve = _optional_path(base_dir)
+
+    def parse(value: object) -> str | None:
+        path = resolve(value)
+        if path is not None and not path.endswith(".prom"):
+            # node_exporter's textfile collector reads *.prom files only
+            what = 'a path ending in ".prom" (node_exporter reads only those)'
+            msg = f"expected {what}, got {_show(value)}"
+            raise _Invalid(msg)
+        return path
+
+    return parse
+
+
+def _read_metrics(table: _Table) -> MetricsConfig:
+    interval = table.get("interval", _duration)
+    if interval < 1:
+        reason = f"expected at least 1 second, got {interval:g}"
+        raise table.error(reason, "interval")
+    return MetricsConfig(
+        listen=table.get("listen", _listen_address),
+        textfile=table.get("textfile", _textfile(table.ctx.base_dir)),
+        interval=interval,
+    )
+
+
 def _read_identity(table: _Table) -> IdentityConfig:
     return IdentityConfig(may_claim=table.get("may_claim", _claims))
 
@@ -1075,6 +1159,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
     limits_group = _read_named_overrides(limits, "group", daemon.max_message_bytes)
     access = _read_access(root.table("access"))
     identity = _read_identity(root.table("identity"))
+    metrics = _read_metrics(root.table("metrics"))
     return Config(
         path=path,
         daemon=daemon,
@@ -1085,6 +1170,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
         limits_group=MappingProxyType(limits_group),
         access=access,
         identity=identity,
+        metrics=metrics,
     )
 
 

@@ -49,16 +49,30 @@ class ControlConnection:
 
     def responses(self) -> Iterator[dict[str, Any]]:
         """Yield response objects until the server closes the connection."""
+        for line in self.raw_lines():
+            yield decode_response(line)
+
+    def raw_lines(self) -> Iterator[bytes]:
+        """Yield response lines undecoded (without LF) until the server closes.
+
+        For streams of many records (``logq``), which can often use a line
+        without decoding it.
+
+        Raises:
+            ParseError: the server sent a line longer than 64 MiB, or closed
+                in the middle of a line.
+        """
         while True:
             line = self._reader.next_line()
             if line is NEED_DATA:
-                data = self._sock.recv(1 << 16)
-                if not data:
-                    return
+                data = self._sock.recv(1 << 18)
                 self._reader.receive_data(data)
+                if not data:
+                    self._reader.next_line()  # raises if the stream ended inside a line
+                    return
                 continue
             assert isinstance(line, bytes)
-            yield decode_response(line)
+            yield line
 
     def close(self) -> None:
         """Close the connection."""

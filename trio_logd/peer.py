@@ -135,8 +135,10 @@ def read_process_identity(sock: socket.socket, pid: int) -> ProcessIdentity:
             comm = None
         try:
             signal.pidfd_send_signal(pidfd, 0)
-        except OSError:  # ESRCH: gone, the pid may name another process now
+        except ProcessLookupError:  # ESRCH: gone, the pid may name another process now
             return ProcessIdentity(None, None)
+        except PermissionError:
+            pass  # EPERM (an unprivileged daemon, another uid's process): alive
         return ProcessIdentity(exe, comm)
     finally:
         os.close(pidfd)

@@ -11,10 +11,10 @@ Live: every ``[limits.*]`` key, ``[access]``, ``[identity]``, and in
 ``[daemon]`` the caps and levels (``max_connections``,
 ``connection_headroom``, ``max_message_bytes`` for new connections,
 ``shutdown_timeout``, ``log_level``). Restart: the sockets and their mode, the
-store's directory, the per-connection timeouts (read when a connection is
-accepted in a way that is not re-read), and ``[store]`` (the store reads it
-when it opens; its owner may make keys live by removing them from
-:data:`RESTART_KEYS`).
+store's directory, the per-connection timeouts, ``[store]`` (the store and
+its housekeeper read it when they start; their owner may make keys live by
+removing them from :data:`RESTART_KEYS`) and ``[metrics]`` (the exporter
+binds at start).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from trio_logd.config import Config, DaemonConfig, LimitsOverride, StoreConfig
+from trio_logd.config import Config, DaemonConfig, LimitsOverride, MetricsConfig, StoreConfig
 
 __all__ = ["RESTART_KEYS", "ReloadPlan", "plan_reload"]
 
@@ -41,6 +41,7 @@ RESTART_KEYS: Final[frozenset[tuple[str, str]]] = frozenset(
         ("daemon", "idle_timeout"),
         ("daemon", "frame_timeout"),
         *(("store", f.name) for f in dataclasses.fields(StoreConfig)),
+        *(("metrics", f.name) for f in dataclasses.fields(MetricsConfig)),
     }
 )
 
@@ -106,7 +107,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     Returns:
         The effective config and the changed keys, split into applied and
         restart-required, each in file order (``[daemon]``, ``[store]``,
-        ``[limits.*]``, ``[access]``, ``[identity]``).
+        ``[limits.*]``, ``[access]``, ``[identity]``, ``[metrics]``).
     """
     changed = [
         *_diff_fields("daemon", old.daemon, new.daemon),
@@ -117,13 +118,16 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         *_diff_overrides("group", old.limits_group, new.limits_group),
         *_diff_fields("access", old.access, new.access),
         *_diff_fields("identity", old.identity, new.identity),
+        *_diff_fields("metrics", old.metrics, new.metrics),
     ]
     held = [(t, k) for t, k in changed if (t, k) in RESTART_KEYS]
     kept_daemon: dict[str, Any] = {k: getattr(old.daemon, k) for t, k in held if t == "daemon"}
     kept_store: dict[str, Any] = {k: getattr(old.store, k) for t, k in held if t == "store"}
     daemon: DaemonConfig = dataclasses.replace(new.daemon, **kept_daemon)
     store: StoreConfig = dataclasses.replace(new.store, **kept_store)
-    effective = dataclasses.replace(new, daemon=daemon, store=store)
+    kept_metrics: dict[str, Any] = {k: getattr(old.metrics, k) for t, k in held if t == "metrics"}
+    metrics: MetricsConfig = dataclasses.replace(new.metrics, **kept_metrics)
+    effective = dataclasses.replace(new, daemon=daemon, store=store, metrics=metrics)
     return ReloadPlan(
         effective=effective,
         applied=tuple(_show(t, k) for t, k in changed if (t, k) not in RESTART_KEYS),

@@ -242,3 +242,32 @@ on_quota = "drop"
     d.stop()
     (report,) = suppressed(d, FLOOD)
     assert (report["reason"], report["count"]) == ("quota", 25)
+
+
+def test_acknowledged_client_hears_which_records_were_dropped(make_daemon: MakeDaemon) -> None:
+    """In acknowledged mode, records dropped by the rate limit are named in a `drop` line
+    before the `ack` that covers them; the stored ones are acknowledged."""
+    from trio_logd.protocol.ack import ACK_HELLO
+
+    d = make_daemon(
+        extra=f"""
+[limits.uid.{ROOT}]
+rate_messages = 1
+burst_messages = 10
+on_rate = "drop"
+"""
+    )
+    s = d.connect()
+    s.sendall(ACK_HELLO + b"".join(payloads(50, "acked")))
+    s.settimeout(10)
+    reply = b""
+    while not reply.endswith(b"ack 50\n"):
+        chunk = s.recv(4096)
+        assert chunk, reply
+        reply += chunk
+    s.close()
+    stored = [r for r in messages(d, ROOT) if str(r["msg"]).startswith("acked")]
+    assert 10 <= len(stored) <= 11
+    assert reply.decode().splitlines() == [
+        "trio-logd ack 1", f"drop {len(stored) + 1} 50 rate", "ack 50",
+    ]  # fmt: skip

@@ -173,3 +173,42 @@ def test_rfc3164_round_trip(
         claimed_pid=pid,
         claimed_ts=ts,
     )
+
+
+def _mostly(valid: str, *others: str) -> st.SearchStrategy[str]:
+    """The valid form most of the time, so the fast pattern is really exercised."""
+    return st.one_of(st.just(valid), st.just(valid), st.sampled_from([valid, *others]))
+
+
+_GLIBC_LIKE = st.builds(
+    lambda pri, mon, day, hms, sp, tag, pid, colon, rest: (
+        f"<{pri}>{mon} {day} {hms}{sp}{tag}{pid}{colon}{rest}"
+    ),
+    st.integers(0, 999).map(str),
+    _mostly("Nov", "Dec", "nov", "Foo"),
+    _mostly("27", " 7", "7", "2024 27"),
+    _mostly("20:47:40", "20:47:40.123", "2:47:40"),
+    _mostly(" ", "  ", ""),
+    st.one_of(
+        st.text(alphabet="abz019_./+-", min_size=1, max_size=50),
+        st.text(alphabet="ab1_./@+-:[] ", min_size=0, max_size=12),
+    ),
+    _mostly("[123]", "", "[12345678901]", "[x]", "[]"),
+    _mostly(": ", ":", "::", " ", ": :", ""),
+    st.text(max_size=20),
+)
+
+
+@given(_GLIBC_LIKE)
+def test_glibc_fast_path_agrees_with_the_full_grammar(text: str) -> None:
+    """Where the glibc fast pattern matches, it reads what the full RFC 3164 grammar reads."""
+    from trio_logd.protocol._abnf import RFC3164_GLIBC, RFC3164_PAYLOAD
+
+    fast = RFC3164_GLIBC.match(text)
+    if fast is None:
+        return
+    full = RFC3164_PAYLOAD.match(text)
+    assert full is not None
+    pri, ts, host, app, pidnum, pid = full.groups()
+    assert (fast.groups(), fast.end()) == ((pri, ts, app, pidnum), full.end())
+    assert (host, pid) == (None, None)

@@ -68,16 +68,23 @@ def test_torn_last_line_is_set_aside_not_parsed(tmp_path: Path) -> None:
 
 
 def test_symlinked_uid_directory_is_refused(tmp_path: Path) -> None:
-    """A uid directory that is a symlink is refused and nothing is written through it."""
+    """A symlinked uid directory is refused at open and on append; nothing is written through it."""
     log_dir = tmp_path / "log"
     target = tmp_path / "elsewhere"
     target.mkdir(mode=0o700)
     log_dir.mkdir(mode=0o700)
     (log_dir / "5").symlink_to(target)
     w = StoreWriter(str(log_dir))
+    assert w.open() == {}
+    assert w.refused == {
+        5: "uid directory 5: is a symlink or not a directory; refusing to follow it"
+    }
     with pytest.raises(UnsafeLogDir, match="symlink"):
-        w.open()
+        w.append(5, [line(1)], 1)
+    w.append(6, [line(1)], 1)  # other uids are unaffected
+    w.close()
     assert list(target.iterdir()) == []
+    assert list(read_uid_records(log_dir, 6)) == [line(1)[:-1]]
 
 
 def test_symlinked_current_file_is_refused(tmp_path: Path) -> None:
@@ -89,8 +96,11 @@ def test_symlinked_current_file_is_refused(tmp_path: Path) -> None:
     victim.write_bytes(b"")
     (log_dir / "5" / "current.jsonl").symlink_to(victim)
     w = StoreWriter(str(log_dir))
+    w.open()
+    assert w.refused == {5: "5/current.jsonl: is a symlink; refusing to follow it"}
     with pytest.raises(UnsafeLogDir, match="symlink"):
-        w.open()
+        w.append(5, [line(1)], 1)
+    w.close()
     assert victim.read_bytes() == b""
 
 
@@ -104,8 +114,12 @@ def test_hard_linked_current_file_is_refused(tmp_path: Path) -> None:
     cur.chmod(0o600)
     os.link(cur, tmp_path / "other-link")
     w = StoreWriter(str(log_dir))
+    w.open()
+    assert w.refused == {5: "5/current.jsonl: has 2 hard links; refusing to write through it"}
     with pytest.raises(UnsafeLogDir, match="hard links"):
-        w.open()
+        w.append(5, [line(1)], 1)
+    w.close()
+    assert cur.read_bytes() == b""
 
 
 def test_log_dir_writable_by_others_is_refused(tmp_path: Path) -> None:

@@ -1,17 +1,22 @@
-"""``trio-logd send``: build RFC 5424 records and send them, like ``logger``."""
+"""``trio-logd send``: send records like ``logger``, through the client shim.
+
+Records go out as RFC 5424 octet-counted frames (``trio_logd.client``); with
+``--ack`` the command returns only once the daemon confirmed every record
+stored, and exits non-zero otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import pwd
-import socket
 import sys
+from collections.abc import Iterable
 
-from trio_logd.config import find_config
+from trio_logd.client import ClientStatistics, LogdClient
+from trio_logd.client._connect import default_socket_path
 from trio_logd.errors import LogdError
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
-from trio_logd.record import format_ts
 
 __all__ = ["parse_priority", "send_messages"]
 
@@ -43,25 +48,24 @@ def parse_priority(text: str) -> int:
     return FACILITIES.index(fac_name) * 8 + SEVERITIES.index(sev_name)
 
 
-def _frame(pri: int, tag: str, msg: str) -> bytes:
-    import time
-
-    host = socket.gethostname() or "-"
-    payload = f"<{pri}>1 {format_ts(time.time())} {host} {tag} {os.getpid()} - - {msg}".encode(
-        "utf-8", "replace"
-    )
-    return b"%d %s" % (len(payload), payload)
-
-
 def send_messages(args: argparse.Namespace) -> int:
-    """Send each MSG (or each stdin line) as one record; return an exit code."""
+    """Send each MSG (or each stdin line) as one record; return an exit code.
+
+    Exit 0 once every record is delivered within ``--timeout`` of the end
+    of input: written to the daemon, or with ``--ack`` confirmed stored.
+    While stdin outruns the daemon, reading waits (up to ``--timeout`` at a
+    time) rather than drop. Exit 1 otherwise, with
+    the reason on stderr (daemon unreachable, socket served by an untrusted
+    uid, records dropped by the daemon's limits, no confirmation in time);
+    2 for a bad priority.
+    """
     try:
         pri = parse_priority(args.priority)
     except ValueError as exc:
         print(f"trio-logd send: {exc}", file=sys.stderr)
         return 2
     try:
-        path = args.socket or os.path.abspath(find_config(args.config).daemon.socket)
+        path = args.socket or default_socket_path(args.config)
     except LogdError as exc:
         print(f"trio-logd send: {exc}", file=sys.stderr)
         return 1
@@ -69,15 +73,50 @@ def send_messages(args: argparse.Namespace) -> int:
         tag = args.tag or pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         tag = str(os.getuid())
-    messages = [" ".join(args.message)] if args.message else [ln.rstrip("\n") for ln in sys.stdin]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.settimeout(args.timeout)
+    problems: list[BaseException] = []
+    client = LogdClient(
+        path, app=tag, facility=pri >> 3, timeout=args.timeout, ack=args.ack,
+        on_error=problems.append,
+    )  # fmt: skip
     try:
-        s.connect(path)
-        s.sendall(b"".join(_frame(pri, tag, m) for m in messages))
-    except OSError as exc:
-        print(f"trio-logd send: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        lines: Iterable[str] = (
+            [" ".join(args.message)] if args.message else (ln.rstrip("\n") for ln in sys.stdin)
+        )
+        for line in lines:
+            if not client.emit(line, severity=pri & 7):
+                # the buffer is full (a long stdin): wait for room rather than drop
+                client.flush(args.timeout)
+                client.emit(line, severity=pri & 7)
+        delivered = client.flush(args.timeout)
+        stats = client.statistics()
     finally:
-        s.close()
+        client.close(0)
+    failure = _failure(args, path, delivered, stats, problems)
+    if failure:
+        print(f"trio-logd send: {path}: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _failure(
+    args: argparse.Namespace,
+    path: str,
+    delivered: bool,
+    stats: ClientStatistics,
+    problems: list[BaseException],
+) -> str | None:
+    """Why not everything was delivered, or ``None``."""
+    if problems:
+        return str(problems[0]).removeprefix(f"{path}: ")
+    dropped = sum(stats.daemon_dropped.values())
+    if dropped:
+        reasons = ", ".join(sorted(stats.daemon_dropped))
+        return f"{dropped} of {stats.accepted} records dropped by the daemon ({reasons})"
+    if stats.dropped:
+        return f"{stats.dropped} records dropped: the client's buffer was full"
+    if not delivered:
+        done = "confirmed stored" if args.ack else "sent"
+        why = f": {stats.last_error.removeprefix(f'{path}: ')}" if stats.last_error else ""
+        missing = stats.accepted - stats.delivered
+        return f"{missing} of {stats.accepted} records not {done} within {args.timeout:g} s{why}"
+    return None

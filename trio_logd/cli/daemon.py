@@ -240,6 +240,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- stats, top, metrics ----------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Per-uid figures: a table, or one JSON object."""
+    from trio_logd.cli._stats import show_stats
+
+    return show_stats(_control_path(args), as_json=args.json)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    """The stats table, refreshed in place until q."""
+    from trio_logd.cli._top import run_top
+
+    return run_top(_control_path(args), args.interval)
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    """The figures in Prometheus text format."""
+    from trio_logd.cli._stats import show_metrics
+
+    return show_metrics(_control_path(args))
+
+
 # -- send -------------------------------------------------------------------
 
 
@@ -251,6 +275,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 3600:
+        msg = f"expected seconds between 0.1 and 3600, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     sp.set_defaults(func=cmd_reload)
+
+    sp = sub.add_parser("stats", parents=[common], help="per-uid rates, bytes, quota, drops")
+    sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func=cmd_stats)
+
+    sp = sub.add_parser("top", parents=[common], help="live view of stats (q quits)")
+    sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
+    sp.add_argument(
+        "-d", "--interval", type=_positive_seconds, default=2.0, metavar="SECONDS",
+        help="seconds between refreshes (default 2)",
+    )  # fmt: skip
+    sp.set_defaults(func=cmd_top)
+
+    sp = sub.add_parser("metrics", parents=[common], help="the figures in Prometheus text format")
+    sp.add_argument("--control-socket", metavar="PATH", help="control socket to ask")
+    sp.set_defaults(func=cmd_metrics)
 
     sp = sub.add_parser("peer", help="print pid/uid/gid of whoever serves SOCKET")
     sp.add_argument("socket", metavar="SOCKET")

@@ -5,7 +5,7 @@ sends exactly one request line, a JSON object with an ``op`` key and that
 operation's arguments::
 
     {"op": "status"}
-    {"op": "query", "uid": 1000, "n": 100}
+    {"op": "query", "uids": [1000], "lines": 100}
 
 The server answers with one or more lines. Every line is a JSON object with a
 ``type`` key:
@@ -13,14 +13,29 @@ The server answers with one or more lines. Every line is a JSON object with a
 * ``{"type": "ok", ...}`` - the request's result (or the header of a stream);
 * ``{"type": "error", "error": "...", "code": "..."}`` - refused or failed;
   ``code`` is ``denied``, ``invalid``, ``unknown_op`` or ``failed``;
-* ``{"type": "record", "record": {...}}`` - one record of a query stream;
+* ``{"type": "record", "record": {...}}`` - one record of a query stream,
+  the stored line embedded byte for byte (a client may slice it out);
 * ``{"type": "missed", "count": N}`` - a follower fell behind and N records
   were skipped;
 * ``{"type": "end", ...}`` - the end of a stream.
 
-Requests are authorized by the caller's ``SO_PEERCRED``, never by anything
-in the request. A request line longer than :data:`MAX_REQUEST_BYTES` is
-refused.
+``query`` (``docs/logq.md`` has the whole contract) takes ``uids`` (a list
+of integers; default the caller's own) or ``all: true``, ``pids``,
+``since``/``until`` (record-form UTC times, ``2026-11-27T20:47:40.000000Z``,
+inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2,
+on ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the
+last N) and ``follow``. It answers ``ok`` (with the ``uids`` read, or
+``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
+across uids, then ``end`` (with ``records``, ``files_opened``,
+``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
+more ``record`` lines and, when it fell behind, ``missed``. An error after
+``ok`` (an unreadable file) ends the stream with an ``error`` line. The
+client must not shut down its sending side while it reads a stream: the
+server takes EOF as the end of the query.
+
+Requests are authorized by the caller's ``SO_PEERCRED`` (and
+``SO_PEERGROUPS``), never by anything in the request. A request line longer
+than :data:`MAX_REQUEST_BYTES` is refused.
 """
 
 from __future__ import annotations

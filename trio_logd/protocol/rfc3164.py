@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trio_logd.protocol._abnf import RFC3164_PAYLOAD
+from trio_logd.protocol._abnf import RFC3164_GLIBC, RFC3164_PAYLOAD
 from trio_logd.protocol.cee import CEE_COOKIE, parse_cee
 from trio_logd.protocol.message import DEFAULT_FACILITY, DEFAULT_SEVERITY, Message
 from trio_logd.protocol.rfc5424 import MAX_PRIVAL, PRI_NAMES
@@ -57,10 +57,15 @@ def parse_rfc3164(text: str, *, truncated: bool = False) -> Message:
     Returns:
         The message; the parts of the header that are absent are ``None``.
     """
-    m = RFC3164_PAYLOAD.match(text)
-    if m is None:
-        return _without_pri(text, truncated)
-    pri, ts, host, app, pidnum, pid = m.groups()
+    m = RFC3164_GLIBC.match(text)
+    if m is not None:
+        pri, ts, app, pidnum = m.groups()
+        host = pid = None
+    else:
+        m = RFC3164_PAYLOAD.match(text)
+        if m is None:
+            return _without_pri(text, truncated)
+        pri, ts, host, app, pidnum, pid = m.groups()
     prival = int(pri)  # 1 to 3 ASCII digits: int() cannot fail
     if prival > MAX_PRIVAL:
         return _without_pri(text, truncated)

@@ -31,9 +31,12 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._limits import Limiter
+from trio_logd.server._operators import Operators, install_operators, serve_operators
 from trio_logd.server._pipeline import Pipeline
+from trio_logd.server._query import QueryService
 from trio_logd.server._reload import Reloader
 from trio_logd.server._sockets import (
     AlreadyRunning,
@@ -43,7 +46,9 @@ from trio_logd.server._sockets import (
     unlink_if_ours,
 )
 from trio_logd.server._suppress import file_suppressed, serve_suppressions
-from trio_logd.server._writer_task import serve_writer
+from trio_logd.server._systemd import take_activated_sockets
+from trio_logd.server._writer_task import serve_store
+from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
 __all__ = ["AlreadyRunning", "Daemon", "serve"]
@@ -75,6 +80,10 @@ class Daemon:
     sockets: dict[str, str] = field(default_factory=dict)
     shutdown: trio.Event = field(default_factory=trio.Event)
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: stats, metrics, sd_notify (``install_operators``)
+    operators: Operators | None = None
+    #: uid -> (quota_bytes, on_quota) for the store's housekeeper (``Limiter.quota_for``)
+    quota_for: Callable[[int], tuple[int, str]] = field(default=lambda uid: (1 << 62, "rotate"))
     reloader: Reloader = field(default_factory=Reloader)
     #: where SIGHUP starts its reload (set while the daemon serves)
     task_nursery: trio.Nursery | None = None
@@ -92,10 +101,22 @@ class Daemon:
     async def reload(self, *, by: str) -> ReloadPlan:
         """Re-read ``config.path`` and apply it (see ``_reload.py``).
 
+        A reload is bracketed so that systemd hears ``RELOADING=1`` ... ``READY=1``
+        and the operators' counters see its outcome.
+
         Raises:
             ConfigError: the file is invalid; the running config stays in force.
         """
-        return await self.reloader.reload(self, by=by)
+        if self.operators is not None:
+            self.operators.reload_started()
+        ok = False
+        try:
+            plan = await self.reloader.reload(self, by=by)
+            ok = True
+        finally:
+            if self.operators is not None:
+                self.operators.reload_finished(ok=ok)
+        return plan
 
     @property
     def pid(self) -> int:
@@ -137,7 +158,7 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
             "connections": st.connections,
             "pending_bytes": st.pending_bytes,
             "disk_bytes": daemon.store.disk_usage(st.uid),
-            "quota_bytes": daemon.ingest.limiter.policy_nowait(st.uid).limits.quota_bytes,
+            "quota_bytes": daemon.quota_for(st.uid)[0],
             "dropped": dict(daemon.ingest.suppression.dropped(st.uid)),
             "last_seq": st.last_seq,
         }
@@ -177,19 +198,32 @@ async def _op_reload(daemon: Daemon, call: ControlCall) -> None:
 
 def build_daemon(config: Config) -> Daemon:
     """Make the daemon's objects (no sockets bound, no files opened)."""
-    store = StoreWriter(_abs(config.daemon.log_dir), fsync=config.store.fsync)
-    pipeline = Pipeline(store.last_seq)
     me = PeerCred(os.getpid(), os.geteuid(), os.getegid())
+    sc = config.store
+    store = StoreWriter(
+        _abs(config.daemon.log_dir),
+        fsync=sc.fsync,
+        max_file_bytes=sc.max_file_bytes,
+        max_file_age=sc.max_file_age,
+        compress=sc.compress,
+        daemon=me,
+    )
+    pipeline = Pipeline(store.last_seq)
     suppression = SuppressionTracker()
-    # the store's per-uid usage; StoreWriter.usage (all of a uid's files) once the store has it
-    limiter = Limiter(config, suppression, store.disk_usage)
+    limiter = Limiter(config, suppression, store.usage)
     ingest = IngestContext(
         pipeline, config.daemon.max_message_bytes, me, suppression=suppression, limiter=limiter
     )
     daemon = Daemon(config, store, pipeline, ingest, ControlServer())
+    daemon.quota_for = limiter.quota_for
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
     daemon.control.register("reload", partial(_op_reload, daemon))
+    queries = QueryService(lambda: daemon.config, store.log_dir)
+    pipeline.written_hooks.append(queries.hub.hook)
+    daemon.control.register("query", queries.handle)
+    daemon.extra_status["queries"] = queries.status
+    daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
     return daemon
 
 
@@ -219,6 +253,7 @@ async def serve(
     if peer is not None:
         raise AlreadyRunning(control_path, peer)
 
+    activated = take_activated_sockets(config)  # systemd's, if any: never unlinked
     daemon = build_daemon(config)
     sys.setswitchinterval(SWITCH_INTERVAL)
     limiter = daemon.ingest.limiter
@@ -226,11 +261,15 @@ async def serve(
     await trio.to_thread.run_sync(daemon.store.open)
     bound: list[BoundSocket] = []
     try:
-        ingest = bind_unix(
-            _abs(config.daemon.socket), mode=config.daemon.socket_mode, passcred=True
-        )
-        bound.append(ingest)
+        ingest = activated.ingest
+        if ingest is None:
+            ingest = bind_unix(
+                _abs(config.daemon.socket), mode=config.daemon.socket_mode, passcred=True
+            )
+            bound.append(ingest)
         daemon.sockets["socket"] = ingest.path
+        if activated.datagram is not None:
+            daemon.sockets["datagram_socket"] = activated.datagram.path
         control = bind_unix(control_path, mode=0o666)
         bound.append(control)
         daemon.sockets["control_socket"] = control.path
@@ -239,6 +278,7 @@ async def serve(
         for b in bound:
             unlink_if_ours(b)
             b.sock.close()
+        activated.close()
         await trio.to_thread.run_sync(daemon.store.close)
     log.info("stopped", pid=daemon.pid)
 
@@ -259,7 +299,22 @@ async def _run(
         await daemon.control.handle(trio.SocketStream(sock))
 
     async with trio.open_nursery() as root:
-        await root.start(serve_writer, daemon.pipeline, daemon.store, ctx.suppression)
+        sc = daemon.config.store
+        housekeeper = Housekeeper(
+            daemon.store,
+            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes),
+            daemon.quota_for,
+            daemon.pipeline,
+            ctx.file_daemon_record,
+        )
+        await root.start(
+            serve_store,
+            daemon.pipeline,
+            daemon.store,
+            ctx.suppression,
+            ctx.file_daemon_record,
+            housekeeper,
+        )
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
@@ -272,6 +327,8 @@ async def _run(
                 daemon.task_nursery = front
                 if handle_signals:
                     await front.start(_serve_signals, daemon)
+                if daemon.operators is not None:  # last: READY=1 to systemd
+                    await front.start(serve_operators, daemon, daemon.operators)
                 ctx.file_daemon_record(
                     ctx.daemon.uid,
                     "started",

@@ -51,6 +51,7 @@ from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
+from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._limits import OVERFLOW_ID, Limiter
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
@@ -120,9 +121,12 @@ class IngestContext:
 class _Connection:
     """Per-connection state of the hot path."""
 
-    __slots__ = ("claim_stamps", "conn", "ctx", "decoder", "stamp", "stamps")
+    __slots__ = ("ack", "claim_stamps", "conn", "ctx", "decoder", "stamp", "stamps")
 
     def __init__(self, ctx: IngestContext, conn: PeerCred, stamp: Stamp) -> None:
+        #: acknowledged delivery (server/_ack.py): set by serve_with_acks, and
+        #: None once the first frame turned out not to be the ack hello
+        self.ack: AckSlot | None = None
         self.ctx = ctx
         self.conn = conn
         self.stamp = stamp
@@ -153,8 +157,16 @@ class _Connection:
         """Admit one read's frames under the writer's limits, then stamp, number and queue them.
 
         No checkpoint unless the writer is a relay with a claimed uid not yet
-        looked up, or ``on_rate = "block"`` makes it wait for tokens.
+        looked up, ``on_rate = "block"`` makes it wait for tokens, or records
+        were dropped (the drop pause).
         """
+        ack = self.ack
+        if ack is not None and not ack.on:  # the first frames: the ack hello?
+            frames = ack.hello(frames)
+            if not ack.on:
+                self.ack = None
+            if not frames:
+                return
         stamp = self.stamp
         limiter = self.ctx.limiter
         policy = limiter.policies.get(stamp.uid) or await limiter.policy(stamp.uid)
@@ -164,12 +176,13 @@ class _Connection:
         st = self.ctx.pipeline.state(stamp.uid)
         while True:
             sizes = [len(f.data) for f in frames]
-            k, wait, pause = limiter.admit(
+            k, wait, pause, reason = limiter.admit(
                 stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
             )
             if k:
                 await self._file_sliced(frames if k == len(frames) else frames[:k], now, stamp)
             if not wait:
+                self._acked_drop(len(frames) - k, reason)
                 if pause:  # some were dropped: read on later (Limiter.drop_pause)
                     await trio.sleep(pause)
                 return
@@ -178,6 +191,7 @@ class _Connection:
                 await trio.sleep(wait)
             except trio.Cancelled:  # shutdown while blocked: what we hold is dropped
                 limiter.note_drop(stamp.uid, "rate", len(frames))
+                self._acked_drop(len(frames), "rate")
                 raise
             policy = limiter.policy_nowait(stamp.uid)  # a reload may have changed it
 
@@ -225,7 +239,15 @@ class _Connection:
         st.last_seq = seq
         st.records += len(frames)
         st.bytes += payload
-        self.ctx.pipeline.submit(st, Batch(lines, nbytes, seq))
+        batch = Batch(lines, nbytes, seq)
+        if self.ack is not None:
+            self.ack.queued(batch, len(lines))
+        self.ctx.pipeline.submit(st, batch)
+
+    def _acked_drop(self, n: int, reason: str | None) -> None:
+        """Number dropped records for an acknowledged connection (``AckSlot.dropped``)."""
+        if self.ack is not None and n:
+            self.ack.dropped(n, reason or "rate")
 
     # -- relays ---------------------------------------------------------------
 
@@ -248,6 +270,7 @@ class _Connection:
                 items.append((self._claim_stamp(claim, relay.cred), msg, len(f.data)))
         except trio.Cancelled:  # shutdown during a lookup: nothing of this read was filed
             limiter.note_drop(relay.uid, "rate", len(frames))
+            self._acked_drop(len(frames), "rate")
             raise
         start = 0
         while start < len(items):
@@ -260,6 +283,7 @@ class _Connection:
             except trio.Cancelled:
                 for later, _msg, _size in items[end:]:
                     limiter.note_drop(later.uid, "rate", 1)
+                self._acked_drop(len(items) - end, "rate")
                 raise
             start = end
 
@@ -284,12 +308,13 @@ class _Connection:
         while True:
             policy = limiter.policy_nowait(stamp.uid)
             sizes = [size for _stamp, _msg, size in run]
-            k, wait, _pause = limiter.admit(
+            k, wait, _pause, reason = limiter.admit(
                 stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
             )
             if k:
                 self._file_messages(st, [m for _s, m, _z in run[:k]], sizes[:k], now, stamp)
             if not wait:
+                self._acked_drop(len(run) - k, reason)
                 # no drop pause here: a relay carries many uids, one flooding
                 # tenant must not slow the others it forwards
                 if st.pending_bytes > UID_PENDING_BYTES:  # backpressure per claimed uid too
@@ -300,6 +325,7 @@ class _Connection:
                 await trio.sleep(wait)
             except trio.Cancelled:
                 limiter.note_drop(stamp.uid, "rate", len(run))
+                self._acked_drop(len(run), "rate")
                 raise
 
     def _file_messages(
@@ -319,7 +345,10 @@ class _Connection:
         st.last_seq = seq
         st.records += len(msgs)
         st.bytes += sum(sizes)
-        self.ctx.pipeline.submit(st, Batch(lines, nbytes, seq))
+        batch = Batch(lines, nbytes, seq)
+        if self.ack is not None:
+            self.ack.queued(batch, len(lines))
+        self.ctx.pipeline.submit(st, batch)
 
 
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
@@ -361,7 +390,7 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         st.connections += 1
         conn = _Connection(ctx, cred, Stamp(cred, exe=ident.exe, comm=ident.comm))
         log.debug("connection_opened", exe=ident.exe)
-        await _serve(sock, conn)
+        await serve_with_acks(sock, conn, _serve)
     except Exception as exc:  # one client's failure never reaches the shared nursery
         log.warning("connection_failed", error=repr(exc))
     finally:

@@ -91,6 +91,8 @@ class Admission(NamedTuple):
     admitted: int
     retry: float
     pause: float
+    #: why the rest was dropped (``None`` when nothing was)
+    dropped: DropReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +210,8 @@ class Limiter:
         self._lookups: dict[int, trio.Event] = {}
         #: per uid dropping records: when its connections may read again
         self._resume: dict[int, float] = {}
+        #: NSS answers looked up by quota_for in worker threads
+        self._thread_identities: dict[int, UidIdentity] = {}
         self.admin_gids: frozenset[int] = frozenset()
 
     # -- policies ---------------------------------------------------------------
@@ -246,6 +250,29 @@ class Limiter:
             policy = _policy(self.config, uid, UNKNOWN)
         return policy
 
+    def quota_for(self, uid: int) -> tuple[int, str]:
+        """Return *uid*'s ``(quota_bytes, on_quota)``, for the store's retention.
+
+        Called from a worker thread (the housekeeper), for uids that may not
+        have connected since start: a uid without a cached policy is looked
+        up in NSS here, in the calling thread, and remembered apart from the
+        event loop's cache (a reload forgets those answers).
+        """
+        policy = self.policies.get(uid)
+        if policy is not None:
+            limits = policy.limits
+        else:
+            known = self._thread_identities
+            ident = known.get(uid)
+            if ident is None:
+                try:
+                    ident = self._resolve(uid)
+                except Exception:  # as in _lookup: NSS failures never fail retention
+                    ident = UNKNOWN
+                known[uid] = ident
+            limits = _policy(self.config, uid, ident).limits
+        return limits.quota_bytes, limits.on_quota
+
     # -- admission --------------------------------------------------------------
 
     def admit(
@@ -271,13 +298,13 @@ class Limiter:
         n = len(sizes)
         if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
             self.suppression.note_drop(uid, "quota", n, now)
-            return Admission(0, 0.0, self.drop_pause(uid, limits, now))
+            return Admission(0, 0.0, self.drop_pause(uid, limits, now), "quota")
         k = self.rate.admit(uid, sizes, limits, now)
         if k == n:
             return Admission(k, 0.0, 0.0)
         if limits.on_rate == "drop":
             self.suppression.note_drop(uid, "rate", n - k, now)
-            return Admission(k, 0.0, self.drop_pause(uid, limits, now))
+            return Admission(k, 0.0, self.drop_pause(uid, limits, now), "rate")
         wait = self.rate.delay_for(uid, sizes[k], limits, now)
         if not math.isfinite(wait):  # cannot happen with a validated config (burst >= 1)
             return Admission(k, 1.0, 0.0)
@@ -401,6 +428,7 @@ class Limiter:
         self.admin_gids = prepared.admin_gids
         self._identities = identities
         self.policies = {uid: _policy(config, uid, ident) for uid, ident in identities.items()}
+        self._thread_identities = {}
         self.rate.reconfigure(lambda uid: self.policy_nowait(uid).limits, trio.current_time())
 
     def seed(self, identities: Mapping[int, UidIdentity]) -> None:

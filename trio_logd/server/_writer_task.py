@@ -1,39 +1,59 @@
-"""The one task that owns the store.
+"""The one task that owns the store's appends, and its fault handling.
 
 How this works: it waits for queued batches, takes one round-robin round from
-the pipeline and appends it to the uids' files from the event loop (a copy
-into the page cache). With ``fsync = "batch"`` a second task syncs in a worker
-thread, one ``fdatasync`` per file written, covering every round appended
-before it started, while the writer goes on appending (group commit); a
-round's outcome (stored counts, hooks, ``on_stored``) is finished once it is
-synced. With ``"always"`` the whole round goes to the thread (every append
-syncs); with ``"never"`` it is finished at once.
-Failures are per uid: a uid whose append fails has that round's records
-counted as dropped (reason ``disk``); other uids' records are unaffected.
+the pipeline and hands the whole round to a worker thread in one hop
+(``trio.to_thread.run_sync``): appends, quiet uids first, which rotate by
+size and age between two records. While the thread writes, connection tasks
+keep reading and parsing, and the next round accumulates. With ``fsync =
+"batch"`` a second task syncs beside the writer (group commit): each sync
+covers every round written before it started, and the batches of those
+rounds are acknowledged (``Batch.on_stored``) when it returns; so a record
+reaches its file without waiting for the disk, and an acknowledgement never
+comes before the sync. After each hop the writer files one ``rotated`` record
+per rotation (so that the uid's new current file holds its ``seq``
+high-water mark) and wakes the housekeeper, which compresses the rotated
+files in a thread of its own.
+
+Failures are per uid: a uid whose append fails has the records that did not
+make it counted as dropped (reason ``disk``); other uids' records are
+unaffected. A failing uid is not written to again before a cool-down
+(doubling from ``COOLDOWN_MIN`` to ``COOLDOWN_MAX``): in between its records
+are dropped and counted without touching the disk, and the first write that
+succeeds ends the cool-down. The ``suppressed`` record that reports the
+drops is filed by ``_suppress.py``; should that record itself meet the full
+disk, it is not counted as a drop (that would report itself for ever): its
+count goes back to the tracker (``requeue``) to be filed once writing works.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+import orjson
 import structlog
 import trio
 
 from trio_logd.errors import StoreError
-from trio_logd.limits import SuppressionTracker
+from trio_logd.limits import SUPPRESSION_WINDOW, DropReason, Suppressed, SuppressionTracker
+from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store.writer import StoreWriter
+from trio_logd.store._line import daemon_event
+from trio_logd.store.writer import Rotation, StoreWriter
 
-__all__ = ["serve_writer"]
+__all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
 
 log = structlog.get_logger("trio_logd.writer")
 
-#: With ``fsync = "batch"``, appends run ahead of the sync thread by at most
-#: this much; beyond it the writer waits for the sync (and so, through the
-#: pipeline, the connections).
-MAX_UNSYNCED_BYTES: Final = 4 * 1024 * 1024
+#: After a failed write, a uid's records are dropped without trying for this
+#: long, doubling per failure up to COOLDOWN_MAX: a full disk costs one
+#: failing syscall per uid per cool-down, not one per round, and a recovered
+#: disk is noticed within COOLDOWN_MAX.
+COOLDOWN_MIN: Final = 0.25
+COOLDOWN_MAX: Final = 2.0
+
+FileRecord = Callable[..., None]
 
 
 @dataclass(slots=True)
@@ -42,141 +62,223 @@ class _Outcome:
     batches: list[Batch]
     records: int
     error: StoreError | None = None
+    written: int = 0
 
 
-def _append_round(store: StoreWriter, work: list[tuple[UidState, list[Batch]]]) -> list[_Outcome]:
-    """Append every uid's lines of a round (no sync)."""
+@dataclass(slots=True)
+class _Cooldown:
+    retry_at: float
+    delay: float
+    dropped: int = 0
+
+
+def _write_round(
+    store: StoreWriter, work: list[tuple[UidState, list[Batch]]]
+) -> tuple[list[_Outcome], list[Rotation]]:
+    """Runs in a worker thread: append every uid's lines (the smallest first)."""
     outcomes: list[_Outcome] = []
+    # quiet uids first: their lines are on disk before a flooder's (maybe
+    # rotating) append; the order within a uid is untouched
+    work = sorted(work, key=lambda item: sum(b.nbytes for b in item[1]))
     for st, batches in work:
         lines = [line for b in batches for line in b.lines]
         out = _Outcome(st, batches, len(lines))
         try:
             store.append(st.uid, lines, batches[-1].last_seq)
+            out.written = len(lines)
         except StoreError as exc:
             out.error = exc
+            out.written = getattr(exc, "written", 0)
         outcomes.append(out)
-    return outcomes
+    return outcomes, store.take_rotations()
 
 
-def _sync_round(store: StoreWriter, outcomes: list[_Outcome]) -> None:
-    """Runs in a worker thread: ``fdatasync`` what the round wrote (``fsync = "batch"``)."""
+def _give_back_suppressed(
+    line: bytes, uid: int, suppression: SuppressionTracker, now: float
+) -> bool:
+    """A ``suppressed`` record that could not be written: put its count back. True if it was one."""
+    if daemon_event(line) != "suppressed":
+        return False
     try:
-        store.sync()
-    except StoreError as exc:
-        for out in outcomes:
-            if out.error is None:
-                out.error = exc
+        rec: dict[str, Any] = orjson.loads(line)
+        reason: DropReason = rec["reason"]
+        count = int(rec["count"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+    # due again at once: filed as soon as the writer can write again
+    suppression.requeue([Suppressed(uid, reason, count, now - SUPPRESSION_WINDOW, now)])
+    return True
 
 
-def _write_round(store: StoreWriter, work: list[tuple[UidState, list[Batch]]]) -> list[_Outcome]:
-    """Runs in a worker thread: append every uid's lines, then sync per policy."""
-    outcomes = _append_round(store, work)
-    if store.fsync == "batch":
-        _sync_round(store, outcomes)
-    return outcomes
+class _Writer:
+    """State of the writer task: the cool-downs of failing uids."""
 
-
-class _Syncer:
-    """``fsync = "batch"``: syncs appended rounds in a worker thread, overlapping the appends.
-
-    The writer hands over each appended round and goes on appending; one
-    ``StoreWriter.sync()`` at a time runs in a thread and covers every round
-    handed over before it started, then their outcomes are finished (stored
-    counts, hooks, ``on_stored``). ``StoreWriter.sync`` clears a file's dirty
-    flag before its ``fdatasync``, so an append during a sync is never lost
-    from the next one.
-    """
-
-    def __init__(self, store: StoreWriter, finish: Callable[[list[_Outcome]], None]) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        store: StoreWriter,
+        suppression: SuppressionTracker,
+        file_record: FileRecord | None,
+        housekeeper: Housekeeper | None,
+    ) -> None:
+        self.pipeline = pipeline
         self.store = store
-        self.finish = finish
-        self.pending: list[_Outcome] = []
-        self.pending_bytes = 0
-        self.closed = False
-        self._wake = trio.Event()
-        self._room = trio.Event()
+        self.suppression = suppression
+        self.file_record = file_record
+        self.housekeeper = housekeeper
+        self.failing: dict[int, _Cooldown] = {}
+        #: fsync = "batch": syncs run beside the writes (group commit) and
+        #: batches are acknowledged once a sync that covers them returns
+        self.group_commit = store.fsync == "batch"
+        self.unsynced: list[Batch] = []
+        self._sync_wanted = trio.Event()
 
-    async def add(self, outcomes: list[_Outcome]) -> None:
-        """Hand over an appended round; wait only while too much is unsynced."""
-        self.pending.extend(outcomes)
-        self.pending_bytes += sum(b.nbytes for out in outcomes for b in out.batches)
-        self._wake.set()
-        if self.pending_bytes <= MAX_UNSYNCED_BYTES:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        while self.pending_bytes > MAX_UNSYNCED_BYTES:
-            await self._room.wait()
-
-    def close(self) -> None:
-        """No more rounds: sync what is pending, then ``run`` returns."""
-        self.closed = True
-        self._wake.set()
-
-    async def run(self) -> None:
+    async def serve_syncs(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Sync whatever was written since the last sync, one sync at a time, for ever."""
+        task_status.started()
         while True:
-            while not self.pending:
-                if self.closed:
-                    return
-                await self._wake.wait()
-                self._wake = trio.Event()
-            taken, self.pending, self.pending_bytes = self.pending, [], 0
-            self._room.set()
-            self._room = trio.Event()
-            await trio.to_thread.run_sync(_sync_round, self.store, taken)
-            self.finish(taken)
+            await self._sync_wanted.wait()
+            self._sync_wanted = trio.Event()
+            await self.sync_now()
 
-
-async def serve_writer(
-    pipeline: Pipeline,
-    store: StoreWriter,
-    suppression: SuppressionTracker,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Write queued batches until the pipeline is closed and drained.
-
-    Cancellation does not interrupt a round in progress (the worker thread is
-    not abandoned), so a round is either written or counted as dropped.
-    """
-
-    def finish(outcomes: list[_Outcome]) -> None:
-        for out in outcomes:
-            st = out.state
-            ok = out.error is None
-            if ok:
-                st.stored += out.records
-                if pipeline.written_hooks:
-                    lines = [line for b in out.batches for line in b.lines]
-                    for hook in pipeline.written_hooks:
-                        hook(st.uid, lines)
-            else:
-                suppression.note_drop(st.uid, "disk", out.records, trio.current_time())
-                log.error(
-                    "store_write_failed", uid=st.uid, records=out.records, error=str(out.error)
-                )
-            for b in out.batches:
+    async def sync_now(self) -> None:
+        """Sync everything written so far, then acknowledge the batches it covers."""
+        with trio.CancelScope(shield=True):  # bounded: one sync; the acks must go out
+            batches, self.unsynced = self.unsynced, []
+            try:
+                await trio.to_thread.run_sync(self.store.sync)
+                ok = True
+            except StoreError as exc:
+                log.error("store_sync_failed", error=str(exc), batches=len(batches))
+                ok = False
+            for b in batches:
                 if b.on_stored is not None:
                     b.on_stored(ok)
 
-    task_status.started()
-    async with trio.open_nursery() as nursery:
-        syncer = None
-        if store.fsync == "batch":
-            syncer = _Syncer(store, finish)
-            nursery.start_soon(syncer.run)
-        while await pipeline.wait_for_work():
-            work = pipeline.take_round()
-            if store.fsync == "always":  # every append syncs: all of it in the worker thread
-                finish(await trio.to_thread.run_sync(_write_round, store, work))
+    def drop(self, st: UidState, batches: list[Batch], skip: int, now: float) -> int:
+        """Count the records of *batches* after the first *skip* as dropped (reason disk)."""
+        n = 0
+        for b in batches:
+            lines = b.lines
+            if skip >= len(lines):
+                skip -= len(lines)
                 continue
-            # Appends only copy into the page cache: done here, they cost less than
-            # the thread hop, and a quiet uid's line is in its file at once. Through a
-            # thread, each handover of the GIL waits for a CPU while connection tasks
-            # parse a flood: ~5 ms per round on 2 busy cores (bench/fairness.py).
-            outcomes = _append_round(store, work)
-            if syncer is not None:
-                await syncer.add(outcomes)
+            for line in lines[skip:]:
+                if not _give_back_suppressed(line, st.uid, self.suppression, now):
+                    n += 1
+            skip = 0
+        self.suppression.note_drop(st.uid, "disk", n, now)
+        return n
+
+    def failed(self, st: UidState, error: StoreError, dropped: int, now: float) -> None:
+        cd = self.failing.get(st.uid)
+        if cd is None:
+            self.failing[st.uid] = _Cooldown(now + COOLDOWN_MIN, COOLDOWN_MIN, dropped)
+            log.error("store_write_failed", uid=st.uid, records=dropped, error=str(error))
+            return
+        cd.delay = min(cd.delay * 2, COOLDOWN_MAX)
+        cd.retry_at = now + cd.delay
+        cd.dropped += dropped
+        log.debug("store_write_failed_again", uid=st.uid, records=dropped, error=str(error))
+
+    def recovered(self, uid: int) -> None:
+        cd = self.failing.pop(uid, None)
+        if cd is not None:
+            log.warning("store_write_recovered", uid=uid, dropped=cd.dropped)
+
+    async def run_round(self) -> None:
+        work = self.pipeline.take_round()
+        now = trio.current_time()
+        attempt: list[tuple[UidState, list[Batch]]] = []
+        for st, batches in work:
+            cd = self.failing.get(st.uid)
+            if cd is not None and now < cd.retry_at:
+                cd.dropped += self.drop(st, batches, 0, now)
+                for b in batches:
+                    if b.on_stored is not None:
+                        b.on_stored(False)
             else:
-                finish(outcomes)
-                await trio.lowlevel.cancel_shielded_checkpoint()
-        if syncer is not None:
-            syncer.close()
+                attempt.append((st, batches))
+        if not attempt:
+            return
+        outcomes, rotations = await trio.to_thread.run_sync(_write_round, self.store, attempt)
+        now = trio.current_time()
+        hooks = self.pipeline.written_hooks
+        for out in outcomes:
+            st = out.state
+            ok = out.error is None
+            st.stored += out.written
+            if ok:
+                self.recovered(st.uid)
+                if hooks:
+                    lines = [line for b in out.batches for line in b.lines]
+                    for hook in hooks:
+                        hook(st.uid, lines)
+            else:
+                assert out.error is not None
+                if out.written and hooks:
+                    lines = [line for b in out.batches for line in b.lines][: out.written]
+                    for hook in hooks:
+                        hook(st.uid, lines)
+                self.failed(st, out.error, self.drop(st, out.batches, out.written, now), now)
+            done = 0
+            for b in out.batches:
+                done += len(b.lines)
+                if b.on_stored is not None:
+                    if done > out.written:
+                        b.on_stored(False)
+                    elif self.group_commit:
+                        self.unsynced.append(b)
+                    else:
+                        b.on_stored(True)
+        if self.group_commit:
+            self._sync_wanted.set()
+        if rotations:
+            for rot in rotations:
+                file_rotated(self.pipeline, self.file_record, rot)
+            if self.housekeeper is not None:
+                self.housekeeper.wake()
+
+
+async def serve_store(
+    pipeline: Pipeline,
+    store: StoreWriter,
+    suppression: SuppressionTracker,
+    file_record: FileRecord | None = None,
+    housekeeper: Housekeeper | None = None,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Write queued batches until the pipeline is closed and drained; sync; return.
+
+    Cancellation does not interrupt a round in progress (the worker thread is
+    not abandoned), so a round is either written or counted as dropped. The
+    syncs (``fsync = "batch"``) run beside the writes; the last one runs after
+    the last round. The housekeeper (compression, retention, rotation by age)
+    is cancelled when the writer is done; a compression in progress finishes
+    first.
+
+    Args:
+        pipeline: where the batches queue.
+        store: the opened store.
+        suppression: counts records that could not be written.
+        file_record: ``IngestContext.file_daemon_record``, for ``rotated``
+            records (none filed when ``None``).
+        housekeeper: compresses, applies retention, rotates by age.
+    """
+    writer = _Writer(pipeline, store, suppression, file_record, housekeeper)
+    async with trio.open_nursery() as nursery:
+        if housekeeper is not None:
+            await nursery.start(housekeeper.serve)
+        async with trio.open_nursery() as syncs:
+            if writer.group_commit:
+                await syncs.start(writer.serve_syncs)
+            task_status.started()
+            while await pipeline.wait_for_work():
+                await writer.run_round()
+            syncs.cancel_scope.cancel()
+        if writer.group_commit:
+            await writer.sync_now()
+        nursery.cancel_scope.cancel()

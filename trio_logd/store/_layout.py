@@ -23,10 +23,14 @@ from typing import Final, NamedTuple
 from trio_logd.errors import UnsafeLogDir
 
 __all__ = [
+    "COMPRESSED_SUFFIXES",
     "CURRENT",
     "DIR_MODE",
     "FILE_MODE",
+    "TMP_SUFFIX",
+    "TORN_PREFIX",
     "RotatedName",
+    "fsync_dir",
     "open_dir",
     "open_file",
     "open_log_dir",
@@ -37,6 +41,15 @@ __all__ = [
 CURRENT: Final = "current.jsonl"
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
+#: Suffixes of compressed rotated files, by ``[store] compress`` value.
+COMPRESSED_SUFFIXES: Final = {"gzip": ".gz", "zstd": ".zst"}
+#: A file being compressed is written as ``<final name>.tmp`` and renamed into
+#: place only once complete (and synced, per policy): a ``.tmp`` is never read
+#: and is removed at start.
+TMP_SUFFIX: Final = ".tmp"
+#: A torn last line cut off ``current.jsonl`` at start is kept aside as
+#: ``torn-<microseconds>.partial``: evidence, never parsed as a record.
+TORN_PREFIX: Final = "torn-"
 
 #: Rotated files: ``<first_seq>-<last_seq>.<first_ts>-<last_ts>.jsonl[.gz|.zst]``,
 #: seq zero-padded to 16 digits so that sorting names sorts by seq, times in
@@ -57,6 +70,15 @@ class RotatedName(NamedTuple):
     last_time: int  # epoch seconds, rounded up
     suffix: str  # "", ".gz" or ".zst"
 
+    @property
+    def key(self) -> tuple[int, int, int, int]:
+        """What identifies the file whatever its compression: the name without suffix."""
+        return (self.first_seq, self.last_seq, self.first_time, self.last_time)
+
+    def with_suffix(self, suffix: str) -> RotatedName:
+        """The same file under another compression suffix."""
+        return self._replace(suffix=suffix)
+
     def format(self) -> str:
         """The file name."""
         t0 = time.strftime(_TS_NAME, time.gmtime(self.first_time))
@@ -72,6 +94,11 @@ class RotatedName(NamedTuple):
         t0 = calendar.timegm(time.strptime(m[3], _TS_NAME))
         t1 = calendar.timegm(time.strptime(m[4], _TS_NAME))
         return cls(int(m[1]), int(m[2]), t0, t1, m[5] or "")
+
+
+def fsync_dir(dir_fd: int) -> None:
+    """Make renames, creations and unlinks in a directory durable (``fsync`` its fd)."""
+    os.fsync(dir_fd)
 
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

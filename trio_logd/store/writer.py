@@ -1,100 +1,126 @@
-"""The store's writing side: per-uid append-only JSON Lines files.
+"""The store's writing side: per-uid append-only JSON Lines files, rotated.
 
-How this works: a :class:`StoreWriter` is a plain synchronous object owned by
-the daemon's single writer task, which calls it from a worker thread (one hop
-per batch), never concurrently. At :meth:`StoreWriter.open` it verifies
-``log_dir``, then for every uid directory recovers the state a crash may have
-left: a torn last line of ``current.jsonl`` (no trailing LF) is cut off and set
-aside in ``torn-<time>.partial`` (never parsed as a record), and the last
-``seq`` on disk is found so that numbering continues without reuse.
+How this works: a :class:`StoreWriter` is a plain synchronous object. The
+daemon's single writer task calls :meth:`~StoreWriter.append` and
+:meth:`~StoreWriter.sync` from a worker thread (one hop per round); the
+housekeeping task calls :meth:`~StoreWriter.rotate`,
+:meth:`~StoreWriter.compress_next` and :meth:`~StoreWriter.delete` from
+another worker thread. One lock serialises the methods that touch the open
+files, the index of rotated files and the ledger; compressing a file runs
+outside the lock, so a compression never stalls the writer.
 
-Each record line starts with ``{"ts":"<27 chars>","seq":`` (see
-``trio_logd.record.encode_line``); the writer relies on that fixed layout to
-read ``ts`` without decoding JSON.
+Invariants:
+
+- Each uid directory holds ``current.jsonl`` and rotated files
+  (``_layout.RotatedName``); a rotated file is always complete: it is made by
+  renaming ``current.jsonl`` between two appends, never mid-record.
+- ``seq`` is never reused: the uid's high-water mark is always on disk in
+  ``current.jsonl`` or, right after a rotation, in the newest rotated file.
+  Retention never deletes that newest file while ``current.jsonl`` is empty;
+  the ``rotated`` record the daemon files after each rotation makes it
+  non-empty, and :meth:`~StoreWriter.open` writes that record itself if a
+  crash came first.
+- The ledger holds, per uid, the bytes of every file of the uid (current,
+  rotated, torn tails).
+
+At :meth:`~StoreWriter.open` every uid directory is recovered: unfinished
+compressions are removed or finished (``_compress``), a torn last line of
+``current.jsonl`` (no trailing LF) is cut off and set aside in
+``torn-<time>.partial`` (never parsed as a record), and the last ``seq`` is
+found so that numbering continues without reuse.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
+import math
 import os
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
-import orjson
+import structlog
 
 from trio_logd.errors import DiskFull, ReadOnlyStore, StoreError, UnsafeLogDir
-from trio_logd.store import _layout
+from trio_logd.limits import QuotaLedger
+from trio_logd.peer import PeerCred
+from trio_logd.record import Stamp, daemon_record_line
+from trio_logd.store import _compress, _layout, _recover
+from trio_logd.store._layout import RotatedName
+from trio_logd.store._line import TS_AT, daemon_event, line_seq
+from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store.retention import StoredFile, UidFiles
 
-__all__ = ["StoreWriter", "UidFile", "read_last_seq"]
+__all__ = ["Rotation", "StoreWriter", "UidFile", "read_last_seq"]
 
-#: How much of a file's tail we read to find its last complete line; a record
-#: is at most max_message_bytes (64 KiB by default) plus its JSON overhead.
-_TAIL_CHUNK: Final = 1 << 18
+log = structlog.get_logger("trio_logd.store")
 
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
+_COMPRESS: Final = ("none", "gzip", "zstd")
+_UNLIMITED: Final = 1 << 62
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """One rotation: ``current.jsonl`` of *uid* became the rotated file *name*.
+
+    Attributes:
+        uid: whose file.
+        name: the rotated file's name, uncompressed (``….jsonl``); it gets a
+            ``.zst``/``.gz`` suffix once compressed.
+        first_seq, last_seq: the ``seq`` range of the file.
+        bytes: its size before compression.
+        reason: ``size``, ``age`` or ``quota``.
+    """
+
+    uid: int
+    name: str
+    first_seq: int
+    last_seq: int
+    bytes: int
+    reason: str
+
+
+@dataclass(slots=True, eq=False)
 class UidFile:
-    """The open current file of one uid and what the writer knows of it."""
+    """One uid's directory: its open current file and its rotated files."""
 
     uid: int
     dir_fd: int
+    #: current.jsonl open for appending; -1 while it could not be (re)opened
     fd: int
+    #: bytes of complete lines in current.jsonl
     size: int
+    #: the uid's last seq written (current file or, after a rotation, the rotated file)
     last_seq: int
     dirty: bool = False
+    #: a failed write may have left a partial line after ``size``: cut it first
+    needs_trim: bool = False
+    first_seq: int = 0
+    first_ts: bytes = b""
+    last_ts: bytes = b""
+    #: epoch of the current file's first record other than a ``rotated``
+    #: header; ``None`` while it holds none (an idle uid is never rotated by age)
+    records_since: float | None = None
+    #: rotated files by key (name without suffix), in seq order
+    rotated: dict[tuple[int, int, int, int], tuple[RotatedName, int]] = field(default_factory=dict)
+    #: torn tails set aside: name -> (size, mtime)
+    torn: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: fds of files rotated since the last sync: synced (per policy), then closed
+    retired: list[int] = field(default_factory=list)
+    #: the directory changed (rename, create) since the last sync
+    dir_dirty: bool = False
 
 
-def read_last_seq(fd: int, size: int) -> int:
-    """Return the ``seq`` of the last complete, parseable line in an open file.
-
-    Returns 0 when the file holds no parseable record.
-    """
-    end = size
-    while end > 0:
-        start = max(0, end - _TAIL_CHUNK)
-        chunk = os.pread(fd, end - start, start)
-        lines = chunk.split(b"\n")
-        # lines[0] may be partial unless start == 0; the last element is b"" for a
-        # file ending in LF.
-        candidates = lines if start == 0 else lines[1:]
-        for line in reversed(candidates):
-            if not line:
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and isinstance(obj.get("seq"), int):
-                return int(obj["seq"])
-        if start == 0:
-            break
-        end = start + len(lines[0])
-    return 0
-
-
-def _set_aside_torn_tail(uid_dir: int, reader: int, fd: int, size: int) -> int:
-    """Cut a torn last line off the current file; keep its bytes aside. Return the new size."""
-    tail_start = max(0, size - _TAIL_CHUNK)
-    chunk = os.pread(reader, size - tail_start, tail_start)
-    cut = chunk.rfind(b"\n")
-    new_size = tail_start + cut + 1 if cut >= 0 else tail_start
-    torn = chunk[cut + 1 :] if cut >= 0 else chunk
-    name = f"torn-{time.time_ns() // 1000}.partial"
-    aside = _layout.open_file(
-        uid_dir, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=f"torn tail {name}"
-    )
-    try:
-        os.write(aside, torn)
-        os.fsync(aside)
-    finally:
-        os.close(aside)
-    os.ftruncate(fd, new_size)
-    os.fsync(fd)
-    return new_size
+@functools.lru_cache(maxsize=8192)
+def _name(n: RotatedName) -> str:
+    """``n.format()``, remembered: retention snapshots every file once a pass."""
+    return n.format()
 
 
 def _store_error(exc: OSError, what: str) -> StoreError:
@@ -106,76 +132,201 @@ def _store_error(exc: OSError, what: str) -> StoreError:
 
 
 class StoreWriter:
-    """Appends record lines to ``log_dir/<uid>/current.jsonl``.
+    """Appends record lines to ``log_dir/<uid>/current.jsonl`` and rotates them.
 
     Args:
         log_dir: absolute path of the store's root directory.
         fsync: ``never`` (leave it to the kernel), ``batch`` (``fdatasync``
-            every file written in a batch, before the batch is acknowledged)
-            or ``always`` (after every append).
+            every file written in a round, before the round is acknowledged;
+            rotations and compressions synced with their directory) or
+            ``always`` (as ``batch``, and after every append).
+        max_file_bytes: rotate ``current.jsonl`` before a record would take
+            it past this size (a single larger record gets a file of its own).
+        max_file_age: rotate it this many seconds after its first record;
+            ``0`` = by size only.
+        compress: ``none``, ``gzip`` or ``zstd``: how rotated files are
+            compressed (by :meth:`compress_next`).
+        daemon: the daemon's credentials, for the ``rotated`` record that
+            :meth:`open` writes when a crash came between a rotation and that
+            record (default: this process).
+
+    Raises:
+        ValueError: an argument is out of range.
     """
 
-    def __init__(self, log_dir: str, *, fsync: str = "batch") -> None:
+    def __init__(
+        self,
+        log_dir: str,
+        *,
+        fsync: str = "batch",
+        max_file_bytes: int = _UNLIMITED,
+        max_file_age: float = 0.0,
+        compress: str = "none",
+        daemon: PeerCred | None = None,
+    ) -> None:
         if fsync not in _FSYNC_POLICIES:
             msg = f"fsync: expected one of {', '.join(_FSYNC_POLICIES)}, got {fsync!r}"
             raise ValueError(msg)
+        if compress not in _COMPRESS:
+            msg = f"compress: expected one of {', '.join(_COMPRESS)}, got {compress!r}"
+            raise ValueError(msg)
+        if max_file_bytes < 1 or max_file_age < 0:
+            msg = (
+                "need max_file_bytes >= 1 and max_file_age >= 0, "
+                f"got {max_file_bytes}, {max_file_age}"
+            )
+            raise ValueError(msg)
         self.log_dir = log_dir
         self.fsync = fsync
+        self.max_file_bytes = max_file_bytes
+        self.max_file_age = max_file_age
+        self.compress = compress
+        self.daemon = daemon or PeerCred(os.getpid(), os.geteuid(), os.getegid())
+        #: disk bytes of every uid's files; the quota policy reads it
+        self.ledger = QuotaLedger()
+        #: uid directories refused at open (unsafe): uid -> reason
+        self.refused: dict[int, str] = {}
         self._root: int | None = None
         self._files: dict[int, UidFile] = {}
-        self._recovered: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._rotations: list[Rotation] = []
+        #: lines of the current append written whole so far (for ``written`` on errors)
+        self._done = 0
+        #: uids with data, rotated files or directory changes not yet synced
+        self._dirty: set[int] = set()
+        #: rotated files waiting for compression (thread-safe deque)
+        self._to_compress: deque[tuple[int, RotatedName]] = deque()
 
     # -- start-up ---------------------------------------------------------
 
     def open(self) -> dict[int, int]:
         """Verify ``log_dir``, recover every uid directory, return last seq per uid.
 
+        A uid directory that is unsafe (a symlink, writable by others, not
+        ours) is refused: logged, listed in :attr:`refused`, never written
+        through; the other uids are unaffected.
+
         Raises:
-            UnsafeLogDir: ``log_dir`` or a uid directory is unsafe.
+            UnsafeLogDir: ``log_dir`` itself is unsafe.
+            StoreError: ``log_dir`` cannot be read.
         """
         self._root = _layout.open_log_dir(self.log_dir)
-        for name in os.listdir(self._root):
+        try:
+            names = os.listdir(self._root)
+        except OSError as exc:
+            raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
+        for name in names:
             if not name.isdigit() or not name.isascii():
                 continue
             uid = int(name)
-            uf = self._open_uid(uid, create=False)
-            self._recovered[uid] = uf.last_seq
-        return dict(self._recovered)
+            try:
+                with self._lock:
+                    self._open_uid(uid, create=False)
+            except UnsafeLogDir as exc:
+                self.refused[uid] = str(exc)
+                log.error("uid_directory_refused", uid=uid, error=str(exc))
+            except OSError as exc:
+                err = _store_error(exc, f"uid directory {uid}")
+                self.refused[uid] = str(err)
+                log.error("uid_directory_unreadable", uid=uid, error=str(err))
+        return {uid: uf.last_seq for uid, uf in self._files.items()}
 
     def _open_uid(self, uid: int, *, create: bool) -> UidFile:
+        """Open and recover one uid directory. Call with the lock held."""
         assert self._root is not None, "StoreWriter.open() first"
         dir_fd = _layout.open_uid_dir(self._root, uid, create=create)
         try:
-            fd = _layout.open_file(
-                dir_fd,
-                _layout.CURRENT,
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                what=f"{uid}/{_layout.CURRENT}",
-            )
+            uf = UidFile(uid=uid, dir_fd=dir_fd, fd=-1, size=0, last_seq=0)
+            self._scan(uf)
+            self._open_current(uf, recover=True)
         except BaseException:
             os.close(dir_fd)
             raise
-        size = os.fstat(fd).st_size
-        reader = os.open(_layout.CURRENT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        try:
-            if size and os.pread(reader, 1, size - 1) != b"\n":
-                size = _set_aside_torn_tail(dir_fd, reader, fd, size)
-            last = read_last_seq(reader, size)
-        finally:
-            os.close(reader)
-        uf = UidFile(uid=uid, dir_fd=dir_fd, fd=fd, size=size, last_seq=last)
         self._files[uid] = uf
+        self.refused.pop(uid, None)
+        self.ledger.set(uid, self._disk_bytes(uf))
+        self._repair_high_water(uf)
         return uf
+
+    def _scan(self, uf: UidFile) -> None:
+        """Index rotated files and torn tails; finish or undo unfinished compressions."""
+        scan = _recover.scan_uid_dir(uf.dir_fd, self._suffix())
+        uf.rotated.update(scan.rotated)
+        uf.torn.update(scan.torn)
+        if self.compress != "none":
+            self._to_compress.extend((uf.uid, name) for name in scan.uncompressed)
+
+    def _suffix(self) -> str:
+        return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
+
+    def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
+        """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
+        what = f"{uf.uid}/{_layout.CURRENT}"
+        fd = _layout.open_file(
+            uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
+        )
+        try:
+            size = os.fstat(fd).st_size
+            if size and recover:
+                size = self._recover_current(uf, fd, size)
+            elif size:
+                # reopened after a failed rotation: someone else's file? refuse to append
+                msg = f"{what}: appeared with {size} bytes while the daemon had it rotated"
+                raise UnsafeLogDir(msg)
+        except BaseException:
+            os.close(fd)
+            raise
+        uf.fd = fd
+        uf.size = size
+        self._changed_dir(uf)
+
+    def _recover_current(self, uf: UidFile, fd: int, size: int) -> int:
+        cur = _recover.recover_current(uf.dir_fd, fd, size)
+        if cur.torn is not None:
+            name, nbytes = cur.torn
+            uf.torn[name] = (nbytes, time.time())
+            log.warning("torn_tail_set_aside", uid=uf.uid, file=name, bytes=nbytes)
+        uf.last_seq, uf.last_ts = cur.last_seq, cur.last_ts
+        uf.first_seq, uf.first_ts = cur.first_seq, cur.first_ts
+        uf.records_since = cur.records_since
+        return cur.size
+
+    def _repair_high_water(self, uf: UidFile) -> None:
+        """A crash between a rotation and its ``rotated`` record: write that record now."""
+        if not uf.rotated:
+            return
+        newest, _size = uf.rotated[max(uf.rotated)]
+        if uf.size > 0 and uf.last_seq > newest.last_seq:
+            return
+        if uf.fd < 0:
+            return
+        seq = max(uf.last_seq, newest.last_seq) + 1
+        name = newest.with_suffix("").format()
+        stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
+        line = daemon_record_line(
+            time.time(),
+            seq,
+            stamp,
+            "rotated",
+            msg=f"rotated {name} (its record written at start, after a crash)",
+            file=name,
+            first_seq=newest.first_seq,
+            last_seq=newest.last_seq,
+            reason="recovered",
+        )
+        self._write(uf, [line], seq)
+        if self.fsync != "never":
+            os.fdatasync(uf.fd)
 
     def last_seq(self, uid: int) -> int:
         """Return the last ``seq`` written for *uid* (0 for a uid never seen)."""
         uf = self._files.get(uid)
-        return uf.last_seq if uf is not None else self._recovered.get(uid, 0)
+        return uf.last_seq if uf is not None else 0
 
     # -- writing ----------------------------------------------------------
 
     def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
-        """Append complete record lines for *uid*.
+        """Append complete record lines for *uid*, rotating by size and age.
 
         Args:
             uid: the uid the lines are filed with.
@@ -183,82 +334,470 @@ class StoreWriter:
             last_seq: the ``seq`` of the last line.
 
         Raises:
-            DiskFull, ReadOnlyStore, UnsafeLogDir, StoreError: nothing (or only
-                a prefix of whole lines) was written.
+            DiskFull, ReadOnlyStore, UnsafeLogDir, StoreError: not every line
+                was written; the exception's ``written`` attribute says how
+                many of the first lines were (whole lines only; the rest of a
+                partly written line is cut off).
         """
-        uf = self._files.get(uid)
-        try:
-            if uf is None:
-                uf = self._open_uid(uid, create=True)
-            data = b"".join(lines)
-            view = memoryview(data)
-            while view:
-                n = os.write(uf.fd, view)
-                view = view[n:]
-                uf.size += n
-        except UnsafeLogDir:
-            raise
-        except OSError as exc:
-            if uf is not None:
-                self._truncate_partial(uf)
-            raise _store_error(exc, f"writing uid {uid}") from exc
-        uf.last_seq = last_seq
-        uf.dirty = True
-        if self.fsync == "always":
-            self.sync()
-
-    def _truncate_partial(self, uf: UidFile) -> None:
-        """After a failed write, cut the file back to its last complete line."""
-        try:
-            size = os.fstat(uf.fd).st_size
-            reader = os.open(
-                _layout.CURRENT, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=uf.dir_fd
-            )
+        if not lines:
+            return
+        with self._lock:
+            self._done = 0
+            uf = self._files.get(uid)
             try:
-                start = max(0, size - _TAIL_CHUNK)
-                chunk = os.pread(reader, size - start, start)
-            finally:
-                os.close(reader)
-            cut = chunk.rfind(b"\n")
-            good = start + cut + 1 if cut >= 0 else start
-            if good != size:
-                os.ftruncate(uf.fd, good)
-            uf.size = good
+                if uf is None:
+                    uf = self._open_uid(uid, create=True)
+                if uf.fd < 0:
+                    self._open_current(uf)
+                if uf.needs_trim:
+                    os.ftruncate(uf.fd, uf.size)
+                    uf.needs_trim = False
+                if (
+                    uf.records_since is not None
+                    and self.max_file_age
+                    and time.time() - uf.records_since >= self.max_file_age
+                ):
+                    self._rotate(uf, "age")
+                    self._open_current(uf)
+                data = lines[0] if len(lines) == 1 else b"".join(lines)
+                if uf.size + len(data) <= self.max_file_bytes:
+                    self._write(uf, lines, last_seq, data)
+                else:
+                    self._write_rotating(uf, lines)
+            except UnsafeLogDir as exc:
+                exc.written = self._done  # type: ignore[attr-defined]
+                raise
+            except OSError as exc:
+                written = self._done  # whole writes before the failure (an earlier file)
+                if uf is not None and uf.fd >= 0:
+                    written += self._cut_partial(uf, lines[written:])
+                err = _store_error(exc, f"writing uid {uid}")
+                err.written = written  # type: ignore[attr-defined]
+                raise err from exc
+            if self.fsync == "always":
+                self._sync_locked()
+
+    def _write(
+        self, uf: UidFile, lines: Sequence[bytes], last_seq: int, data: bytes | None = None
+    ) -> int:
+        """Write *lines* (joined: *data*) to the open current file; return how many (all).
+
+        On an error ``uf.size`` still counts only what was there before:
+        :meth:`_cut_partial` deals with the bytes that made it.
+        """
+        if data is None:
+            data = lines[0] if len(lines) == 1 else b"".join(lines)
+        view = memoryview(data)
+        fd = uf.fd
+        start = uf.size
+        while view:
+            view = view[os.write(fd, view) :]
+        uf.size = start + len(data)
+        self.ledger.add(uf.uid, len(data))
+        self._note_written(uf, lines, last_seq)
+        self._done += len(lines)
+        return len(lines)
+
+    def _note_written(self, uf: UidFile, lines: Sequence[bytes], last_seq: int) -> None:
+        if not uf.first_ts:
+            uf.first_seq = line_seq(lines[0]) or last_seq
+            uf.first_ts = lines[0][TS_AT]
+        if uf.records_since is None:
+            for line in lines:
+                if daemon_event(line) != "rotated":
+                    uf.records_since = epoch_or_now(line[TS_AT])
+                    break
+        uf.last_ts = lines[-1][TS_AT]
+        uf.last_seq = last_seq
+        if not uf.dirty:
+            uf.dirty = True
+            self._dirty.add(uf.uid)
+
+    def _write_rotating(self, uf: UidFile, lines: Sequence[bytes]) -> int:
+        """Write *lines*, rotating between two of them whenever the next would overflow."""
+        written = 0
+        chunk: list[bytes] = []
+        size = uf.size
+        has_records = uf.records_since is not None
+        for line in lines:
+            if has_records and size + len(line) > self.max_file_bytes:
+                if chunk:
+                    written += self._write(uf, chunk, line_seq(chunk[-1]) or uf.last_seq)
+                    chunk = []
+                self._rotate(uf, "size")
+                self._open_current(uf)
+                size = 0
+                has_records = False
+            chunk.append(line)
+            size += len(line)
+            if not has_records:
+                has_records = daemon_event(line) != "rotated"
+        if chunk:
+            written += self._write(uf, chunk, line_seq(chunk[-1]) or uf.last_seq)
+        return written
+
+    def _cut_partial(self, uf: UidFile, unwritten: Sequence[bytes]) -> int:
+        """After a failed write, cut the file back to its last complete line.
+
+        Returns:
+            How many of *unwritten* made it whole before the failure (they stay).
+        """
+        try:
+            actual = os.fstat(uf.fd).st_size
         except OSError:
-            pass  # the next append retries; a torn line is also cut at the next start
+            uf.needs_trim = True
+            return 0
+        extra = actual - uf.size  # bytes of the failed write that reached the file
+        whole = done = 0
+        for line in unwritten:
+            if done + len(line) > extra:
+                break
+            done += len(line)
+            whole += 1
+        good = uf.size + done
+        if good != actual:
+            try:
+                os.ftruncate(uf.fd, good)
+            except OSError:
+                uf.needs_trim = True  # cut before the next write, or at the next start
+        uf.size = good
+        if whole:
+            kept = unwritten[:whole]
+            self._note_written(uf, kept, line_seq(kept[-1]) or uf.last_seq)
+        self.ledger.set(uf.uid, self._disk_bytes(uf))
+        return whole
+
+    def _disk_bytes(self, uf: UidFile) -> int:
+        return (
+            uf.size
+            + sum(size for _, size in uf.rotated.values())
+            + sum(size for size, _ in uf.torn.values())
+        )
+
+    # -- rotation ---------------------------------------------------------
+
+    def _rotate(self, uf: UidFile, reason: str) -> Rotation | None:
+        """Rename current.jsonl to its rotated name; the caller reopens a new one.
+
+        Raises:
+            OSError: the rename (or a sync) failed; nothing changed.
+        """
+        if uf.fd < 0 or uf.size == 0:
+            return None
+        name = RotatedName(
+            uf.first_seq,
+            uf.last_seq,
+            math.floor(epoch_or_now(uf.first_ts)),
+            math.ceil(epoch_or_now(uf.last_ts)),
+            "",
+        )
+        final = name.format()
+        try:
+            os.stat(final, dir_fd=uf.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            msg = f"uid directory {uf.uid}: {final} exists already; not rotating over it"
+            raise UnsafeLogDir(msg)
+        os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
+        # its data and the rename are synced with the round (before anything in
+        # it is acknowledged), not here: a rotation costs no extra sync
+        if self.fsync == "never":
+            os.close(uf.fd)
+        else:
+            uf.retired.append(uf.fd)
+        self._changed_dir(uf)
+        rot = Rotation(uf.uid, final, uf.first_seq, uf.last_seq, uf.size, reason)
+        uf.rotated[name.key] = (name, uf.size)
+        uf.fd = -1
+        uf.size = 0
+        uf.dirty = False
+        uf.first_seq = 0
+        uf.first_ts = uf.last_ts = b""
+        uf.records_since = None
+        self._rotations.append(rot)
+        if self.compress != "none":
+            self._to_compress.append((uf.uid, name))
+        return rot
+
+    def _changed_dir(self, uf: UidFile) -> None:
+        if self.fsync != "never":
+            uf.dir_dirty = True
+            self._dirty.add(uf.uid)
+
+    def rotate(self, uid: int, reason: str) -> Rotation | None:
+        """Rotate *uid*'s current file now (quota, age), if it holds anything.
+
+        Returns:
+            The rotation, or ``None`` when there was nothing to rotate.
+
+        Raises:
+            StoreError: the rename failed (nothing changed) or a new current
+                file could not be opened (the next append retries).
+        """
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is None:
+                return None
+            try:
+                rot = self._rotate(uf, reason)
+                if rot is not None:
+                    self._open_current(uf)
+                self._sync_locked()
+            except OSError as exc:
+                raise _store_error(exc, f"rotating uid {uid}") from exc
+            return rot
+
+    def rotate_aged(self, now: float) -> list[Rotation]:
+        """Rotate every current file whose first record is ``max_file_age`` old.
+
+        Args:
+            now: epoch seconds.
+
+        Returns:
+            The rotations done; a uid whose rotation fails is logged and skipped.
+        """
+        if not self.max_file_age:
+            return []
+        due = [
+            uid
+            for uid, uf in list(self._files.items())
+            if uf.records_since is not None and now - uf.records_since >= self.max_file_age
+        ]
+        return self.rotate_many(due, "age")
+
+    def rotate_many(self, uids: Sequence[int], reason: str) -> list[Rotation]:
+        """Rotate each uid's current file (see :meth:`rotate`); a failure is logged and skipped.
+
+        Returns:
+            The rotations done.
+        """
+        out = []
+        for uid in uids:
+            try:
+                rot = self.rotate(uid, reason)
+            except StoreError as exc:
+                log.error("rotation_failed", uid=uid, error=str(exc))
+                continue
+            if rot is not None:
+                out.append(rot)
+        return out
+
+    def take_rotations(self) -> list[Rotation]:
+        """Return (and forget) the rotations done by :meth:`append` since the last call."""
+        with self._lock:
+            out, self._rotations = self._rotations, []
+        return out
+
+    # -- compression and retention (the housekeeping thread) ---------------
+
+    def compress_pending(self) -> int:
+        """Return how many rotated files wait for compression."""
+        return len(self._to_compress)
+
+    def compress_next(self) -> RotatedName | None:
+        """Compress the oldest rotated file waiting for it (outside the writer's lock).
+
+        Returns:
+            The compressed file's name, or ``None`` when nothing waits (or
+            the file is gone: deleted by retention meanwhile).
+
+        Raises:
+            StoreError: compression failed; the file stays uncompressed and is
+                queued again (call later: a full disk needs a cool-down).
+        """
+        try:
+            uid, name = self._to_compress.popleft()
+        except IndexError:
+            return None
+        uf = self._files.get(uid)
+        if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
+            return None
+        try:
+            new, size = _compress.compress_file(
+                uf.dir_fd,
+                name,
+                self.compress,
+                sync=self.fsync != "never",
+                what=f"uid directory {uid}",
+            )
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._to_compress.appendleft((uid, name))
+            raise _store_error(exc, f"compressing {uid}/{name.format()}") from exc
+        with self._lock:
+            if name.key in uf.rotated:
+                uf.rotated[name.key] = (new, size)
+            self.ledger.set(uid, self._disk_bytes(uf))
+        return new
+
+    def snapshot(self) -> list[UidFiles]:
+        """What retention decides on: every uid's files, oldest first."""
+        with self._lock:
+            out = []
+            for uid, uf in self._files.items():
+                files = [
+                    StoredFile(uid, name, size, mtime, 0)
+                    for name, (size, mtime) in sorted(uf.torn.items())
+                ]
+                files.extend(
+                    StoredFile(uid, _name(n), size, float(n.last_time), n.last_seq)
+                    for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
+                )
+                out.append(UidFiles(uid, uf.size, tuple(files)))
+            return out
+
+    def delete(self, files: Sequence[StoredFile]) -> int:
+        """Delete files chosen by retention; return the bytes freed.
+
+        A file already gone (or renamed by compression since the snapshot)
+        is looked up by its seq range; the current file is never deleted.
+        """
+        freed = 0
+        with self._lock:
+            for f in files:
+                uf = self._files.get(f.uid)
+                if uf is None:
+                    continue
+                name, size = f.name, f.size
+                parsed = RotatedName.parse(f.name)
+                if parsed is not None:
+                    entry = uf.rotated.get(parsed.key)
+                    if entry is None:
+                        continue
+                    name, size = entry[0].format(), entry[1]
+                elif f.name not in uf.torn:
+                    continue
+                try:
+                    os.unlink(name, dir_fd=uf.dir_fd)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.error("delete_failed", uid=f.uid, file=name, error=exc.strerror)
+                    continue
+                if parsed is not None:
+                    del uf.rotated[parsed.key]
+                else:
+                    del uf.torn[f.name]
+                self.ledger.set(f.uid, self._disk_bytes(uf))
+                freed += size
+            if self.fsync != "never":
+                for uid in {f.uid for f in files}:
+                    uf = self._files.get(uid)
+                    if uf is not None:
+                        with contextlib.suppress(OSError):
+                            _layout.fsync_dir(uf.dir_fd)
+        return freed
+
+    def free_bytes(self) -> int:
+        """Free bytes on the file system of ``log_dir`` (for unprivileged users, as df shows).
+
+        Raises:
+            StoreError: ``statvfs`` failed.
+        """
+        assert self._root is not None, "StoreWriter.open() first"
+        try:
+            st = os.fstatvfs(self._root)
+        except OSError as exc:
+            raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
+        return st.f_bavail * st.f_frsize
+
+    # -- syncing, figures, closing -------------------------------------------
 
     def sync(self) -> None:
-        """``fdatasync`` every file written since the last sync (policy permitting)."""
+        """``fdatasync`` every file written since the last sync (policy permitting).
+
+        The files are chosen under the writer's lock and synced outside it, so
+        that appends go on while the disk syncs (group commit): everything
+        appended before the call is synced when it returns. Call it from one
+        thread at a time.
+
+        Raises:
+            DiskFull, ReadOnlyStore, StoreError: a sync failed (those files'
+                data may be lost; what is appended next is synced next time).
+        """
+        with self._lock:
+            job = self._begin_sync()
+        self._finish_sync(job)
+
+    def _sync_locked(self) -> None:
+        self._finish_sync(self._begin_sync())
+
+    def _begin_sync(self) -> list[tuple[int, list[int], int]]:
+        """Take what needs syncing: per uid, file fds and a directory fd (-1: none),
+        all owned by the job (dups, or retired ones)."""
         if self.fsync == "never":
-            for uf in self._files.values():
-                uf.dirty = False
-            return
-        # May run in a worker thread while the event loop appends (server/_writer_task.py):
-        # iterate a copy (new uids may appear) and clear the flag before the sync, so
-        # that an append during it is synced next time.
-        for uf in list(self._files.values()):
-            if uf.dirty:
-                uf.dirty = False
+            self._dirty.clear()
+            return []
+        job = []
+        while self._dirty:
+            uid = self._dirty.pop()
+            uf = self._files.get(uid)
+            if uf is None:
+                continue
+            fds, uf.retired = uf.retired, []
+            if uf.dirty and uf.fd >= 0:
+                fds.append(os.dup(uf.fd))
+            dir_fd = os.dup(uf.dir_fd) if uf.dir_dirty else -1
+            uf.dirty = uf.dir_dirty = False
+            job.append((uid, fds, dir_fd))
+        return job
+
+    def _finish_sync(self, job: list[tuple[int, list[int], int]]) -> None:
+        """Sync and close the fds of a job (no lock needed: the job owns them).
+
+        Files first, then their directory: a rotated file's data is on disk
+        before its new name is.
+        """
+        error: StoreError | None = None
+        for uid, fds, dir_fd in job:
+            steps: list[tuple[int, Callable[[int], None], str]] = [
+                (fd, os.fdatasync, f"syncing uid {uid}") for fd in fds
+            ]
+            if dir_fd >= 0:
+                steps.append((dir_fd, _layout.fsync_dir, f"syncing uid directory {uid}"))
+            for fd, sync, what in steps:
                 try:
-                    os.fdatasync(uf.fd)
+                    if error is None:
+                        sync(fd)
                 except OSError as exc:
-                    uf.dirty = True
-                    raise _store_error(exc, f"syncing uid {uf.uid}") from exc
+                    error = _store_error(exc, what)
+                finally:
+                    os.close(fd)
+        if error is not None:
+            raise error
+
+    def usage(self, uid: int) -> int:
+        """Return the disk bytes of all *uid*'s files (current, rotated, torn tails)."""
+        return self.ledger.usage(uid)
 
     def disk_usage(self, uid: int) -> int:
-        """Bytes of *uid*'s current file (rotated files are counted by the retention layer)."""
+        """Same as :meth:`usage` (the name ``stats`` uses)."""
+        return self.ledger.usage(uid)
+
+    def current_size(self, uid: int) -> int:
+        """Bytes of *uid*'s current file."""
         uf = self._files.get(uid)
         return uf.size if uf is not None else 0
 
+    def uids(self) -> list[int]:
+        """Every uid with a directory the writer has open."""
+        return list(self._files)
+
     def close(self) -> None:
         """Sync (per policy) and close every file."""
-        try:
-            self.sync()
-        finally:
-            for uf in self._files.values():
-                os.close(uf.fd)
-                os.close(uf.dir_fd)
-            self._files.clear()
-            if self._root is not None:
-                os.close(self._root)
-                self._root = None
+        with self._lock:
+            try:
+                self._sync_locked()
+            finally:
+                for uf in self._files.values():
+                    for fd in uf.retired:
+                        os.close(fd)
+                    if uf.fd >= 0:
+                        os.close(uf.fd)
+                    os.close(uf.dir_fd)
+                self._files.clear()
+                if self._root is not None:
+                    os.close(self._root)
+                    self._root = None

@@ -1,13 +1,11 @@
-"""The benchmark scenarios. Each returns a dict of figures and prints a summary."""
+"""Ingest throughput (issue 2), and the helpers other scenarios share."""
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import fairness
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
 from bench.loadgen import LoadGen, LoadSpec
 
@@ -63,10 +61,6 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
     return out
 
 
-ALL: dict[str, Callable[..., dict[str, Any]]] = {
+SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
-    "fairness": fairness.fairness,
-    "memory": fairness.memory,
 }
-
-_ = time

@@ -1,0 +1,81 @@
+"""The `trio-logd stats` table: busiest uid first, every figure in its column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trio_logd.cli._stats import render_table
+
+NOW = 1_700_000_100.0
+
+
+def item(uid: int, rate: float, minute: float, **over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "uid": uid,
+        "user": None,
+        "connections": 1,
+        "records_per_s": rate,
+        "records_per_s_1m": minute,
+        "records": 1500,
+        "bytes": 3 << 20,
+        "disk_bytes": 64 << 20,
+        "quota_bytes": 128 << 20,
+        "dropped": {},
+        "last_drop": None,
+    }
+    return {**base, **over}
+
+
+STATS: dict[str, Any] = {
+    "pid": 321,
+    "version": "0.1.0",
+    "uptime": 3725.0,
+    "daemon": {
+        "connections": 3,
+        "uids": 3,
+        "records_per_s": 1250.0,
+        "records_per_s_1m": 900.0,
+        "dropped": {"rate": 42, "quota": 0},
+        "store_errors": 0,
+        "reloads": 2,
+    },
+    "uids": [
+        item(0, 50.0, 10.0, user="root"),
+        item(
+            1000,
+            1200.0,
+            890.0,
+            user="alice",
+            dropped={"rate": 42, "connections": 1},
+            last_drop=NOW - 75,
+        ),
+        item(1001, 0.0, 0.0, user="a-very-long-user-name"),
+    ],
+}
+
+
+def test_table_rows_sorted_by_rate_with_every_column() -> None:
+    """Summary, header, then rows busiest first: rates, sizes, quota use, drops, last drop."""
+    lines = render_table(STATS, now=NOW)
+    assert lines[0] == (
+        "trio-logd 0.1.0 pid 321, up 1h 2m, 3 connections, 3 uids, 1.2k records/s "
+        "(1 min: 900/s), drops rate:42, store errors 0, reloads 2"
+    )
+    assert lines[1] == ""
+    assert lines[2].split() == [
+        "UID", "USER", "CONN", "REC/S", "1MIN", "RECORDS", "BYTES", "DISK/QUOTA", "USE",
+        "DROPS", "LAST", "DROP",
+    ]  # fmt: skip
+    assert [line.split()[0] for line in lines[3:]] == ["1000", "0", "1001"]
+    alice = lines[3].split()
+    assert alice[:9] == ["1000", "alice", "1", "1.2k", "890", "1.5k", "3.0M", "64.0M/128M", "50%"]
+    assert alice[9:11] == ["connections:1", "rate:42"]
+    assert alice[12:] == ["1m", "ago"]  # the clock time before it depends on the time zone
+    assert lines[5].split()[1] == "a-very-long…"
+    assert lines[4].split()[-1] == "-"
+
+
+def test_empty_daemon_says_so() -> None:
+    """No uid yet: the table says nobody has logged."""
+    lines = render_table({"daemon": {}, "uids": []}, now=NOW)
+    assert lines[-1] == "(no uid has logged since the daemon started)"

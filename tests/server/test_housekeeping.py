@@ -1,0 +1,78 @@
+"""The housekeeper: compresses rotated files, applies retention, rotates by age."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import trio
+
+from tests.store._lines import line, lines, names
+from trio_logd.server._housekeeping import Housekeeper
+from trio_logd.server._pipeline import Pipeline
+from trio_logd.store.retention import RetentionPolicy
+from trio_logd.store.writer import StoreWriter
+
+LINE = len(line(1))
+OFF = RetentionPolicy(max_age=0, max_bytes=1 << 60, keep_free_bytes=0)
+
+
+async def test_a_pass_compresses_and_deletes_over_quota(tmp_path: Path) -> None:
+    """One pass: the uid over quota loses its oldest files, the rest get compressed."""
+    store = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="zstd")
+    store.open()
+    store.append(5, lines(1, 45), 45)  # four rotated files of 10 lines, 5 in current
+    hk = Housekeeper(store, OFF, lambda uid: (25 * LINE, "rotate"), Pipeline(store.last_seq), None)
+    await hk.run_once()
+    d = tmp_path / "5"
+    assert [n[:33] for n in names(d)] == [  # 45 lines - 20 = 25: within the quota
+        "0000000000000021-0000000000000030",
+        "0000000000000031-0000000000000040",
+        "current.jsonl",
+    ]
+    assert [n.endswith(".jsonl.zst") for n in names(d)] == [True, True, False]
+    assert store.usage(5) == sum(p.stat().st_size for p in d.iterdir())
+    store.close()
+
+
+async def test_a_pass_rotates_by_age_and_files_the_rotated_record(tmp_path: Path) -> None:
+    """A current file max_file_age old is rotated by the pass; its `rotated` record is filed."""
+    store = StoreWriter(str(tmp_path), max_file_age=60)
+    store.open()
+    store.append(5, [line(1, time.time() - 61)], 1)
+    filed: list[tuple[int, str, object]] = []
+    hk = Housekeeper(
+        store,
+        OFF,
+        lambda uid: (1 << 60, "rotate"),
+        Pipeline(store.last_seq),
+        lambda uid, event, **kw: filed.append((uid, event, kw["reason"])),
+    )
+    await hk.run_once()
+    assert filed == [(5, "rotated", "age")]
+    store.close()
+
+
+async def test_drop_policy_files_are_kept_over_quota(tmp_path: Path) -> None:
+    """on_quota = drop: the housekeeper deletes none of the uid's files."""
+    store = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    store.open()
+    store.append(5, lines(1, 45), 45)
+    before = names(tmp_path / "5")
+    hk = Housekeeper(store, OFF, lambda uid: (LINE, "drop"), Pipeline(store.last_seq), None)
+    await hk.run_once()
+    assert names(tmp_path / "5") == before
+    store.close()
+
+
+async def test_shutdown_waits_for_the_compression_in_progress(tmp_path: Path) -> None:
+    """Cancelling the housekeeper mid-pass leaves no .tmp behind: the file in hand is finished."""
+    store = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="gzip")
+    store.open()
+    store.append(5, lines(1, 45), 45)
+    hk = Housekeeper(store, OFF, lambda uid: (1 << 60, "rotate"), Pipeline(store.last_seq), None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(hk.serve)
+        nursery.cancel_scope.cancel()
+    assert not [n for n in names(tmp_path / "5") if n.endswith(".tmp")]
+    store.close()

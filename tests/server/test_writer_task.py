@@ -1,0 +1,160 @@
+"""The writer task: per-uid cool-down on a failing disk, no self-reporting loop, rotated records."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import trio
+import trio.testing
+
+from tests.store._lines import lines
+from trio_logd.errors import DiskFull
+from trio_logd.limits import SuppressionTracker
+from trio_logd.peer import PeerCred
+from trio_logd.record import Stamp, daemon_record_line
+from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
+from trio_logd.store.reader import read_uid_records
+from trio_logd.store.writer import StoreWriter
+
+
+class FlakyStore(StoreWriter):
+    """A real store whose appends for the uids in ``full`` fail as on a full disk."""
+
+    def __init__(self, log_dir: str, **kw: object) -> None:
+        super().__init__(log_dir, **kw)  # type: ignore[arg-type]
+        self.full: set[int] = set()
+        self.attempts: dict[int, int] = {}
+
+    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+        self.attempts[uid] = self.attempts.get(uid, 0) + 1
+        if uid in self.full:
+            err = DiskFull(f"writing uid {uid}: no space left on the log file system")
+            err.written = 0  # type: ignore[attr-defined]
+            raise err
+        super().append(uid, lines, last_seq)
+
+
+def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
+    st = p.state(uid)
+    st.next_seqs(len(items))  # as ingest does; the test lines carry the same seqs
+    p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
+
+
+def full_disk(tmp_path: Path) -> tuple[FlakyStore, SuppressionTracker, Pipeline, _Writer]:
+    """A store on which uid 5's writes fail, and the writer task's round logic (driven
+    one round at a time)."""
+    store = FlakyStore(str(tmp_path))
+    store.open()
+    store.full.add(5)
+    tracker = SuppressionTracker()
+    p = Pipeline(store.last_seq)
+    return store, tracker, p, _Writer(p, store, tracker, None, None)
+
+
+async def test_a_failing_uid_cools_down_while_others_write(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A full disk for one uid: its records are counted (disk), retried only after a cool-down."""
+    store, tracker, p, w = full_disk(tmp_path)
+    submit(p, 5, lines(1, 3))
+    await w.run_round()
+    submit(p, 5, lines(4, 5))  # within the cool-down: not even tried
+    submit(p, 7, lines(1, 2))  # another uid writes on
+    await w.run_round()
+    assert (store.attempts, tracker.pending(5, "disk")) == ({5: 1, 7: 1}, 5)
+    await trio.sleep(COOLDOWN_MIN)
+    store.full.clear()
+    submit(p, 5, lines(6, 6))
+    await w.run_round()
+    assert (store.attempts[5], w.failing) == (2, {})
+    store.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [6]
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 7)] == [1, 2]
+    assert dict(tracker.dropped(5)) == {"disk": 5}
+
+
+async def test_cool_down_doubles_up_to_its_maximum(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each failed retry doubles the cool-down, up to COOLDOWN_MAX."""
+    store, _, p, w = full_disk(tmp_path)
+    delays = []
+    for seq in range(1, 7):
+        submit(p, 5, lines(seq, seq))
+        await w.run_round()
+        cd = w.failing[5]
+        delays.append(cd.delay)
+        await trio.sleep_until(cd.retry_at)
+    store.close()
+    assert delays == [COOLDOWN_MIN, 0.5, 1.0, COOLDOWN_MAX, COOLDOWN_MAX, COOLDOWN_MAX]
+    assert store.attempts == {5: 6}
+
+
+async def test_an_unwritable_suppressed_record_goes_back_to_the_tracker(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A `suppressed` record meeting the full disk is not counted as a drop; its count returns."""
+    store, tracker, p, w = full_disk(tmp_path)
+    stamp = Stamp(PeerCred(os.getpid(), 5, 0))
+    submit(p, 5, lines(1, 2))
+    submit(p, 5, [daemon_record_line(0.0, 3, stamp, "suppressed", count=40, reason="rate")])
+    await w.run_round()
+    assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (2, 40)
+    assert dict(tracker.dropped(5)) == {"disk": 2}
+    # due at once, to be filed as soon as the disk takes writes again
+    due = tracker.due(trio.current_time())
+    assert [(s.uid, s.reason, s.count) for s in due] == [(5, "rate", 40)]
+    store.close()
+
+
+async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> None:
+    """After a round that rotated, a `rotated` record is filed with the uid and lands next."""
+    store = StoreWriter(str(tmp_path), max_file_bytes=5 * len(lines(1, 1)[0]))
+    store.open()
+    p = Pipeline(store.last_seq)
+    filed: list[tuple[int, str, dict[str, object]]] = []
+    me = PeerCred(os.getpid(), 0, 0)
+
+    def file_record(uid: int, event: str, **extra: object) -> None:
+        filed.append((uid, event, extra))
+        st = p.state(uid)
+        seq = st.next_seqs(1)
+        line = daemon_record_line(1.0, seq, Stamp(PeerCred(me.pid, uid, 0)), event, **extra)
+        p.submit(st, Batch([line], len(line), seq))
+
+    w = _Writer(p, store, SuppressionTracker(), file_record, None)
+    submit(p, 5, lines(1, 6))
+    await w.run_round()  # rotates after seq 5, then files the rotated record
+    await w.run_round()  # writes it
+    store.close()
+    ((uid, event, extra),) = filed
+    assert (uid, event, extra["first_seq"], extra["last_seq"], extra["reason"]) == (
+        5, "rotated", 1, 5, "size",
+    )  # fmt: skip
+    recs = [orjson.loads(x) for x in read_uid_records(tmp_path, 5)]
+    assert [(r["seq"], r.get("event")) for r in recs] == [
+        (1, None), (2, None), (3, None), (4, None), (5, None), (6, None), (7, "rotated"),
+    ]  # fmt: skip
+
+
+async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> None:
+    """fsync = batch: a written batch is acknowledged by the sync after it, not by the write."""
+    for policy, acked_after_write in (("batch", []), ("never", [True])):
+        store = StoreWriter(str(tmp_path / policy), fsync=policy)
+        store.open()
+        p = Pipeline(store.last_seq)
+        w = _Writer(p, store, SuppressionTracker(), None, None)
+        acks: list[bool] = []
+        st = p.state(5)
+        st.next_seqs(2)
+        items = lines(1, 2)
+        p.submit(st, Batch(items, sum(map(len, items)), 2, on_stored=acks.append))
+        await w.run_round()
+        assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
+        await w.sync_now()
+        assert acks == [True]
+        store.close()

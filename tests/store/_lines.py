@@ -1,0 +1,51 @@
+"""Record lines as the daemon writes them, for store tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+
+from trio_logd.peer import PeerCred
+from trio_logd.record import Stamp, daemon_record_line, format_ts
+
+#: 2026-11-27T20:47:40Z
+T0 = 1795812460.0
+
+
+def line(seq: int, ts: float = T0, msg: str = "", uid: int = 5) -> bytes:
+    """A sender's record line (pid 1) with *seq* at time *ts*.
+
+    Without *msg*, every line is as long as any other (seq < 10**9).
+    """
+    msg = msg or "m" * (10 - len(str(seq)))
+    head = b'{"ts":"%s","seq":%d,"uid":%d,"gid":%d,"pid":1,' % (
+        format_ts(ts).encode(), seq, uid, uid,
+    )  # fmt: skip
+    return head + b'"fac":"user","sev":"info","msg":"%s"}\n' % msg.encode()
+
+
+def lines(first: int, last: int, ts: float = T0, msg: str = "") -> list[bytes]:
+    """Lines with seq first..last."""
+    return [line(s, ts, msg) for s in range(first, last + 1)]
+
+
+def daemon_line(seq: int, event: str, ts: float = T0, uid: int = 5, **extra: object) -> bytes:
+    """One of the daemon's own records."""
+    return daemon_record_line(ts, seq, Stamp(PeerCred(os.getpid(), uid, 0)), event, **extra)
+
+
+def seqs(records: object) -> list[int]:
+    """The seq of each line."""
+    return [orjson.loads(r)["seq"] for r in records]  # type: ignore[attr-defined]
+
+
+def names(d: Path) -> list[str]:
+    """Sorted file names in a directory."""
+    return sorted(p.name for p in d.iterdir())
+
+
+def disk_bytes(d: Path) -> int:
+    """Bytes of every file in a directory."""
+    return sum(p.stat().st_size for p in d.iterdir())

@@ -1,0 +1,82 @@
+"""read_uid_records: each record once, in seq order, never a torn line, whatever happens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.store._lines import line, lines, seqs
+from trio_logd.store.reader import read_uid_records, uid_files
+from trio_logd.store.writer import StoreWriter
+
+LINE = len(line(1))
+
+
+def test_never_returns_a_record_twice_while_the_store_rotates_compresses_and_deletes(
+    tmp_path: Path,
+) -> None:
+    """Reading lazily while files rotate, compress and go: strictly increasing seq, no torn line."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=20 * LINE, compress="zstd")
+    w.open()
+    w.append(5, lines(1, 100), 100)
+    reader = read_uid_records(tmp_path, 5)
+    got = [next(reader) for _ in range(15)]  # in the middle of the first file
+    next_seq = 101
+    for _ in range(10):  # rotate, compress and delete under the reader's feet
+        w.append(5, lines(next_seq, next_seq + 29), next_seq + 29)
+        next_seq += 30
+        while w.compress_next() is not None:
+            pass
+        (snap,) = w.snapshot()
+        w.delete(snap.files[:1])
+        got.extend(next(reader) for _ in range(5))
+    got.extend(reader)
+    w.close()
+    s = seqs(got)
+    assert s == sorted(set(s))
+    assert s[:15] == list(range(1, 16))
+    assert s[-1] == next_seq - 1
+
+
+def test_skips_a_torn_last_line_and_temp_files(tmp_path: Path) -> None:
+    """Only LF-terminated lines are records; .tmp and torn-*.partial files are never read."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, lines(1, 2), 2)
+    w.close()
+    d = tmp_path / "5"
+    with open(d / "current.jsonl", "ab") as f:
+        f.write(line(3)[:25])
+    (
+        d / "0000000000000003-0000000000000003.20261127T204740Z-20261127T204740Z.jsonl.zst.tmp"
+    ).write_bytes(line(3))
+    (d / "torn-1.partial").write_bytes(line(3)[:25])
+    assert seqs(read_uid_records(tmp_path, 5)) == [1, 2]
+    assert uid_files(tmp_path, 5) == [d / "current.jsonl"]
+
+
+def test_a_symlink_in_the_store_is_not_followed(tmp_path: Path) -> None:
+    """A rotated-looking name that is a symlink is not read through."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, lines(5, 6), 6)
+    w.close()
+    secret = tmp_path / "secret"
+    secret.write_bytes(line(1))
+    name = "0000000000000001-0000000000000001.20261127T204740Z-20261127T204740Z.jsonl"
+    (tmp_path / "5" / name).symlink_to(secret)
+    assert seqs(read_uid_records(tmp_path, 5)) == [5, 6]
+
+
+def test_reads_nothing_for_an_unknown_uid(tmp_path: Path) -> None:
+    """A uid without a directory has no records."""
+    assert list(read_uid_records(tmp_path, 42)) == []
+
+
+def test_reads_every_file_of_a_long_history(tmp_path: Path) -> None:
+    """Hundreds of rotated files are all read, in order."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=2 * LINE)
+    w.open()
+    w.append(5, lines(1, 701), 701)
+    w.close()
+    assert len(list((tmp_path / "5").iterdir())) == 351
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 702))

@@ -1,0 +1,152 @@
+"""StoreWriter rotation: by size and age, between records, named by seq and time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from tests.store._lines import T0, daemon_line, disk_bytes, line, lines, names, seqs
+from trio_logd.store._layout import RotatedName
+from trio_logd.store.reader import read_uid_records
+from trio_logd.store.writer import Rotation, StoreWriter
+
+LINE = len(line(1))
+
+
+def test_rotates_by_size_between_records(tmp_path: Path) -> None:
+    """Files never exceed max_file_bytes, end on a whole line, their names give the seq range."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    for first in range(1, 101, 7):  # batches that straddle file boundaries
+        last = min(first + 6, 100)
+        w.append(5, lines(first, last), last)
+    rotations = w.take_rotations()
+    w.close()
+    d = tmp_path / "5"
+    rotated = sorted(n for n in names(d) if n != "current.jsonl")
+    assert [(r.first_seq, r.last_seq) for r in map(RotatedName.parse, rotated)] == [  # type: ignore[union-attr]
+        (s, s + 9) for s in range(1, 91, 10)
+    ]
+    for n in rotated:
+        data = (d / n).read_bytes()
+        assert len(data) == 10 * LINE
+        assert data.endswith(b"\n")
+    assert rotations == [
+        Rotation(5, n, s, s + 9, 10 * LINE, "size")
+        for n, s in zip(rotated, range(1, 91, 10), strict=True)
+    ]
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 101))
+    assert RotatedName.parse(rotated[0]) == RotatedName(1, 10, int(T0), int(T0), "")
+
+
+def test_a_record_larger_than_max_file_bytes_gets_a_file_of_its_own(tmp_path: Path) -> None:
+    """One oversized record is never split: it is written whole into a file alone."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=2 * LINE)
+    w.open()
+    big = line(2, msg="x" * 5 * LINE)
+    w.append(5, [line(1), big, line(3)], 3)
+    w.close()
+    d = tmp_path / "5"
+    sizes = {RotatedName.parse(n)[:2]: (d / n).stat().st_size for n in names(d)[:-1]}  # type: ignore[index]
+    assert sizes == {(1, 1): LINE, (2, 2): len(big)}
+    assert (d / "current.jsonl").read_bytes() == line(3)
+
+
+def test_time_span_in_the_name_rounds_outwards(tmp_path: Path) -> None:
+    """The name's first time is rounded down and its last up, to the second."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, [line(1, T0 + 0.7), line(2, T0 + 5.2)], 2)
+    rot = w.rotate(5, "quota")
+    w.close()
+    assert rot is not None
+    assert RotatedName.parse(rot.name) == RotatedName(1, 2, int(T0), int(T0) + 6, "")
+
+
+def test_rotate_aged_rotates_only_files_with_old_records(tmp_path: Path) -> None:
+    """rotate_aged rotates a current file max_file_age after its first record, not before."""
+    w = StoreWriter(str(tmp_path), max_file_age=60)
+    w.open()
+    w.append(5, [line(1, T0)], 1)
+    w.append(6, [line(1, T0 + 30)], 1)
+    assert w.rotate_aged(T0 + 59) == []
+    (rot,) = w.rotate_aged(T0 + 60)
+    w.close()
+    assert (rot.uid, rot.first_seq, rot.last_seq, rot.reason) == (5, 1, 1, "age")
+    assert (tmp_path / "5" / "current.jsonl").read_bytes() == b""
+
+
+def test_a_file_holding_only_the_rotated_record_is_never_rotated_by_age(tmp_path: Path) -> None:
+    """An idle uid's current file (only the `rotated` record) is not rotated by age."""
+    w = StoreWriter(str(tmp_path), max_file_age=60)
+    w.open()
+    w.append(5, [line(1, T0)], 1)
+    (rot,) = w.rotate_aged(T0 + 60)
+    w.append(5, [daemon_line(2, "rotated", T0 + 60, file=rot.name)], 2)
+    assert w.rotate_aged(T0 + 10_000) == []
+    w.append(5, [line(3, T0 + 10_000)], 3)
+    assert w.rotate_aged(T0 + 10_059) == []
+    assert [r.first_seq for r in w.rotate_aged(T0 + 10_060)] == [2]
+    w.close()
+
+
+def test_append_rotates_an_old_file_before_writing(tmp_path: Path) -> None:
+    """A record arriving after max_file_age starts a new file even before the timer ran."""
+    w = StoreWriter(str(tmp_path), max_file_age=1e-6)
+    w.open()
+    w.append(5, [line(1, T0)], 1)
+    w.append(5, [line(2, T0)], 2)
+    (rot,) = w.take_rotations()
+    w.close()
+    assert (rot.first_seq, rot.last_seq, rot.reason) == (1, 1, "age")
+    assert seqs(read_uid_records(tmp_path, 5)) == [1, 2]
+
+
+def test_compression_replaces_the_rotated_file_and_keeps_its_records(tmp_path: Path) -> None:
+    """compress_next turns X.jsonl into X.jsonl.zst (or .gz) with the same lines; usage follows."""
+    for method, suffix in (("zstd", ".zst"), ("gzip", ".gz")):
+        log_dir = tmp_path / method
+        w = StoreWriter(str(log_dir), max_file_bytes=50 * LINE, compress=method)
+        w.open()
+        w.append(5, lines(1, 120), 120)
+        assert w.compress_pending() == 2
+        first = w.compress_next()
+        assert first is not None
+        assert (first.first_seq, first.last_seq, first.suffix) == (1, 50, suffix)
+        assert w.compress_next() is not None
+        assert w.compress_next() is None
+        d = log_dir / "5"
+        assert [n.endswith(".jsonl" + suffix) for n in names(d)] == [True, True, False]
+        assert w.usage(5) == disk_bytes(d)
+        assert w.usage(5) < 120 * LINE / 3
+        w.close()
+        assert seqs(read_uid_records(log_dir, 5)) == list(range(1, 121))
+
+
+def test_usage_counts_every_file_of_the_uid(tmp_path: Path) -> None:
+    """usage(uid) and the ledger equal the bytes on disk after appends, rotations and deletions."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    w.append(5, lines(1, 35), 35)
+    w.append(7, lines(1, 3), 3)
+    d = tmp_path / "5"
+    assert (w.usage(5), w.usage(7)) == (disk_bytes(d), 3 * LINE)
+    assert w.ledger.total() == 38 * LINE
+    (uid5,) = (u for u in w.snapshot() if u.uid == 5)
+    assert (uid5.current, [f.last_seq for f in uid5.files]) == (5 * LINE, [10, 20, 30])
+    assert w.delete(uid5.files[:2]) == 20 * LINE
+    assert w.usage(5) == disk_bytes(d) == 15 * LINE
+    w.close()
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(21, 36))
+
+
+def test_rotated_record_is_recognised_only_from_the_daemon(tmp_path: Path) -> None:
+    """A sender's record whose fields mimic a `rotated` record still counts as a record for age."""
+    w = StoreWriter(str(tmp_path), max_file_age=60)
+    w.open()
+    fake = line(1, T0)[:-2] + b',"fields":{"app":"trio-logd","event":"rotated"}}\n'
+    assert orjson.loads(fake)["fields"]["event"] == "rotated"
+    w.append(5, [fake], 1)
+    assert [r.first_seq for r in w.rotate_aged(T0 + 60)] == [1]
+    w.close()

@@ -1,0 +1,382 @@
+"""``logq``: read records, from the daemon (authorized by the kernel) or a directory.
+
+Parses the arguments into a ``QuerySpec`` (times, user names and priorities
+are resolved here, in the caller's time zone and user database), then makes
+one call: a ``query`` on the control socket, or a ``Scanner`` over
+``--directory``. Exit codes: 0 success, 1 failure (refused, no daemon,
+unreadable store: the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import pwd
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Final
+
+from trio_logd import __version__
+from trio_logd.config import MAX_UID, find_config
+from trio_logd.control_client import ControlConnection
+from trio_logd.errors import ConnectFailed, LogdError, ParseError
+from trio_logd.protocol.control import decode_response
+from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
+from trio_logd.query.output import FORMATS, make_formatter
+from trio_logd.query.timespec import parse_time, ts_bound
+from trio_logd.store.scan import Scanner
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAIL: Final = 1
+EXIT_USAGE: Final = 2
+#: ``-f`` without ``-n`` shows this many records first, as journalctl does.
+FOLLOW_LINES: Final = 10
+#: journalctl's default for less(1): quit at the end of one screen (F), pass
+#: colours (R), no screen clearing (X), long prompt (M), exit on Ctrl-C (K).
+LESS_DEFAULT: Final = "FRXMK"
+_RECORD_HEAD: Final = b'{"type":"record","record":'
+
+
+class _Usage(Exception):
+    """A bad argument: exit 2 with the message."""
+
+
+def _err(msg: str) -> None:
+    print(f"logq: {msg}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _uid(text: str) -> int:
+    if text.isascii() and text.isdigit():
+        uid = int(text)
+        if uid > MAX_UID:
+            msg = f"--uid {text}: expected a uid 0..{MAX_UID} or a user name"
+            raise _Usage(msg)
+        return uid
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        msg = f"--uid {text!r}: no such user (expected a uid or a user name)"
+        raise _Usage(msg) from None
+
+
+def _lines(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LINES:
+        msg = f"--lines {text!r}: expected a number 0..{MAX_LINES} or 'all'"
+        raise _Usage(msg)
+    return int(text)
+
+
+def _yes_no(text: str) -> bool:
+    low = text.lower()
+    if low in ("yes", "true", "1", "on"):
+        return True
+    if low in ("no", "false", "0", "off"):
+        return False
+    msg = f"--case-sensitive={text}: expected yes or no"
+    raise _Usage(msg)
+
+
+def spec_from_args(args: argparse.Namespace, *, now: float | None = None) -> QuerySpec:
+    """Build the query from parsed arguments (user names, times and priorities resolved).
+
+    Raises:
+        _Usage: a bad value, with the message to print.
+    """
+    now = time.time() if now is None else now
+    try:
+        since = ts_bound(parse_time(args.since, now=now)) if args.since else None
+        until = ts_bound(parse_time(args.until, now=now)) if args.until else None
+        priority = parse_priority(args.priority) if args.priority else None
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+    pids: list[int] = []
+    for p in args.pid or ():
+        if not (p.isascii() and p.isdigit()) or int(p) >= 1 << 31:
+            msg = f"--pid {p!r}: expected a process id"
+            raise _Usage(msg)
+        pids.append(int(p))
+    lines = _lines(args.lines) if args.lines is not None else None
+    if args.follow and args.lines is None and since is None:
+        lines = FOLLOW_LINES
+    if args.all and args.uid:
+        msg = "--all and --uid: give one or the other"
+        raise _Usage(msg)
+    try:
+        return QuerySpec(
+            uids=tuple(dict.fromkeys(_uid(u) for u in args.uid or ())),
+            all_uids=args.all,
+            pids=tuple(dict.fromkeys(pids)),
+            since=since,
+            until=until,
+            priority=priority,
+            grep=args.grep,
+            case_sensitive=None if args.case_sensitive is None else _yes_no(args.case_sensitive),
+            lines=lines,
+            follow=args.follow,
+        )
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``logq`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="logq",
+        description=(
+            "Read trio-logd records: your own, or every uid's if you are root or in an "
+            "[access] readers group. Online through the daemon, or offline with --directory."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"logq (trio-logd) {__version__}")
+    sel = p.add_argument_group("which records")
+    sel.add_argument(
+        "--uid", action="append", metavar="UID|USER",
+        help="records of this uid (default: your own); repeat for several",
+    )  # fmt: skip
+    sel.add_argument("--all", action="store_true", help="records of every uid (readers, root)")
+    sel.add_argument("--pid", action="append", metavar="PID", help="records of this pid; repeat")
+    sel.add_argument(
+        "-S", "--since", metavar="T",
+        help="at or after T: 2026-11-27, '2026-11-27 21:47', 21:47, -1h, today, yesterday, @EPOCH",
+    )  # fmt: skip
+    sel.add_argument("-U", "--until", metavar="T", help="at or before T (same forms)")
+    sel.add_argument(
+        "-p", "--priority", metavar="PRIO",
+        help="severity PRIO and more severe (err = emerg..err), or a range PRIO..PRIO",
+    )  # fmt: skip
+    sel.add_argument(
+        "-g", "--grep", metavar="RE",
+        help="messages matching RE (RE2 syntax; case-insensitive if RE is all lower case)",
+    )  # fmt: skip
+    sel.add_argument(
+        "--case-sensitive", nargs="?", const="yes", metavar="yes|no",
+        help="match --grep with (or without) case, whatever RE looks like",
+    )  # fmt: skip
+    sel.add_argument(
+        "-n", "--lines", nargs="?", const=str(FOLLOW_LINES), metavar="N",
+        help=f"only the last N records (default N: {FOLLOW_LINES}; 'all')",
+    )  # fmt: skip
+    sel.add_argument(
+        "-f", "--follow", action="store_true",
+        help=f"then wait for new records (after the last {FOLLOW_LINES} unless -n or --since)",
+    )  # fmt: skip
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "-o", "--output", choices=FORMATS, default="short",
+        help="short (syslog-like lines), json (records as stored), verbose (every field)",
+    )  # fmt: skip
+    out.add_argument("--no-pager", action="store_true", help="never pipe output into a pager")
+    out.add_argument(
+        "--stats", action="store_true", help="at the end, print what the query read, on stderr"
+    )
+    src = p.add_argument_group("where")
+    src.add_argument(
+        "-D", "--directory", metavar="DIR",
+        help="read the store under DIR directly, without the daemon (the log_dir)",
+    )  # fmt: skip
+    src.add_argument("--config", metavar="FILE", help="config file (default: discovered)")
+    src.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
+    p.add_argument(
+        "--verify", action="store_true",
+        help="check the store's integrity (not available yet: needs hash chains)",
+    )  # fmt: skip
+    return p
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _Sink:
+    """Standard output, or a pager when it is a terminal (like journalctl)."""
+
+    def __init__(self, *, pager: bool) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.out: IO[bytes] = sys.stdout.buffer
+        if pager:
+            self._start_pager()
+
+    def _start_pager(self) -> None:
+        command = os.environ.get("PAGER", "less")
+        if not command.strip() or command.strip() == "cat":
+            return
+        env = dict(os.environ)
+        env.setdefault("LESS", LESS_DEFAULT)
+        try:
+            self._proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, env=env)
+        except (OSError, ValueError):
+            return  # no such pager: print directly
+        assert self._proc.stdin is not None
+        self.out = self._proc.stdin
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.out.flush()
+        if self._proc is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.out.close()
+            # the pager owns the terminal until it exits; Ctrl-C is for it
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                self._proc.wait()
+            finally:
+                signal.signal(signal.SIGINT, old)
+
+
+def _colour_wanted() -> bool:
+    return (
+        sys.stdout.isatty()
+        and "NO_COLOR" not in os.environ
+        and os.environ.get("TERM", "") != "dumb"
+    )
+
+
+# --------------------------------------------------------------------------- the two ways
+
+
+def _run_online(
+    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, fmt: Callable[[bytes], bytes]
+) -> int:
+    path = args.socket or os.path.abspath(find_config(args.config).daemon.control_socket)
+    write = sink.out.write
+    flush = sink.out.flush if spec.follow else None
+    with ControlConnection(path, timeout=None) as conn:
+        head = len(_RECORD_HEAD)
+        for raw in _answer(conn, spec):
+            if raw.startswith(_RECORD_HEAD):
+                write(fmt(raw[head:-1]))
+                if flush is not None:
+                    flush()
+                continue
+            reply = decode_response(raw)
+            kind = reply["type"]
+            if kind == "error":
+                _err(str(reply.get("error")))
+                return EXIT_FAIL
+            if kind == "missed":
+                sink.out.flush()
+                _err(
+                    f"{reply.get('count')} records skipped: "
+                    "this reader fell behind and its buffer in the daemon was full"
+                )
+            elif kind == "end":
+                if args.stats:
+                    _print_stats(reply)
+                return EXIT_OK
+    if spec.follow:
+        _err("the daemon ended the stream (it is stopping)")
+    else:
+        _err("the daemon closed the connection before the end of the answer")
+    return EXIT_FAIL
+
+
+def _answer(conn: ControlConnection, spec: QuerySpec) -> Iterator[bytes]:
+    """Send the query and yield the answer's lines; socket errors become ConnectFailed."""
+    try:
+        conn.send("query", **spec.to_request())
+        yield from conn.raw_lines()
+    except OSError as exc:
+        msg = f"{conn.path}: lost the connection to the daemon: {exc.strerror or exc}"
+        raise ConnectFailed(msg) from exc
+
+
+def _run_offline(
+    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, fmt: Callable[[bytes], bytes]
+) -> int:
+    if spec.follow:
+        msg = "--follow reads live records from the daemon; it cannot be used with --directory"
+        raise _Usage(msg)
+    uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
+    scanner = Scanner(args.directory, uids, spec)
+    write = sink.out.write
+    count = 0
+    for batch in scanner.batches():
+        count += len(batch)
+        for line in batch:
+            write(fmt(line))
+    if args.stats:
+        _print_stats({"records": count, **scanner.stats.as_dict()})
+    return EXIT_OK
+
+
+def _print_stats(figures: dict[str, object]) -> None:
+    keys = ("records", "files_opened", "files_skipped", "bytes_read")
+    _err("read: " + ", ".join(f"{k}={figures.get(k)}" for k in keys))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the query *args* asks for; return the exit code."""
+    if args.verify:
+        _err(
+            "--verify is not available yet: the store has no hash chains or seals to check "
+            "(see issue #9)"
+        )
+        return EXIT_FAIL
+    spec = spec_from_args(args)
+    tty = sys.stdout.isatty()
+    fmt = make_formatter(args.output, colour=_colour_wanted())
+    sink = _Sink(pager=tty and not args.no_pager and not spec.follow)
+    try:
+        if args.directory is not None:
+            return _run_offline(args, spec, sink, fmt)
+        return _run_online(args, spec, sink, fmt)
+    except BrokenPipeError:
+        # the reader (head, the pager) is gone: stop quietly, like cat
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
+    finally:
+        sink.close()
+
+
+#: Options whose value may start with "-" (``--since -1h``), which argparse
+#: would otherwise take for an option.
+_DASH_VALUES: Final = frozenset({"--since", "-S", "--until", "-U", "--grep", "-g"})
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg in _DASH_VALUES:
+            value = next(it, None)
+            if value is not None:
+                sep = "=" if arg.startswith("--") else ""
+                out.append(f"{arg}{sep}{value}")
+                continue
+        out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``logq``."""
+    args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    try:
+        return run(args)
+    except _Usage as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except ParseError as exc:
+        _err(f"unexpected answer from the daemon: {exc}")
+        return EXIT_FAIL
+    except LogdError as exc:
+        _err(str(exc))
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK if args.follow else 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

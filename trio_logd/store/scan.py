@@ -1,0 +1,563 @@
+"""Query scans over the store (sync): the engine of ``logq``, online and offline.
+
+How this works: a :class:`Scanner` reads the files of the asked uids with a
+``LineFilter`` (``trio_logd.query.filters``) and yields batches of matching
+record lines, in ``seq`` order per uid and merged by ``ts`` across uids. It
+is a plain generator: the daemon drives it from a worker thread a bounded
+step at a time (every step reads at most one chunk per file), ``logq
+--directory`` drives it directly, so both return the same records.
+
+What is read, and what is not:
+
+* rotated files carry their seq range and time span in their names
+  (``_layout.RotatedName``); a file whose span lies outside ``--since`` /
+  ``--until`` is never opened. The current file's span is read from its
+  first and last line.
+* files are read in big chunks (``CHUNK`` bytes, decompressed as a stream
+  for ``.zst`` and ``.gz``); the filter works on whole chunks.
+* ``-n N`` reads backwards: the current file from its end in growing
+  chunks, then rotated files newest first, and stops once it has N matches.
+  (A compressed file cannot be read backwards; it is read forwards keeping
+  only the last matches it still needs.)
+
+Files move while we read: the writer rotates ``current.jsonl`` to a
+rotated name, compression replaces ``X.jsonl`` by ``X.jsonl.zst`` and
+retention deletes old files. So the current file is opened first (the fd
+keeps its contents whatever its name becomes), a rotated file that has
+vanished makes us list the directory again and go on by ``seq`` from where
+we were, and lines already covered (by ``seq``) are never returned twice.
+Only complete lines (ending in LF) are records: a torn or half-written
+last line is left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import heapq
+import os
+import stat
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Final
+
+import zstandard
+
+from trio_logd.errors import StoreError
+from trio_logd.query.filters import LineFilter, QuerySpec, line_seq, line_ts
+from trio_logd.query.timespec import ts_to_epoch
+from trio_logd.store import _layout
+
+__all__ = ["CHUNK", "ScanStats", "Scanner", "list_uids"]
+
+#: Bytes read (after decompression) per step: big enough that the filter's
+#: chunk-wide search dominates, small enough to keep a step near 10 ms.
+CHUNK: Final = 4 << 20
+#: First backwards read of a current file for ``-n``: 100 lines of 300 bytes.
+_FIRST_REVERSE: Final = 64 << 10
+#: Bytes read to find the first or last line's ts and seq.
+_PROBE: Final = 4096
+#: How often a scan lists a uid's directory again after files vanished.
+_MAX_RELIST: Final = 50
+#: Lines per batch when merging several uids.
+_MERGE_BATCH: Final = 1024
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+@dataclass(slots=True)
+class ScanStats:
+    """What a scan read: for ``logq --stats`` and the benchmarks."""
+
+    files_opened: int = 0
+    files_skipped: int = 0
+    bytes_read: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The figures as a dict (for the ``end`` line)."""
+        return {
+            "files_opened": self.files_opened,
+            "files_skipped": self.files_skipped,
+            "bytes_read": self.bytes_read,
+        }
+
+
+def _store_error(exc: OSError, what: str) -> StoreError:
+    return StoreError(f"{what}: {exc.strerror or exc}")
+
+
+def list_uids(log_dir: str) -> list[int]:
+    """The uids that have a directory under *log_dir*, ascending.
+
+    Raises:
+        StoreError: *log_dir* cannot be listed.
+    """
+    try:
+        names = os.listdir(log_dir)
+    except OSError as exc:
+        raise _store_error(exc, f"cannot list {log_dir}") from exc
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Rotated:
+    name: str
+    span: _layout.RotatedName
+
+
+@dataclass(slots=True)
+class _Current:
+    fd: int
+    size: int
+    first_ts: float
+    first_seq: int
+    last_ts: float
+    last_seq: int
+
+
+def _probe(head: bytes) -> tuple[float, int] | None:
+    try:
+        return ts_to_epoch(line_ts(head).decode("ascii")), line_seq(head)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _last_line_head(fd: int, size: int) -> bytes:
+    """The first bytes of the last complete line of a file of *size* bytes."""
+    end = size
+    # the end of the last complete line: the last LF
+    while end > 0:
+        start = max(0, end - _PROBE)
+        data = os.pread(fd, end - start, start)
+        k = data.rfind(b"\n")
+        if k >= 0:
+            end = start + k
+            break
+        end = start
+    # its start: the LF before it
+    stop = end
+    while stop > 0:
+        start = max(0, stop - _PROBE)
+        data = os.pread(fd, stop - start, start)
+        k = data.rfind(b"\n")
+        if k >= 0:
+            return os.pread(fd, min(_PROBE, end - start - k - 1), start + k + 1)
+        stop = start
+    return os.pread(fd, min(_PROBE, end), 0)
+
+
+def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[bytes]:
+    """Complete lines of an uncompressed file, last chunk first (each in file order)."""
+    end, step = size, _FIRST_REVERSE
+    pending = b""  # the start of the later chunk: the end of a line that began earlier
+    trim = True  # a torn last line (no LF) is not a record
+    while end > 0:
+        start = max(0, end - step)
+        data = os.pread(fd, end - start, start)
+        stats.bytes_read += len(data)
+        end, step = start, min(step * 2, CHUNK)
+        if trim:
+            k = data.rfind(b"\n")
+            if k < 0:
+                continue
+            data = data[: k + 1]
+            trim = False
+        if pending:
+            data += pending
+        if start > 0:
+            k = data.find(b"\n")
+            if k < 0:
+                pending = data
+                continue
+            pending, data = data[: k + 1], data[k + 1 :]
+        if data:
+            yield data
+
+
+def _whole_lines(reads: Iterator[bytes]) -> Iterator[bytes]:
+    """Re-cut data read in pieces into chunks of complete lines; a torn tail is dropped."""
+    carry = b""
+    for data in reads:
+        if carry:
+            data = carry + data
+        cut = data.rfind(b"\n") + 1
+        carry = data[cut:]
+        if cut:
+            yield data if cut == len(data) else data[:cut]
+
+
+class _UidScan:
+    """The files of one uid and the two ways of reading them."""
+
+    def __init__(self, root_fd: int, where: str, uid: int, filt: LineFilter, stats: ScanStats):
+        self.uid = uid
+        self.where = f"{where}/{uid}"
+        self.filt = filt
+        self.stats = stats
+        #: the seq of the newest record the scan covered (0 if none): live
+        #: records up to it are in what the scan returns.
+        self.last_seq = 0
+        self._root = root_fd
+        self._opened = False
+        self._dir: int | None = None
+        self._current: _Current | None = None
+
+    def _open_dir(self) -> None:
+        """Open the uid's directory and its current file (once, when the scan reaches it)."""
+        if self._opened:
+            return
+        self._opened = True
+        try:
+            self._dir = os.open(str(self.uid), _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._root)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                msg = f"{self.where}: not a directory (a symlink?); refusing to follow it"
+                raise StoreError(msg) from exc
+            raise _store_error(exc, f"cannot open {self.where}") from exc
+        # the current file first: whatever it is renamed to later, its fd reads it
+        self._current = self._open_current()
+        rotated = self._list()
+        if self._current is not None:
+            self.last_seq = self._current.last_seq
+        elif rotated:
+            self.last_seq = rotated[-1].span.last_seq
+
+    def close(self) -> None:
+        if self._current is not None:
+            os.close(self._current.fd)
+            self._current = None
+        if self._dir is not None:
+            os.close(self._dir)
+            self._dir = None
+
+    # -- files ------------------------------------------------------------
+
+    def _open(self, name: str) -> int | None:
+        assert self._dir is not None
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _store_error(exc, f"cannot open {self.where}/{name}") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            msg = f"{self.where}/{name}: not a regular file"
+            raise StoreError(msg)
+        self.stats.files_opened += 1
+        return fd
+
+    def _open_current(self) -> _Current | None:
+        fd = self._open(_layout.CURRENT)
+        if fd is None:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            first = _probe(os.pread(fd, _PROBE, 0)) if size else None
+            last = _probe(_last_line_head(fd, size)) if first is not None else None
+        except OSError as exc:
+            os.close(fd)
+            raise _store_error(exc, f"cannot read {self.where}/{_layout.CURRENT}") from exc
+        if first is None or last is None:  # empty, or no complete line yet
+            os.close(fd)
+            return None
+        return _Current(fd, size, first[0], first[1], last[0], last[1])
+
+    def _list(self) -> list[_Rotated]:
+        assert self._dir is not None
+        try:
+            names = os.listdir(self._dir)
+        except OSError as exc:
+            raise _store_error(exc, f"cannot list {self.where}") from exc
+        found = [
+            _Rotated(n, span) for n in names if (span := _layout.RotatedName.parse(n)) is not None
+        ]
+        found.sort(key=lambda r: (r.span.first_seq, r.span.last_seq))
+        # compression leaves X.jsonl beside X.jsonl.zst for a moment: keep one
+        out: list[_Rotated] = []
+        for r in found:
+            if out and out[-1].span[:2] == r.span[:2]:
+                continue
+            out.append(r)
+        return out
+
+    def _chunks(self, fd: int, suffix: str, name: str, size: int | None = None) -> Iterator[bytes]:
+        """Complete lines of a whole file (or its first *size* bytes), first chunk first."""
+        if suffix == "":
+            yield from _whole_lines(self._plain_reads(fd, name, size))
+            return
+        stream: IO[bytes]
+        raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed below
+        try:
+            if suffix == ".zst":
+                stream = zstandard.ZstdDecompressor().stream_reader(
+                    raw, read_size=1 << 20, read_across_frames=True
+                )
+            else:
+                stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            yield from _whole_lines(self._stream_reads(stream, name))
+        finally:
+            raw.close()
+
+    def _stream_reads(self, stream: IO[bytes], name: str) -> Iterator[bytes]:
+        while True:
+            try:
+                data = stream.read(CHUNK)
+            except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+                msg = f"{self.where}/{name}: cannot read: {exc}"
+                raise StoreError(msg) from exc
+            if not data:
+                return
+            self.stats.bytes_read += len(data)
+            yield data
+
+    def _plain_reads(self, fd: int, name: str, size: int | None) -> Iterator[bytes]:
+        offset = 0
+        while size is None or offset < size:
+            want = CHUNK if size is None else min(CHUNK, size - offset)
+            try:
+                data = os.pread(fd, want, offset)
+            except OSError as exc:
+                raise _store_error(exc, f"cannot read {self.where}/{name}") from exc
+            if not data:
+                return
+            offset += len(data)
+            self.stats.bytes_read += len(data)
+            yield data
+
+    def _last_matches(self, chunks: Iterator[bytes], need: int, below: int | None) -> list[bytes]:
+        """The last *need* matches (seq below *below*) of chunks given newest first."""
+        parts: list[list[bytes]] = []
+        got = 0
+        for chunk in chunks:
+            lines = self.filt.filter_lines(chunk)
+            if below is not None and lines and line_seq(lines[-1]) >= below:
+                lines = [ln for ln in lines if line_seq(ln) < below]
+            if lines:
+                parts.append(lines[-(need - got) :])
+                got += len(parts[-1])
+                if got >= need:
+                    break
+        return [line for lines in reversed(parts) for line in lines]
+
+    def _walk(
+        self, done: Callable[[_Rotated], bool], *, newest_first: bool = False
+    ) -> Generator[tuple[_Rotated, int | None], None, None]:
+        """Rotated files not *done* yet, in seq order (or newest first), each with an fd.
+
+        The fd is ``None`` for a file skipped by its time span, and is closed
+        when the caller asks for the next file. A file that vanished (rotated,
+        compressed or deleted meanwhile) makes the directory be listed again;
+        *done* is asked again then, so the caller's progress decides what is left.
+        """
+        for _ in range(_MAX_RELIST):
+            files = self._list()
+            for r in reversed(files) if newest_first else files:
+                if done(r):
+                    continue
+                if not self.filt.file_may_match(r.span.first_time, r.span.last_time):
+                    self.stats.files_skipped += 1
+                    yield r, None
+                    continue
+                fd = self._open(r.name)
+                if fd is None:
+                    break
+                try:
+                    yield r, fd
+                finally:
+                    os.close(fd)
+            else:
+                return
+
+    # -- forward ----------------------------------------------------------
+
+    def forward(self) -> Iterator[list[bytes]]:
+        """Matching lines, oldest first, in batches (some empty: one per chunk read)."""
+        try:
+            yield from self._forward()
+        finally:
+            self.close()
+
+    def _forward(self) -> Iterator[list[bytes]]:
+        self._open_dir()
+        if self._dir is None:
+            return
+        filt = self.filt
+        covered = 0  # every record up to this seq has been looked at
+        with contextlib.closing(self._walk(lambda r: r.span.last_seq <= covered)) as files:
+            for r, fd in files:
+                if fd is not None:
+                    for chunk in self._chunks(fd, r.span.suffix, r.name):
+                        lines = filt.filter_lines(chunk)
+                        if covered and lines and line_seq(lines[0]) <= covered:
+                            lines = [ln for ln in lines if line_seq(ln) > covered]
+                        yield lines
+                covered = r.span.last_seq
+        self.last_seq = max(self.last_seq, covered)
+        cur = self._current
+        if cur is None:
+            return
+        if not filt.file_may_match(cur.first_ts, cur.last_ts):
+            self.stats.files_skipped += 1
+            return
+        # up to its size when opened: what is appended later is for followers
+        for chunk in self._chunks(cur.fd, "", _layout.CURRENT, cur.size):
+            lines = filt.filter_lines(chunk)
+            if covered >= cur.first_seq and lines:
+                lines = [ln for ln in lines if line_seq(ln) > covered]
+            yield lines
+
+    # -- backward ---------------------------------------------------------
+
+    def tail(self, n: int) -> list[bytes]:
+        """The last *n* matching lines, oldest first."""
+        self._open_dir()
+        if self._dir is None or n <= 0:
+            return []
+        filt = self.filt
+        found: list[list[bytes]] = []  # newest first
+        count = 0
+        floor: int | None = None  # every record from this seq on has been looked at
+        cur = self._current
+        if cur is not None:
+            if filt.file_may_match(cur.first_ts, cur.last_ts):
+                lines = self._last_matches(_reverse_chunks(cur.fd, cur.size, self.stats), n, None)
+                found.append(lines)
+                count += len(lines)
+            else:
+                self.stats.files_skipped += 1
+            floor = cur.first_seq
+        if count < n:
+            skip = lambda r: floor is not None and r.span.first_seq >= floor  # noqa: E731
+            with contextlib.closing(self._walk(skip, newest_first=True)) as files:
+                for r, fd in files:
+                    if fd is not None:
+                        lines = self._file_tail(fd, r, n - count, floor)
+                        found.append(lines)
+                        count += len(lines)
+                    floor = r.span.first_seq
+                    if count >= n:
+                        break
+        return [line for lines in reversed(found) for line in lines]
+
+    def _file_tail(self, fd: int, r: _Rotated, need: int, floor: int | None) -> list[bytes]:
+        """The last *need* matches of one rotated file below seq *floor*, oldest first."""
+        if r.span.suffix == "":
+            return self._last_matches(
+                _reverse_chunks(fd, os.fstat(fd).st_size, self.stats), need, floor
+            )
+        filt = self.filt
+        keep: deque[bytes] = deque(maxlen=need)
+        for chunk in self._chunks(fd, r.span.suffix, r.name):
+            lines = filt.filter_lines(chunk)
+            if floor is not None and lines and line_seq(lines[-1]) >= floor:
+                lines = [ln for ln in lines if line_seq(ln) < floor]
+            keep.extend(lines)
+        return list(keep)
+
+
+def _merge(streams: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
+    """Merge per-uid batch streams by ``ts``, yielding after every batch read."""
+    bufs: list[deque[bytes]] = [deque() for _ in streams]
+    alive = list(range(len(streams)))
+    while alive:
+        for i in list(alive):
+            while not bufs[i]:
+                batch = next(streams[i], None)
+                if batch is None:
+                    alive.remove(i)
+                    break
+                if batch:
+                    bufs[i].extend(batch)
+                else:
+                    yield []  # a chunk read with no match: give the caller a turn
+        if not alive:
+            return
+        heap = [(line_ts(bufs[i][0]), i) for i in alive]
+        heapq.heapify(heap)
+        out: list[bytes] = []
+        while heap and len(out) < _MERGE_BATCH:
+            _, i = heapq.heappop(heap)
+            out.append(bufs[i].popleft())
+            if not bufs[i]:
+                break  # refill this stream before comparing again
+            heapq.heappush(heap, (line_ts(bufs[i][0]), i))
+        yield out
+
+
+class Scanner:
+    """One query over the store.
+
+    Args:
+        log_dir: the store's root directory.
+        uids: the uids to read, or ``None`` for every uid with a directory.
+        spec: the query (its ``uids``/``all_uids`` are not looked at: the
+            caller has resolved and authorized them into *uids*).
+
+    Raises:
+        StoreError: *log_dir* or a uid directory cannot be opened.
+
+    Attributes:
+        uids: the uids read.
+        stats: files opened and skipped, bytes read.
+        filter: the ``LineFilter`` of *spec* (followers reuse it).
+    """
+
+    def __init__(self, log_dir: str, uids: Sequence[int] | None, spec: QuerySpec) -> None:
+        self.log_dir = log_dir
+        self.spec = spec
+        self.stats = ScanStats()
+        self.filter = LineFilter(spec)
+        self.uids = list_uids(log_dir) if uids is None else list(uids)
+        try:
+            self._root: int | None = os.open(log_dir, _DIR_FLAGS)
+        except OSError as exc:
+            raise _store_error(exc, f"cannot open {log_dir}") from exc
+        # uid directories and files are opened when the scan reaches them: a
+        # tail over many uids holds the files of one uid at a time
+        self._scans = [_UidScan(self._root, log_dir, u, self.filter, self.stats) for u in self.uids]
+
+    def last_seqs(self) -> dict[int, int]:
+        """Per uid, the newest seq the scan covered: live records after it are new.
+
+        Read it once :meth:`batches` is exhausted.
+        """
+        return {s.uid: s.last_seq for s in self._scans}
+
+    def batches(self) -> Generator[list[bytes], None, None]:
+        """Yield batches of matching lines (some empty), in order, then close the files."""
+        try:
+            if self.spec.lines is not None:
+                yield from self._tail(self.spec.lines)
+            elif len(self._scans) == 1:
+                yield from self._scans[0].forward()
+            else:
+                yield from _merge([s.forward() for s in self._scans])
+        finally:
+            self.close()
+
+    def _tail(self, n: int) -> Iterator[list[bytes]]:
+        # uid by uid, keeping only the last n overall: memory stays near 2n lines
+        merged: list[bytes] = []
+        for s in self._scans:
+            lines = s.tail(n)
+            s.close()
+            if lines:
+                merged = list(heapq.merge(merged, lines, key=line_ts))[-n:] if merged else lines
+            yield []  # one uid per step
+        for i in range(0, len(merged), _MERGE_BATCH):
+            yield merged[i : i + _MERGE_BATCH]
+
+    def close(self) -> None:
+        """Close every file (idempotent)."""
+        for s in self._scans:
+            with contextlib.suppress(OSError):
+                s.close()
+        if self._root is not None:
+            os.close(self._root)
+            self._root = None
