@@ -1,0 +1,74 @@
+"""The writer's appends: in the event loop while quick, in a thread once the disk is slow."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from tests.store._lines import lines
+from trio_logd.limits import SuppressionTracker
+from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._writer_task import INLINE_ROUND_LIMIT, _Writer
+from trio_logd.store.reader import read_uid_records
+from trio_logd.store.writer import StoreWriter
+
+
+class ThreadNotingStore(StoreWriter):
+    """A real store that notes which thread each append ran in, and can be slow."""
+
+    def __init__(self, log_dir: str, **kw: object) -> None:
+        super().__init__(log_dir, **kw)  # type: ignore[arg-type]
+        self.threads: list[bool] = []  # True: the event loop's (main) thread
+        self.delay = 0.0
+
+    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+        self.threads.append(threading.current_thread() is threading.main_thread())
+        if self.delay:
+            time.sleep(self.delay)  # a disk that pushes back
+        super().append(uid, lines, last_seq)
+
+
+async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
+    tmp_path: Path,
+) -> None:
+    """Rounds run inline; one slower than INLINE_ROUND_LIMIT sends the next ones to a thread
+    for THREAD_PERIOD; then inline again. fsync=always always uses the thread."""
+    store = ThreadNotingStore(str(tmp_path), fsync="never")
+    store.open()
+    p = Pipeline(store.last_seq)
+    writer = _Writer(p, store, SuppressionTracker(), None, None)
+
+    async def one_round(seq: int) -> None:
+        st = p.state(5)
+        st.next_seqs(1)
+        p.submit(st, Batch(lines(seq, seq), 100, seq))
+        await writer.run_round()
+
+    await one_round(1)
+    store.delay = INLINE_ROUND_LIMIT * 2
+    await one_round(2)  # inline, but slow
+    store.delay = 0.0
+    await one_round(3)  # now in a thread
+    assert store.threads == [True, True, False]
+    writer._thread_until = trio.current_time() - 1  # as THREAD_PERIOD later
+    await one_round(4)
+    assert store.threads[-1] is True
+    store.close()
+    assert [r for r in read_uid_records(tmp_path, 5)] == [
+        ln[:-1] for s in (1, 2, 3, 4) for ln in lines(s, s)
+    ]
+
+    always = ThreadNotingStore(str(tmp_path / "always"), fsync="always")
+    always.open()
+    p = Pipeline(always.last_seq)
+    writer = _Writer(p, always, SuppressionTracker(), None, None)
+    st = p.state(5)
+    st.next_seqs(1)
+    p.submit(st, Batch(lines(1, 1), 100, 1))
+    await writer.run_round()
+    assert always.threads == [False]
+    always.close()
