@@ -69,8 +69,9 @@ _ACCEPT_CAPACITY_ERRORS: Final = frozenset(
 #: Records parsed and queued between two yields to the scheduler (~0.2 ms of
 #: work at ~2.8 us per record): bounds how long a flooder's read delays
 #: everyone else's. Under a full-speed flood this took the quiet uid's p50
-#: from ~7-9 to ~3.7 ms on a busy machine, for ~10 % more CPU per record
-#: (bench/fairness.py, BENCHMARKS.md).
+#: from ~7-9 to ~3.7 ms (busy machine, thread-hop writer); it costs ~0.3 CPU s
+#: per million records (~7 %) in the ingest path alone (bench/fairness.py,
+#: BENCHMARKS.md).
 SLICE_RECORDS: Final = 64
 #: A refused connection has at most this many reads of what it sent dropped
 #: before it is closed (the default socket buffer holds about 200 KiB).
