@@ -352,3 +352,21 @@ def test_rate_limiter_reconfigure_counts_old_rate_until_now() -> None:
     assert len(rate) == 1
     # 5 tokens from the old rate, then 0.002 s at 1000/s: 2 more (at the old rate: 0.2)
     assert rate.admit(1000, [1] * 20, fresh.policies[1000].limits, now=0.052) == 7
+
+
+def test_others_active_tells_whether_another_uid_read_recently() -> None:
+    """IngestContext.others_active: true while a uid other than the reader's read within
+    ACTIVE_WINDOW, whatever the order of reads."""
+    from trio_logd.server._ingest import ACTIVE_WINDOW
+
+    ctx = make_ctx(make_config())
+    w = ACTIVE_WINDOW
+    assert [
+        ctx.others_active(1, 0.0),  # nobody else yet
+        ctx.others_active(1, 0.1),
+        ctx.others_active(2, 0.2),  # 1 read at 0.1
+        ctx.others_active(1, 0.3),  # 2 read at 0.2
+        ctx.others_active(1, 0.2 + w + 0.01),  # 2's read is too old now
+        ctx.others_active(3, 0.2 + w + 0.02),  # 1 read just now
+        ctx.others_active(2, 0.2 + w + 0.03),  # 3 read just now
+    ] == [False, False, True, True, False, True, True]

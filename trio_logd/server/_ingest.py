@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import math
 import os
 import socket
 import time
@@ -68,11 +69,13 @@ _ACCEPT_CAPACITY_ERRORS: Final = frozenset(
 )
 #: Records parsed and queued between two yields to the scheduler (~0.2 ms of
 #: work at ~2.8 us per record): bounds how long a flooder's read delays
-#: everyone else's. Under a full-speed flood this took the quiet uid's p50
-#: from ~7-9 to ~3.7 ms (busy machine, thread-hop writer); it costs ~0.3 CPU s
-#: per million records (~7 %) in the ingest path alone (bench/fairness.py,
-#: BENCHMARKS.md).
+#: everyone else's. Under a full-speed flood this took a quiet uid's p50 from
+#: ~5.8 to ~2.1 ms, but cost the flood ~25 % of its throughput (CPU per
+#: record +1.4 s per million), so reads are sliced only while another uid is
+#: sending (``ACTIVE_WINDOW``; bench/fairness.py, BENCHMARKS.md).
 SLICE_RECORDS: Final = 64
+#: Another uid counts as sending for this long after its latest read.
+ACTIVE_WINDOW: Final = 1.0
 #: A refused connection has at most this many reads of what it sent dropped
 #: before it is closed (the default socket buffer holds about 200 KiB).
 _DISCARD_READS: Final = 8
@@ -100,6 +103,26 @@ class IngestContext:
     def __post_init__(self) -> None:
         if self.limiter is None:
             self.limiter = Limiter(default_config(), self.suppression, lambda uid: 0)
+
+    #: the latest read (uid, time) and the latest read by another uid:
+    #: whether anyone else is sending (see ``others_active``)
+    _last_uid: int = field(default=-1, init=False, repr=False)
+    _last_time: float = field(default=-math.inf, init=False, repr=False)
+    _prev_uid: int = field(default=-1, init=False, repr=False)
+    _prev_time: float = field(default=-math.inf, init=False, repr=False)
+
+    def others_active(self, uid: int, now: float) -> bool:
+        """Note a read by *uid*; tell whether another uid read within ``ACTIVE_WINDOW``.
+
+        O(1): the latest read by a uid other than *uid* is the latest read,
+        or else the latest read by a uid other than the latest one's.
+        """
+        if uid == self._last_uid:
+            self._last_time = now
+            return now - self._prev_time < ACTIVE_WINDOW
+        self._prev_uid, self._prev_time = self._last_uid, self._last_time
+        self._last_uid, self._last_time = uid, now
+        return now - self._prev_time < ACTIVE_WINDOW
 
     def stop_receiving(self) -> None:
         """Shutdown: make every connection drain its socket and finish."""
@@ -175,13 +198,20 @@ class _Connection:
             await self._file_relayed(frames, now, stamp)
             return
         st = self.ctx.pipeline.state(stamp.uid)
+        mono = trio.current_time()
+        # slices only help someone else: alone, a uid's reads go whole (cheaper)
+        slices = self.ctx.others_active(stamp.uid, mono)
         while True:
             sizes = [len(f.data) for f in frames]
             k, wait, pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
+                stamp.uid, st.pending_bytes, sizes, policy.limits, mono
             )
             if k:
-                await self._file_sliced(frames if k == len(frames) else frames[:k], now, stamp)
+                admitted = frames if k == len(frames) else frames[:k]
+                if slices:
+                    await self._file_sliced(admitted, now, stamp)
+                else:
+                    self.file_frames(admitted, now, stamp)
             if not wait:
                 self._acked_drop(len(frames) - k, reason)
                 if pause:  # some were dropped: read on later (Limiter.drop_pause)
@@ -195,6 +225,7 @@ class _Connection:
                 self._acked_drop(len(frames), "rate")
                 raise
             policy = limiter.policy_nowait(stamp.uid)  # a reload may have changed it
+            mono = trio.current_time()
 
     async def _file_sliced(self, frames: list[Frame], now: float, stamp: Stamp) -> None:
         """File admitted frames, yielding to other tasks every ``SLICE_RECORDS``.
