@@ -99,17 +99,15 @@ class IngestContext:
     receivers: set[trio.CancelScope] = field(default_factory=set)
     #: per-uid limits; ``None`` builds one on the embedded defaults (tests)
     limiter: Limiter = None  # type: ignore[assignment]
+    #: the latest read (uid, time), and the time of the latest read by a uid
+    #: other than that one: whether anyone else is sending (``others_active``)
+    _last_uid: int = field(default=-1, init=False, repr=False)
+    _last_time: float = field(default=-math.inf, init=False, repr=False)
+    _prev_time: float = field(default=-math.inf, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.limiter is None:
             self.limiter = Limiter(default_config(), self.suppression, lambda uid: 0)
-
-    #: the latest read (uid, time) and the latest read by another uid:
-    #: whether anyone else is sending (see ``others_active``)
-    _last_uid: int = field(default=-1, init=False, repr=False)
-    _last_time: float = field(default=-math.inf, init=False, repr=False)
-    _prev_uid: int = field(default=-1, init=False, repr=False)
-    _prev_time: float = field(default=-math.inf, init=False, repr=False)
 
     def others_active(self, uid: int, now: float) -> bool:
         """Note a read by *uid*; tell whether another uid read within ``ACTIVE_WINDOW``.
@@ -120,7 +118,7 @@ class IngestContext:
         if uid == self._last_uid:
             self._last_time = now
             return now - self._prev_time < ACTIVE_WINDOW
-        self._prev_uid, self._prev_time = self._last_uid, self._last_time
+        self._prev_time = self._last_time
         self._last_uid, self._last_time = uid, now
         return now - self._prev_time < ACTIVE_WINDOW
 
