@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
+from bench.forward import forward_scenario
 from bench.loadgen import LoadGen, LoadSpec
 from bench.logq import logq_scenario
 
@@ -66,6 +67,7 @@ def throughput(runs: int = 3, **kw: Any) -> dict[str, Any]:
 ALL: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
     "logq": logq_scenario,
+    "forward": forward_scenario,
 }
 
 _ = time

@@ -26,6 +26,7 @@ from trio_logd import __version__
 from trio_logd.config import Config
 from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._query import QueryService
@@ -63,6 +64,10 @@ class Daemon:
     sockets: dict[str, str] = field(default_factory=dict)
     shutdown: trio.Event = field(default_factory=trio.Event)
     extra_status: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: further top-level keys of the ``stats`` reply (``forward``: per-destination lag)
+    extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: the ``[[forward]]`` destinations, when there are any
+    forward: ForwardService | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
@@ -117,7 +122,8 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
-    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
+    extra = {key: fn() for key, fn in daemon.extra_stats.items()}
+    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon), **extra)
 
 
 def build_daemon(config: Config) -> Daemon:
@@ -133,6 +139,11 @@ def build_daemon(config: Config) -> Daemon:
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status
+    if config.forward:
+        daemon.forward = ForwardService(config.forward, store)
+        pipeline.written_hooks.append(daemon.forward.hook)
+        daemon.extra_status["forward"] = daemon.forward.stats
+        daemon.extra_stats["forward"] = daemon.forward.stats
     return daemon
 
 
@@ -200,6 +211,8 @@ async def _run(
 
     async with trio.open_nursery() as root:
         await root.start(serve_writer, daemon.pipeline, daemon.store, ctx.suppression)
+        if daemon.forward is not None:
+            await root.start(serve_forwarders, daemon.forward)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
@@ -230,6 +243,8 @@ async def _run(
             handlers.cancel_scope.deadline = trio.current_time() + drain
         file_suppressed(ctx, ctx.suppression.flush())
         daemon.pipeline.close()
+        if daemon.forward is not None:
+            daemon.forward.stop()  # drains what was sent; the rest waits in the store
 
 
 async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:
