@@ -109,6 +109,7 @@ class _Step:
     records: int  # sent (passed the filter)
     read: int  # read (sent or passed over)
     bad: int  # lines that are not JSON records (never expected; counted)
+    missing: int  # records found gone from the store (retention came first)
 
 
 class _Lost(Exception):
@@ -161,7 +162,6 @@ class Destination:
         self.resent_records = 0
         self._sending = 0  # records of the step being written (lost with the connection)
         self.sent_bytes = 0
-        self.bad_lines = 0
         self.connects = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -349,6 +349,16 @@ class Destination:
             del self._pending[uid]
             reader = self._reader(uid)
             step = await trio.to_thread.run_sync(self._step, reader, limiter=self._limiter)
+            if step.missing:
+                log.warning(
+                    "forward_records_missing",
+                    destination=self.name,
+                    uid=uid,
+                    records=step.missing,
+                    before_seq=reader.after,
+                )
+            if step.bad:
+                log.error("forward_bad_lines", destination=self.name, uid=uid, lines=step.bad)
             if not step.read:
                 reader.close()  # caught up: free its files until new records come
                 continue
@@ -359,7 +369,6 @@ class Destination:
                 self.sent_records += step.records
                 self.sent_bytes += len(step.payload)
             ledger.sent(link.written(), uid, step.last_seq, step.records)
-            self.bad_lines += step.bad
             if reader.after < self._known_last.get(uid, 0):
                 self._pending[uid] = None  # more to read: to the back of the queue
             elif len(self._readers) > OPEN_READERS:
@@ -367,9 +376,11 @@ class Destination:
 
     def _step(self, reader: SeqReader, budget: int = STEP_BYTES) -> _Step:
         """Worker thread: read one step of a uid, filter, encode, frame."""
+        missing = reader.missing
         lines = reader.read(budget)
+        missing = reader.missing - missing
         if not lines:
-            return _Step(b"", reader.after, 0, 0, 0)
+            return _Step(b"", reader.after, 0, 0, 0, missing)
         encode = self._encode
         loads = orjson.loads
         wants = None if self.filter.all_records else self.filter.wants
@@ -388,7 +399,7 @@ class Destination:
                 continue
             message = encode(rec)
             frames.append(b"%d %s" % (len(message), message))
-        return _Step(b"".join(frames), reader.after, len(frames), len(lines), bad)
+        return _Step(b"".join(frames), reader.after, len(frames), len(lines), bad, missing)
 
     async def _drain(self, link: Link) -> None:
         """Stopping: wait until everything sent is acknowledged (the deadline is _watch_stop's)."""
