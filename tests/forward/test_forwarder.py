@@ -268,3 +268,24 @@ async def test_invalid_cursor_is_set_aside(store: Store) -> None:
             await sink.wait_for(3)
     assert sink.seqs(UID) == [1, 2, 3]
     assert [n for n in os.listdir(state) if n.startswith("central.cursor.bad-")] != []
+
+
+async def test_unreadable_uid_does_not_stop_the_others(store: Store) -> None:
+    """A uid directory replaced by a symlink is refused and reported; other uids go on."""
+    store.add(OTHER, 3)
+    store.add(UID, 4)
+    log_dir = Path(store.writer.log_dir)
+    os.rename(log_dir / str(OTHER), log_dir / "moved")
+    os.symlink(log_dir / "moved", log_dir / str(OTHER))
+    with trio.fail_after(20):
+        async with running(Sink()) as sink, forwarding(store, destination(sink)) as service:
+            await sink.wait_for(4)
+            (dest,) = service.destinations
+            await until(lambda: dest.failures >= 1 and dest.lag() == 3)
+            stats = service.stats()[0]
+    assert sink.seqs(UID) == [1, 2, 3, 4]
+    assert sink.seqs(OTHER) == []
+    assert stats["last_error"] == (
+        f"{log_dir}/{OTHER}: not a directory (a symlink?); refusing to follow it"
+    )
+    assert stats["lag_records"] == 3

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trio_logd.forward import SD_ID, encode_record, frame, make_encoder, sd_name
+from trio_logd.forward import SD_ID, encode_record, frame, make_encoder, make_framer, sd_name
 from trio_logd.forward.rfc5424 import _general
 from trio_logd.peer import PeerCred
 from trio_logd.protocol.message import FACILITIES, SEVERITIES, Message
@@ -228,3 +228,25 @@ def test_fast_path_equals_general_path(case: tuple[bytes, Message, PeerCred]) ->
     rec = orjson.loads(line)
     encoder = make_encoder("h")
     assert encoder(rec) == encoder(rec) == _general("h", rec).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=5))
+def test_framer_equals_encoder(cases: list[tuple[bytes, Message, PeerCred]]) -> None:
+    """The batch framer (sliced lines) gives exactly the framed output of the record encoder."""
+    lines = [c[0].rstrip(b"\n") for c in cases]
+    framer, encoder = make_framer("h"), make_encoder("h")
+    expected = b"".join(frame(encoder(orjson.loads(x))) for x in lines)
+    assert framer(lines, None) == (expected, len(lines), 0)
+    assert framer(lines, None) == (expected, len(lines), 0)  # from the cache, the same
+
+
+def test_framer_filters_and_counts_bad_lines() -> None:
+    """Lines the filter drops are left out; lines that are not records are counted."""
+    info = stored(Message("user", "info", "kept"), exe=None, comm=None).rstrip(b"\n")
+    debug = stored(Message("user", "debug", "dropped"), seq=18, exe=None, comm=None).rstrip(b"\n")
+    payload, sent, bad = make_framer("h")(
+        [info, b"not json", debug, b"[1]"], lambda r: r.get("sev") != "debug"
+    )
+    assert payload == frame(encode_record(info, "h"))
+    assert (sent, bad) == (1, 2)

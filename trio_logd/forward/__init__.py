@@ -17,6 +17,7 @@ from trio_logd.forward.rfc5424 import (
     encode_record,
     frame,
     make_encoder,
+    make_framer,
     sd_name,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "encode_record",
     "frame",
     "make_encoder",
+    "make_framer",
     "sd_name",
 ]

@@ -44,7 +44,7 @@ for documentation and examples: trio-logd has no number of its own (see
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -58,6 +58,7 @@ __all__ = [
     "encode_record",
     "frame",
     "make_encoder",
+    "make_framer",
     "sd_name",
 ]
 
@@ -107,6 +108,7 @@ _PLAIN_KEYS: Final = frozenset(
 )
 #: Writers remembered by one encoder (a dict of pre-formatted text each).
 _CACHE_ENTRIES: Final = 4096
+_CLAIMED_TS_HEAD: Final = f'[{CLAIMS_SD_ID} claimed_ts="'.encode()
 
 _loads: Final = orjson.loads
 _dumps: Final = orjson.dumps
@@ -275,6 +277,103 @@ def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
         return f"{head}{get('ts', '-')}{mid}{get('seq', '')}{tail}{claims}{body}".encode()
 
     return encode
+
+
+#: Every record line starts ``{"ts":"<27 characters>","seq":`` (``record.encode_line``),
+#: then the stamp (``"uid":…``), then the claims from ``"fac":``.
+_TS_SLICE: Final = slice(7, 34)
+_SEQ_START: Final = 42
+_CLAIMS_START: Final = b',"fac":"'
+#: The keys of a plain record's part from ``fac`` on: the sender's only.
+_PLAIN_CLAIMS: Final = _CLAIM_KEYS - {"fields"}
+
+Wants = Callable[[Mapping[str, Any]], bool]
+
+
+def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tuple[bytes, int, int]]:
+    """Return ``frames(lines, wants) -> (payload, sent, bad)`` for one forwarding host.
+
+    The hot loop of forwarding: each stored line is filtered, encoded
+    (:func:`make_encoder`'s output, byte for byte) and framed with RFC 6587
+    octet counting. A plain record is not decoded whole: ``ts``, ``seq`` and
+    the stamp (``"uid":…`` up to ``"fac"``) are sliced from the line's fixed
+    layout, the stamp's bytes key the cache of pre-formatted text, and only
+    the sender's part is decoded.
+
+    Args:
+        hostname: the HOSTNAME to send.
+
+    Returns:
+        A function taking record lines (without LF) and a filter on the
+        decoded record (``None``: every record), and returning the framed
+        messages joined, how many were framed, and how many lines were not
+        records (not JSON objects; skipped).
+    """
+    host = _header(hostname, _HOST_MAX)
+    encode = make_encoder(hostname)
+    cache: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
+    plain = _PLAIN_CLAIMS.issuperset
+    loads = _loads
+
+    def frames(lines: Sequence[bytes], wants: Wants | None) -> tuple[bytes, int, int]:
+        out: list[bytes] = []
+        append = out.append
+        bad = 0
+        for line in lines:
+            e = line.find(b",", _SEQ_START)
+            f = line.find(_CLAIMS_START, e)
+            try:
+                if e < 0 or f < 0 or not line.startswith(b'{"ts":"'):
+                    raise ValueError(line[:20])  # not the daemon's layout: decode it whole
+                claims = loads(b"{" + line[f + 1 :])
+            except ValueError:
+                try:
+                    rec = loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    bad += 1
+                elif wants is None or wants(rec):
+                    m = encode(rec)
+                    append(b"%d %s" % (len(m), m))
+                continue
+            if wants is not None and not wants(claims):
+                continue
+            if not plain(claims):  # a daemon event, fields, truncated: the general way
+                m = encode(loads(line))
+                append(b"%d %s" % (len(m), m))
+                continue
+            get = claims.get
+            key = (line[e:f], get("fac"), get("sev"), get("app"), get("msgid"))
+            parts = cache.get(key)
+            if parts is None:
+                rec = loads(line)
+                if not (
+                    _PLAIN_KEYS.issuperset(rec) and "uid" in rec and "gid" in rec and "pid" in rec
+                ):
+                    m = encode(rec)
+                    append(b"%d %s" % (len(m), m))
+                    continue
+                if len(cache) >= _CACHE_ENTRIES:
+                    cache.clear()
+                head, mid, tail = _plain_parts(host, rec)
+                parts = cache[key] = (head.encode(), mid.encode(), tail.encode())
+            if "host" in claims or "claimed_pid" in claims:
+                items = [(k, claims[k]) for k in _HEADER_CLAIMS if k in claims]
+                sd = _element(CLAIMS_SD_ID, items).encode()
+            elif (claimed := get("claimed_ts")) is not None:
+                sd = _CLAIMED_TS_HEAD + _value(claimed).encode() + b'"]'
+            else:
+                sd = b""
+            text = get("msg")
+            body = (" " + text).encode() if isinstance(text, str) and text else b""
+            m = b"".join(
+                (parts[0], line[_TS_SLICE], parts[1], line[_SEQ_START:e], parts[2], sd, body)
+            )
+            append(b"%d %s" % (len(m), m))
+        return b"".join(out), len(out), bad
+
+    return frames
 
 
 def encode_record(line: bytes, hostname: str) -> bytes:

@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import orjson
 import structlog
 import trio
 
@@ -54,7 +53,7 @@ from trio_logd.forward import (
     RecordFilter,
     decode_cursor,
     encode_cursor,
-    make_encoder,
+    make_framer,
 )
 from trio_logd.query.filters import line_seq
 from trio_logd.server._forward_link import (
@@ -75,10 +74,15 @@ log = structlog.get_logger("trio_logd.forward")
 
 #: The directory under ``log_dir`` that holds the cursors (not a uid: never read as records).
 STATE_DIR: Final = ".forward"
-#: Lines read per worker-thread step (of one uid): ~2000 records of 120
-#: bytes; big enough that the thread hop is amortised, small enough that
-#: other uids' records and shutdown wait little.
+#: Lines read per worker-thread step (of one uid, catching up through older
+#: files): ~1000 records; big enough that the thread hop is amortised, small
+#: enough that other uids' records and shutdown wait little.
 STEP_BYTES: Final = 256 << 10
+#: Lines read per step in the event loop (records just written, read from the
+#: current file in the page cache): ~250 records, about a millisecond of
+#: encoding. Cheaper than a thread hop: no wait for the GIL (measured: +15 %
+#: forwarded while ingesting at full speed).
+LIVE_STEP_BYTES: Final = 64 << 10
 #: How often the kernel's acknowledged-bytes counter is read while data is in flight.
 ACK_POLL: Final = 0.05
 #: The cursor is saved at most this often while it moves (and at shutdown).
@@ -144,10 +148,12 @@ class Destination:
         self._state_dir = StateDir(log_dir, STATE_DIR)
         self._cursor_file = f"{config.name}.cursor"
         self._known_last = known_last
-        self._encode = make_encoder(config.hostname or hostname)
+        self._frames = make_framer(config.hostname or hostname)
         self._limiter = limiter
         self.ledger = DeliveryLedger({})
         self._readers: dict[int, SeqReader] = {}
+        self._open: dict[int, None] = {}  # uids whose reader holds files, least recent first
+        self._restarted: set[int] = set()  # uids to read from their first record again
         self._pending: dict[int, None] = {}  # uids with records to send, round-robin order
         self._wake = trio.Event()
         self._stopping = trio.Event()
@@ -176,10 +182,10 @@ class Destination:
         if not self._loaded:
             return  # the cursor is being read: it looks at every uid then
         if last_seq < self.ledger.committed.get(uid, 0):
-            # the uid's numbering restarted (its directory was removed): start it over
+            # the uid's numbering restarted (its directory was removed): start it
+            # over, in the send loop (its reader may be in a worker thread now)
             log.warning("forward_uid_restarted", destination=self.name, uid=uid, seq=last_seq)
-            self.ledger.reset_uid(uid, 0)
-            self._reader(uid).seek(0)
+            self._restarted.add(uid)
         self._pending[uid] = None
         self._wake.set()
 
@@ -250,6 +256,12 @@ class Destination:
                         self._note_error(str(exc))
                         resent = self._rewind()
                         log_.warning("forward_connection_lost", error=str(exc), resend=resent)
+                    except (
+                        Exception
+                    ) as exc:  # a bug: this destination starts over, the daemon goes on
+                        self._note_error(f"internal error: {exc!r}")
+                        resent = self._rewind()
+                        log_.exception("forward_failed", error=repr(exc), resend=resent)
                     finally:
                         self.connected_since = None
                         await link.aclose()
@@ -347,8 +359,25 @@ class Destination:
                 continue
             # taken off before reading: records stored meanwhile put it back
             del self._pending[uid]
+            if uid in self._restarted:
+                self._restarted.discard(uid)
+                self.ledger.reset_uid(uid, 0)
+                self._reader(uid).seek(0)
             reader = self._reader(uid)
-            step = await trio.to_thread.run_sync(self._step, reader, limiter=self._limiter)
+            try:
+                if reader.live:
+                    step = self._step(reader, LIVE_STEP_BYTES)
+                    await trio.lowlevel.checkpoint()
+                else:
+                    step = await trio.to_thread.run_sync(self._step, reader, limiter=self._limiter)
+            except StoreError as exc:
+                # one uid's files cannot be read (a symlink planted, a damaged
+                # file): the others go on; this one is tried again with its next record
+                reader.close()
+                self._open.pop(uid, None)
+                self._note_error(str(exc))
+                log.error("forward_uid_unreadable", destination=self.name, uid=uid, error=str(exc))
+                continue
             if step.missing:
                 log.warning(
                     "forward_records_missing",
@@ -361,6 +390,7 @@ class Destination:
                 log.error("forward_bad_lines", destination=self.name, uid=uid, lines=step.bad)
             if not step.read:
                 reader.close()  # caught up: free its files until new records come
+                self._open.pop(uid, None)
                 continue
             if step.payload:
                 self._sending = step.records
@@ -371,35 +401,26 @@ class Destination:
             ledger.sent(link.written(), uid, step.last_seq, step.records)
             if reader.after < self._known_last.get(uid, 0):
                 self._pending[uid] = None  # more to read: to the back of the queue
-            elif len(self._readers) > OPEN_READERS:
-                reader.close()
+                self._open.pop(uid, None)
+                self._open[uid] = None
+                while len(self._open) > OPEN_READERS:  # the least recent gives its files back
+                    oldest = next(iter(self._open))
+                    self._readers[oldest].close()
+                    del self._open[oldest]
+            else:
+                reader.close()  # caught up
+                self._open.pop(uid, None)
 
     def _step(self, reader: SeqReader, budget: int = STEP_BYTES) -> _Step:
-        """Worker thread: read one step of a uid, filter, encode, frame."""
+        """Read one step of a uid, filter, encode, frame (a worker thread, or the loop if live)."""
         missing = reader.missing
         lines = reader.read(budget)
         missing = reader.missing - missing
         if not lines:
             return _Step(b"", reader.after, 0, 0, 0, missing)
-        encode = self._encode
-        loads = orjson.loads
         wants = None if self.filter.all_records else self.filter.wants
-        frames: list[bytes] = []
-        bad = 0
-        for line in lines:
-            try:
-                rec = loads(line)
-            except orjson.JSONDecodeError:
-                bad += 1
-                continue
-            if not isinstance(rec, dict):
-                bad += 1
-                continue
-            if wants is not None and not wants(rec):
-                continue
-            message = encode(rec)
-            frames.append(b"%d %s" % (len(message), message))
-        return _Step(b"".join(frames), reader.after, len(frames), len(lines), bad, missing)
+        payload, sent, bad = self._frames(lines, wants)
+        return _Step(payload, reader.after, sent, len(lines), bad, missing)
 
     async def _drain(self, link: Link) -> None:
         """Stopping: wait until everything sent is acknowledged (the deadline is _watch_stop's)."""
@@ -419,6 +440,7 @@ class Destination:
             position = self.ledger.position(uid)
             if reader.after != position:
                 reader.seek(position)
+                self._open.pop(uid, None)
             if position < self._known_last.get(uid, 0):
                 self._pending[uid] = None
         return resent

@@ -65,7 +65,7 @@ def make_ssl_context(config: ForwardConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError, ValueError) as exc:
         files = {"ca_file": config.ca_file, "cert_file": config.cert_file}
         named = ", ".join(f"{k} {v}" for k, v in files.items() if v)
-        msg = f"cannot load TLS files ({named or 'system CAs'}): {_describe(exc)}"
+        msg = f"cannot load TLS files ({named or 'system CAs'}): {describe_error(exc)}"
         raise LinkError(msg) from exc
     return ctx
 
@@ -86,8 +86,8 @@ def _root_cause(exc: BaseException) -> BaseException:
             return exc
 
 
-def _describe(exc: BaseException) -> str:
-    """A one-line reason: the OS or TLS library's words, not a class name."""
+def describe_error(exc: BaseException) -> str:
+    """What went wrong with a link, in one line: the OS or TLS library's words."""
     exc = _root_cause(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
@@ -96,11 +96,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
-
-
-def describe_error(exc: BaseException) -> str:
-    """What went wrong with a link, in words (for status and logs)."""
-    return _describe(exc)
 
 
 @dataclass(eq=False)
@@ -179,5 +174,9 @@ async def open_link(config: ForwardConfig, ssl_context: ssl.SSLContext | None) -
         if isinstance(root, OSError) and root.errno == errno.ECONNREFUSED:
             msg = f"{where}: connection refused"
         else:
-            msg = f"{where}: {stage}: {_describe(exc)}"
+            msg = f"{where}: {stage}: {describe_error(exc)}"
         raise LinkError(msg) from exc
+    except BaseException:  # cancelled (shutdown): no socket left behind
+        if tcp is not None:
+            await trio.aclose_forcefully(tcp)
+        raise

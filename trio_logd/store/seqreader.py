@@ -95,6 +95,7 @@ class SeqReader:
         self._dir: int | None = None
         self._src: _Source | None = None
         self._resume: tuple[int, int, int] | None = None  # (ino, offset, after) of a plain file
+        self._in_current = False  # the last source read was the current file
 
     # -- public -----------------------------------------------------------
 
@@ -121,6 +122,7 @@ class SeqReader:
                     data = self._read_chunk(src, max_bytes - size)
                 if not data:
                     self._close_source(remember=False)
+                    self._in_current = False  # the next file is found by listing
                     continue
             lines = data.split(b"\n")
             lines.pop()  # data ends with LF: the last item is empty
@@ -148,10 +150,19 @@ class SeqReader:
             size += len(data)
         return out
 
+    @property
+    def live(self) -> bool:
+        """Reading (or caught up with) the current file: what remains is recent and cached.
+
+        ``False`` while older, rotated (maybe compressed) files are being read.
+        """
+        return self._in_current
+
     def seek(self, after: int) -> None:
         """Go back (or forward) to just after seq *after*."""
         self.close()
         self._resume = None
+        self._in_current = False
         self.after = after
 
     def close(self) -> None:
@@ -241,6 +252,7 @@ class SeqReader:
                 src.gap_checked = True
         self._resume = None
         self._src = src
+        self._in_current = current
         return src
 
     def _replaced(self, src: _Source) -> bool:
