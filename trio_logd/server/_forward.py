@@ -244,6 +244,9 @@ class Destination:
                 except LinkError as exc:
                     self._note_error(str(exc))
                     log_.warning("forward_connect_failed", error=str(exc))
+                except Exception as exc:  # a bug: retried like a failure, the daemon goes on
+                    self._note_error(f"internal error: {exc!r}")
+                    log_.exception("forward_failed", error=repr(exc))
                 else:
                     self.connects += 1
                     self.state = "connected"
@@ -580,5 +583,15 @@ async def serve_forwarders(
     await trio.to_thread.run_sync(service.learn_store)
     async with trio.open_nursery() as nursery:
         for d in service.destinations:
-            nursery.start_soon(d.run)
+            nursery.start_soon(_guarded, d)
         task_status.started()
+
+
+async def _guarded(destination: Destination) -> None:
+    """Run one destination; whatever happens to it, the daemon (and the others) go on."""
+    try:
+        await destination.run()
+    except Exception as exc:
+        destination.state = "stopped"
+        destination.last_error = f"internal error: {exc!r}"
+        log.exception("forward_crashed", destination=destination.name, error=repr(exc))
