@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._daemon import BenchDaemon
+from bench._daemon import BenchDaemon, cpu_seconds
 from bench.loadgen import LoadGen, LoadSpec
 from tests._collector import Rsyslog, free_port
 
@@ -90,28 +90,47 @@ def _load(d: BenchDaemon, count: int) -> tuple[LoadGen, float]:
     return lg, stored
 
 
-def ingest_once(count: int) -> float:
+def _per_million(seconds: float, count: int) -> float:
+    return seconds / count * 1e6
+
+
+def ingest_once(count: int) -> dict[str, float]:
     with BenchDaemon() as d:
+        cpu = cpu_seconds(d.pid)
         lg, stored = _load(d, count)
-        return count / (stored - lg.t_start)
+        return {
+            "ingest": count / (stored - lg.t_start),
+            "ingest_cpu": _per_million(cpu_seconds(d.pid) - cpu, count),
+        }
 
 
-def live_once(count: int, root: Path) -> tuple[float, float]:
+def live_once(count: int, root: Path) -> dict[str, float]:
     with Rsyslog(root / "rsyslog") as rs, BenchDaemon(extra=_forward_toml(rs.address)) as d:
+        assert rs.proc is not None
         lines = _LineCounter(rs.out)
+        cpu, rs_cpu = cpu_seconds(d.pid), cpu_seconds(rs.proc.pid)
         lg, stored = _load(d, count)
         done = lines.wait(count + 1)
-        return count / (stored - lg.t_start), count / (done - lg.t_start)
+        return {
+            "live_stored": count / (stored - lg.t_start),
+            "live_forwarded": count / (done - lg.t_start),
+            "live_cpu": _per_million(cpu_seconds(d.pid) - cpu, count),
+            "rsyslog_cpu": _per_million(cpu_seconds(rs.proc.pid) - rs_cpu, count),
+        }
 
 
-def backlog_once(count: int, root: Path) -> float:
+def backlog_once(count: int, root: Path) -> dict[str, float]:
     rs = Rsyslog(root / "rsyslog")
     with BenchDaemon(extra=_forward_toml(rs.address)) as d:
         _load(d, count)
         lines = _LineCounter(rs.out)
+        cpu = cpu_seconds(d.pid)
         with rs:  # starts it
             done = lines.wait(count + 1)
-        return count / (done - lines.first)
+        return {
+            "backlog_forwarded": count / (done - lines.first),
+            "backlog_cpu": _per_million(cpu_seconds(d.pid) - cpu, count),
+        }
 
 
 def sink_once(count: int) -> tuple[float, float]:
@@ -136,6 +155,10 @@ def sink_once(count: int) -> tuple[float, float]:
         sink.wait()
 
 
+def _fmt2(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
@@ -146,9 +169,9 @@ def forward_scenario(runs: int = 3, count: int = COUNT) -> dict[str, Any]:
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="trio-logd-fwd-bench-") as tmp:
             root = Path(tmp)
-            row = {"ingest": ingest_once(count)}
-            row["live_stored"], row["live_forwarded"] = live_once(count, root / "live")
-            row["backlog_forwarded"] = backlog_once(count, root / "backlog")
+            row = ingest_once(count)
+            row.update(live_once(count, root / "live"))
+            row.update(backlog_once(count, root / "backlog"))
             row["sink_stored"], row["sink_forwarded"] = sink_once(count)
             rows.append(row)
     out: dict[str, Any] = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
@@ -168,6 +191,15 @@ def forward_scenario(runs: int = 3, count: int = COUNT) -> dict[str, Any]:
     print(f"  ingest while forwarding live (stored)  {_fmt([r['live_stored'] for r in rows])}")
     print(f"  forwarded live to rsyslog              {_fmt([r['live_forwarded'] for r in rows])}")
     print(f"  forwarded live to a counting sink      {_fmt([r['sink_forwarded'] for r in rows])}")
+    print("  CPU seconds per million records, median (min-max):")
+    for key, label in (
+        ("ingest_cpu", "daemon, ingest only"),
+        ("live_cpu", "daemon, ingest + live forwarding"),
+        ("backlog_cpu", "daemon, forwarding a backlog"),
+        ("rsyslog_cpu", "rsyslogd, receiving live"),
+    ):
+        values = [r[key] for r in rows]
+        print(f"    {label:34} {_fmt2(values)}")
     print("  ratios, each run's own, median (min-max):")
     for key, label in (
         ("backlog_to_ingest", "backlog forwarded / ingest only"),
