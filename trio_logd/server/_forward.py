@@ -4,11 +4,15 @@ How this works: the store is the queue. Each :class:`Destination` keeps a
 cursor (uid -> seq of the last record the collector surely has; see
 ``trio_logd.forward.cursor``), persisted in ``log_dir/.forward/NAME.cursor``,
 and reads each wanted uid's records after its position with a
-``store.seqreader.SeqReader``. Reading, filtering and RFC 5424 encoding run
-in a worker thread, one bounded step (:data:`STEP_BYTES` of one uid) per
-hop; the event loop only writes the framed bytes to the connection. So a
-slow or absent collector never holds records in memory nor slows ingestion:
-records wait on disk, up to retention.
+``store.seqreader.SeqReader``, one bounded step of one uid at a time:
+reading, filtering and RFC 5424 encoding. Catching up through older
+(rotated, maybe compressed) files runs in a worker thread
+(:data:`STEP_BYTES` per hop); records just written, which the reader finds
+in the current file in the page cache, are encoded in the event loop in
+small steps (:data:`LIVE_STEP_BYTES`, about a millisecond), which costs
+less than a thread hop and its wait for the GIL. A slow or absent collector
+never holds records in memory nor slows ingestion: records wait on disk,
+up to retention.
 
 The writer's ``written_hooks`` tell the :class:`ForwardService` which uid
 has new records and up to which seq (O(1) per destination: a dict update
@@ -34,12 +38,11 @@ up to our FIN), commit and save.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -56,6 +59,7 @@ from trio_logd.forward import (
     make_framer,
 )
 from trio_logd.query.filters import line_seq
+from trio_logd.record import format_ts
 from trio_logd.server._forward_link import (
     Link,
     LinkError,
@@ -100,13 +104,9 @@ OPEN_READERS: Final = 64
 State = Literal["starting", "connecting", "connected", "waiting", "stopped"]
 
 
-def _now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 @dataclass(slots=True)
 class _Step:
-    """What one worker-thread step produced for one uid."""
+    """What one step produced for one uid."""
 
     payload: bytes
     last_seq: int
@@ -248,26 +248,7 @@ class Destination:
                     self._note_error(f"internal error: {exc!r}")
                     log_.exception("forward_failed", error=repr(exc))
                 else:
-                    self.connects += 1
-                    self.state = "connected"
-                    self.connected_since = time.time()
-                    self.retry_at = None
-                    log_.info("forward_connected", protocol=self.config.protocol)
-                    try:
-                        await self._session(link)
-                    except _Lost as exc:
-                        self._note_error(str(exc))
-                        resent = self._rewind()
-                        log_.warning("forward_connection_lost", error=str(exc), resend=resent)
-                    except (
-                        Exception
-                    ) as exc:  # a bug: this destination starts over, the daemon goes on
-                        self._note_error(f"internal error: {exc!r}")
-                        resent = self._rewind()
-                        log_.exception("forward_failed", error=repr(exc), resend=resent)
-                    finally:
-                        self.connected_since = None
-                        await link.aclose()
+                    await self._use(link, log_)
                     if time.monotonic() - started >= STABLE_SECONDS:
                         failures = 0
                 if self._stopping.is_set():
@@ -286,6 +267,28 @@ class Destination:
                 await self._save(force=True)
             for reader in self._readers.values():
                 reader.close()
+
+    async def _use(self, link: Link, log_: Any) -> None:
+        """Forward over *link* until stopped or until it breaks; then close it."""
+        self.connects += 1
+        self.state = "connected"
+        self.connected_since = time.time()
+        self.retry_at = None
+        log_.info("forward_connected", protocol=self.config.protocol)
+        try:
+            await self._session(link)
+        except _Lost as exc:
+            self._note_error(str(exc))
+            resent = self._rewind()
+            log_.warning("forward_connection_lost", error=str(exc), resend=resent)
+        except Exception as exc:
+            # a bug: this destination starts over from its cursor, the daemon goes on
+            self._note_error(f"internal error: {exc!r}")
+            resent = self._rewind()
+            log_.exception("forward_failed", error=repr(exc), resend=resent)
+        finally:
+            self.connected_since = None
+            await link.aclose()
 
     def _note_error(self, error: str) -> None:
         self.failures += 1
@@ -502,7 +505,7 @@ class Destination:
         now = time.monotonic()
         if not force and (changes == self._saved or now - self._saved_at < SAVE_INTERVAL):
             return
-        data = encode_cursor(self.name, self.ledger.committed, updated=_now_rfc3339())
+        data = encode_cursor(self.name, self.ledger.committed, updated=format_ts(time.time()))
         async with self._save_lock:
             try:
                 await trio.to_thread.run_sync(self._state_dir.write, self._cursor_file, data)
@@ -568,10 +571,6 @@ class ForwardService:
     def stats(self) -> list[dict[str, Any]]:
         """One item per destination (``stats`` and ``status`` replies)."""
         return [d.stats() for d in self.destinations]
-
-    def names(self) -> Iterable[str]:
-        """The destinations' names."""
-        return (d.name for d in self.destinations)
 
 
 async def serve_forwarders(
