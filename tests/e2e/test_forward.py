@@ -7,27 +7,18 @@ import socket
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests._collector import Rsyslog, rsyslog_missing
 from tests._daemon import DaemonProcess, poll, run_as, world
-from trio_logd.control_client import request_one
+from tests.e2e._forward import forward_stats, forward_toml, forwarded, send, wait_numbers
 from trio_logd.forward import CLAIMS_SD_ID, FIELDS_SD_ID, SD_ID
 
 ROOT = os.geteuid()
 ALICE = 1000
 
 pytestmark = pytest.mark.skipif(rsyslog_missing() is not None, reason=str(rsyslog_missing()))
-
-
-def forward_toml(name: str, address: str, **keys: object) -> str:
-    lines = [f'[[forward]]\nname = "{name}"\naddress = "{address}"']
-    for key, value in {"commit_delay": "0.2s", "retry_max": "1s", **keys}.items():
-        rendered = f'"{value}"' if isinstance(value, str) else str(value).lower()
-        lines.append(f"{key} = {rendered}")
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture
@@ -40,42 +31,6 @@ def root() -> Iterator[Path]:
 def collector(root: Path) -> Iterator[Rsyslog]:
     with Rsyslog(root / "collector") as rs:
         yield rs
-
-
-def send(daemon: DaemonProcess, first: int, count: int, *, tag: str = "numbers") -> None:
-    """Records "n=<i>" for i in [first, first + count), LF-framed, on one connection."""
-    with daemon.connect() as s:
-        s.sendall(
-            b"".join(b"<14>%s: n=%d\n" % (tag.encode(), i) for i in range(first, first + count))
-        )
-
-
-def forwarded(rs: Rsyslog, uid: int) -> list[dict[str, Any]]:
-    """Messages of *uid* at the collector, in arrival order, not the daemon's own."""
-    return [
-        m
-        for m in rs.messages()
-        if m["sd"].get(SD_ID, {}).get("uid") == str(uid) and "event" not in m["sd"][SD_ID]
-    ]
-
-
-def wait_numbers(rs: Rsyslog, uid: int, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """Poll until n=0..count-1 of *uid* all arrived (duplicates allowed)."""
-    want = {f"n={i}" for i in range(count)}
-
-    def arrived() -> list[dict[str, Any]] | None:
-        msgs = forwarded(rs, uid)
-        return msgs if want <= {m["msg"] for m in msgs} else None
-
-    result: list[dict[str, Any]] = poll(arrived, timeout=timeout, interval=0.05)
-    return result
-
-
-def forward_stats(daemon: DaemonProcess) -> list[dict[str, Any]]:
-    reply = request_one(daemon.control, "stats")
-    assert reply["type"] == "ok", reply
-    items: list[dict[str, Any]] = reply["forward"]
-    return items
 
 
 def test_numbered_records_arrive_with_their_trusted_fields(root: Path, collector: Rsyslog) -> None:
@@ -125,13 +80,18 @@ def test_collector_killed_and_restarted_mid_stream(root: Path, collector: Rsyslo
     assert stats["last_error"] is not None
 
 
-def test_cursor_survives_a_daemon_restart(root: Path, collector: Rsyslog) -> None:
+@pytest.mark.parametrize("stop", ["sigterm", "kill -9"])
+def test_cursor_survives_a_daemon_restart(root: Path, collector: Rsyslog, stop: str) -> None:
     """A restarted daemon goes on from its cursor: nothing already delivered is sent again."""
     toml = forward_toml("central", collector.address)
+    cursor_file = root / "var" / "log" / ".forward" / "central.cursor"
     with DaemonProcess(root, extra=toml) as d:
         send(d, 0, 200)
         wait_numbers(collector, ROOT, 200)
         poll(lambda: forward_stats(d)[0]["lag_records"] == 0)
+        if stop == "kill -9":  # the cursor on disk is all there is: wait for its save
+            poll(lambda: f'"{ROOT}":201' in cursor_file.read_text())
+            d.kill9()
     d2 = DaemonProcess(root, extra=toml)
     with d2:
         send(d2, 200, 100)
@@ -139,8 +99,7 @@ def test_cursor_survives_a_daemon_restart(root: Path, collector: Rsyslog) -> Non
         poll(lambda: forward_stats(d2)[0]["lag_records"] == 0)
     seqs = [m["sd"][SD_ID]["seq"] for m in collector.messages()]
     assert len(seqs) == len(set(seqs)) == 300 + 2  # + each run's own `started` record
-    cursor = (d2.log_dir / ".forward" / "central.cursor").read_text()
-    assert f'"{ROOT}":{len(d2.records(ROOT))}' in cursor
+    assert f'"{ROOT}":{len(d2.records(ROOT))}' in cursor_file.read_text()
 
 
 @pytest.mark.usefixtures("as_root")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from tests._collector import Rsyslog, TlsServer, rsyslog_missing
 from tests._daemon import DaemonProcess, poll, world
 from tests._tls import TestCA
-from tests.e2e.test_forward import forward_stats, forward_toml, send, wait_numbers
+from tests.e2e._forward import forward_stats, forward_toml, send, wait_numbers
 from trio_logd.control_client import request_one
 
 ROOT = os.geteuid()
@@ -63,6 +64,9 @@ def test_tls_with_the_wrong_ca_sends_nothing(root: Path, pki: dict[str, Any]) ->
             d.wait_records(ROOT, 10)
             (item,) = poll(lambda: [f for f in forward_stats(d) if f["failures"] >= 1])
             status = request_one(d.control, "status")
+            text = subprocess.run(
+                d.command("status"), capture_output=True, text=True, check=True
+            ).stdout
         log = d.stderr()
         assert rs.lines() == []
     reason = (
@@ -72,6 +76,8 @@ def test_tls_with_the_wrong_ca_sends_nothing(root: Path, pki: dict[str, Any]) ->
     assert item["last_error"] == reason
     assert (item["sent_records"], item["lag_records"]) == (0, 11)  # + the `started` record
     assert status["forward"][0]["last_error"] == reason
+    assert f"    central -> {rs.address} (tls): " in text
+    assert f"): {reason}\n" in text
     assert "forward_connect_failed" in log
     assert "certificate verify failed" in log
 
