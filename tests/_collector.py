@@ -119,6 +119,7 @@ class Rsyslog:
     def start(self) -> Rsyslog:
         """Start it and wait until its port accepts connections."""
         assert os.access(RSYSLOGD, os.X_OK), f"{RSYSLOGD} missing: run tests/setup-debian.sh"
+        assert self.proc is None, "already started (stop it first)"
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)],
@@ -132,6 +133,7 @@ class Rsyslog:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 msg = f"rsyslogd exited with {self.proc.returncode}: {self.stderr()}"
+                self.proc = None
                 raise AssertionError(msg)
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()

@@ -13,6 +13,7 @@ __all__ = ["forward_stats", "forward_toml", "forwarded", "send", "wait_numbers"]
 
 
 def forward_toml(name: str, address: str, **keys: object) -> str:
+    """A [[forward]] table (quick commit and retry for tests; *keys* add or override)."""
     lines = [f'[[forward]]\nname = "{name}"\naddress = "{address}"']
     for key, value in {"commit_delay": "0.2s", "retry_max": "1s", **keys}.items():
         rendered = f'"{value}"' if isinstance(value, str) else str(value).lower()
@@ -50,6 +51,7 @@ def wait_numbers(rs: Rsyslog, uid: int, count: int, timeout: float = 30.0) -> li
 
 
 def forward_stats(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    """The `forward` items of the daemon's `stats` reply."""
     reply = request_one(daemon.control, "stats")
     assert reply["type"] == "ok", reply
     items: list[dict[str, Any]] = reply["forward"]
