@@ -141,7 +141,11 @@ class Rsyslog:
                 return False
             return True
 
-        poll(listening, timeout=20)
+        try:
+            poll(listening, timeout=20)
+        except BaseException:
+            self.kill()  # a collector that did not come up is not left behind
+            raise
         return self
 
     def stop(self) -> None:
