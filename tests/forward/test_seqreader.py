@@ -163,3 +163,18 @@ def test_rotation_between_listing_and_opening(
     reader = SeqReader(str(tmp_path), UID)
     assert read_all(reader) == stored
     assert reader.missing == 0
+
+
+def test_current_file_cut_shorter_is_read_on_from_its_new_end(tmp_path: Path) -> None:
+    """The writer takes back a partial batch: records appended after the cut are not missed."""
+    write_uid(tmp_path, UID, recs(5))
+    current = tmp_path / str(UID) / CURRENT
+    reader = SeqReader(str(tmp_path), UID)
+    assert [line_seq(x) for x in reader.read(1 << 20)] == [1, 2, 3, 4, 5]
+    data = current.read_bytes()
+    cut = data.rindex(b'{"ts"')  # the start of the last line
+    os.truncate(current, cut)  # seq 5 taken back
+    assert reader.read(1 << 20) == []
+    with open(current, "ab") as f:
+        f.write(line(UID, 6, Rec(T0 + 6, "six")))
+    assert [line_seq(x) for x in reader.read(1 << 20)] == [6]

@@ -17,6 +17,8 @@ The store moves under it, and each move is safe:
 * compression replaces ``X.jsonl`` by ``X.jsonl.zst`` and retention deletes
   files: an open fd keeps reading; a file that vanished between the listing
   and the opening makes the directory be listed again;
+* a current file cut shorter under the reader (a batch the writer could not
+  write whole, taken back) is read on from its new end;
 * the first new line of a source whose seq is not the next one may mean that
   a rotation happened between the listing and the opening of the current
   file: the directory is listed again once, and a rotated file that covers
@@ -284,6 +286,11 @@ class SeqReader:
     def _read_plain(self, src: _Source, want: int) -> bytes:
         while True:
             data = os.pread(src.fd, want, src.offset)
+            if not data and src.offset and os.fstat(src.fd).st_size < src.offset:
+                # cut under us (the writer takes back a batch it could not write
+                # whole): what follows is appended at the new end
+                src.offset = os.fstat(src.fd).st_size
+                continue
             cut = data.rfind(b"\n") + 1
             if cut:
                 src.offset += cut
