@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests._collector import Rsyslog
+import pytest
+
+from tests._collector import Rsyslog, rsyslog_missing
 from tests._daemon import DaemonProcess, poll
 from trio_logd.control_client import request_one
 from trio_logd.forward import SD_ID
 
-__all__ = ["forward_stats", "forward_toml", "forwarded", "send", "wait_numbers"]
+__all__ = [
+    "forward_stats",
+    "forward_toml",
+    "forwarded",
+    "needs_rsyslog",
+    "send",
+    "wait_numbers",
+]
+
+#: Skip only where rsyslogd is missing and nobody could install it (not root).
+needs_rsyslog = pytest.mark.skipif(rsyslog_missing() is not None, reason=str(rsyslog_missing()))
 
 
 def forward_toml(name: str, address: str, **keys: object) -> str:

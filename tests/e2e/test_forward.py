@@ -10,15 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from tests._collector import Rsyslog, rsyslog_missing
+from tests._collector import Rsyslog
 from tests._daemon import DaemonProcess, poll, run_as, world
-from tests.e2e._forward import forward_stats, forward_toml, forwarded, send, wait_numbers
+from tests.e2e._forward import (
+    forward_stats,
+    forward_toml,
+    forwarded,
+    needs_rsyslog,
+    send,
+    wait_numbers,
+)
 from trio_logd.forward import CLAIMS_SD_ID, FIELDS_SD_ID, SD_ID
 
 ROOT = os.geteuid()
 ALICE = 1000
 
-pytestmark = pytest.mark.skipif(rsyslog_missing() is not None, reason=str(rsyslog_missing()))
+pytestmark = needs_rsyslog
 
 
 @pytest.fixture

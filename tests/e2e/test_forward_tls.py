@@ -10,15 +10,21 @@ from typing import Any
 
 import pytest
 
-from tests._collector import Rsyslog, TlsServer, rsyslog_missing
+from tests._collector import Rsyslog, TlsServer
 from tests._daemon import DaemonProcess, poll, world
 from tests._tls import TestCA
-from tests.e2e._forward import forward_stats, forward_toml, send, wait_numbers
+from tests.e2e._forward import (
+    forward_stats,
+    forward_toml,
+    needs_rsyslog,
+    send,
+    wait_numbers,
+)
 from trio_logd.control_client import request_one
 
 ROOT = os.geteuid()
 
-pytestmark = pytest.mark.skipif(rsyslog_missing() is not None, reason=str(rsyslog_missing()))
+pytestmark = needs_rsyslog
 
 
 @pytest.fixture
