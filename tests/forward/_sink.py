@@ -51,6 +51,8 @@ class Sink:
                 if not data:
                     return
                 buf += data
+                if not buf[:1].isdigit():
+                    return  # not octet counting (a TLS hello to a plain sink): hang up
                 while (sp := buf.find(b" ")) > 0 and len(buf) >= sp + 1 + int(buf[:sp]):
                     end = sp + 1 + int(buf[:sp])
                     self.frames.append(buf[sp + 1 : end])

@@ -6,6 +6,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,44 @@ async def test_unreadable_uid_does_not_stop_the_others(store: Store) -> None:
         f"{log_dir}/{OTHER}: not a directory (a symlink?); refusing to follow it"
     )
     assert stats["lag_records"] == 3
+
+
+async def test_tls_to_a_plain_tcp_collector_says_so(store: Store) -> None:
+    """protocol = "tls" to a plain TCP collector that hangs up: the error says what happened."""
+    store.add(UID, 1)
+    with trio.fail_after(20):
+        async with running(Sink()) as sink:
+            config = destination(sink, protocol="tls", verify=False)
+            async with forwarding(store, config) as service:
+                (dest,) = service.destinations
+                await until(lambda: dest.failures >= 1)
+    assert service.stats()[0]["last_error"] == (
+        f"127.0.0.1:{sink.port} (tls): TLS handshake failed: TLS error: unexpected eof while "
+        "reading (the collector closed the connection)"
+    )
+
+
+async def test_tls_to_a_silent_plain_collector_times_out_with_a_hint(store: Store) -> None:
+    """A plain TCP collector takes the TLS hello for a message and waits: timeout, with a hint."""
+    store.add(UID, 1)
+    held: list[trio.SocketStream] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            serve = partial(trio.serve_tcp, hold, 0, host="127.0.0.1")
+            (listener,) = await nursery.start(serve)
+            port = listener.socket.getsockname()[1]
+            config = ForwardConfig(name="central", address=f"127.0.0.1:{port}", protocol="tls",
+                                   verify=False, timeout=1.0)  # fmt: skip
+            async with forwarding(store, config) as service:
+                (dest,) = service.destinations
+                await until(lambda: dest.failures >= 1)
+            nursery.cancel_scope.cancel()
+    assert service.stats()[0]["last_error"] == (
+        f"127.0.0.1:{port} (tls): TLS handshake timed out after 1s "
+        "(does the collector speak TLS on this port?)"
+    )

@@ -44,6 +44,16 @@ _TCP_INFO_LEN: Final = 128
 _KEEPALIVE_PROBES: Final = 3
 
 
+#: OpenSSL reasons that have a usual cause worth naming.
+_TLS_HINTS: Final = {
+    "WRONG_VERSION_NUMBER": " (does the collector speak TLS on this port?)",
+    "UNEXPECTED_EOF_WHILE_READING": " (the collector closed the connection)",
+    "TLSV1_ALERT_UNKNOWN_CA": " (the collector does not trust our certificate's CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": " (the collector refused our certificate)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": " (the collector wants a client certificate: cert_file)",
+}
+
+
 class LinkError(Exception):
     """Connecting, the TLS handshake or a certificate failed; the message says which."""
 
@@ -92,7 +102,10 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return exc.reason or str(exc)
+        reason = str(exc.reason or "").upper()
+        hint = _TLS_HINTS.get(reason, "")
+        words = reason.replace("_", " ").lower() or str(exc)
+        return f"TLS error: {words}{hint}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
@@ -163,8 +176,13 @@ async def open_link(config: ForwardConfig, ssl_context: ssl.SSLContext | None) -
     except trio.TooSlowError:
         if tcp is not None:
             await trio.aclose_forcefully(tcp)
-        stage = "TLS handshake" if tcp is not None else "connect"
-        msg = f"{where}: {stage} timed out after {config.timeout:g}s"
+        if tcp is None:
+            msg = f"{where}: connect timed out after {config.timeout:g}s"
+        else:  # a plain TCP collector takes the TLS hello for a message and waits
+            msg = (
+                f"{where}: TLS handshake timed out after {config.timeout:g}s "
+                "(does the collector speak TLS on this port?)"
+            )
         raise LinkError(msg) from None
     except (OSError, trio.BrokenResourceError) as exc:
         if tcp is not None:
