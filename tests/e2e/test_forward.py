@@ -95,17 +95,20 @@ def test_cursor_survives_a_daemon_restart(root: Path, collector: Rsyslog, stop: 
     with DaemonProcess(root, extra=toml) as d:
         send(d, 0, 200)
         wait_numbers(collector, ROOT, 200)
-        poll(lambda: forward_stats(d)[0]["lag_records"] == 0)
+        poll(lambda: forward_stats(d)[0]["lag_records"] == 0, timeout=30)
+        first_run = forward_stats(d)[0]
         if stop == "kill -9":  # the cursor on disk is all there is: wait for its save
-            poll(lambda: f'"{ROOT}":201' in cursor_file.read_text())
+            poll(lambda: f'"{ROOT}":201' in cursor_file.read_text(), timeout=30)
             d.kill9()
     d2 = DaemonProcess(root, extra=toml)
     with d2:
         send(d2, 200, 100)
         wait_numbers(collector, ROOT, 300)
-        poll(lambda: forward_stats(d2)[0]["lag_records"] == 0)
-    seqs = [m["sd"][SD_ID]["seq"] for m in collector.messages()]
-    assert len(seqs) == len(set(seqs)) == 300 + 2  # + each run's own `started` record
+        poll(lambda: forward_stats(d2)[0]["lag_records"] == 0, timeout=30)
+        second_run = forward_stats(d2)[0]
+    seqs = Counter(m["sd"][SD_ID]["seq"] for m in collector.messages())
+    copies = {seq: n for seq, n in seqs.items() if n > 1}
+    assert (len(seqs), copies) == (300 + 2, {}), (first_run, second_run)  # + 2 `started`
     assert f'"{ROOT}":{len(d2.records(ROOT))}' in cursor_file.read_text()
 
 
