@@ -178,3 +178,18 @@ def test_current_file_cut_shorter_is_read_on_from_its_new_end(tmp_path: Path) ->
     with open(current, "ab") as f:
         f.write(line(UID, 6, Rec(T0 + 6, "six")))
     assert [line_seq(x) for x in reader.read(1 << 20)] == [6]
+
+
+@pytest.mark.parametrize("suffixes", [("",), (".zst",)])
+def test_upto_leaves_later_lines_for_the_next_read(
+    tmp_path: Path, suffixes: tuple[str, ...]
+) -> None:
+    """Lines above `upto` (written, not reported stored yet) come back on a later read."""
+    stored = write_uid(tmp_path, UID, recs(30), per_file=20, suffixes=suffixes)
+    reader = SeqReader(str(tmp_path), UID)
+    assert reader.read(1 << 20, upto=12) == stored[:12]
+    assert reader.read(1 << 20, upto=12) == []
+    assert reader.read(1 << 20, upto=25) == stored[12:25]
+    reader.close()
+    assert reader.read(1 << 20, upto=30) == stored[25:]
+    assert (reader.after, reader.missing) == (30, 0)

@@ -371,11 +371,16 @@ class Destination:
                 self._reader(uid).seek(0)
             reader = self._reader(uid)
             try:
+                # no further than the writer reported stored (and synced, per
+                # its policy): never a record that a power cut could take back
+                upto = self._known_last.get(uid, 0)
                 if reader.live:
-                    step = self._step(reader, LIVE_STEP_BYTES)
+                    step = self._step(reader, upto, LIVE_STEP_BYTES)
                     await trio.lowlevel.checkpoint()
                 else:
-                    step = await trio.to_thread.run_sync(self._step, reader, limiter=self._limiter)
+                    step = await trio.to_thread.run_sync(
+                        self._step, reader, upto, limiter=self._limiter
+                    )
             except StoreError as exc:
                 # one uid's files cannot be read (a symlink planted, a damaged
                 # file): the others go on; this one is tried again with its next record
@@ -417,10 +422,13 @@ class Destination:
                 reader.close()  # caught up
                 self._open.pop(uid, None)
 
-    def _step(self, reader: SeqReader, budget: int = STEP_BYTES) -> _Step:
-        """Read one step of a uid, filter, encode, frame (a worker thread, or the loop if live)."""
+    def _step(self, reader: SeqReader, upto: int, budget: int = STEP_BYTES) -> _Step:
+        """Read one step of a uid (up to seq *upto*), filter, encode, frame.
+
+        Runs in a worker thread, or in the event loop when the reader is live.
+        """
         missing = reader.missing
-        lines = reader.read(budget)
+        lines = reader.read(budget, upto)
         missing = reader.missing - missing
         if not lines:
             return _Step(b"", reader.after, 0, 0, 0, missing)

@@ -101,8 +101,13 @@ class SeqReader:
 
     # -- public -----------------------------------------------------------
 
-    def read(self, max_bytes: int) -> list[bytes]:
+    def read(self, max_bytes: int, upto: int | None = None) -> list[bytes]:
         """Return the next lines (without LF), about *max_bytes* at most; ``[]`` when caught up.
+
+        Args:
+            max_bytes: stop after about this many bytes.
+            upto: return no line with a seq above this (lines the writer has
+                not reported stored yet); they are read again next time.
 
         Raises:
             StoreError: the uid's directory or a file cannot be read.
@@ -132,6 +137,13 @@ class SeqReader:
                 lines = lines[bisect.bisect_right(lines, self.after, key=line_seq) :]
                 if not lines:
                     continue
+            if upto is not None and line_seq(lines[-1]) > upto:
+                keep = bisect.bisect_right(lines, upto, key=line_seq)
+                self._unread(src, lines[keep:])
+                lines = lines[:keep]
+                if not lines:
+                    break
+                max_bytes = 0  # what follows is not ours yet: stop after these
             first = line_seq(lines[0])
             if first > self.after + 1 and not src.gap_checked and relists < _MAX_RELIST:
                 # a rotation between our listing and our opening of the current
@@ -283,6 +295,14 @@ class SeqReader:
             msg = f"{self._where}/{src.name}: cannot read: {exc}"
             raise StoreError(msg) from exc
 
+    def _unread(self, src: _Source, lines: list[bytes]) -> None:
+        """Give *lines* (read, not returned) back to *src*: the next read starts with them."""
+        data = b"".join(x + b"\n" for x in lines)
+        if src.stream is None:
+            src.offset -= len(data)
+        else:
+            src.carry = data + src.carry
+
     def _read_plain(self, src: _Source, want: int) -> bytes:
         while True:
             data = os.pread(src.fd, want, src.offset)
@@ -301,6 +321,10 @@ class SeqReader:
 
     def _read_stream(self, src: _Source) -> bytes:
         assert src.stream is not None
+        cut = src.carry.rfind(b"\n") + 1
+        if cut:  # lines given back by _unread come first
+            data, src.carry = src.carry[:cut], src.carry[cut:]
+            return data
         while True:
             data = src.stream.read(_STREAM_READ)
             if not data:
