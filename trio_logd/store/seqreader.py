@@ -297,11 +297,10 @@ class SeqReader:
 
     def _unread(self, src: _Source, lines: list[bytes]) -> None:
         """Give *lines* (read, not returned) back to *src*: the next read starts with them."""
-        data = b"".join(x + b"\n" for x in lines)
         if src.stream is None:
-            src.offset -= len(data)
+            src.offset -= sum(map(len, lines)) + len(lines)  # each with its LF
         else:
-            src.carry = data + src.carry
+            src.carry = b"\n".join(lines) + b"\n" + src.carry
 
     def _read_plain(self, src: _Source, want: int) -> bytes:
         while True:
