@@ -27,6 +27,7 @@ from trio_logd import __version__
 from trio_logd.config import Config, lookup_identity
 from trio_logd.peer import PeerCred
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._operators import Operators, install_operators, serve_operators
@@ -72,6 +73,10 @@ class Daemon:
     operators: Operators | None = None
     #: uid -> (quota_bytes, on_quota), cached per uid (see _quota_lookup)
     quota_for: Callable[[int], tuple[int, str]] = field(default=lambda uid: (1 << 62, "rotate"))
+    #: further top-level keys of the ``stats`` reply (``forward``: per-destination lag)
+    extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: the ``[[forward]]`` destinations, when there are any
+    forward: ForwardService | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config (not implemented yet: logged and ignored)."""
@@ -132,7 +137,8 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
-    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
+    extra = {key: fn() for key, fn in daemon.extra_stats.items()}
+    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon), **extra)
 
 
 def _quota_lookup(config: Config) -> Callable[[int], tuple[int, str]]:
@@ -175,6 +181,11 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status
     daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
+    if config.forward:
+        daemon.forward = ForwardService(config.forward, store)
+        pipeline.written_hooks.append(daemon.forward.hook)
+        daemon.extra_status["forward"] = daemon.forward.stats
+        daemon.extra_stats["forward"] = daemon.forward.stats
     return daemon
 
 
@@ -263,6 +274,8 @@ async def _run(
             ctx.file_daemon_record,
             housekeeper,
         )
+        if daemon.forward is not None:
+            await root.start(serve_forwarders, daemon.forward)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
@@ -295,6 +308,8 @@ async def _run(
             handlers.cancel_scope.deadline = trio.current_time() + drain
         file_suppressed(ctx, ctx.suppression.flush())
         daemon.pipeline.close()
+        if daemon.forward is not None:
+            daemon.forward.stop()  # drains what was sent; the rest waits in the store
 
 
 async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:
