@@ -22,6 +22,7 @@ run: venv
 	$(BIN)/trio-logd serve --config conf/logd.toml
 
 test: venv
+	@sh tests/setup-debian.sh
 	$(BIN)/python -m pytest -q
 
 lint: venv

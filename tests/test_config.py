@@ -529,7 +529,10 @@ def test_bad_value_names_file_key_and_reason(text: str, message: str) -> None:
         ),
         ("[store]\ncolour = 1", "logd.toml: [store] colour: unknown key"),
         ('[deamon]\nsocket = "x"', "logd.toml: [deamon]: unknown table (did you mean [daemon]?)"),
-        ("[forward]\nhost = 1", "logd.toml: [forward]: unknown table"),
+        (
+            "[forwarding]\nhost = 1",
+            "logd.toml: [forwarding]: unknown table (did you mean [forward]?)",
+        ),
         (
             "[limits.users.alice]\nrate_messages = 5",
             "logd.toml: [limits.users]: unknown table (did you mean [limits.user]?)",

@@ -94,3 +94,12 @@ def test_names_that_need_quoting_are_quoted() -> None:
     """A table name with a space or @ is shown as TOML would write it."""
     new = BASE + '[limits.user."john@example.com"]\nrate_messages = 5\n'
     assert plan_reload(config(BASE), config(new)).applied == ('[limits.user."john@example.com"]',)
+
+
+def test_forward_destinations_wait_for_a_restart() -> None:
+    """A changed [[forward]] array is reported as restart-only and kept as it was."""
+    fwd = '[[forward]]\nname = "central"\naddress = "127.0.0.1:6514"\n'
+    old = config(BASE)
+    plan = plan_reload(old, config(BASE + fwd))
+    assert (plan.applied, plan.restart_required) == ((), ("[[forward]]",))
+    assert plan.effective.forward == old.forward == ()

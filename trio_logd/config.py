@@ -48,11 +48,14 @@ from typing import Any, Final, Literal, NamedTuple, TypeGuard, TypeVar
 
 from trio_logd._units import parse_duration, parse_size
 from trio_logd.errors import ConfigError
+from trio_logd.protocol.message import FACILITIES, SEVERITIES
 
 __all__ = [
     "COMPRESS_CHOICES",
     "CONFIG_ENV_VAR",
     "DEFAULTS_NAME",
+    "FORWARD_PROTOCOLS",
+    "FORWARD_STARTS",
     "FSYNC_CHOICES",
     "LOG_LEVELS",
     "ON_QUOTA_CHOICES",
@@ -62,6 +65,7 @@ __all__ = [
     "Compress",
     "Config",
     "DaemonConfig",
+    "ForwardConfig",
     "FsyncPolicy",
     "Identity",
     "IdentityConfig",
@@ -85,12 +89,16 @@ FsyncPolicy = Literal["never", "batch", "always"]
 OnRate = Literal["drop", "block"]
 OnQuota = Literal["rotate", "drop"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+ForwardProtocol = Literal["tcp", "tls"]
+ForwardStart = Literal["oldest", "now"]
 
 COMPRESS_CHOICES: Final[tuple[Compress, ...]] = ("none", "gzip", "zstd")
 FSYNC_CHOICES: Final[tuple[FsyncPolicy, ...]] = ("never", "batch", "always")
 ON_RATE_CHOICES: Final[tuple[OnRate, ...]] = ("drop", "block")
 ON_QUOTA_CHOICES: Final[tuple[OnQuota, ...]] = ("rotate", "drop")
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error")
+FORWARD_PROTOCOLS: Final[tuple[ForwardProtocol, ...]] = ("tcp", "tls")
+FORWARD_STARTS: Final[tuple[ForwardStart, ...]] = ("oldest", "now")
 
 #: SPEC §5 discovery: ``--config FILE``, else this variable, else
 #: ``SYSTEM_CONFIG_PATH`` if it exists, else the embedded defaults.
@@ -129,6 +137,14 @@ _OCTAL_MODE: Final = re.compile(r"(?:0o?)?([0-7]{1,4})")
 #: users``) are accepted.
 _NAME: Final = re.compile(r"(?!\d+\Z)(?!\.\.?\Z)(?! )(?!.* \Z)[^:/\x00-\x1f\x7f]{1,256}")
 _CLAIM: Final = re.compile(r"(user|group|uid):(.*)", re.DOTALL)
+_FORWARD_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: ``host:port``, ``[v6]:port``; the host part is checked loosely (a name or an
+#: IPv4 address: the resolver has the last word).
+_ADDRESS: Final = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})"
+)
+#: RFC 5424 §6: PRINTUSASCII = %d33-126
+_PRINTUSASCII: Final = re.compile(r"[\x21-\x7e]+")
 _TOML_ERROR: Final = re.compile(r"(.*) \((?:at line (\d+), column (\d+)|at end of document)\)")
 
 
@@ -326,6 +342,91 @@ DEFAULT_METRICS: Final = MetricsConfig(listen=None, textfile=None, interval=15.0
 
 
 @dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    """One ``[[forward]]`` table: a central collector records are forwarded to.
+
+    See ``docs/forwarding.md``. Every key but ``name`` and ``address`` has a
+    default (:data:`FORWARD_DEFAULTS`).
+
+    Attributes:
+        name: identifies the destination (its cursor file, stats, logs);
+            unique, ``[A-Za-z0-9][A-Za-z0-9_.-]*``, at most 64 characters.
+        address: ``"HOST:PORT"`` as written (``"[::1]:6514"`` for IPv6).
+        protocol: ``"tcp"`` (RFC 6587 octet counting) or ``"tls"`` (RFC 5425).
+        ca_file: CA certificates (PEM) that verify the collector, or ``None``
+            for the system's.
+        cert_file: client certificate chain (PEM), or ``None`` for none.
+        key_file: the client certificate's key, or ``None`` when it is in
+            ``cert_file``.
+        server_name: the name the collector's certificate must carry, or
+            ``None`` for the host of ``address``.
+        verify: verify the collector's certificate (``false`` only for tests).
+        uids: forward only these uids; empty = every uid.
+        min_severity: forward this severity and the more severe ones.
+        facilities: forward only these facilities; empty = every facility.
+        hostname: the RFC 5424 HOSTNAME sent, or ``None`` for this machine's name.
+        start: where a destination without a cursor begins: ``"oldest"``
+            (every stored record) or ``"now"`` (records stored from now on).
+        commit_delay: seconds a record must have been acknowledged by the
+            collector's TCP before the cursor moves past it.
+        timeout: seconds for connecting and the TLS handshake, and for sent
+            data to be acknowledged before the connection counts as dead.
+        retry_max: longest wait between two connection attempts, in seconds.
+        host: the host part of ``address`` (brackets removed).
+        port: the port of ``address``.
+    """
+
+    name: str
+    address: str
+    protocol: ForwardProtocol = "tcp"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    verify: bool = True
+    uids: tuple[int, ...] = ()
+    min_severity: str = "debug"
+    facilities: tuple[str, ...] = ()
+    hostname: str | None = None
+    start: ForwardStart = "oldest"
+    commit_delay: float = 2.0
+    timeout: float = 30.0
+    retry_max: float = 60.0
+    host: str = field(init=False, repr=False, compare=False)
+    port: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        host, port = _split_address(self.address)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+
+
+#: The keys of a ``[[forward]]`` table that may be left out, with their
+#: values as a file would write them (an array of tables cannot take its
+#: defaults from ``default.toml``: it replaces the default array whole).
+FORWARD_DEFAULTS: Final[Mapping[str, object]] = MappingProxyType(
+    {
+        "protocol": "tcp",
+        "ca_file": "",
+        "cert_file": "",
+        "key_file": "",
+        "server_name": "",
+        "verify": True,
+        "uids": [],
+        "min_severity": "debug",
+        "facilities": [],
+        "hostname": "",
+        "start": "oldest",
+        "commit_delay": "2s",
+        "timeout": "30s",
+        "retry_max": "60s",
+    }
+)
+#: Keys that mean something only with ``protocol = "tls"``.
+_TLS_KEYS: Final = ("ca_file", "cert_file", "key_file", "server_name", "verify")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A whole, validated trio-logd config.
 
@@ -343,6 +444,7 @@ class Config:
         access: ``[access]``.
         identity: ``[identity]``.
         metrics: ``[metrics]``.
+        forward: the ``[[forward]]`` destinations, in file order.
     """
 
     path: str | None
@@ -355,6 +457,7 @@ class Config:
     access: AccessConfig
     identity: IdentityConfig
     metrics: MetricsConfig = DEFAULT_METRICS
+    forward: tuple[ForwardConfig, ...] = ()
 
     def limits_for(self, uid: int, *, user: str | None, groups: Iterable[str]) -> Limits:
         """Resolve the limits of *uid*, key by key.
@@ -473,6 +576,7 @@ _SCHEMA: Final[_Schema] = {
     "access": _keys(AccessConfig),
     "identity": _keys(IdentityConfig),
     "metrics": _keys(MetricsConfig),
+    "forward": _keys(ForwardConfig),  # an array of tables: each element has these keys
 }
 
 #: Tables with fixed names and their keys, to say where a misplaced key lives.
@@ -483,6 +587,7 @@ _KEY_HOMES: Final = (
     (("access",), _keys(AccessConfig)),
     (("identity",), _keys(IdentityConfig)),
     (("metrics",), _keys(MetricsConfig)),
+    (("forward",), _keys(ForwardConfig)),
 )
 
 
@@ -663,27 +768,44 @@ class _Ctx:
 
 
 class _Table:
-    """One TOML table being read: parses values and names them in errors."""
+    """One TOML table being read: parses values and names them in errors.
 
-    __slots__ = ("_ctx", "_path", "_raw")
+    *label* names an element of an array of tables (``[[forward]] #2``).
+    """
 
-    def __init__(self, ctx: _Ctx, path: tuple[str, ...], raw: Mapping[str, object]) -> None:
+    __slots__ = ("_ctx", "_label", "_path", "_raw")
+
+    def __init__(
+        self,
+        ctx: _Ctx,
+        path: tuple[str, ...],
+        raw: Mapping[str, object],
+        label: str | None = None,
+    ) -> None:
         self._ctx = ctx
         self._path = path
         self._raw = raw
+        self._label = label
 
     @property
     def ctx(self) -> _Ctx:
         return self._ctx
 
     @property
+    def raw(self) -> Mapping[str, object]:
+        """The table as parsed from TOML (merged over the defaults)."""
+        return self._raw
+
+    @property
     def name(self) -> str:
         """``[limits.uid.1000]``; empty for the top level."""
+        if self._label is not None:
+            return self._label
         return _table_name(self._path) if self._path else ""
 
     def where(self, key: str) -> str:
         """``[daemon] socket`` (or ``socket`` at the top level)."""
-        return f"{self.name} {_toml_key(key)}" if self._path else _toml_key(key)
+        return f"{self.name} {_toml_key(key)}" if self.name else _toml_key(key)
 
     def error(self, reason: str, key: str | None = None) -> ConfigError:
         """A ``ConfigError`` about *key* of this table, or the table itself."""
@@ -739,6 +861,15 @@ def _check_names(
             raise _unknown(key, value, [k for k in schema if k != "*"], path, file)
         if isinstance(value, dict):
             _check_names(value, sub, (*path, key), file)
+        elif isinstance(value, list) and isinstance(sub, tuple):  # an array of tables
+            for i, item in enumerate(value, 1):
+                if not isinstance(item, dict):
+                    continue
+                try:
+                    _check_names(item, sub, (*path, key), file)
+                except ConfigError as exc:  # name the element: [[forward]] #2 nme
+                    where = exc.key.replace(_table_name((*path, key)), _element_label(key, i), 1)
+                    raise ConfigError(file, where, exc.reason) from None
 
 
 def _unknown(
@@ -779,6 +910,11 @@ def _toml_key(key: str) -> str:
 
 def _table_name(path: tuple[str, ...]) -> str:
     return "[" + ".".join(_toml_key(p) for p in path) + "]"
+
+
+def _element_label(key: str, index: int) -> str:
+    """``[[forward]] #2``: the *index*-th (from 1) table of the array *key*."""
+    return f"[[{_toml_key(key)}]] #{index}"
 
 
 def _show(value: object) -> str:
@@ -1147,6 +1283,166 @@ def _read_identity(table: _Table) -> IdentityConfig:
     return IdentityConfig(may_claim=table.get("may_claim", _claims))
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) -> ``(host, port)``; ``ValueError`` otherwise."""
+    match = _ADDRESS.fullmatch(address)
+    if match is None:
+        like = '(like "logs.example.com:6514" or "[::1]:6514")'
+        msg = f'expected "HOST:PORT" {like}, got {_show(address)}'
+        raise ValueError(msg)
+    host = match["v6"] or match["host"]
+    port = int(match["port"])
+    if not 0 < port <= 65535:
+        msg = f"expected a port from 1 to 65535, got {port} in {_show(address)}"
+        raise ValueError(msg)
+    if match["v6"] is not None:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            msg = f"{host!r} is not an IPv6 address in {_show(address)}"
+            raise ValueError(msg) from None
+    return host, port
+
+
+def _address(value: object) -> str:
+    if not isinstance(value, str):
+        msg = f'expected "HOST:PORT", got {_show(value)}'
+        raise _Invalid(msg)
+    try:
+        _split_address(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+    return value
+
+
+def _forward_name(value: object) -> str:
+    if isinstance(value, str) and _FORWARD_NAME.fullmatch(value):
+        return value
+    msg = (
+        "expected a name of letters, digits, '_', '.' and '-' (at most 64, starting with a "
+        f"letter or digit), got {_show(value)}"
+    )
+    raise _Invalid(msg)
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    msg = f"expected true or false, got {_show(value)}"
+    raise _Invalid(msg)
+
+
+def _uid_list(value: object) -> tuple[int, ...]:
+    if isinstance(value, list) and all(_is_int(v) and 0 <= v <= MAX_UID for v in value):
+        return tuple(dict.fromkeys(value))
+    msg = f"expected an array of uids (integers 0 to {MAX_UID}), like [0, 1000], got {_show(value)}"
+    raise _Invalid(msg)
+
+
+def _facility_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, list):
+        for item in value:
+            if item not in FACILITIES or not isinstance(item, str):
+                msg = f"expected facility names (kern, user, daemon, local0 ...), got {_show(item)}"
+                raise _Invalid(msg)
+        return tuple(dict.fromkeys(value))
+    msg = f'expected an array of facility names, like ["auth", "daemon"], got {_show(value)}'
+    raise _Invalid(msg)
+
+
+def _hostname(value: object) -> str | None:
+    if value == "":
+        return None
+    # RFC 5424 §6.2.4: HOSTNAME = NILVALUE / 1*255PRINTUSASCII
+    if isinstance(value, str) and _PRINTUSASCII.fullmatch(value) and len(value) <= 255:
+        return value
+    msg = (
+        f'expected a host name (printable ASCII, no spaces, at most 255), or "", got {_show(value)}'
+    )
+    raise _Invalid(msg)
+
+
+def _optional_text(value: object) -> str | None:
+    if value == "":
+        return None
+    if isinstance(value, str) and "\x00" not in value:
+        return value
+    msg = f'expected a string, or "" for none, got {_show(value)}'
+    raise _Invalid(msg)
+
+
+def _read_forward(table: _Table, raw: Mapping[str, object]) -> ForwardConfig:
+    for key in ("name", "address"):
+        if key not in raw:
+            reason = 'missing: every [[forward]] needs a name and an address ("HOST:PORT")'
+            raise table.error(reason, key)
+    protocol = table.get("protocol", _choice(FORWARD_PROTOCOLS))
+    if protocol != "tls":
+        for key in _TLS_KEYS:
+            if key in raw:
+                reason = f'only with protocol = "tls" (this destination uses {protocol!r})'
+                raise table.error(reason, key)
+    optional_path = _optional_path(table.ctx.base_dir)
+    cert_file = table.get("cert_file", optional_path)
+    key_file = table.get("key_file", optional_path)
+    if key_file is not None and cert_file is None:
+        reason = "expected cert_file too: a key without its certificate is of no use"
+        raise table.error(reason, "key_file")
+    commit_delay = table.get("commit_delay", _duration)
+    if commit_delay > 3600:
+        reason = f"expected at most 1h (records stay unconfirmed that long), got {commit_delay:g}s"
+        raise table.error(reason, "commit_delay")
+    timeout = table.get("timeout", _duration)
+    if timeout < 1:
+        reason = f"expected at least 1s, got {timeout:g}s"
+        raise table.error(reason, "timeout")
+    retry_max = table.get("retry_max", _duration)
+    if retry_max < 1:
+        reason = f"expected at least 1s, got {retry_max:g}s"
+        raise table.error(reason, "retry_max")
+    return ForwardConfig(
+        name=table.get("name", _forward_name),
+        address=table.get("address", _address),
+        protocol=protocol,
+        ca_file=table.get("ca_file", optional_path),
+        cert_file=cert_file,
+        key_file=key_file,
+        server_name=table.get("server_name", _optional_text),
+        verify=table.get("verify", _boolean),
+        uids=table.get("uids", _uid_list),
+        min_severity=table.get("min_severity", _choice(SEVERITIES)),
+        facilities=table.get("facilities", _facility_list),
+        hostname=table.get("hostname", _hostname),
+        start=table.get("start", _choice(FORWARD_STARTS)),
+        commit_delay=commit_delay,
+        timeout=timeout,
+        retry_max=retry_max,
+    )
+
+
+def _read_forwards(root: _Table) -> tuple[ForwardConfig, ...]:
+    raw = root.raw.get("forward", [])
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        reason = "expected an array of tables, written [[forward]] (with two brackets)"
+        raise root.error(reason, "forward")
+    out: list[ForwardConfig] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(raw, 1):
+        label = _element_label("forward", i)
+        table = _Table(root.ctx, ("forward",), {**FORWARD_DEFAULTS, **item}, label)
+        forward = _read_forward(table, item)
+        if forward.name in names:
+            first = _element_label("forward", names[forward.name])
+            reason = (
+                f"{_show(forward.name)} is also the name of {first}: "
+                "names must be unique (each has its own cursor)"
+            )
+            raise table.error(reason, "name")
+        names[forward.name] = i
+        out.append(forward)
+    return tuple(out)
+
+
 def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
     _check_names(raw, _SCHEMA, (), ctx.file)
     root = _Table(ctx, (), raw)
@@ -1160,6 +1456,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
     access = _read_access(root.table("access"))
     identity = _read_identity(root.table("identity"))
     metrics = _read_metrics(root.table("metrics"))
+    forward = _read_forwards(root)
     return Config(
         path=path,
         daemon=daemon,
@@ -1171,6 +1468,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
         access=access,
         identity=identity,
         metrics=metrics,
+        forward=forward,
     )
 
 

@@ -13,8 +13,8 @@ Live: every ``[limits.*]`` key, ``[access]``, ``[identity]``, and in
 ``shutdown_timeout``, ``log_level``). Restart: the sockets and their mode, the
 store's directory, the per-connection timeouts, ``[store]`` (the store and
 its housekeeper read it when they start; their owner may make keys live by
-removing them from :data:`RESTART_KEYS`) and ``[metrics]`` (the exporter
-binds at start).
+removing them from :data:`RESTART_KEYS`), ``[metrics]`` (the exporter
+binds at start) and ``[[forward]]`` (the forwarders start with the daemon).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ RESTART_KEYS: Final[frozenset[tuple[str, str]]] = frozenset(
         ("daemon", "frame_timeout"),
         *(("store", f.name) for f in dataclasses.fields(StoreConfig)),
         *(("metrics", f.name) for f in dataclasses.fields(MetricsConfig)),
+        ("forward", ""),  # the [[forward]] array as a whole
     }
 )
 
@@ -94,6 +95,8 @@ def _diff_overrides(
 
 
 def _show(table: str, key: str) -> str:
+    if table == "forward":
+        return "[[forward]]"
     return f"[{table}] {key}" if key else f"[{table}]"
 
 
@@ -107,7 +110,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     Returns:
         The effective config and the changed keys, split into applied and
         restart-required, each in file order (``[daemon]``, ``[store]``,
-        ``[limits.*]``, ``[access]``, ``[identity]``, ``[metrics]``).
+        ``[limits.*]``, ``[access]``, ``[identity]``, ``[metrics]``,
+        ``[[forward]]``).
     """
     changed = [
         *_diff_fields("daemon", old.daemon, new.daemon),
@@ -119,6 +123,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         *_diff_fields("access", old.access, new.access),
         *_diff_fields("identity", old.identity, new.identity),
         *_diff_fields("metrics", old.metrics, new.metrics),
+        *([("forward", "")] if old.forward != new.forward else []),
     ]
     held = [(t, k) for t, k in changed if (t, k) in RESTART_KEYS]
     kept_daemon: dict[str, Any] = {k: getattr(old.daemon, k) for t, k in held if t == "daemon"}
@@ -127,7 +132,10 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
     store: StoreConfig = dataclasses.replace(new.store, **kept_store)
     kept_metrics: dict[str, Any] = {k: getattr(old.metrics, k) for t, k in held if t == "metrics"}
     metrics: MetricsConfig = dataclasses.replace(new.metrics, **kept_metrics)
-    effective = dataclasses.replace(new, daemon=daemon, store=store, metrics=metrics)
+    forward = old.forward if ("forward", "") in held else new.forward
+    effective = dataclasses.replace(
+        new, daemon=daemon, store=store, metrics=metrics, forward=forward
+    )
     return ReloadPlan(
         effective=effective,
         applied=tuple(_show(t, k) for t, k in changed if (t, k) not in RESTART_KEYS),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
+from trio_logd.cli._forward import render_forward_lines
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed, LogdError
 
@@ -172,6 +173,10 @@ def render_table(stats: Mapping[str, Any], *, now: float | None = None) -> list[
     lines.extend(_uid_row(item, now) for item in items)
     if not items:
         lines.append("(no uid has logged since the daemon started)")
+    forward = stats.get("forward") or []
+    if forward:
+        lines.append("")
+        lines.extend(render_forward_lines(forward, now=now))
     return lines
 
 

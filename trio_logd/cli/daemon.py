@@ -141,6 +141,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name + ':':<9} {p}")
     print(f"  log_dir:  {reply.get('log_dir')}")
     print(f"  connections: {reply.get('connections')}")
+    from trio_logd.cli._forward import render_forward_lines
+
+    for line in render_forward_lines(reply.get("forward") or []):
+        print(line)
     return EXIT_OK
 
 

@@ -31,6 +31,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._limits import Limiter
@@ -87,6 +88,10 @@ class Daemon:
     reloader: Reloader = field(default_factory=Reloader)
     #: where SIGHUP starts its reload (set while the daemon serves)
     task_nursery: trio.Nursery | None = None
+    #: further top-level keys of the ``stats`` reply (``forward``: per-destination lag)
+    extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    #: the ``[[forward]]`` destinations, when there are any
+    forward: ForwardService | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config in the background; the outcome is logged."""
@@ -168,7 +173,8 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 async def _op_stats(daemon: Daemon, call: ControlCall) -> None:
-    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon))
+    extra = {key: fn() for key, fn in daemon.extra_stats.items()}
+    await call.send("ok", pid=daemon.pid, uids=uid_stats(daemon), **extra)
 
 
 async def _op_reload(daemon: Daemon, call: ControlCall) -> None:
@@ -224,6 +230,11 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status
     daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
+    if config.forward:
+        daemon.forward = ForwardService(config.forward, store)
+        pipeline.written_hooks.append(daemon.forward.hook)
+        daemon.extra_status["forward"] = daemon.forward.stats
+        daemon.extra_stats["forward"] = daemon.forward.stats
     return daemon
 
 
@@ -315,6 +326,8 @@ async def _run(
             ctx.file_daemon_record,
             housekeeper,
         )
+        if daemon.forward is not None:
+            await root.start(serve_forwarders, daemon.forward)
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
@@ -348,6 +361,8 @@ async def _run(
             handlers.cancel_scope.deadline = trio.current_time() + drain
         file_suppressed(ctx, ctx.suppression.flush())
         daemon.pipeline.close()
+        if daemon.forward is not None:
+            daemon.forward.stop()  # drains what was sent; the rest waits in the store
 
 
 async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:

@@ -250,6 +250,8 @@ class StatsCollector:
                 "last_reload": counters.last_reload,
             },
             "uids": shown,
+            # further top-level keys (``forward``: per-destination lag)
+            **{key: fn() for key, fn in daemon.extra_stats.items()},
         }
 
     def status_line(self) -> str:

@@ -1,0 +1,401 @@
+"""A stored record as an RFC 5424 message, trusted fields in their own SD element.
+
+How this works: a record line is decoded once (orjson) and laid out as
+
+    <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [logd@32473 …][logd-claims@32473 …]
+        [logd-fields@32473 …][sender's own SD elements] MSG
+
+* ``PRI`` from the record's ``fac``/``sev``; ``TIMESTAMP`` is ``ts``, the
+  daemon's receive time (RFC 5424 allows six fractional digits, which is
+  what ``ts`` has); ``HOSTNAME`` is the forwarding host's name; ``PROCID``
+  is the kernel-reported ``pid``. ``APP-NAME`` and ``MSGID`` are the sender's
+  claims, as in any syslog message.
+* ``[logd@32473 …]`` (:data:`SD_ID`) holds what the daemon and the kernel
+  vouch for: ``uid gid pid seq`` first, then every other top-level field
+  the daemon wrote (``exe comm conn_uid conn_pid relay_uid relay_pid
+  truncated event count reason`` …). A sender cannot write a top-level
+  field (SPEC §3), so nothing in this element is a claim.
+* ``[logd-claims@32473 …]`` (:data:`CLAIMS_SD_ID`) holds the header claims
+  that the trusted header replaced: ``host``, ``claimed_pid``, ``claimed_ts``.
+* The sender's ``fields``: an element it sent in RFC 5424 form under a
+  private SD-ID (``name@PEN``) is passed through as it was; anything else
+  (``@cee:`` keys, IANA names such as ``origin`` or ``meta``, malformed
+  elements, and any SD-ID of ours, ``logd…@32473``, which a sender may not
+  use) becomes a parameter of ``[logd-fields@32473 …]``
+  (:data:`FIELDS_SD_ID`): a string as it is, any other JSON value as its
+  compact JSON text. So a collector trusts exactly one element, and no
+  sender can forge it.
+* SD-NAMEs are at most 32 printable ASCII characters without ``= ] "`` and
+  space (§6.3.2); a field name that is not one is mended (other characters
+  become ``_``, cut at 32). PARAM-VALUEs escape ``"``, ``\\`` and ``]``
+  (§6.3.3). Header fields that are not PRINTUSASCII have the other
+  characters replaced by ``_`` and are cut to their RFC lengths.
+* ``MSG`` is the record's ``msg`` in UTF-8, without a BOM (MSG-ANY; rsyslog
+  and syslog-ng read UTF-8 either way).
+
+Decoding (``orjson.loads``) is the caller's, so that records a filter
+drops are never encoded.
+
+The SD-IDs use the Private Enterprise Number 32473, which RFC 5612 reserves
+for documentation and examples: trio-logd has no number of its own (see
+``docs/forwarding.md``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from trio_logd.protocol.message import FACILITIES, SEVERITIES
+
+__all__ = [
+    "CLAIMS_SD_ID",
+    "FIELDS_SD_ID",
+    "SD_ID",
+    "encode_record",
+    "frame",
+    "make_encoder",
+    "make_framer",
+    "sd_name",
+]
+
+#: The SD-ID of the trusted element (PEN 32473: RFC 5612's documentation number).
+SD_ID: Final = "logd@32473"
+#: The SD-ID of the sender's header claims that the header does not carry.
+CLAIMS_SD_ID: Final = "logd-claims@32473"
+#: The SD-ID of the sender's structured fields that are not SD elements of their own.
+FIELDS_SD_ID: Final = "logd-fields@32473"
+
+#: SD-IDs a sender's element may not pass through under: ours.
+_RESERVED_ID: Final = re.compile(r"logd[^@]*@32473")
+#: RFC 5424 §6.3.2: SD-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34 (")
+_SD_NAME: Final = re.compile(r"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]{1,32}")
+_NOT_SD_NAME_CHAR: Final = re.compile(r"[^\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]")
+#: A private SD-ID (§7.2.2): NAME@PEN, PEN in dotted digits.
+_PRIVATE_ID: Final = re.compile(r"[^@]+@[0-9]+(?:\.[0-9]+)*")
+#: §6.3.3: inside PARAM-VALUE, '"', '\' and ']' MUST be escaped.
+_SD_ESCAPE: Final = re.compile(r'["\\\]]')
+_NOT_PRINTUSASCII: Final = re.compile(r"[^\x21-\x7e]")
+
+#: §6: APP-NAME 1*48, PROCID 1*128, MSGID 1*32, HOSTNAME 1*255 PRINTUSASCII.
+_APP_MAX: Final = 48
+_MSGID_MAX: Final = 32
+_HOST_MAX: Final = 255
+
+_SEV_CODE: Final = {name: code for code, name in enumerate(SEVERITIES)}
+_FAC_CODE: Final = {name: code for code, name in enumerate(FACILITIES)}
+#: A record without fac/sev (never written by the daemon) is user.notice.
+_DEFAULT_FAC: Final = 1
+_DEFAULT_SEV: Final = 5
+
+#: Top-level keys that hold the sender's claims, not the daemon's facts.
+_CLAIM_KEYS: Final = frozenset(
+    {"fac", "sev", "app", "host", "msgid", "claimed_pid", "claimed_ts", "msg", "fields"}
+)
+#: Trusted keys, first and in this order; the rest follow in record order.
+_TRUSTED_FIRST: Final = ("uid", "gid", "pid", "seq")
+#: Header claims moved to the claims element.
+_HEADER_CLAIMS: Final = ("host", "claimed_pid", "claimed_ts")
+_SKIP_TRUSTED: Final = _CLAIM_KEYS | {"ts", *_TRUSTED_FIRST}
+#: Trusted keys of a plain record besides uid, gid, pid and seq, in order.
+_PLAIN_TRUSTED: Final = ("conn_uid", "conn_pid", "relay_uid", "relay_pid", "exe", "comm")
+#: The keys a plain record may have: the fast path of ``make_encoder``.
+_PLAIN_KEYS: Final = frozenset(
+    {"ts", *_TRUSTED_FIRST, *_PLAIN_TRUSTED, *(_CLAIM_KEYS - {"fields"})}
+)
+#: Writers remembered by one encoder (a dict of pre-formatted text each).
+_CACHE_ENTRIES: Final = 4096
+_CLAIMED_TS_HEAD: Final = f'[{CLAIMS_SD_ID} claimed_ts="'.encode()
+
+_loads: Final = orjson.loads
+_dumps: Final = orjson.dumps
+
+
+def sd_name(name: str) -> str:
+    """*name* as a valid SD-NAME: other characters become ``_``, cut at 32."""
+    if _SD_NAME.fullmatch(name):
+        return name
+    return _NOT_SD_NAME_CHAR.sub("_", name)[:32] or "_"
+
+
+def _escape(text: str) -> str:
+    """§6.3.3: escape ``"``, ``\\`` and ``]`` in a PARAM-VALUE."""
+    if '"' in text or "\\" in text or "]" in text:
+        return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+    return text
+
+
+def _value(value: object) -> str:
+    """A PARAM-VALUE's text, escaped: strings as they are, other JSON as compact JSON."""
+    if isinstance(value, str):
+        return _escape(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)  # digits and '-': nothing to escape
+    return _escape(_dumps(value).decode())
+
+
+def _header(text: object, limit: int) -> str:
+    """A header field (APP-NAME, MSGID, HOSTNAME): PRINTUSASCII, at most *limit*, or ``-``."""
+    if not isinstance(text, str) or not text:
+        return "-"
+    if _NOT_PRINTUSASCII.search(text) is not None:
+        text = _NOT_PRINTUSASCII.sub("_", text)
+    return text[:limit]
+
+
+def _element(sd_id: str, params: Iterable[tuple[str, object]]) -> str:
+    body = "".join(f' {name}="{_value(value)}"' for name, value in params)
+    return f"[{sd_id}{body}]" if body else ""
+
+
+def _is_sd_element(key: str, value: object) -> bool:
+    """A sender's element that passes through: a private, not reserved SD-ID with string params."""
+    if not (_SD_NAME.fullmatch(key) and _PRIVATE_ID.fullmatch(key)) or _RESERVED_ID.fullmatch(key):
+        return False
+    if not isinstance(value, dict) or not value:
+        return False
+    for name, v in value.items():
+        if not _SD_NAME.fullmatch(name):
+            return False
+        if not isinstance(v, str) and not (
+            isinstance(v, list) and v and all(isinstance(x, str) for x in v)
+        ):
+            return False
+    return True
+
+
+def _sender_sd(fields: Mapping[str, Any]) -> str:
+    """The sender's fields: its own SD elements, then everything else in the fields element."""
+    own: list[str] = []
+    rest: list[tuple[str, object]] = []
+    for key, value in fields.items():
+        if _is_sd_element(key, value):
+            params = [
+                (name, x) for name, v in value.items() for x in (v if isinstance(v, list) else (v,))
+            ]
+            own.append(_element(key, params))
+        else:
+            rest.append((sd_name(key), value))
+    return _element(FIELDS_SD_ID, rest) + "".join(own)
+
+
+def _pri(fac: object, sev: object) -> int:
+    """RFC 5424 §6.2.1 PRIVAL = facility * 8 + severity, from the keywords."""
+    f = _FAC_CODE.get(fac, _DEFAULT_FAC) if isinstance(fac, str) else _DEFAULT_FAC
+    s = _SEV_CODE.get(sev, _DEFAULT_SEV) if isinstance(sev, str) else _DEFAULT_SEV
+    return f * 8 + s
+
+
+def _general(host: str, rec: Mapping[str, Any]) -> str:
+    """Any record (daemon events, fields, truncated …): every key looked at."""
+    get = rec.get
+    pri = _pri(get("fac"), get("sev"))
+    trusted = [(k, rec[k]) for k in _TRUSTED_FIRST if k in rec]
+    trusted += [(k, v) for k, v in rec.items() if k not in _SKIP_TRUSTED]
+    sd = _element(SD_ID, trusted)
+    claims = [(k, rec[k]) for k in _HEADER_CLAIMS if k in rec]
+    if claims:
+        sd += _element(CLAIMS_SD_ID, claims)
+    fields = get("fields")
+    if fields:
+        if isinstance(fields, dict):
+            sd += _sender_sd(fields)
+        else:
+            sd += _element(FIELDS_SD_ID, [("fields", fields)])
+    text = get("msg")
+    body = f" {text}" if isinstance(text, str) and text else ""
+    return (
+        f"<{pri}>1 {get('ts', '-')} {host} {_header(get('app'), _APP_MAX)} "
+        f"{get('pid', '-')} {_header(get('msgid'), _MSGID_MAX)} {sd or '-'}{body}"
+    )
+
+
+def _plain_parts(host: str, rec: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What a plain record shares with others of the same writer: the text around ts and seq."""
+    get = rec.get
+    pri = _pri(get("fac"), get("sev"))
+    others = "".join(f' {k}="{_value(rec[k])}"' for k in _PLAIN_TRUSTED if k in rec)
+    mid = (
+        f" {host} {_header(get('app'), _APP_MAX)} {rec['pid']} {_header(get('msgid'), _MSGID_MAX)} "
+        f'[{SD_ID} uid="{rec["uid"]}" gid="{rec["gid"]}" pid="{rec["pid"]}" seq="'
+    )
+    return f"<{pri}>1 ", mid, f'"{others}]'
+
+
+def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
+    """Return ``encode(record) -> message`` for one forwarding host.
+
+    Decide once, run many: the HOSTNAME is mended once; a plain record (no
+    ``fields``, not a daemon event) reuses the text its writer's previous
+    records made (uid, gid, pid, exe, comm, app, msgid, PRI: one connection's
+    records share all of them), so that only ``ts``, ``seq``, the header
+    claims and the message are formatted per record.
+
+    Args:
+        hostname: the HOSTNAME to send (this machine's name).
+
+    Returns:
+        A function taking one decoded record (the stored JSON object) and
+        returning its RFC 5424 message, UTF-8, not framed.
+    """
+    host = _header(hostname, _HOST_MAX)
+    cache: dict[tuple[object, ...], tuple[str, str, str]] = {}
+    plain = _PLAIN_KEYS.issuperset
+
+    def encode(rec: Mapping[str, Any]) -> bytes:
+        if not plain(rec):
+            return _general(host, rec).encode()
+        get = rec.get
+        # everything _plain_parts formats (13 lookups cost less than slicing the line)
+        key = (
+            get("uid"), get("gid"), get("pid"), get("conn_uid"), get("conn_pid"),
+            get("relay_uid"), get("relay_pid"), get("exe"), get("comm"),
+            get("fac"), get("sev"), get("app"), get("msgid"),
+        )  # fmt: skip
+        parts = cache.get(key)
+        if parts is None:
+            if key[0] is None or key[1] is None or key[2] is None:
+                return _general(host, rec).encode()  # not a record the daemon writes
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            parts = cache[key] = _plain_parts(host, rec)
+        head, mid, tail = parts
+        claimed = get("claimed_ts")
+        if "host" in rec or "claimed_pid" in rec:
+            claims = _element(CLAIMS_SD_ID, [(k, rec[k]) for k in _HEADER_CLAIMS if k in rec])
+        elif claimed is not None:
+            claims = f'[{CLAIMS_SD_ID} claimed_ts="{_value(claimed)}"]'
+        else:
+            claims = ""
+        text = get("msg")
+        body = f" {text}" if isinstance(text, str) and text else ""
+        return f"{head}{get('ts', '-')}{mid}{get('seq', '')}{tail}{claims}{body}".encode()
+
+    return encode
+
+
+#: Every record line starts ``{"ts":"<27 characters>","seq":`` (``record.encode_line``),
+#: then the stamp (``"uid":…``), then the claims from ``"fac":``.
+_TS_SLICE: Final = slice(7, 34)
+_SEQ_START: Final = 42
+_CLAIMS_START: Final = b',"fac":"'
+#: The keys of a plain record's part from ``fac`` on: the sender's only.
+_PLAIN_CLAIMS: Final = _CLAIM_KEYS - {"fields"}
+
+Wants = Callable[[Mapping[str, Any]], bool]
+
+
+def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tuple[bytes, int, int]]:
+    """Return ``frames(lines, wants) -> (payload, sent, bad)`` for one forwarding host.
+
+    The hot loop of forwarding: each stored line is filtered, encoded
+    (:func:`make_encoder`'s output, byte for byte) and framed with RFC 6587
+    octet counting. A plain record is not decoded whole: ``ts``, ``seq`` and
+    the stamp (``"uid":…`` up to ``"fac"``) are sliced from the line's fixed
+    layout, the stamp's bytes key the cache of pre-formatted text, and only
+    the sender's part is decoded.
+
+    Args:
+        hostname: the HOSTNAME to send.
+
+    Returns:
+        A function taking record lines (without LF) and a filter on the
+        decoded record (``None``: every record), and returning the framed
+        messages joined, how many were framed, and how many lines were not
+        records (not JSON objects; skipped).
+    """
+    host = _header(hostname, _HOST_MAX)
+    encode = make_encoder(hostname)
+    cache: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
+    plain = _PLAIN_CLAIMS.issuperset
+    loads = _loads
+
+    def frames(lines: Sequence[bytes], wants: Wants | None) -> tuple[bytes, int, int]:
+        out: list[bytes] = []
+        append = out.append
+        bad = 0
+        for line in lines:
+            e = line.find(b",", _SEQ_START)
+            f = line.find(_CLAIMS_START, e)
+            try:
+                if e < 0 or f < 0 or not line.startswith(b'{"ts":"'):
+                    raise ValueError(line[:20])  # not the daemon's layout: decode it whole
+                claims = loads(b"{" + line[f + 1 :])
+            except ValueError:
+                try:
+                    rec = loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    bad += 1
+                elif wants is None or wants(rec):
+                    m = encode(rec)
+                    append(b"%d %s" % (len(m), m))
+                continue
+            if wants is not None and not wants(claims):
+                continue
+            if not plain(claims):  # a daemon event, fields, truncated: the general way
+                m = encode(loads(line))
+                append(b"%d %s" % (len(m), m))
+                continue
+            get = claims.get
+            key = (line[e:f], get("fac"), get("sev"), get("app"), get("msgid"))
+            parts = cache.get(key)
+            if parts is None:
+                rec = loads(line)
+                if not (
+                    _PLAIN_KEYS.issuperset(rec) and "uid" in rec and "gid" in rec and "pid" in rec
+                ):
+                    m = encode(rec)
+                    append(b"%d %s" % (len(m), m))
+                    continue
+                if len(cache) >= _CACHE_ENTRIES:
+                    cache.clear()
+                head, mid, tail = _plain_parts(host, rec)
+                parts = cache[key] = (head.encode(), mid.encode(), tail.encode())
+            if "host" in claims or "claimed_pid" in claims:
+                items = [(k, claims[k]) for k in _HEADER_CLAIMS if k in claims]
+                sd = _element(CLAIMS_SD_ID, items).encode()
+            elif (claimed := get("claimed_ts")) is not None:
+                sd = _CLAIMED_TS_HEAD + _value(claimed).encode() + b'"]'
+            else:
+                sd = b""
+            text = get("msg")
+            body = (" " + text).encode() if isinstance(text, str) and text else b""
+            m = b"".join(
+                (parts[0], line[_TS_SLICE], parts[1], line[_SEQ_START:e], parts[2], sd, body)
+            )
+            append(b"%d %s" % (len(m), m))
+        return b"".join(out), len(out), bad
+
+    return frames
+
+
+def encode_record(line: bytes, hostname: str) -> bytes:
+    """Encode one stored record line as an RFC 5424 message (not framed).
+
+    Args:
+        line: the record as stored (one JSON object, LF optional).
+        hostname: the HOSTNAME to send.
+
+    Returns:
+        The message, UTF-8.
+
+    Raises:
+        ValueError: the line is not a JSON object.
+    """
+    rec = _loads(line)
+    if not isinstance(rec, dict):
+        msg = f"not a record: expected a JSON object, got {type(rec).__name__}"
+        raise ValueError(msg)
+    return make_encoder(hostname)(rec)
+
+
+def frame(message: bytes) -> bytes:
+    """RFC 6587 §3.4.1 octet counting: ``MSG-LEN SP SYSLOG-MSG``."""
+    return b"%d %s" % (len(message), message)
