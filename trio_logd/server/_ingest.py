@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import itertools
 import math
+import operator
 import os
 import socket
 import time
@@ -48,6 +49,7 @@ from trio_logd.peer import (
     read_process_identity,
 )
 from trio_logd.protocol.claim import Claim, take_claim
+from trio_logd.protocol.fastpath import encode_plain_batch
 from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
@@ -57,6 +59,10 @@ from trio_logd.server._limits import OVERFLOW_ID, Limiter
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
 __all__ = ["IngestContext", "handle_connection", "serve_listener"]
+
+#: Frame fields by position (Frame is a NamedTuple), for map() over a read's frames.
+_PAYLOAD: Final = operator.itemgetter(0)
+_TRUNCATED: Final = operator.itemgetter(1)
 
 log = structlog.get_logger("trio_logd.ingest")
 
@@ -251,21 +257,17 @@ class _Connection:
         frag = stamp.fragment
         pid = stamp.cred.pid
         seq = st.last_seq
-        lines: list[bytes] = []
-        append = lines.append
-        nbytes = payload = 0
-        for f in frames:
-            data = f.data
-            payload += len(data)
-            seq += 1
-            line = b'{"ts":"%s","seq":%d,%s,%s}\n' % (
-                ts,
-                seq,
-                frag,
-                sender_json(parse_message(data, truncated=f.truncated), pid),
-            )
-            nbytes += len(line)
-            append(line)
+        payloads = list(map(_PAYLOAD, frames))
+        claims = None if any(map(_TRUNCATED, frames)) else encode_plain_batch(payloads, pid)
+        if claims is None:  # not all plain glibc lines: the general parser
+            claims = [
+                sender_json(parse_message(f.data, truncated=f.truncated), pid) for f in frames
+            ]
+        head = b'{"ts":"%s","seq":' % ts
+        lines = [b"%s%d,%s,%s}\n" % (head, s, frag, c) for s, c in enumerate(claims, seq + 1)]
+        seq += len(lines)
+        nbytes = sum(map(len, lines))
+        payload = sum(map(len, payloads))
         st.last_seq = seq
         st.records += len(frames)
         st.bytes += payload
