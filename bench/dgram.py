@@ -14,9 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from bench._daemon import BenchDaemon, cpu_seconds, peak_rss_mib
-from bench.loadgen import LoadGen, LoadSpec
-from bench.throughput import _fmt, _median
+from bench.throughput import _fmt, _median, throughput_once
 
 UID = os.geteuid()
 COUNT = 200_000
@@ -26,26 +24,7 @@ QLEN_PATH = "/proc/sys/net/unix/max_dgram_qlen"
 
 def dgram_once(*, conns: int = 4, count: int = COUNT, size: int = 120) -> dict[str, float]:
     """One run: *conns* senders, *count* datagrams in total, until all are stored."""
-    d = BenchDaemon()
-    sock = str(d.root / "run" / "dgram.sock")
-    text = d.config.read_text().replace("[daemon]\n", f'[daemon]\ndatagram_socket = "{sock}"\n', 1)
-    d.config.write_text(text)
-    with d:
-        lg = LoadGen(LoadSpec(sock=sock, conns=conns, count=count, size=size, dgram=True))
-        cpu0 = cpu_seconds(d.pid)
-        lg.start()
-        done = d.wait_stored(UID, count + 1)  # + the daemon's `started` record
-        cpu1 = cpu_seconds(d.pid)
-        results = lg.wait()
-        sent = sum(int(r["sent"]) for r in results)  # type: ignore[call-overload]
-        assert sent == count, results
-        elapsed = done - lg.t_start
-        return {
-            "msgs_per_s": count / elapsed,
-            "cpu_s_per_million": (cpu1 - cpu0) / count * 1e6,
-            "peak_rss_mib": peak_rss_mib(d.pid),
-            "elapsed_s": elapsed,
-        }
+    return throughput_once(conns=conns, count=count, size=size, dgram=True)
 
 
 def dgram(runs: int = 3) -> dict[str, Any]:

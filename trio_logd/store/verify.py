@@ -3,7 +3,7 @@
 How this works: for each uid, every record file is read (decompressed) with
 its chain file (``_chain``), oldest first, and checked in three ways:
 
-* **contents**: each line's check (2 bytes of CRC-32) against the chain's,
+* **contents**: each line's check (a byte of its Adler-32) against the chain's,
   then each block's SHA-256 from the chain's start. When every check matches
   and every hash too, the file holds exactly what the daemon wrote. When not,
   the lines are aligned with the chain's ``(seq, check)`` list (difflib), so
@@ -380,13 +380,13 @@ class _Uid:
 
     def _diff(self, f: _File, lines: list[bytes], cf: ChainFile) -> None:
         """The lines are not what the chain lists: say what differs, by seq."""
-        want: list[tuple[int | None, bytes]] = []
+        want: list[tuple[int | None, int]] = []
         for b in cf.blocks:
-            want.extend((s, b.checks[2 * k : 2 * k + 2]) for k, s in enumerate(b.seqs))
+            want.extend((s, b.checks[k]) for k, s in enumerate(b.seqs))
         checks = line_checks(lines, without_lf=True)
-        have = [(line_seq(ln), checks[2 * k : 2 * k + 2]) for k, ln in enumerate(lines)]
-        removed: list[tuple[int | None, bytes]] = []
-        added: list[tuple[int, tuple[int | None, bytes]]] = []
+        have = [(line_seq(ln), checks[k]) for k, ln in enumerate(lines)]
+        removed: list[tuple[int | None, int]] = []
+        added: list[tuple[int, tuple[int | None, int]]] = []
         changed: list[tuple[int | None, int | None]] = []
         ops = difflib.SequenceMatcher(None, want, have, autojunk=False).get_opcodes()
         for op, i1, i2, j1, j2 in ops:
