@@ -287,3 +287,18 @@ def test_readers_never_take_a_chain_file_for_records(tmp_path: Path) -> None:
     assert list(read_uid_records(tmp_path, 5)) == expected
     forwarded = SeqReader(str(tmp_path), 5).read(1 << 20)
     assert [x.rstrip(b"\n") for x in forwarded] == expected
+
+
+def test_the_rotated_records_seal_is_forwarded() -> None:
+    """A forwarded `rotated` record carries the seal (hash, records) in its trusted SD element:
+    the copy off the host that makes a rewrite of the files detectable."""
+    from tests.store._lines import daemon_line
+    from trio_logd.forward.rfc5424 import make_encoder
+
+    rec = orjson.loads(
+        daemon_line(
+            7, "rotated", file="x.jsonl", first_seq=1, last_seq=6, records=6, hash="ab" * 32
+        )
+    )
+    sent = make_encoder("host")(rec).decode()
+    assert f'records="6" hash="{"ab" * 32}"' in sent

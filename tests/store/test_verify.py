@@ -192,3 +192,18 @@ def test_a_store_written_before_chains_is_a_note(tmp_path: Path) -> None:
         ("recovered", "current.jsonl"),
     ]
     assert names(d)[-1] == "current.jsonl"
+
+
+def test_a_rotation_cut_between_its_renames_is_a_note(tmp_path: Path) -> None:
+    """Record file renamed, chain not yet (a crash): verify pairs them and says so."""
+    d = make_store(tmp_path)
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    uf = w._files[5]
+    assert uf.chain is not None
+    name = RotatedName(41, 45, int(T0), int(T0), "").format()
+    uf.chain.seal(name, 41, 45, 5 * LINE)
+    os.rename(d / "current.jsonl", d / name)  # the crash comes before the chain's rename
+    report = verify_store(tmp_path)
+    assert report.problems == []
+    assert (name, "interrupted") in {(f.file, f.what) for f in report.findings}

@@ -238,12 +238,13 @@ class _Uid:
         torn = sorted(
             n for n in names if n.startswith(_layout.TORN_PREFIX) and n.endswith(".chain.partial")
         )
+        sealed = self._interrupted(names, chains)
         out: list[_File] = []
         for key in sorted(best):
             r = best[key]
             plain = r.with_suffix("").format()
             cname = chain_name(plain)
-            chain = parse_chain(self._read(cname)) if cname in chains else None
+            chain = parse_chain(self._read(cname)) if cname in chains else sealed.get(plain)
             f = _File(plain, r.format(), r, chain)
             self._contents(f, self._read(f.shown))
             out.append(f)
@@ -254,6 +255,23 @@ class _Uid:
             self._contents(f, data)
             out.append(f)
         return out, chains, torn
+
+    def _interrupted(self, names: list[str], chains: set[str]) -> dict[str, ChainFile]:
+        """A crash between a rotation's two renames left the sealed chain as current.chain."""
+        if _layout.CURRENT in names or CURRENT_CHAIN not in chains:
+            return {}
+        try:
+            cf = parse_chain(self._read(CURRENT_CHAIN))
+        except _Moved:
+            return {}
+        if cf.seal is None or chain_name(cf.seal.file) in chains:
+            return {}
+        chains.discard(CURRENT_CHAIN)
+        self.say(
+            cf.seal.file, "interrupted", "a rotation was interrupted: its chain is still "
+            "current.chain (the next start of the daemon renames it)", problem=False,
+        )  # fmt: skip
+        return {cf.seal.file: cf}
 
     # -- one file's contents ---------------------------------------------------
 
