@@ -302,3 +302,18 @@ def test_the_rotated_records_seal_is_forwarded() -> None:
     )
     sent = make_encoder("host")(rec).decode()
     assert f'records="6" hash="{"ab" * 32}"' in sent
+
+
+def test_a_symlink_planted_as_the_chain_is_set_aside_not_followed(tmp_path: Path) -> None:
+    """A current.chain that is a symlink is never followed: it is set aside and a chain starts."""
+    d = _crashed(tmp_path, flush=True)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"precious\n")
+    (d / "current.chain").unlink()
+    (d / "current.chain").symlink_to(target)
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.close()
+    assert target.read_bytes() == b"precious\n"
+    assert not (d / "current.chain").is_symlink()
+    replay(d / "current.jsonl", d / "current.chain")

@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "check the store's hash chains and seals (offline: the files under --directory "
             "or the config's log_dir); exit 1 naming every record changed, removed, moved, "
-            "added or cut off and every file missing. With --uid: only those uids"
+            "added or cut off and every file missing. With --uid: only those uids."
         ),
     )  # fmt: skip
     return p

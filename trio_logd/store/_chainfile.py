@@ -27,6 +27,7 @@ removed at start).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from typing import Final
@@ -53,10 +54,15 @@ _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _read(dir_fd: int, name: str) -> bytes | None:
+    """A file's bytes; ``None`` if absent; ``b"\\0"`` (never a chain) for a symlink."""
     try:
         fd = os.open(name, _READ, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # planted: set aside like a damaged chain
+            return b"\0"
+        raise
     try:
         size = os.fstat(fd).st_size
         return os.pread(fd, size, 0) if size else b""
@@ -135,7 +141,7 @@ def create_chain(dir_fd: int, uid: int, prev: Seal | None, *, what: str) -> Chai
 def _set_aside(dir_fd: int, raw: bytes) -> tuple[str, int]:
     name = f"{_layout.TORN_PREFIX}{time.time_ns() // 1000}.chain.partial"
     os.rename(CURRENT_CHAIN, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    return name, len(raw)
+    return name, os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_size
 
 
 def _rebuilt(cf: ChainFile, uid: int, size: int) -> bytes:
