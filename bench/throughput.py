@@ -30,9 +30,21 @@ def throughput_once(
     size: int = 120,
     framing: str = "lf",
     daemon_kw: dict[str, Any] | None = None,
+    dgram: bool = False,
 ) -> dict[str, float]:
-    with BenchDaemon(**(daemon_kw or {})) as d:
-        lg = LoadGen(LoadSpec(sock=d.socket, conns=conns, count=count, size=size, framing=framing))
+    d = BenchDaemon(**(daemon_kw or {}))
+    sock = d.socket
+    if dgram:  # the datagram socket instead: one datagram per record
+        sock = str(d.root / "run" / "dgram.sock")
+        text = d.config.read_text().replace(
+            "[daemon]\n", f'[daemon]\ndatagram_socket = "{sock}"\n', 1
+        )
+        d.config.write_text(text)
+    with d:
+        spec = LoadSpec(
+            sock=sock, conns=conns, count=count, size=size, framing=framing, dgram=dgram
+        )
+        lg = LoadGen(spec)
         cpu0 = cpu_seconds(d.pid)
         lg.start()
         done = d.wait_stored(UID, count + 1)  # + the daemon's `started` record

@@ -485,7 +485,8 @@ def test_directory_after_the_daemon_stopped(two_users: DaemonProcess) -> None:
 
 
 def test_no_daemon_and_bad_usage() -> None:
-    """No daemon: exit 1 naming the socket; a bad time: exit 2; --verify: not yet, exit 1."""
+    """No daemon: exit 1 naming the socket; a bad time: exit 2; --verify without a store:
+    exit 1 naming the directory."""
     with world() as root:
         d = DaemonProcess(root)
         r = logq_as(ROOT, 0, *cfg(d))
@@ -494,9 +495,8 @@ def test_no_daemon_and_bad_usage() -> None:
         r = logq_as(ROOT, 0, "--since", "the other day", *cfg(d))
         assert r.rc == 2
         assert "invalid time 'the other day'" in r.err
-        r = logq_as(ROOT, 0, "--verify")
+        r = logq_as(ROOT, 0, "--verify", *cfg(d))
         assert (r.rc, r.err) == (
             1,
-            "logq: --verify is not available yet: the store has no hash chains or seals to "
-            "check (see issue #9)\n",
+            f"logq: cannot list {d.log_dir}: No such file or directory\n",
         )

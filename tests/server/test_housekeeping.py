@@ -22,7 +22,10 @@ async def test_a_pass_compresses_and_deletes_over_quota(tmp_path: Path) -> None:
     store = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="zstd")
     store.open()
     store.append(5, lines(1, 45), 45)  # four rotated files of 10 lines, 5 in current
-    hk = Housekeeper(store, OFF, lambda uid: (25 * LINE, "rotate"), Pipeline(store.last_seq), None)
+    (uid5,) = store.snapshot()
+    # two files (with their chains) over, and room for the two deletion marks retention writes
+    quota = store.usage(5) - sum(f.size for f in uid5.files[:2]) + 1000
+    hk = Housekeeper(store, OFF, lambda uid: (quota, "rotate"), Pipeline(store.last_seq), None)
     await hk.run_once()
     d = tmp_path / "5"
     assert [n[:33] for n in names(d)] == [  # 45 lines - 20 = 25: within the quota

@@ -42,10 +42,28 @@ def seqs(records: object) -> list[int]:
 
 
 def names(d: Path) -> list[str]:
-    """Sorted file names in a directory."""
-    return sorted(p.name for p in d.iterdir())
+    """Sorted names of the record files (and torn tails) in a directory: chain files left
+    out (tests/store/test_chain.py is about those)."""
+    return sorted(p.name for p in d.iterdir() if not p.name.endswith(".chain"))
 
 
 def disk_bytes(d: Path) -> int:
     """Bytes of every file in a directory."""
     return sum(p.stat().st_size for p in d.iterdir())
+
+
+def chain_bytes(d: Path) -> int:
+    """Bytes of the chain files in a directory."""
+    return sum(p.stat().st_size for p in d.iterdir() if p.name.endswith(".chain"))
+
+
+def seal_hash(d: Path, name: str) -> str:
+    """The hash in the seal of rotated file *name*'s chain."""
+    last = (d / (name + ".chain")).read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return str(orjson.loads(last)["seal"]["hash"])
+
+
+def deletion_marks(d: Path) -> bytes:
+    """The deletion marks in the current chain of uid directory *d*."""
+    kept = (d / "current.chain").read_bytes().splitlines(keepends=True)
+    return b"".join(ln for ln in kept if ln.startswith(b'{"deleted"'))

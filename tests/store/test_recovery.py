@@ -10,7 +10,7 @@ import orjson
 import pytest
 import zstandard
 
-from tests.store._lines import T0, line, lines, names, seqs
+from tests.store._lines import T0, chain_bytes, line, lines, names, seqs
 from trio_logd.errors import DiskFull
 from trio_logd.store import _layout
 from trio_logd.store._layout import RotatedName
@@ -114,7 +114,7 @@ def test_a_failed_write_keeps_whole_lines_only(
     monkeypatch.setattr(os, "write", real_write)
     cur = tmp_path / "5" / "current.jsonl"
     assert cur.read_bytes() == line(1) + line(2)
-    assert (w.last_seq(5), w.usage(5)) == (2, 2 * LINE)
+    assert (w.last_seq(5), w.usage(5)) == (2, 2 * LINE + chain_bytes(tmp_path / "5"))
     w.append(5, lines(3, 4), 4)
     w.close()
     assert seqs(read_uid_records(tmp_path, 5)) == [1, 2, 3, 4]
@@ -128,7 +128,7 @@ def test_temp_and_torn_files_count_towards_usage_only_as_they_should(tmp_path: P
     w = StoreWriter(str(tmp_path))
     assert w.open() == {5: 12}
     on_disk = sum(p.stat().st_size for p in d.iterdir())
-    assert w.usage(5) == on_disk == 12 * LINE + 30
+    assert w.usage(5) == on_disk == 12 * LINE + 30 + chain_bytes(d)
     (torn,) = (f for u in w.snapshot() for f in u.files if f.name.startswith("torn-"))
     assert torn.size == 30
     w.close()

@@ -49,6 +49,14 @@ def test_quota_deletes_the_uids_oldest_files_until_within() -> None:
     assert plan == Plan(delete=uids[0].files[:2])
 
 
+def test_bytes_beside_the_current_file_count_towards_the_quota() -> None:
+    """The current file's chain counts in the uid's usage: one more old file goes for it."""
+    plain = uid(1, 50, 100, 100, 100)
+    chained = UidFiles(1, 50, plain.files, beside=60)
+    plan = plan_retention([chained], OFF, quotas({1: (200, "rotate")}), now=T0, free_bytes=None)
+    assert (chained.usage, plan) == (410, Plan(delete=plain.files[:3]))
+
+
 def test_quota_never_deletes_files_of_a_drop_uid() -> None:
     """on_quota = "drop": the files stay (ingest drops new records instead)."""
     uids = [uid(1, 50, 100, 100, 100)]

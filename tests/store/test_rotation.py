@@ -6,7 +6,18 @@ from pathlib import Path
 
 import orjson
 
-from tests.store._lines import T0, daemon_line, disk_bytes, line, lines, names, seqs
+from tests.store._lines import (
+    T0,
+    chain_bytes,
+    daemon_line,
+    deletion_marks,
+    disk_bytes,
+    line,
+    lines,
+    names,
+    seal_hash,
+    seqs,
+)
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import Rotation, StoreWriter
@@ -33,7 +44,7 @@ def test_rotates_by_size_between_records(tmp_path: Path) -> None:
         assert len(data) == 10 * LINE
         assert data.endswith(b"\n")
     assert rotations == [
-        Rotation(5, n, s, s + 9, 10 * LINE, "size")
+        Rotation(5, n, s, s + 9, 10 * LINE, "size", 10, seal_hash(d, n))
         for n, s in zip(rotated, range(1, 91, 10), strict=True)
     ]
     assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 101))
@@ -130,13 +141,17 @@ def test_usage_counts_every_file_of_the_uid(tmp_path: Path) -> None:
     w.open()
     w.append(5, lines(1, 35), 35)
     w.append(7, lines(1, 3), 3)
-    d = tmp_path / "5"
-    assert (w.usage(5), w.usage(7)) == (disk_bytes(d), 3 * LINE)
-    assert w.ledger.total() == 38 * LINE
+    d, d7 = tmp_path / "5", tmp_path / "7"
+    assert (w.usage(5), w.usage(7)) == (disk_bytes(d), disk_bytes(d7))
+    assert disk_bytes(d7) - chain_bytes(d7) == 3 * LINE
+    assert w.ledger.total() == disk_bytes(d) + disk_bytes(d7)
     (uid5,) = (u for u in w.snapshot() if u.uid == 5)
     assert (uid5.current, [f.last_seq for f in uid5.files]) == (5 * LINE, [10, 20, 30])
-    assert w.delete(uid5.files[:2]) == 20 * LINE
-    assert w.usage(5) == disk_bytes(d) == 15 * LINE
+    chains_before = chain_bytes(d)
+    freed = w.delete(uid5.files[:2])
+    assert freed == 20 * LINE + chains_before - chain_bytes(d) + len(deletion_marks(d))
+    assert w.usage(5) == disk_bytes(d)
+    assert disk_bytes(d) - chain_bytes(d) == 15 * LINE
     w.close()
     assert seqs(read_uid_records(tmp_path, 5)) == list(range(21, 36))
 

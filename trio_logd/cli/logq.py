@@ -21,15 +21,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Final
 
+import orjson
+
 from trio_logd import __version__
 from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection
-from trio_logd.errors import ConnectFailed, LogdError, ParseError
+from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
 from trio_logd.protocol.control import decode_response
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.output import FORMATS, make_formatter
 from trio_logd.query.timespec import parse_time, ts_bound
 from trio_logd.store.scan import Scanner
+from trio_logd.store.verify import Report, verify_store
 
 __all__ = ["build_parser", "main"]
 
@@ -190,7 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
     p.add_argument(
         "--verify", action="store_true",
-        help="check the store's integrity (not available yet: needs hash chains)",
+        help=(
+            "check the store's hash chains and seals (offline: the files under --directory "
+            "or the config's log_dir); exit 1 naming every record changed, removed, moved, "
+            "added or cut off and every file missing. With --uid: only those uids."
+        ),
     )  # fmt: skip
     return p
 
@@ -315,14 +322,65 @@ def _print_stats(figures: dict[str, object]) -> None:
     _err("read: " + ", ".join(f"{k}={figures.get(k)}" for k in keys))
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    """``logq --verify``: check the store's chains; exit 1 if anything was changed."""
+    if args.follow:
+        msg = "--verify checks the files once; it cannot be used with --follow"
+        raise _Usage(msg)
+    directory = args.directory or os.path.abspath(find_config(args.config).daemon.log_dir)
+    uids = list(dict.fromkeys(_uid(u) for u in args.uid)) if args.uid else None
+    try:
+        report = verify_store(directory, uids)
+    except StoreError as exc:
+        hint = ""
+        if "Permission denied" in str(exc):
+            hint = " (the store is private to the daemon's user: run as root or as that user)"
+        msg = f"{exc}{hint}"
+        raise StoreError(msg) from exc
+    out = sys.stdout
+    if args.output == "json":
+        for f in report.findings:
+            out.write(orjson.dumps(f.as_dict()).decode() + "\n")
+        summary = {
+            "ok": not report.problems,
+            "problems": len(report.problems),
+            "notes": len(report.findings) - len(report.problems),
+            "uids": report.uids,
+            "files": report.files,
+            "records": report.records,
+        }
+        out.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        for f in report.findings:
+            out.write(("" if f.problem else "note: ") + f.describe() + "\n")
+        out.write(_verify_summary(report, directory) + "\n")
+    out.flush()
+    return EXIT_FAIL if report.problems else EXIT_OK
+
+
+def _verify_summary(report: Report, directory: str) -> str:
+    checked = (
+        f"{_count(report.uids, 'uid')}, {_count(report.files, 'file')}, "
+        f"{_count(report.records, 'record')} in {directory}"
+    )
+    notes = len(report.findings) - len(report.problems)
+    if report.problems:
+        uids = sorted({f.uid for f in report.problems})
+        return (
+            f"FAILED: {_count(len(report.problems), 'problem')} "
+            f"(uid {', '.join(map(str, uids))}); checked {checked}"
+        )
+    return f"OK: {checked}: every chain intact" + (f" ({_count(notes, 'note')})" if notes else "")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the query *args* asks for; return the exit code."""
     if args.verify:
-        _err(
-            "--verify is not available yet: the store has no hash chains or seals to check "
-            "(see issue #9)"
-        )
-        return EXIT_FAIL
+        return run_verify(args)
     spec = spec_from_args(args)
     tty = sys.stdout.isatty()
     fmt = make_formatter(args.output, colour=_colour_wanted())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
+from trio_logd.server._datagram import serve_datagrams
 from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
@@ -279,12 +281,21 @@ async def serve(
             )
             bound.append(ingest)
         daemon.sockets["socket"] = ingest.path
-        if activated.datagram is not None:
-            daemon.sockets["datagram_socket"] = activated.datagram.path
+        datagram = activated.datagram
+        if datagram is None and config.daemon.datagram_socket is not None:
+            datagram = bind_unix(
+                _abs(config.daemon.datagram_socket),
+                kind=socket.SOCK_DGRAM,
+                mode=config.daemon.socket_mode,
+                passcred=True,
+            )
+            bound.append(datagram)
+        if datagram is not None:
+            daemon.sockets["datagram_socket"] = datagram.path
         control = bind_unix(control_path, mode=0o666)
         bound.append(control)
         daemon.sockets["control_socket"] = control.path
-        await _run(daemon, ingest, control, task_status, shutdown_trigger, handle_signals)
+        await _run(daemon, ingest, datagram, control, task_status, shutdown_trigger, handle_signals)
     finally:
         for b in bound:
             unlink_if_ours(b)
@@ -297,6 +308,7 @@ async def serve(
 async def _run(
     daemon: Daemon,
     ingest: BoundSocket,
+    datagram: BoundSocket | None,
     control: BoundSocket,
     task_status: trio.TaskStatus[Daemon],
     shutdown_trigger: trio.Event | None,
@@ -334,6 +346,8 @@ async def _run(
                     serve_listener, ingest_sock, handlers, partial(handle_connection, ctx=ctx)
                 )
                 await front.start(serve_listener, control_sock, front, control_handler)
+                if datagram is not None:  # drained at shutdown like a connection
+                    await handlers.start(serve_datagrams, datagram.sock, ctx)
                 front.start_soon(serve_suppressions, ctx.suppression, ctx)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)

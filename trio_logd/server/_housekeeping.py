@@ -115,6 +115,7 @@ def file_rotated(
     """
     if file_record is None or pipeline.closed:
         return
+    sealed = {"records": rot.records, "hash": rot.hash} if rot.hash else {}
     file_record(
         rot.uid,
         "rotated",
@@ -124,6 +125,7 @@ def file_rotated(
         last_seq=rot.last_seq,
         bytes=rot.bytes,
         reason=rot.reason,
+        **sealed,
     )
 
 
@@ -196,6 +198,7 @@ class Housekeeper:
     def _retention_pass(self, now: float) -> list[Rotation]:
         """Runs in a worker thread: rotate by age, then plan and apply retention."""
         store = self.store
+        store.flush_chains()  # a chain lags its file by at most about a pass
         rotations = store.rotate_aged(now)
         try:
             free: int | None = store.free_bytes()

@@ -315,6 +315,29 @@ class Limiter:
         gather = min((want - 1) / limits.rate_messages, MAX_BLOCK_GATHER)
         return Admission(k, max(MIN_BLOCK_WAIT, wait + gather), 0.0)
 
+    def admit_nowait(
+        self, uid: int, pending_bytes: int, sizes: Sequence[int], limits: Limits, now: float
+    ) -> tuple[int, DropReason | None]:
+        """Decide a batch that cannot wait: records off the shared datagram socket.
+
+        As :meth:`admit`, but nothing is handed back and nobody pauses: what
+        the buckets do not admit is dropped and counted, also under ``on_rate
+        = "block"`` (a shared socket cannot push back on one uid), and there
+        is no drop pause (it would stall every sender of the socket).
+
+        Returns:
+            File ``sizes[:admitted]``; the rest was dropped for the reason given.
+        """
+        n = len(sizes)
+        if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
+            self.suppression.note_drop(uid, "quota", n, now)
+            return 0, "quota"
+        k = self.rate.admit(uid, sizes, limits, now)
+        if k == n:
+            return k, None
+        self.suppression.note_drop(uid, "rate", n - k, now)
+        return k, "rate"
+
     def drop_pause(self, uid: int, limits: Limits, now: float) -> float:
         """Return how long a connection of *uid* should wait after a read with drops.
 

@@ -27,7 +27,14 @@ from typing import Final
 from trio_logd.errors import LogdError
 from trio_logd.peer import PeerCred, read_peer_cred
 
-__all__ = ["AlreadyRunning", "BoundSocket", "bind_unix", "probe_socket", "unlink_if_ours"]
+__all__ = [
+    "AlreadyRunning",
+    "BoundSocket",
+    "bind_unix",
+    "probe_datagram",
+    "probe_socket",
+    "unlink_if_ours",
+]
 
 #: listen() backlog: clients reconnecting after a restart arrive in bursts.
 BACKLOG: Final = 1024
@@ -75,6 +82,22 @@ def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
         s.close()
 
 
+def probe_datagram(path: str) -> bool:
+    """Whether a process has a datagram socket bound at *path* (a stale one refuses).
+
+    A datagram socket has no ``SO_PEERCRED``: who serves it cannot be told.
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(path)
+    except OSError:  # ECONNREFUSED (stale), ENOENT, EPROTOTYPE (a stream socket) ...
+        return False
+    else:
+        return True
+    finally:
+        s.close()
+
+
 def bind_unix(
     path: str, *, kind: int = socket.SOCK_STREAM, mode: int = 0o666, passcred: bool = False
 ) -> BoundSocket:
@@ -105,6 +128,9 @@ def bind_unix(
             if peer is not None:
                 msg = f"{path}: in use by pid {peer.pid} (uid {peer.uid})"
                 raise LogdError(msg)
+        elif probe_datagram(path):
+            msg = f"{path}: a datagram socket another process serves (journald, rsyslog?)"
+            raise LogdError(msg)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)

@@ -192,8 +192,7 @@ def take_activated_sockets(
 
     An fd named ``ingest`` is the ingest socket, one named ``datagram`` the
     datagram socket; fds with other names (systemd's default is the unit's
-    name) are told apart by type. The datagram socket is held (and closed at
-    exit) but not read yet: the datagram listener is still to come.
+    name) are told apart by type.
 
     Args:
         config: the paths the sockets must be bound to.
@@ -250,11 +249,6 @@ def take_activated_sockets(
                     kind=socket.SOCK_DGRAM,
                     path=config.daemon.datagram_socket,
                     key="datagram_socket",
-                )
-                log.warning(
-                    "datagram_socket_held",
-                    path=result.datagram.path,
-                    note="inherited and held, not read yet (the datagram listener is to come)",
                 )
     except BaseException:
         result.close()

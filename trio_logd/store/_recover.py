@@ -23,6 +23,7 @@ from typing import Final
 import orjson
 
 from trio_logd.store import _layout
+from trio_logd.store._chain import CHAIN_SUFFIX
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._line import TS_AT, daemon_event, line_seq, ts_epoch
 
@@ -52,6 +53,8 @@ class Scan:
     torn: dict[str, tuple[int, float]] = field(default_factory=dict)
     #: rotated files still uncompressed, oldest first
     uncompressed: list[RotatedName] = field(default_factory=list)
+    #: bytes of the chain files of rotated files, by key (``_chain``)
+    chains: dict[RotatedKey, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
     """
     out = Scan()
     by_key: dict[RotatedKey, list[RotatedName]] = {}
+    chains: dict[RotatedKey, int] = {}
     for name in os.listdir(dir_fd):
         if name.endswith(_layout.TMP_SUFFIX):
             os.unlink(name, dir_fd=dir_fd)  # a compression a crash interrupted
@@ -102,6 +106,10 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
             by_key.setdefault(parsed.key, []).append(parsed)
         elif name.startswith(_layout.TORN_PREFIX) and name.endswith(".partial"):
             out.torn[name] = (st.st_size, st.st_mtime)
+        elif name.endswith(CHAIN_SUFFIX):
+            sealed = RotatedName.parse(name[: -len(CHAIN_SUFFIX)])
+            if sealed is not None and not sealed.suffix:
+                chains[sealed.key] = st.st_size
     for key in sorted(by_key):
         variants = by_key[key]
         # a compressed variant is renamed into place only once complete:
@@ -114,6 +122,8 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
         out.rotated[key] = (keep, size)
         if keep.suffix == "":
             out.uncompressed.append(keep)
+    # a chain without its file (removed by hand): left alone, as evidence
+    out.chains = {key: size for key, size in chains.items() if key in out.rotated}
     return out
 
 

@@ -59,16 +59,25 @@ class StoredFile:
 
 @dataclass(frozen=True, slots=True)
 class UidFiles:
-    """One uid's files: the current file's size and the rest, oldest first."""
+    """One uid's files: the current file's size and the rest, oldest first.
+
+    Attributes:
+        uid: whose.
+        current: bytes of the current file's records.
+        files: the deletable files, oldest first.
+        beside: bytes that go with the current file but are not records (its
+            hash chain): counted in the usage, never deleted.
+    """
 
     uid: int
     current: int
     files: tuple[StoredFile, ...]
+    beside: int = 0
 
     @property
     def usage(self) -> int:
         """Bytes of all the uid's files."""
-        return self.current + sum(f.size for f in self.files)
+        return self.current + self.beside + sum(f.size for f in self.files)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
 from trio_logd.store import _compress, _layout, _recover
+from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
+from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._line import TS_AT, daemon_event, line_seq
 from trio_logd.store._recover import epoch_or_now, read_last_seq
@@ -76,6 +78,8 @@ class Rotation:
         first_seq, last_seq: the ``seq`` range of the file.
         bytes: its size before compression.
         reason: ``size``, ``age`` or ``quota``.
+        records: its lines (from its chain's seal; 0 without a chain).
+        hash: its chain's final hash, hex (``""`` without a chain).
     """
 
     uid: int
@@ -84,6 +88,8 @@ class Rotation:
     last_seq: int
     bytes: int
     reason: str
+    records: int = 0
+    hash: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -115,6 +121,12 @@ class UidFile:
     retired: list[int] = field(default_factory=list)
     #: the directory changed (rename, create) since the last sync
     dir_dirty: bool = False
+    #: the hash chain of current.jsonl (``_chain``); None while it could not be opened
+    chain: ChainWriter | None = None
+    #: the seal of the newest rotated file: where the next chain starts
+    seal: Seal | None = None
+    #: bytes of rotated files' chain files, by key
+    chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -253,6 +265,7 @@ class StoreWriter:
         scan = _recover.scan_uid_dir(uf.dir_fd, self._suffix())
         uf.rotated.update(scan.rotated)
         uf.torn.update(scan.torn)
+        uf.chains.update(scan.chains)
         if self.compress != "none":
             self._to_compress.extend((uf.uid, name) for name in scan.uncompressed)
 
@@ -279,6 +292,40 @@ class StoreWriter:
         uf.fd = fd
         uf.size = size
         self._changed_dir(uf)
+        self._open_chain(uf, recover=recover)
+
+    def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
+        """Open current.chain beside the current.jsonl just opened (``_chain``).
+
+        A chain that cannot be made leaves the file unchained (logged, and
+        reported by ``logq --verify``): records are never refused for it.
+        """
+        what = f"{uf.uid}/{CURRENT_CHAIN}"
+        chain: ChainWriter | None = None
+        try:
+            if recover:
+                uf.seal = self._newest_seal(uf)
+                chain, aside = recover_chain(uf.dir_fd, uf.uid, uf.size, uf.seal, what=what)
+                if aside is not None:
+                    uf.torn[aside[0]] = (aside[1], time.time())
+                    log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
+            else:
+                chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what)
+                self.ledger.add(uf.uid, chain.size)
+        except (OSError, UnsafeLogDir) as exc:
+            log.error("chain_unavailable", uid=uf.uid, error=str(exc))
+        uf.chain = chain
+
+    def _newest_seal(self, uf: UidFile) -> Seal | None:
+        """The newest rotated file's seal (hash ``""`` when it has no chain); ``None``: none."""
+        if not uf.rotated:
+            return None
+        newest, _size = uf.rotated[max(uf.rotated)]
+        name = newest.with_suffix("").format()
+        found = read_seal(uf.dir_fd, name)
+        if found is not None:
+            return found
+        return Seal(name, newest.first_seq, newest.last_seq, 0, 0, "")
 
     def _recover_current(self, uf: UidFile, fd: int, size: int) -> int:
         cur = _recover.recover_current(uf.dir_fd, fd, size)
@@ -303,6 +350,8 @@ class StoreWriter:
         seq = max(uf.last_seq, newest.last_seq) + 1
         name = newest.with_suffix("").format()
         stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
+        seal = read_seal(uf.dir_fd, name)
+        sealed = {} if seal is None else {"records": seal.records, "hash": seal.hash}
         line = daemon_record_line(
             time.time(),
             seq,
@@ -313,6 +362,7 @@ class StoreWriter:
             first_seq=newest.first_seq,
             last_seq=newest.last_seq,
             reason="recovered",
+            **sealed,
         )
         self._write(uf, [line], seq)
         if self.fsync != "never":
@@ -395,6 +445,10 @@ class StoreWriter:
         uf.size = start + len(data)
         self.ledger.add(uf.uid, len(data))
         self._note_written(uf, lines, last_seq)
+        if uf.chain is not None:
+            chained = uf.chain.add(lines, data, last_seq)
+            if chained:
+                self.ledger.add(uf.uid, chained)
         self._done += len(lines)
         return len(lines)
 
@@ -464,13 +518,17 @@ class StoreWriter:
         if whole:
             kept = unwritten[:whole]
             self._note_written(uf, kept, line_seq(kept[-1]) or uf.last_seq)
+            if uf.chain is not None:
+                uf.chain.add(kept, b"".join(kept), line_seq(kept[-1]) or uf.last_seq)
         self.ledger.set(uf.uid, self._disk_bytes(uf))
         return whole
 
     def _disk_bytes(self, uf: UidFile) -> int:
         return (
             uf.size
+            + (uf.chain.size if uf.chain is not None else 0)
             + sum(size for _, size in uf.rotated.values())
+            + sum(uf.chains.values())
             + sum(size for size, _ in uf.torn.values())
         )
 
@@ -499,7 +557,19 @@ class StoreWriter:
         else:
             msg = f"uid directory {uf.uid}: {final} exists already; not rotating over it"
             raise UnsafeLogDir(msg)
-        os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
+        chain = uf.chain
+        seal = None
+        if chain is not None:
+            seal, chained = chain.seal(final, uf.first_seq, uf.last_seq, uf.size)
+            self.ledger.add(uf.uid, chained)
+        try:
+            os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
+        except BaseException:
+            if chain is not None:
+                chain.unseal()  # nothing rotated: the chain goes on
+            raise
+        if chain is not None:
+            self._retire_chain(uf, chain, name)
         # its data and the rename are synced with the round (before anything in
         # it is acknowledged), not here: a rotation costs no extra sync
         if self.fsync == "never":
@@ -507,7 +577,17 @@ class StoreWriter:
         else:
             uf.retired.append(uf.fd)
         self._changed_dir(uf)
-        rot = Rotation(uf.uid, final, uf.first_seq, uf.last_seq, uf.size, reason)
+        rot = Rotation(
+            uf.uid,
+            final,
+            uf.first_seq,
+            uf.last_seq,
+            uf.size,
+            reason,
+            records=seal.records if seal is not None else 0,
+            hash=seal.hash if seal is not None else "",
+        )
+        uf.seal = seal or Seal(final, uf.first_seq, uf.last_seq, 0, uf.size, "")
         uf.rotated[name.key] = (name, uf.size)
         uf.fd = -1
         uf.size = 0
@@ -519,6 +599,25 @@ class StoreWriter:
         if self.compress != "none":
             self._to_compress.append((uf.uid, name))
         return rot
+
+    def _retire_chain(self, uf: UidFile, chain: ChainWriter, name: RotatedName) -> None:
+        """The sealed chain follows its file to the rotated name; synced with the round."""
+        uf.chain = None
+        try:
+            os.rename(
+                CURRENT_CHAIN,
+                chain_name(name.format()),
+                src_dir_fd=uf.dir_fd,
+                dst_dir_fd=uf.dir_fd,
+            )
+        except OSError as exc:  # left as current.chain: the next start moves it (it is sealed)
+            log.error("chain_rename_failed", uid=uf.uid, error=exc.strerror)
+        else:
+            uf.chains[name.key] = chain.size
+        if self.fsync == "never":
+            os.close(chain.fd)
+        else:
+            uf.retired.append(chain.fd)
 
     def _changed_dir(self, uf: UidFile) -> None:
         if self.fsync != "never":
@@ -642,10 +741,17 @@ class StoreWriter:
                     for name, (size, mtime) in sorted(uf.torn.items())
                 ]
                 files.extend(
-                    StoredFile(uid, _name(n), size, float(n.last_time), n.last_seq)
+                    StoredFile(
+                        uid,
+                        _name(n),
+                        size + uf.chains.get(n.key, 0),
+                        float(n.last_time),
+                        n.last_seq,
+                    )
                     for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
                 )
-                out.append(UidFiles(uid, uf.size, tuple(files)))
+                beside = uf.chain.size if uf.chain is not None else 0
+                out.append(UidFiles(uid, uf.size, tuple(files), beside))
             return out
 
     def delete(self, files: Sequence[StoredFile]) -> int:
@@ -653,9 +759,13 @@ class StoreWriter:
 
         A file already gone (or renamed by compression since the snapshot)
         is looked up by its seq range; the current file is never deleted.
+        Before a rotated file goes, its deletion is marked in the uid's
+        current chain (with the file's seal), so that ``logq --verify`` can
+        tell retention from removal; its chain file goes first, then the file.
         """
         freed = 0
         with self._lock:
+            self._mark_deleted(files)
             for f in files:
                 uf = self._files.get(f.uid)
                 if uf is None:
@@ -669,6 +779,10 @@ class StoreWriter:
                     name, size = entry[0].format(), entry[1]
                 elif f.name not in uf.torn:
                     continue
+                if parsed is not None and parsed.key in uf.chains:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(chain_name(parsed.with_suffix("").format()), dir_fd=uf.dir_fd)
+                    size += uf.chains.pop(parsed.key)
                 try:
                     os.unlink(name, dir_fd=uf.dir_fd)
                 except FileNotFoundError:
@@ -689,6 +803,36 @@ class StoreWriter:
                         with contextlib.suppress(OSError):
                             _layout.fsync_dir(uf.dir_fd)
         return freed
+
+    def _mark_deleted(self, files: Sequence[StoredFile]) -> None:
+        """Mark the rotated files about to be deleted in their uid's current chain (synced)."""
+        by_uid: dict[int, list[Seal]] = {}
+        for f in files:
+            uf = self._files.get(f.uid)
+            parsed = RotatedName.parse(f.name)
+            if uf is None or uf.chain is None or parsed is None or parsed.key not in uf.rotated:
+                continue
+            name = parsed.with_suffix("").format()
+            seal = read_seal(uf.dir_fd, name) if parsed.key in uf.chains else None
+            by_uid.setdefault(f.uid, []).append(
+                seal or Seal(name, parsed.first_seq, parsed.last_seq, 0, 0, "")
+            )
+        for uid, seals in by_uid.items():
+            uf = self._files[uid]
+            assert uf.chain is not None
+            self.ledger.add(uid, uf.chain.mark_deleted(seals))
+            if self.fsync != "never":  # the mark is on disk before the file is gone
+                with contextlib.suppress(OSError):
+                    os.fdatasync(uf.chain.fd)
+
+    def flush_chains(self) -> None:
+        """Write every current chain's pending block (the housekeeper, once a second)."""
+        with self._lock:
+            for uf in self._files.values():
+                if uf.chain is not None:
+                    chained = uf.chain.flush()
+                    if chained:
+                        self.ledger.add(uf.uid, chained)
 
     def free_bytes(self) -> int:
         """Free bytes on the file system of ``log_dir`` (for unprivileged users, as df shows).
@@ -789,6 +933,9 @@ class StoreWriter:
         """Sync (per policy) and close every file."""
         with self._lock:
             try:
+                for uf in self._files.values():
+                    if uf.chain is not None:
+                        uf.chain.flush()
                 self._sync_locked()
             finally:
                 for uf in self._files.values():
@@ -796,6 +943,9 @@ class StoreWriter:
                         os.close(fd)
                     if uf.fd >= 0:
                         os.close(uf.fd)
+                    if uf.chain is not None:
+                        os.close(uf.chain.fd)
+                        uf.chain = None
                     os.close(uf.dir_fd)
                 self._files.clear()
                 if self._root is not None:
