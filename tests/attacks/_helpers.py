@@ -9,6 +9,7 @@ missing, which is the measured "records lost" of the attack table.
 
 from __future__ import annotations
 
+import encodings.utf_8_sig  # noqa: F401  # see below
 import io
 import os
 import select
@@ -25,7 +26,17 @@ from typing import Any
 import orjson
 
 from tests._daemon import DaemonProcess
+
+# Children that drop to another uid may be unable to read the Python install
+# (root's home, 0700): what they import lazily (the config reader's
+# utf-8-sig codec, the embedded defaults, logq's formatters) is done here.
+from trio_logd.config import default_config
+from trio_logd.query.output import make_formatter
 from trio_logd.store.reader import read_uid_records
+
+default_config()
+for _name in ("short", "verbose"):
+    make_formatter(_name)(b'{"ts":"2026-11-27T20:47:40.123456Z","seq":1,"uid":0}')
 
 ATTACKER = 1000
 BYSTANDER = 1001
@@ -113,6 +124,11 @@ class Bystander:
     def records(self) -> list[dict[str, Any]]:
         """The bystander uid's own (non-daemon) records on disk."""
         return [r for r in self.daemon.records(self.uid) if "event" not in r]
+
+    def wait_stored(self, timeout: float = 15.0) -> None:
+        """Wait until every record sent so far is on disk."""
+        got = wait_records(self.daemon, self.uid, self.sent, timeout=timeout)
+        assert len(got) == self.sent, f"bystander: {len(got)} of {self.sent} records stored"
 
     def lost(self, timeout: float = 15.0) -> int:
         """Records sent but not on disk, after waiting up to *timeout* s for them to arrive."""
@@ -203,11 +219,11 @@ def run_child(
                 value = fn()
                 code = value if isinstance(value, int) else 0
                 os.write(w, orjson.dumps(None if isinstance(value, int) else value))
-                sys.stdout.flush()
-                sys.stderr.flush()
             except BaseException:
                 traceback.print_exc()
             finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
                 os._exit(code)
         os.close(w)
         with os.fdopen(r, "rb") as pipe:

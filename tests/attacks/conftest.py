@@ -110,10 +110,15 @@ def start_daemon(as_root: None, root_dir: Path) -> Iterator[DaemonFactory]:
     """Start a daemon with ``DaemonProcess`` options; stopped with SIGTERM (exit 0) after."""
     started: list[DaemonProcess] = []
 
-    def start(*, preexec_fn: Callable[[], None] | None = None, **kwargs: Any) -> DaemonProcess:
+    def start(
+        *,
+        preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> DaemonProcess:
         d = DaemonProcess(root_dir, **kwargs)
         started.append(d)
-        return d.start(preexec_fn=preexec_fn)
+        return d.start(preexec_fn=preexec_fn, env=env)
 
     yield start
     for d in started:
