@@ -55,6 +55,27 @@ def _drop_to(uid: int, gid: int) -> None:
     os.setuid(uid)
 
 
+def fork_as(uid: int, body: Callable[[], None]) -> int:
+    """Fork a child that drops to *uid* (gid the same), runs *body* and exits.
+
+    Returns:
+        The child's pid (the caller reaps it). The child exits 0 when *body*
+        returns, 1 (after printing the traceback) when it raises.
+    """
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            _drop_to(uid, uid)
+            body()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
 class Bystander:
     """Another uid's client logging numbered records around an attack.
 
@@ -73,22 +94,15 @@ class Bystander:
         self.sent = 0
         cmd_r, cmd_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                os.close(cmd_w)
-                os.close(rep_r)
-                _drop_to(uid, uid)
-                _bystander_main(daemon.socket, cmd_r, rep_w)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+
+        def child() -> None:
+            os.close(cmd_w)
+            os.close(rep_r)
+            _bystander_main(daemon.socket, cmd_r, rep_w)
+
+        self.pid = fork_as(uid, child)
         os.close(cmd_r)
         os.close(rep_w)
-        self.pid = pid
         self._cmd = cmd_w
         self._rep = rep_r
         self._done = False
@@ -346,6 +360,7 @@ __all__ = [
     "ChildResult",
     "assert_contiguous",
     "assert_store_is_one_record_per_line",
+    "fork_as",
     "run_child",
     "send_as",
     "store_lines",

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests._daemon import DaemonProcess, poll
-from tests.attacks._helpers import ATTACKER, BYSTANDER, Bystander, assert_contiguous
+from tests.attacks._helpers import ATTACKER, BYSTANDER, Bystander, assert_contiguous, fork_as
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.control_client import request_one
 from trio_logd.store._layout import CURRENT
@@ -37,30 +37,23 @@ class Holder:
     def __init__(self, daemon: DaemonProcess, uid: int, n: int) -> None:
         r, w = os.pipe()
         hold_r, hold_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                os.close(r)
-                os.close(hold_w)
-                _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
-                conns = []
-                for _ in range(n):
-                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                    s.connect(daemon.socket)
-                    conns.append(s)
-                os.write(w, b"%d\n" % len(conns))
-                os.read(hold_r, 1)  # until the parent closes its end
-                code = 0
-            finally:
-                os._exit(code)
+
+        def child() -> None:
+            os.close(r)
+            os.close(hold_w)
+            _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # no privilege needed
+            conns = []
+            for _ in range(n):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(daemon.socket)
+                conns.append(s)
+            os.write(w, b"%d\n" % len(conns))
+            os.read(hold_r, 1)  # until the parent closes its end
+
+        self.pid = fork_as(uid, child)
         os.close(w)
         os.close(hold_r)
-        self.pid = pid
         self._hold = hold_w
         ready, _, _ = select.select([r], [], [], 60)
         assert ready, "holder did not connect in time"

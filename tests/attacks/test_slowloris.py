@@ -109,10 +109,11 @@ def test_slowloris(start_daemon: DaemonFactory, attack_report: AttackRow) -> Non
     )
     assert FRAME_TIMEOUT - 0.5 <= slow.value["closed_after"] <= FRAME_TIMEOUT + 3
     assert flooded.value == {"still_open": 0}
-    assert [(r["msg"], r.get("truncated", False)) for r in recs[:2]] == [
-        ("whole", False),
-        ("slowly", True),  # "slow" at 0 s, "l" at 1 s, "y" at 2 s, cut at 2.5 s
-    ]
+    # "slow" at 0 s, "l" at 1 s, "y" at 2 s, cut at 2.5 s ("slowl" if "y" came late)
+    assert [(r["msg"], r.get("truncated", False)) for r in recs[:2]] in (
+        [("whole", False), ("slowly", True)],
+        [("whole", False), ("slowl", True)],
+    )
     assert {(r["msg"][:1], len(r["msg"]), r["truncated"]) for r in recs[2:]} == {
         ("z", 65536 - 9, True)
     }

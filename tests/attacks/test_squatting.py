@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests._daemon import DaemonProcess
-from tests.attacks._helpers import ATTACKER, Bystander, run_child, wait_records
+from tests.attacks._helpers import ATTACKER, Bystander, fork_as, run_child, wait_records
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.client import LogdClient
 from trio_logd.client._connect import PeerRefused, connect
@@ -37,38 +37,32 @@ class Squatter:
         self.path = path
         r, w = os.pipe()
         self._stop_r, self._stop_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                os.close(r)
-                os.setgroups([])
-                os.setgid(ATTACKER)
-                os.setuid(ATTACKER)
-                srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                srv.bind(path)
-                os.chmod(path, 0o666)  # everyone may connect: it wants their records
-                srv.listen(16)
-                os.write(w, b"ready\n")
-                got = 0
-                conns: dict[int, socket.socket] = {}
-                while True:
-                    ready, _, _ = select.select([srv.fileno(), self._stop_r, *conns], [], [])
-                    if self._stop_r in ready:
-                        break
-                    if srv.fileno() in ready:
-                        c = srv.accept()[0]
-                        conns[c.fileno()] = c
-                    for fd in ready:
-                        if fd in conns:
-                            data = conns[fd].recv(65536)
-                            got += len(data)
-                            if not data:
-                                conns.pop(fd).close()
-                os.write(w, b"%d\n" % got)
-                code = 0
-            finally:
-                os._exit(code)
+
+        def child() -> None:
+            os.close(r)
+            srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            srv.bind(path)
+            os.chmod(path, 0o666)  # everyone may connect: it wants their records
+            srv.listen(16)
+            os.write(w, b"ready\n")
+            got = 0
+            conns: dict[int, socket.socket] = {}
+            while True:
+                ready, _, _ = select.select([srv.fileno(), self._stop_r, *conns], [], [])
+                if self._stop_r in ready:
+                    break
+                if srv.fileno() in ready:
+                    c = srv.accept()[0]
+                    conns[c.fileno()] = c
+                for fd in ready:
+                    if fd in conns:
+                        data = conns[fd].recv(65536)
+                        got += len(data)
+                        if not data:
+                            conns.pop(fd).close()
+            os.write(w, b"%d\n" % got)
+
+        pid = fork_as(ATTACKER, child)
         os.close(w)
         self.pid = pid
         self._r = r
