@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint fmt bench clean
+.PHONY: venv run test lint fmt bench fuzz fuzz-merge clean
 
 venv: $(STAMP)
 
@@ -26,16 +26,38 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
-	$(BIN)/ruff check trio_logd tests bench
-	$(BIN)/ruff format --check trio_logd tests bench
+	$(BIN)/ruff check trio_logd tests bench fuzz
+	$(BIN)/ruff format --check trio_logd tests bench fuzz
 	$(BIN)/mypy
 
 fmt: venv
-	$(BIN)/ruff format trio_logd tests bench
-	$(BIN)/ruff check --fix trio_logd tests bench
+	$(BIN)/ruff format trio_logd tests bench fuzz
+	$(BIN)/ruff check --fix trio_logd tests bench fuzz
 
 bench: venv
 	$(BIN)/python -m bench
 
+# Coverage-guided fuzzing (atheris) of the parsers, FUZZ_SECONDS per target.
+# New inputs and crashes go to .fuzz-work/ (crash-*: replay with
+# `python -m fuzz TARGET FILE`, then make it a test in tests/fuzz/);
+# `make fuzz-merge` keeps the new inputs that add coverage in fuzz/corpus/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= ingest control claim
+
+fuzz: venv
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p .fuzz-work/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(BIN)/python -m fuzz $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=.fuzz-work/$$t- .fuzz-work/$$t fuzz/corpus/$$t \
+			2>.fuzz-work/$$t.log || { tail -40 .fuzz-work/$$t.log; exit 1; }; \
+		grep -E "^Done|stat::number_of_executed_units" .fuzz-work/$$t.log | tail -1; \
+	done
+
+fuzz-merge: venv
+	@for t in $(FUZZ_TARGETS); do \
+		$(BIN)/python -m fuzz $$t -merge=1 fuzz/corpus/$$t .fuzz-work/$$t 2>>.fuzz-work/merge.log; \
+	done
+
 clean:
-	rm -rf $(VENV) run var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) run var .pytest_cache .mypy_cache .ruff_cache .fuzz-work

@@ -119,14 +119,28 @@ class DaemonProcess:
         """A ``trio-logd`` command line using this daemon's config."""
         return [PYTHON, "-m", "trio_logd", *args, "--config", str(self.config)]
 
-    def start(self, *, wait: bool = True) -> DaemonProcess:
-        """Start the daemon and (by default) wait until its control socket answers."""
+    def start(
+        self,
+        *,
+        wait: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> DaemonProcess:
+        """Start the daemon and (by default) wait until its control socket answers.
+
+        Args:
+            wait: poll the control socket until the daemon answers.
+            preexec_fn: run in the child before the daemon (e.g. lower a limit).
+            env: the daemon's environment (default: ours).
+        """
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [PYTHON, "-m", "trio_logd", "serve", "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 cwd=self.root,
+                preexec_fn=preexec_fn,
+                env=env,
             )
         if wait:
             self.wait_ready()

@@ -8,8 +8,13 @@ data arrives:
 
 * :class:`Stamp` holds the writer's credentials for a whole connection (or a
   run of reads by the same writer) and pre-encodes them once;
-* :func:`sender_json` encodes a message's claims with orjson (which escapes
-  every control character, so no message can start a second line);
+* :func:`sender_json` encodes a message's claims with orjson, which escapes
+  the C0 controls; :func:`json_safe` then escapes what orjson writes raw but
+  SPEC §3 and the readers need escaped: DEL and the C1 controls (U+0085 NEL
+  ends a line for ``str.splitlines``), U+2028/U+2029 (line and paragraph
+  separators, also line ends there) and the bidi controls (they reorder text
+  on a terminal: ``cat``, ``grep``, ``logq -o json``). So no message can
+  start a second line for any reader;
 * :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims.
 
 :class:`Record` is the decoded, typed view used by readers and for the
@@ -19,6 +24,7 @@ daemon's own records.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,6 +40,7 @@ __all__ = [
     "daemon_record_line",
     "encode_line",
     "format_ts",
+    "json_safe",
     "sender_json",
 ]
 
@@ -48,6 +55,37 @@ TRUSTED_KEYS: Final = frozenset(
 
 _dumps: Final = orjson.dumps
 _UTC: Final = _dt.UTC
+
+# What orjson leaves raw that must not reach a line: DEL, the C1 controls
+# (U+0080..U+009F), the Arabic letter mark U+061C, LRM/RLM U+200E/U+200F,
+# U+2028/U+2029, the bidi embeddings and overrides U+202A..U+202E and the
+# isolates U+2066..U+2069 (CVE-2021-42574), matched as their UTF-8 bytes.
+# orjson writes valid UTF-8, so every match is one whole character.
+_UNSAFE_UTF8: Final = re.compile(
+    rb"\x7f|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
+)
+
+
+def _escape_char(m: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(m.group().decode())
+
+
+def json_safe(encoded: bytes) -> bytes:
+    """Escape, in orjson's output, the characters it leaves raw but a line must not hold.
+
+    The result is the same JSON value (``\\u`` escapes inside strings), in
+    ASCII wherever those characters were. Costs two C-level scans when
+    there are none (an ASCII line without DEL: the common case).
+
+    Args:
+        encoded: JSON text as orjson writes it (valid UTF-8).
+
+    Returns:
+        *encoded*, with DEL, C1, bidi and line-separator characters escaped.
+    """
+    if encoded.isascii() and 0x7F not in encoded:  # an int: memchr, 8x faster than b"\x7f"
+        return encoded
+    return _UNSAFE_UTF8.sub(_escape_char, encoded)
 
 
 def format_ts(epoch: float) -> str:
@@ -98,7 +136,8 @@ class Stamp:
         if comm is not None:
             parts["comm"] = comm
         # '{"uid":1,...}' -> '"uid":1,...' : spliced between seq and the claims
-        self.fragment: bytes = _dumps(parts)[1:-1]
+        # comm is set by the process itself and exe names any file: escaped too
+        self.fragment: bytes = json_safe(_dumps(parts))[1:-1]
 
 
 def sender_json(msg: Message, pid: int) -> bytes:
@@ -122,7 +161,10 @@ def sender_json(msg: Message, pid: int) -> bytes:
         d["fields"] = msg.fields
     if msg.truncated:
         d["truncated"] = True
-    return _dumps(d)[1:-1]
+    out = _dumps(d)
+    if not out.isascii() or 0x7F in out:  # json_safe, inlined: once per record
+        out = _UNSAFE_UTF8.sub(_escape_char, out)
+    return out[1:-1]
 
 
 def encode_line(ts: bytes, seq: int, stamp: bytes, claims: bytes) -> bytes:
@@ -152,7 +194,7 @@ def daemon_record_line(ts: float, seq: int, stamp: Stamp, event: str, **extra: A
     claims: dict[str, Any] = {"fac": "syslog", "sev": sev, "app": "trio-logd", "event": event}
     claims.update(extra)
     claims.setdefault("msg", event)
-    return encode_line(format_ts(ts).encode(), seq, stamp.fragment, _dumps(claims)[1:-1])
+    return encode_line(format_ts(ts).encode(), seq, stamp.fragment, json_safe(_dumps(claims))[1:-1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,6 +181,15 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
+    def in_frame(self) -> bool:
+        """Whether a frame has started and not ended (its bytes buffered or being skipped).
+
+        The daemon's per-frame deadline (``[daemon] frame_timeout``) runs
+        while this is true.
+        """
+        return self._state != _START
+
+    @property
     def consumed(self) -> int:
         """Stream offset of the first byte held in the buffer (for error offsets)."""
         return self._received - len(self._buf)

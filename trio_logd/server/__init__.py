@@ -33,6 +33,7 @@ from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
+from trio_logd.server._fdlimit import FD_RESERVE, raise_nofile_limit
 from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
@@ -220,7 +221,13 @@ def build_daemon(config: Config) -> Daemon:
     suppression = SuppressionTracker()
     limiter = Limiter(config, suppression, store.usage)
     ingest = IngestContext(
-        pipeline, config.daemon.max_message_bytes, me, suppression=suppression, limiter=limiter
+        pipeline,
+        config.daemon.max_message_bytes,
+        me,
+        frame_timeout=config.daemon.frame_timeout,
+        idle_timeout=config.daemon.idle_timeout,
+        suppression=suppression,
+        limiter=limiter,
     )
     daemon = Daemon(config, store, pipeline, ingest, ControlServer())
     daemon.quota_for = limiter.quota_for
@@ -268,6 +275,17 @@ async def serve(
 
     activated = take_activated_sockets(config)  # systemd's, if any: never unlinked
     daemon = build_daemon(config)
+    fds = raise_nofile_limit()  # connections must not starve the store of fds
+    daemon.extra_status["fd_limit"] = lambda: fds.soft
+    if fds.soft < config.daemon.max_connections + FD_RESERVE:
+        log.warning(
+            "fd_limit_low",
+            soft=fds.soft,
+            hard=fds.hard,
+            max_connections=config.daemon.max_connections,
+            reserve=FD_RESERVE,
+            hint="raise LimitNOFILE= (systemd) or lower [daemon] max_connections",
+        )
     sys.setswitchinterval(SWITCH_INTERVAL)
     limiter = daemon.ingest.limiter
     limiter.apply(await limiter.prepare(config))  # the admins' gids, off the event loop

@@ -19,6 +19,16 @@ uid's senders and nobody else. A writer that may relay (``[identity]
 may_claim``) has its records parsed first and filed run by run under the uid
 each claims (``protocol/claim.py``), stamped with its own credentials as
 ``relay_uid``/``relay_pid``, and counted against the claimed uid's limits.
+
+Reads are non-blocking first: while a client keeps the socket busy a read
+costs one ``recvmsg`` and a yield, and no timer. Only when the socket is
+empty does the task wait, in a cancel scope whose deadline is the earlier of
+the per-frame deadline (``[daemon] frame_timeout``, armed when a read ends
+inside a frame and kept until that frame ends) and the idle deadline (``[daemon]
+idle_timeout``, counted from the start of the wait). A frame that misses its
+deadline is filed as far as it arrived, ``truncated``, with one
+``protocol_error`` record (``reason: "frame_timeout"``), and the connection is
+closed; an idle connection is closed (``docs/security.md``).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import trio
 
 from trio_logd.config import default_config
 from trio_logd.errors import FramingError
+from trio_logd.errors import excerpt as _excerpt
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import (
     SCM_CREDENTIALS_SPACE,
@@ -105,6 +116,10 @@ class IngestContext:
     receivers: set[trio.CancelScope] = field(default_factory=set)
     #: per-uid limits; ``None`` builds one on the embedded defaults (tests)
     limiter: Limiter = None  # type: ignore[assignment]
+    #: ``[daemon] frame_timeout``: seconds a started frame may take to end; 0 = never
+    frame_timeout: float = 30.0
+    #: ``[daemon] idle_timeout``: seconds a connection may send nothing; 0 = never
+    idle_timeout: float = 0.0
     #: the latest read (uid, time), and the time of the latest read by a uid
     #: other than that one: whether anyone else is sending (``others_active``)
     _last_uid: int = field(default=-1, init=False, repr=False)
@@ -459,19 +474,33 @@ class _AsyncCloser(trio.abc.AsyncResource):
 async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
     ctx = conn.ctx
     decoder = conn.decoder
-    raw: socket.socket = sock._sock  # type: ignore[attr-defined]  # for the non-blocking drain
+    raw: socket.socket = sock._sock  # type: ignore[attr-defined]  # read without trio's wrapper
     last_writer = conn.conn
     uid_state = ctx.pipeline.state(conn.conn.uid)
+    frame_timeout = ctx.frame_timeout
+    idle_timeout = ctx.idle_timeout
+    frame_deadline = math.inf  # when the frame in progress must have ended
     while True:
         data: bytes | None = None
         anc: list[tuple[int, int, bytes]] = []
         if not ctx.stopping:
-            with trio.CancelScope() as scope:
-                ctx.receivers.add(scope)
-                try:
-                    data, anc, _flags, _addr = await sock.recvmsg(READ_SIZE, SCM_CREDENTIALS_SPACE)
-                finally:
-                    ctx.receivers.discard(scope)
+            # as trio's own sock.recvmsg: a cancel point before, a yield after a read
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                data, anc, _flags, _addr = raw.recvmsg(
+                    READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                deadline = frame_deadline
+                if idle_timeout:
+                    deadline = min(deadline, trio.current_time() + idle_timeout)
+                if await _wait_readable(raw, ctx, deadline):
+                    continue
+                if not ctx.stopping:  # the deadline passed
+                    await _timed_out(conn, frame_deadline, time.time())
+                    return
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
         if data is None:  # shutting down: take what the kernel already holds
             got = _recv_nowait(raw)
             if got is None:
@@ -488,18 +517,89 @@ async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
                 return
             last_writer = writer
             uid_state = ctx.pipeline.state(writer.uid)
+            frame_deadline = math.inf  # the previous writer's frame was closed off
         if not data:  # EOF
             await _finish(conn, now)
             return
         decoder.receive_data(data)
+        ended = False  # whether a frame ended in this read
         try:
             while frames := decoder.frames():
+                ended = True
                 await conn.file(frames, now)
         except FramingError as exc:
             _protocol_error(conn, exc, now)
             return
         if uid_state.pending_bytes > UID_PENDING_BYTES:
             await uid_state.wait_for_room()
+        if frame_timeout:
+            # Armed when a frame starts (the read ends inside a new frame),
+            # kept while that frame goes on, disarmed when no frame is open;
+            # counted from after our own work on the read (filing, backpressure).
+            if not decoder.in_frame:
+                frame_deadline = math.inf
+            elif ended or frame_deadline == math.inf:
+                frame_deadline = trio.current_time() + frame_timeout
+
+
+async def _wait_readable(raw: socket.socket, ctx: IngestContext, deadline: float) -> bool:
+    """Wait until *raw* has bytes (or EOF) to read.
+
+    Returns:
+        ``True`` when it has; ``False`` when the wait ended first: at
+        shutdown (``ctx.stopping``) or at *deadline*.
+    """
+    with trio.CancelScope(deadline=deadline) as scope:
+        ctx.receivers.add(scope)  # shutdown cancels it (IngestContext.stop_receiving)
+        try:
+            await trio.lowlevel.wait_readable(raw)
+        finally:
+            ctx.receivers.discard(scope)
+    return not scope.cancelled_caught
+
+
+async def _timed_out(conn: _Connection, frame_deadline: float, now: float) -> None:
+    """The frame or idle deadline passed: file what the open frame holds, then close.
+
+    The unfinished frame is filed as far as it arrived, ``truncated``, and one
+    ``protocol_error`` record names the timeout; an idle connection without
+    an open frame is just closed.
+    """
+    ctx = conn.ctx
+    decoder = conn.decoder
+    frame = frame_deadline <= trio.current_time()
+    if not decoder.in_frame:
+        log.debug("idle_timeout", seconds=ctx.idle_timeout)
+        return
+    held = decoder.buffered
+    try:
+        partial = decoder.close_partial()
+        excerpt = "" if partial is None else _excerpt(partial.data)
+    except FramingError as exc:  # an unfinished octet count: nothing to keep but its excerpt
+        partial, excerpt = None, exc.excerpt
+    if partial is not None:
+        await conn.file([Frame(partial.data, True)], now)
+    reason, timeout = (
+        ("frame_timeout", ctx.frame_timeout) if frame else ("idle_timeout", ctx.idle_timeout)
+    )
+    msg = (
+        f"frame not completed within {timeout:g} s ({reason}): {held} bytes of it held"
+        f"{', filed truncated' if partial is not None else ''}; connection closed"
+    )
+    writer = conn.stamp.cred
+    log.warning("protocol_error", error=msg, writer_uid=writer.uid)
+    ctx.file_daemon_record(
+        writer.uid,
+        "protocol_error",
+        sev="warning",
+        msg=msg,
+        conn_uid=conn.conn.uid,
+        conn_pid=conn.conn.pid,
+        writer_pid=writer.pid,
+        excerpt=excerpt,
+        count=1,
+        reason=reason,
+    )
 
 
 async def _finish(conn: _Connection, now: float) -> None:
