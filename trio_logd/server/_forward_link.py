@@ -12,8 +12,11 @@ TCP says nothing to the application about delivery, but the kernel knows
 how many bytes the peer acknowledged: ``tcpi_bytes_acked`` of ``TCP_INFO``
 (Linux ≥ 4.1, RFC 4898's ``tcpEStatsAppHCThruOctetsAcked``; it counts the
 SYN too, which is harmless as both ends of a comparison do). After a write,
-:meth:`Link.written` is "acknowledged + still queued" (``SIOCOUTQ``), read
-in that order so that it never comes out short: once
+:meth:`Link.written` is "acknowledged + still queued" (``SIOCOUTQ``), both
+read from one instant: an acknowledgement landing between the two reads
+would count its bytes twice, a total that no later acknowledgement reaches
+(the last batch would never commit), so the pair is read again until the
+acknowledged count did not move around the queue read. Once
 :meth:`Link.acknowledged` reaches it, the collector's TCP stack has every
 byte written so far. For TLS both count TLS record bytes, which is what the
 socket carries.
@@ -131,10 +134,25 @@ class Link:
         acked: int = struct.unpack_from("=Q", info, _BYTES_ACKED_OFFSET)[0]
         return acked
 
+    def queued(self) -> int:
+        """Bytes in the send queue: not sent yet, or sent and not acknowledged."""
+        out = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4)
+        return int(struct.unpack("i", out)[0])
+
     def written(self) -> int:
-        """Bytes (+1) handed to the kernel so far: acknowledged + still queued."""
-        queued = struct.unpack("i", fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))
-        return int(queued[0]) + self.acknowledged()
+        """Bytes (+1) handed to the kernel so far: acknowledged + still queued, at one instant.
+
+        Only an acknowledgement moves bytes from one count to the other (our
+        writes happen in this task), so a pair read while the acknowledged
+        count stood still is exact.
+        """
+        acked = self.acknowledged()
+        while True:
+            queued = self.queued()
+            again = self.acknowledged()
+            if again == acked:
+                return acked + queued
+            acked = again
 
     async def aclose(self) -> None:
         """Close (TLS: with close_notify), within a second."""
