@@ -1,16 +1,21 @@
 """A small synchronous client of the control socket, for the CLIs.
 
 It sends one request and yields the response lines (see
-``trio_logd.protocol.control`` for the protocol). It also checks, with
-``SO_PEERCRED``, who serves the socket.
+``trio_logd.protocol.control`` for the protocol). Before sending, it checks
+with ``SO_PEERCRED`` who serves the socket, by the rule the client shim uses
+for the ingest socket (``client._connect.trusted_uid``: root, or the owner of
+the socket's directory, or ``expected_uid``, or our own uid), so that whoever squats the path
+can neither read a query nor feed ``logq`` records of its own making.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
+from trio_logd.client._connect import PeerRefused, trusted_uid
 from trio_logd.errors import ConnectFailed
 from trio_logd.peer import PeerCred, read_peer_cred
 from trio_logd.protocol.control import NEED_DATA, LineReader, decode_response, encode_request
@@ -25,12 +30,16 @@ class ControlConnection:
         path: the control socket.
         timeout: seconds for connecting and for each read (``None``: wait
             forever, for follow streams).
+        expected_uid: the daemon's uid (default: see the module doc).
 
     Raises:
         ConnectFailed: nobody answers on *path*.
+        PeerRefused: *path* is served by an untrusted uid.
     """
 
-    def __init__(self, path: str, *, timeout: float | None = 10.0) -> None:
+    def __init__(
+        self, path: str, *, timeout: float | None = 10.0, expected_uid: int | None = None
+    ) -> None:
         self.path = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._sock.settimeout(timeout)
@@ -41,6 +50,14 @@ class ControlConnection:
             msg = f"cannot connect to the control socket {path}: {exc.strerror or exc}"
             raise ConnectFailed(msg) from exc
         self.server: PeerCred = read_peer_cred(self._sock)
+        uid, who = trusted_uid(path, expected_uid)
+        if self.server.uid not in (0, uid, os.geteuid()):  # our own uid is no stranger
+            self._sock.close()
+            msg = (
+                f"{path}: served by uid {self.server.uid} (pid {self.server.pid}), "
+                f"expected {who} or root: not talking to it"
+            )
+            raise PeerRefused(msg)
         self._reader = LineReader(max_line=1 << 26)
 
     def send(self, op: str, **args: Any) -> None:

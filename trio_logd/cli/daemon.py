@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from trio_logd import __version__
+from trio_logd.client._connect import PeerRefused
 from trio_logd.config import Config, find_config, load
 from trio_logd.errors import ConfigError, ConnectFailed, LogdError
 from trio_logd.peer import read_peer_cred
@@ -111,6 +112,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     try:
         reply = request_one(path, "status")
+    except PeerRefused as exc:  # someone else serves the path: say so, it is not us
+        _err(str(exc))
+        return EXIT_FAIL
     except ConnectFailed:
         stale = os.path.exists(path) and probe_socket(path) is None
         why = f"stale socket {path}" if stale else f"no daemon answers on {path}"

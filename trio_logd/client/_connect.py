@@ -13,7 +13,8 @@ By default that is the owner of the socket's directory: whoever owns the
 directory can replace the socket anyway, and nobody else can put one there
 (for a world-writable directory such as ``/tmp`` the owner is root, so a
 daemon of another uid there needs ``expected_uid``). Root is always
-accepted: it can read the client's memory and the log files regardless.
+accepted: it can read the client's memory and the log files regardless;
+so is the client's own uid (no privilege boundary to cross).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def connect(path: str, expected_uid: int | None = None) -> socket.socket:
         msg = f"{path}: cannot connect: {reason}"
         raise ConnectFailed(msg) from exc
     uid, who = trusted_uid(path, expected_uid)
-    if cred.uid != 0 and cred.uid != uid:
+    if cred.uid not in (0, uid, os.geteuid()):  # our own uid is no stranger
         sock.close()
         msg = (
             f"{path}: served by uid {cred.uid} (pid {cred.pid}), expected {who} or root: "
