@@ -33,15 +33,24 @@ STARTUP_TIMEOUT = 20.0
 
 
 def poll(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.01) -> Any:
-    """Call *predicate* until it returns something truthy; fail after *timeout*."""
+    """Call *predicate* until it returns something truthy; fail after *timeout*.
+
+    A ``KeyError``/``IndexError`` from *predicate* counts as "not yet" (a uid
+    the daemon has not seen, a record not stored yet); at the deadline the
+    last one is the failure's cause.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        missing: LookupError | None = None
+        try:
+            value = predicate()
+        except LookupError as exc:
+            value, missing = None, exc
         if value:
             return value
         if time.monotonic() > deadline:
             msg = f"condition not met within {timeout} s: {predicate}"
-            raise AssertionError(msg)
+            raise AssertionError(msg) from missing
         time.sleep(interval)
 
 
