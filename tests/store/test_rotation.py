@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.store._lines import (
     T0,
@@ -20,6 +24,7 @@ from tests.store._lines import (
 )
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
+from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import Rotation, StoreWriter
 
 LINE = len(line(1))
@@ -165,3 +170,91 @@ def test_rotated_record_is_recognised_only_from_the_daemon(tmp_path: Path) -> No
     w.append(5, [fake], 1)
     assert [r.first_seq for r in w.rotate_aged(T0 + 60)] == [1]
     w.close()
+
+
+def _greedy_files(records: list[bytes], limit: int) -> list[list[bytes]]:
+    """The rule, one line at a time: a line that would overflow a file holding a
+    record (a ``rotated`` header is none) starts the next file."""
+    files: list[list[bytes]] = [[]]
+    size, has_records = 0, False
+    for rec in records:
+        if has_records and size + len(rec) > limit:
+            files.append([])
+            size, has_records = 0, False
+        files[-1].append(rec)
+        size += len(rec)
+        has_records = has_records or b'"event":"rotated"' not in rec
+    return files
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    msgs=st.lists(st.integers(0, 400), min_size=1, max_size=60),
+    cuts=st.lists(st.integers(1, 12), min_size=1, max_size=20),
+    limit=st.integers(1, 1200),
+    rotated_at=st.sets(st.integers(0, 59), max_size=4),
+    exact=st.none() | st.tuples(st.integers(0, 59), st.sampled_from([-1, 0, 1])),
+)
+def test_size_rotation_splits_like_the_per_line_rule(
+    tmp_path_factory: pytest.TempPathFactory,
+    msgs: list[int],
+    cuts: list[int],
+    limit: int,
+    rotated_at: set[int],
+    exact: tuple[int, int] | None,
+) -> None:
+    """Any line sizes, any batches, any limit: the files are what the per-line rule makes."""
+    root = tmp_path_factory.mktemp("rot")
+    records = [
+        daemon_line(i + 1, "rotated") if i in rotated_at else line(i + 1, msg="x" * (m + 1))
+        for i, m in enumerate(msgs)
+    ]
+    if exact is not None:  # a limit at (or a byte off) the end of a line: the edge cases
+        upto, off = exact
+        limit = max(1, sum(map(len, records[: upto + 1])) + off)
+    w = StoreWriter(str(root), max_file_bytes=limit)
+    w.open()
+    pos, k = 0, 0
+    while pos < len(records):
+        batch = records[pos : pos + cuts[k % len(cuts)]]
+        w.append(5, batch, pos + len(batch))
+        pos, k = pos + len(batch), k + 1
+    w.close()
+    d = root / "5"
+    rotated = sorted(
+        (n for n in names(d) if n != "current.jsonl"),
+        key=lambda n: RotatedName.parse(n).first_seq,  # type: ignore[union-attr]
+    )
+    on_disk = [(d / n).read_bytes() for n in [*rotated, "current.jsonl"]]
+    expected = [b"".join(f) for f in _greedy_files(records, limit)]
+    if on_disk[-1] == b"" and len(on_disk) == len(expected) + 1:
+        on_disk.pop()  # the batch ended exactly at a rotation: an empty current file
+    assert on_disk == expected
+
+
+def test_rotation_links_the_files_made_ahead(tmp_path: Path) -> None:
+    """Past half a file, prepare_spares makes two unnamed files; the rotation links them
+    into place as the new current.jsonl and current.chain; the store verifies clean."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    w.append(5, lines(1, 4), 4)
+    assert not w.spares_wanted  # under half: nothing to prepare yet
+    w.append(5, lines(5, 6), 6)
+    assert w.spares_wanted
+    d = tmp_path / "5"
+    before = set(os.listdir(d))
+    assert w.prepare_spares() == 1
+    assert set(os.listdir(d)) == before  # unnamed: nothing to see, nothing left by a crash
+    spare_inodes = {os.fstat(fd).st_ino for fd in w._files[5].spares}
+    w.append(5, lines(7, 12), 12)  # rotates after seq 10
+    assert {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino} == (
+        spare_inodes
+    )
+    assert ((d / "current.jsonl").stat().st_mode & 0o777) == 0o600
+    w.append(5, lines(13, 16), 16)
+    assert w.prepare_spares() == 1  # spares for the next rotation, then closed unused
+    w.close()
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 17))
+    assert verify_store(tmp_path).problems == []

@@ -140,6 +140,7 @@ class _Writer:
         self.group_commit = store.fsync == "batch"
         self.unsynced: list[Batch] = []
         self._sync_wanted = trio.Event()
+        self._spares_wanted = trio.Event()
         #: rounds go to a worker thread until then (see write)
         self._thread_until = -math.inf
 
@@ -152,6 +153,16 @@ class _Writer:
             await self._sync_wanted.wait()
             self._sync_wanted = trio.Event()
             await self.sync_now()
+
+    async def serve_spares(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Make the files of coming rotations ahead, in a worker thread (``prepare_spares``)."""
+        task_status.started()
+        while True:
+            await self._spares_wanted.wait()
+            self._spares_wanted = trio.Event()
+            await trio.to_thread.run_sync(self.store.prepare_spares)
 
     async def sync_now(self) -> None:
         """Sync everything written so far, then acknowledge the batches it covers."""
@@ -270,6 +281,8 @@ class _Writer:
                         b.on_stored(True)
         if self.group_commit:
             self._sync_wanted.set()
+        if self.store.spares_wanted:
+            self._spares_wanted.set()
         if rotations:
             for rot in rotations:
                 file_rotated(self.pipeline, self.file_record, rot)
@@ -310,6 +323,7 @@ async def serve_store(
         async with trio.open_nursery() as syncs:
             if writer.group_commit:
                 await syncs.start(writer.serve_syncs)
+            await syncs.start(writer.serve_spares)
             task_status.started()
             while await pipeline.wait_for_work():
                 await writer.run_round()

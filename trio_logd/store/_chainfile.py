@@ -104,6 +104,12 @@ def _start(prev: Seal | None) -> bytes:
     return bytes.fromhex(prev.hash) if prev is not None and prev.hash else GENESIS
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _write_new(dir_fd: int, name: str, data: bytes, what: str) -> int:
     """Write *data* as *name* (through a .tmp renamed into place); return an append fd."""
     tmp = name + _layout.TMP_SUFFIX
@@ -111,16 +117,16 @@ def _write_new(dir_fd: int, name: str, data: bytes, what: str) -> int:
         os.unlink(tmp, dir_fd=dir_fd)
     fd = _layout.open_file(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=what)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     return _layout.open_file(dir_fd, name, os.O_WRONLY | os.O_APPEND, what=what)
 
 
-def create_chain(dir_fd: int, uid: int, prev: Seal | None, *, what: str) -> ChainWriter:
+def create_chain(
+    dir_fd: int, uid: int, prev: Seal | None, *, what: str, spare: int | None = None
+) -> ChainWriter:
     """Start ``current.chain`` for an empty ``current.jsonl``: the header, nothing else.
 
     Args:
@@ -128,13 +134,28 @@ def create_chain(dir_fd: int, uid: int, prev: Seal | None, *, what: str) -> Chai
         uid: whose.
         prev: the seal of the file before (``None``: the uid's first file).
         what: how to name it in errors.
+        spare: an unnamed file of *dir_fd* (``O_TMPFILE``, append mode) to
+            write the header to and link into place; the function owns it.
+            Without one (or if linking fails) the file is created.
 
     Raises:
         OSError: it could not be written.
     """
     start = _start(prev)
     header = header_line(uid, prev, start)
-    fd = _write_new(dir_fd, CURRENT_CHAIN, header, what)
+    fd = -1
+    if spare is not None:
+        try:
+            _write_all(spare, header)
+            linked = _layout.link_unnamed(spare, dir_fd, CURRENT_CHAIN) == 0
+        except OSError:
+            linked = False
+        if linked:
+            fd = spare
+        else:
+            os.close(spare)
+    if fd < 0:
+        fd = _write_new(dir_fd, CURRENT_CHAIN, header, what)
     return ChainWriter(fd, start, end=0, records=0, size=len(header), what=what)
 
 

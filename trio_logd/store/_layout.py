@@ -31,6 +31,7 @@ __all__ = [
     "TORN_PREFIX",
     "RotatedName",
     "fsync_dir",
+    "link_unnamed",
     "open_dir",
     "open_file",
     "open_log_dir",
@@ -177,6 +178,22 @@ def open_dir(parent_fd: int, name: str, *, create: bool, what: str) -> int:
 def open_uid_dir(log_dir_fd: int, uid: int, *, create: bool = True) -> int:
     """Open the directory of *uid* below ``log_dir`` (see :func:`open_dir`)."""
     return open_dir(log_dir_fd, str(uid), create=create, what=f"uid directory {uid}")
+
+
+def link_unnamed(fd: int, dir_fd: int, name: str) -> int:
+    """Give the unnamed file *fd* (``O_TMPFILE``) the name *name* in *dir_fd*.
+
+    ``linkat`` through ``/proc/self/fd`` (linking an fd directly,
+    ``AT_EMPTY_PATH``, needs ``CAP_DAC_READ_SEARCH``). Never replaces a file.
+
+    Returns:
+        0, or the errno of the failure (``EEXIST``: *name* exists).
+    """
+    try:
+        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd, follow_symlinks=True)
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
 
 
 def open_file(dir_fd: int, name: str, flags: int, *, what: str) -> int:

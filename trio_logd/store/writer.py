@@ -32,9 +32,11 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import functools
+import itertools
 import math
 import os
 import threading
@@ -127,6 +129,9 @@ class UidFile:
     seal: Seal | None = None
     #: bytes of rotated files' chain files, by key
     chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+    #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
+    #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
+    spares: list[int] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -208,6 +213,10 @@ class StoreWriter:
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._to_compress: deque[tuple[int, RotatedName]] = deque()
+        #: uids whose current file is past half its size limit and has no spares
+        self._spares_wanted: set[int] = set()
+        #: False once the file system refused O_TMPFILE or linking one
+        self._spares_work = True
 
     # -- start-up ---------------------------------------------------------
 
@@ -275,9 +284,11 @@ class StoreWriter:
     def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
         """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
         what = f"{uf.uid}/{_layout.CURRENT}"
-        fd = _layout.open_file(
-            uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
-        )
+        fd = -1 if recover else self._link_spare(uf, _layout.CURRENT)
+        if fd < 0:
+            fd = _layout.open_file(
+                uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
+            )
         try:
             size = os.fstat(fd).st_size
             if size and recover:
@@ -293,6 +304,77 @@ class StoreWriter:
         uf.size = size
         self._changed_dir(uf)
         self._open_chain(uf, recover=recover)
+
+    # -- spare files --------------------------------------------------------
+    #
+    # Creating a file costs ~0.5 ms on ext4 (the inode), twice per rotation
+    # (current.jsonl, current.chain), in the event loop when appends run
+    # there. So the two files of a uid's next rotation are made ahead, off
+    # the loop, as unnamed files of its directory (``O_TMPFILE``; nothing is
+    # left behind by a crash), and a rotation only links them into place
+    # (``linkat``, ~15 µs). Where the file system has no ``O_TMPFILE`` (or
+    # /proc is not there to link through), files are created as before.
+
+    @property
+    def spares_wanted(self) -> bool:
+        """Some uid nears a rotation and has no spare files: call :meth:`prepare_spares`."""
+        return bool(self._spares_wanted)
+
+    def prepare_spares(self) -> int:
+        """Make the unnamed files of the uids :attr:`spares_wanted` names (a worker thread).
+
+        Returns:
+            How many uids got spares.
+        """
+        with self._lock:
+            wanted, self._spares_wanted = self._spares_wanted, set()
+            jobs = [
+                (uid, os.dup(uf.dir_fd))
+                for uid in wanted
+                if (uf := self._files.get(uid)) is not None and not uf.spares
+            ]
+        made = 0
+        for uid, dir_fd in jobs:
+            fds: list[int] = []
+            flags = os.O_TMPFILE | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+            try:
+                fds.append(os.open(".", flags, _layout.FILE_MODE, dir_fd=dir_fd))  # current.jsonl
+                fds.append(os.open(".", flags, _layout.FILE_MODE, dir_fd=dir_fd))  # current.chain
+                ino = os.fstat(dir_fd).st_ino
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    self._spares_work = False  # no O_TMPFILE here: create files as before
+                continue
+            finally:
+                os.close(dir_fd)
+            with self._lock:
+                uf = self._files.get(uid)
+                if uf is None or uf.spares or os.fstat(uf.dir_fd).st_ino != ino:
+                    for fd in fds:
+                        os.close(fd)
+                else:
+                    uf.spares = fds
+                    made += 1
+        return made
+
+    def _take_spare(self, uf: UidFile) -> int | None:
+        return uf.spares.pop() if uf.spares else None
+
+    def _link_spare(self, uf: UidFile, name: str) -> int:
+        """Link a spare file of *uf* into place as *name*; its fd, or -1 (none, or it failed)."""
+        fd = self._take_spare(uf)
+        if fd is None:
+            return -1
+        failed = _layout.link_unnamed(fd, uf.dir_fd, name)
+        if failed:
+            os.close(fd)
+            if failed != errno.EEXIST:  # no /proc, or the file system refuses
+                self._spares_work = False
+                log.warning("spare_files_off", uid=uf.uid, error=os.strerror(failed))
+            return -1
+        return fd
 
     def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
         """Open current.chain beside the current.jsonl just opened (``_chain``).
@@ -310,7 +392,8 @@ class StoreWriter:
                     uf.torn[aside[0]] = (aside[1], time.time())
                     log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
             else:
-                chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what)
+                spare = self._take_spare(uf)
+                chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what, spare=spare)
                 self.ledger.add(uf.uid, chain.size)
         except (OSError, UnsafeLogDir) as exc:
             log.error("chain_unavailable", uid=uf.uid, error=str(exc))
@@ -443,6 +526,8 @@ class StoreWriter:
         while view:
             view = view[os.write(fd, view) :]
         uf.size = start + len(data)
+        if uf.size > self.max_file_bytes >> 1 and not uf.spares and self._spares_work:
+            self._spares_wanted.add(uf.uid)  # a rotation is coming: prepare_spares
         self.ledger.add(uf.uid, len(data))
         self._note_written(uf, lines, last_seq)
         if uf.chain is not None:
@@ -468,26 +553,40 @@ class StoreWriter:
             self._dirty.add(uf.uid)
 
     def _write_rotating(self, uf: UidFile, lines: Sequence[bytes]) -> int:
-        """Write *lines*, rotating between two of them whenever the next would overflow."""
+        """Write *lines*, rotating between two of them whenever the next would overflow.
+
+        A file always takes its first record, however long (a ``rotated``
+        header does not count as one). The split points are found with a
+        bisection over the lines' running sizes, not a loop per line.
+        """
         written = 0
-        chunk: list[bytes] = []
-        size = uf.size
+        ends = list(itertools.accumulate(map(len, lines), initial=0))  # ends[i]: lines[:i]
+        n = len(lines)
         has_records = uf.records_since is not None
-        for line in lines:
-            if has_records and size + len(line) > self.max_file_bytes:
-                if chunk:
-                    written += self._write(uf, chunk, line_seq(chunk[-1]) or uf.last_seq)
-                    chunk = []
-                self._rotate(uf, "size")
-                self._open_current(uf)
-                size = 0
-                has_records = False
-            chunk.append(line)
-            size += len(line)
-            if not has_records:
-                has_records = daemon_event(line) != "rotated"
-        if chunk:
-            written += self._write(uf, chunk, line_seq(chunk[-1]) or uf.last_seq)
+        c = i = 0  # lines[c:i]: taken for the current file, not written yet
+        fsize = uf.size
+        while i < n:
+            if not has_records:  # up to and including the first record: taken as they are
+                while i < n:
+                    i += 1
+                    if daemon_event(lines[i - 1]) != "rotated":
+                        has_records = True
+                        break
+                continue
+            # the longest run from i that still fits: ends[k] - ends[c] <= room
+            k = bisect.bisect_right(ends, self.max_file_bytes - fsize + ends[c], lo=i) - 1
+            if k > i:
+                i = k
+                continue
+            if i > c:
+                written += self._write(uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq)
+            self._rotate(uf, "size")
+            self._open_current(uf)
+            fsize = uf.size
+            c = i
+            has_records = False
+        if i > c:
+            written += self._write(uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq)
         return written
 
     def _cut_partial(self, uf: UidFile, unwritten: Sequence[bytes]) -> int:
@@ -939,8 +1038,9 @@ class StoreWriter:
                 self._sync_locked()
             finally:
                 for uf in self._files.values():
-                    for fd in uf.retired:
+                    for fd in uf.retired + uf.spares:
                         os.close(fd)
+                    uf.spares.clear()
                     if uf.fd >= 0:
                         os.close(uf.fd)
                     if uf.chain is not None:
