@@ -247,8 +247,9 @@ def _latency_once(
 
 def _round_times(rounds: int = 2000) -> dict[str, float]:
     """In process: how long the writer's hop (append ~150 KiB) takes with and without a
-    rotation in it, while a sync follows each hop (as the sync task does) and
-    rotated files are compressed in another thread."""
+    rotation in it, while a sync follows each hop (as the sync task does), the
+    next rotation's files are made ahead (``prepare_spares``, as the writer task
+    does) and rotated files are compressed in another thread."""
     import shutil
     import tempfile
 
@@ -283,6 +284,8 @@ def _round_times(rounds: int = 2000) -> dict[str, float]:
             w.append(0, lines, seq)
             dt = (time.perf_counter() - t0) * 1000
             w.sync()
+            if w.spares_wanted:  # as the writer task does, beside the hops (not timed)
+                w.prepare_spares()
             (rotating if w.take_rotations() else plain).append(dt)
     finally:
         stop.set()
