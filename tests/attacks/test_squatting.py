@@ -133,6 +133,7 @@ def test_squatted_socket_paths(
     assert f"(uid {ATTACKER})" in err1
     assert (rc2, kept2) == (1, True)
     assert "already running (pid " in err2
+    assert err2.endswith(f"answers (uid {ATTACKER})")
     assert (rc3, kept3) == (1, True)
     assert err3.endswith(f"{d.socket}: exists and is not a socket; refusing to replace it")
     assert "Traceback" not in err1 + err2 + err3

@@ -19,7 +19,14 @@ from trio_logd.peer import PeerCred
 from trio_logd.protocol.framing import Frame
 from trio_logd.record import Stamp
 from trio_logd.server._ingest import IngestContext, _Connection
-from trio_logd.server._limits import UNKNOWN, Limiter, Prepared, UidIdentity, UidPolicy
+from trio_logd.server._limits import (
+    BUCKET_PRUNE_INTERVAL,
+    UNKNOWN,
+    Limiter,
+    Prepared,
+    UidIdentity,
+    UidPolicy,
+)
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
 
 ALICE = PeerCred(4242, 1000, 1000)
@@ -370,3 +377,27 @@ def test_others_active_tells_whether_another_uid_read_recently() -> None:
         ctx.others_active(3, 0.2 + w + 0.02),  # 1 read just now
         ctx.others_active(2, 0.2 + w + 0.03),  # 3 read just now
     ] == [False, False, True, True, False, True, True]
+
+
+async def test_idle_uids_buckets_are_forgotten_but_a_busy_ones_are_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The pruning task drops buckets that refilled (a fresh start is the same) every
+    BUCKET_PRUNE_INTERVAL, and keeps one that is still being drained."""
+    ctx = make_ctx(make_config("drop"))
+    limiter = ctx.limiter
+    alice = _Connection(ctx, ALICE, Stamp(ALICE))
+    bob = _Connection(ctx, BOB, Stamp(BOB))
+    await alice.file(frames(5), 0.0)
+    await bob.file(frames(5), 0.0)
+    assert len(limiter.rate) == 2
+    async with trio.open_nursery() as nursery:
+        await nursery.start(limiter.serve_pruning)
+        # alice keeps her bucket below full: 100/s refill, she takes 10 every 0.1 s
+        for _ in range(int(BUCKET_PRUNE_INTERVAL * 1.5 * 10)):
+            await alice.file(frames(10), 0.0)
+            await trio.sleep(0.1)
+        assert len(limiter.rate) == 1  # bob (idle) forgotten, alice kept
+        await trio.sleep(BUCKET_PRUNE_INTERVAL)
+        assert len(limiter.rate) == 0  # alice idle for a whole interval: forgotten too
+        nursery.cancel_scope.cancel()

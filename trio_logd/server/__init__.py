@@ -367,6 +367,7 @@ async def _run(
                 if datagram is not None:  # drained at shutdown like a connection
                     await handlers.start(serve_datagrams, datagram.sock, ctx)
                 front.start_soon(serve_suppressions, ctx.suppression, ctx)
+                front.start_soon(ctx.limiter.serve_pruning)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
                 daemon.task_nursery = front

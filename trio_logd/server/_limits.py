@@ -83,6 +83,10 @@ MAX_BLOCK_GATHER: Final = 0.02
 DROP_PAUSE: Final = 0.01
 #: The table of uids' next read times is cleaned once it has this many.
 _RESUME_PRUNE: Final = 1024
+#: Seconds between passes that forget the token buckets of idle uids (their
+#: buckets refilled: exactly what a new uid gets), so that uids that come and
+#: go (containers, user namespaces) do not grow the daemon.
+BUCKET_PRUNE_INTERVAL: Final = 60.0
 
 
 class Admission(NamedTuple):
@@ -453,6 +457,15 @@ class Limiter:
         self.policies = {uid: _policy(config, uid, ident) for uid, ident in identities.items()}
         self._thread_identities = {}
         self.rate.reconfigure(lambda uid: self.policy_nowait(uid).limits, trio.current_time())
+
+    async def serve_pruning(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Forget full token buckets every :data:`BUCKET_PRUNE_INTERVAL` seconds, for ever."""
+        task_status.started()
+        while True:
+            await trio.sleep(BUCKET_PRUNE_INTERVAL)
+            self.rate.prune(trio.current_time())
 
     def seed(self, identities: Mapping[int, UidIdentity]) -> None:
         """Take identities known without asking NSS (tests; a cache kept across a restart)."""

@@ -44,7 +44,8 @@ class AlreadyRunning(LogdError):
     """Another daemon answers on the control socket."""
 
     def __init__(self, path: str, peer: PeerCred) -> None:
-        super().__init__(f"already running (pid {peer.pid}): {path} answers")
+        # the uid tells a daemon from a squatter of the path (another user's process)
+        super().__init__(f"already running (pid {peer.pid}): {path} answers (uid {peer.uid})")
         self.path = path
         self.peer = peer
 
