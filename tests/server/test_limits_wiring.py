@@ -401,3 +401,21 @@ async def test_idle_uids_buckets_are_forgotten_but_a_busy_ones_are_kept(
         await trio.sleep(BUCKET_PRUNE_INTERVAL)
         assert len(limiter.rate) == 0  # alice idle for a whole interval: forgotten too
         nursery.cancel_scope.cancel()
+
+
+def test_quota_nowait_never_asks_nss() -> None:
+    """The event loop's quota figure: a cached policy if there is one, else the uid table or
+    the defaults; NSS (which may hang on a slow directory) is never asked."""
+
+    def no_nss(uid: int) -> UidIdentity:
+        raise AssertionError(f"NSS asked for uid {uid}")
+
+    config = make_config(
+        extra="[limits.uid.1234]\nquota_bytes = 7000000\n"
+        "[limits.group.dev]\nquota_bytes = 9000000\n"
+    )
+    limiter = Limiter(config, SuppressionTracker(), lambda uid: 0, resolve=no_nss)
+    assert limiter.quota_nowait(1234) == 7_000_000  # [limits.uid.1234]
+    assert limiter.quota_nowait(5678) == config.limits_default.quota_bytes
+    limiter.seed({1001: names(1001)})
+    assert limiter.quota_nowait(1001) == 9_000_000  # bob is in group dev

@@ -166,7 +166,9 @@ def uid_stats(daemon: Daemon) -> list[dict[str, Any]]:
             "connections": st.connections,
             "pending_bytes": st.pending_bytes,
             "disk_bytes": daemon.store.disk_usage(st.uid),
-            "quota_bytes": daemon.quota_for(st.uid)[0],
+            # no NSS lookup here, in the event loop: the stats collector resolves
+            # names and quotas in a worker thread and sets quota_bytes again
+            "quota_bytes": daemon.ingest.limiter.quota_nowait(st.uid),
             "dropped": dict(daemon.ingest.suppression.dropped(st.uid)),
             "last_seq": st.last_seq,
         }

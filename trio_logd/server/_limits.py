@@ -277,6 +277,15 @@ class Limiter:
             limits = _policy(self.config, uid, ident).limits
         return limits.quota_bytes, limits.on_quota
 
+    def quota_nowait(self, uid: int) -> int:
+        """*uid*'s ``quota_bytes`` from what is known, never asking NSS (the event loop's
+        figure; a uid not looked up yet gets its uid table or the defaults)."""
+        policy = self.policies.get(uid)
+        if policy is None:
+            ident = self._thread_identities.get(uid, UNKNOWN)
+            policy = _policy(self.config, uid, ident)
+        return policy.limits.quota_bytes
+
     # -- admission --------------------------------------------------------------
 
     def admit(
