@@ -265,5 +265,8 @@ def test_symlinked_uid_directory_is_refused_and_nothing_written_through_it() -> 
                 assert _user(d.wait_records(ROOT, 1)) == ["root still logs"]
                 assert list(target.iterdir()) == []
                 assert "refusing to follow it" in d.stderr()
+                refused = request_one(d.control, "status")["refused_uids"]
+                assert list(refused) == [str(OTHER_UID)]
+                assert "refusing to follow it" in refused[str(OTHER_UID)]
             finally:
                 assert d.stop() == 0

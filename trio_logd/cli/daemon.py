@@ -145,6 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name + ':':<9} {p}")
     print(f"  log_dir:  {reply.get('log_dir')}")
     print(f"  connections: {reply.get('connections')}")
+    for uid, why in (reply.get("refused_uids") or {}).items():
+        print(f"  refused:  uid {uid}: {why}")
     from trio_logd.cli._forward import render_forward_lines
 
     for line in render_forward_lines(reply.get("forward") or []):

@@ -142,6 +142,8 @@ class Daemon:
             "log_dir": self.store.log_dir,
             "connections": sum(st.connections for st in self.pipeline.states()),
         }
+        if self.store.refused:  # uid directories never written through (unsafe), and why
+            out["refused_uids"] = {str(uid): why for uid, why in sorted(self.store.refused.items())}
         for key, fn in self.extra_status.items():
             out[key] = fn()
         return out
