@@ -22,6 +22,7 @@ from tests.store._lines import (
     seal_hash,
     seqs,
 )
+from trio_logd.store import writer as writer_module
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.verify import verify_store
@@ -234,21 +235,26 @@ def test_size_rotation_splits_like_the_per_line_rule(
     assert on_disk == expected
 
 
-def test_rotation_links_the_files_made_ahead(tmp_path: Path) -> None:
+def test_rotation_links_the_files_made_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Past half a file, prepare_spares makes two unnamed files; the rotation links them
     into place as the new current.jsonl and current.chain; the store verifies clean."""
+    monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 2 * LINE)  # rounds of 2 are big
     w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
     w.open()
     w.append(5, lines(1, 4), 4)
     assert not w.spares_wanted  # under half: nothing to prepare yet
-    w.append(5, lines(5, 6), 6)
+    w.append(5, [line(5)], 5)
+    assert not w.spares_wanted  # a small round: a quiet uid creates its files itself
+    w.append(5, lines(6, 7), 7)
     assert w.spares_wanted
     d = tmp_path / "5"
     before = set(os.listdir(d))
     assert w.prepare_spares() == 1
     assert set(os.listdir(d)) == before  # unnamed: nothing to see, nothing left by a crash
     spare_inodes = {os.fstat(fd).st_ino for fd in w._files[5].spares}
-    w.append(5, lines(7, 12), 12)  # rotates after seq 10
+    w.append(5, lines(8, 12), 12)  # rotates after seq 10
     assert {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino} == (
         spare_inodes
     )
@@ -258,3 +264,27 @@ def test_rotation_links_the_files_made_ahead(tmp_path: Path) -> None:
     w.close()
     assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 17))
     assert verify_store(tmp_path).problems == []
+
+
+def test_spare_files_are_made_for_a_bounded_number_of_uids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most SPARES_MAX_UIDS uids hold spare files (two descriptors each); a uid that
+    used its spares makes room for another."""
+    monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 0)
+    monkeypatch.setattr(writer_module, "SPARES_MAX_UIDS", 1)
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    w.append(5, lines(1, 6), 6)
+    w.append(6, lines(1, 6), 6)
+    assert w.prepare_spares() == 1
+    assert w.spares_wanted is False  # the other uid is not asked for while the cap is reached
+    w.append(6, lines(7, 7), 7)
+    assert not w.spares_wanted
+    holder = 5 if w._files[5].spares else 6
+    w.append(holder, lines(7 + (holder == 6), 12), 12)  # rotates: the spares are used
+    other = 11 - holder
+    w.append(other, [line(8 if other == 6 else 7)], 8 if other == 6 else 7)
+    assert w.spares_wanted
+    assert w.prepare_spares() == 1
+    w.close()

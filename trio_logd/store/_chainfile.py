@@ -104,12 +104,6 @@ def _start(prev: Seal | None) -> bytes:
     return bytes.fromhex(prev.hash) if prev is not None and prev.hash else GENESIS
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _write_new(dir_fd: int, name: str, data: bytes, what: str) -> int:
     """Write *data* as *name* (through a .tmp renamed into place); return an append fd."""
     tmp = name + _layout.TMP_SUFFIX
@@ -117,7 +111,7 @@ def _write_new(dir_fd: int, name: str, data: bytes, what: str) -> int:
         os.unlink(tmp, dir_fd=dir_fd)
     fd = _layout.open_file(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=what)
     try:
-        _write_all(fd, data)
+        _layout.write_all(fd, data)
     finally:
         os.close(fd)
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -146,7 +140,7 @@ def create_chain(
     fd = -1
     if spare is not None:
         try:
-            _write_all(spare, header)
+            _layout.write_all(spare, header)
             linked = _layout.link_unnamed(spare, dir_fd, CURRENT_CHAIN) == 0
         except OSError:
             linked = False

@@ -42,14 +42,8 @@ def _copy(src: int, dst: int, method: str) -> None:
     # wbits 31: a gzip member (header + deflate + CRC), readable by gzip.open and zcat
     z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     while chunk := os.read(src, _CHUNK):
-        _write_all(dst, z.compress(chunk))
-    _write_all(dst, z.flush())
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        _layout.write_all(dst, z.compress(chunk))
+    _layout.write_all(dst, z.flush())
 
 
 def compress_file(

@@ -36,6 +36,7 @@ __all__ = [
     "open_file",
     "open_log_dir",
     "open_uid_dir",
+    "write_all",
 ]
 
 #: The file being appended in each uid directory.
@@ -178,6 +179,13 @@ def open_dir(parent_fd: int, name: str, *, create: bool, what: str) -> int:
 def open_uid_dir(log_dir_fd: int, uid: int, *, create: bool = True) -> int:
     """Open the directory of *uid* below ``log_dir`` (see :func:`open_dir`)."""
     return open_dir(log_dir_fd, str(uid), create=create, what=f"uid directory {uid}")
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of *data* to *fd* (``os.write`` may write less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def link_unnamed(fd: int, dir_fd: int, name: str) -> int:

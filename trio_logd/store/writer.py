@@ -67,6 +67,11 @@ log = structlog.get_logger("trio_logd.store")
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
+#: Spare files (see ``prepare_spares``) are made for at most this many uids at
+#: a time (two descriptors each), and only for a uid whose rounds are big: a
+#: flood rotates often; a quiet uid's rare rotation may create its files.
+SPARES_MAX_UIDS: Final = 64
+SPARES_MIN_ROUND: Final = 16 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +222,8 @@ class StoreWriter:
         self._spares_wanted: set[int] = set()
         #: False once the file system refused O_TMPFILE or linking one
         self._spares_work = True
+        #: uids holding spare files now (at most SPARES_MAX_UIDS)
+        self._spare_holders = 0
 
     # -- start-up ---------------------------------------------------------
 
@@ -351,16 +358,27 @@ class StoreWriter:
                 os.close(dir_fd)
             with self._lock:
                 uf = self._files.get(uid)
-                if uf is None or uf.spares or os.fstat(uf.dir_fd).st_ino != ino:
+                if (
+                    uf is None
+                    or uf.spares
+                    or self._spare_holders >= SPARES_MAX_UIDS
+                    or os.fstat(uf.dir_fd).st_ino != ino
+                ):
                     for fd in fds:
                         os.close(fd)
                 else:
                     uf.spares = fds
+                    self._spare_holders += 1
                     made += 1
         return made
 
     def _take_spare(self, uf: UidFile) -> int | None:
-        return uf.spares.pop() if uf.spares else None
+        if not uf.spares:
+            return None
+        fd = uf.spares.pop()
+        if not uf.spares:
+            self._spare_holders -= 1
+        return fd
 
     def _link_spare(self, uf: UidFile, name: str) -> int:
         """Link a spare file of *uf* into place as *name*; its fd, or -1 (none, or it failed)."""
@@ -526,8 +544,14 @@ class StoreWriter:
         while view:
             view = view[os.write(fd, view) :]
         uf.size = start + len(data)
-        if uf.size > self.max_file_bytes >> 1 and not uf.spares and self._spares_work:
-            self._spares_wanted.add(uf.uid)  # a rotation is coming: prepare_spares
+        if (
+            uf.size > self.max_file_bytes >> 1
+            and len(data) >= SPARES_MIN_ROUND
+            and not uf.spares
+            and self._spares_work
+            and self._spare_holders < SPARES_MAX_UIDS
+        ):
+            self._spares_wanted.add(uf.uid)  # a busy uid's rotation is coming: prepare_spares
         self.ledger.add(uf.uid, len(data))
         self._note_written(uf, lines, last_seq)
         if uf.chain is not None:
@@ -1048,6 +1072,7 @@ class StoreWriter:
                         uf.chain = None
                     os.close(uf.dir_fd)
                 self._files.clear()
+                self._spare_holders = 0
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
