@@ -238,31 +238,31 @@ def test_size_rotation_splits_like_the_per_line_rule(
 def test_rotation_links_the_files_made_ahead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past half a file, prepare_spares makes two unnamed files; the rotation links them
-    into place as the new current.jsonl and current.chain; the store verifies clean."""
+    """For a busy uid whose file will rotate, prepare_spares makes two unnamed files; the
+    rotation links them into place as the new current.jsonl and current.chain; the store
+    verifies clean."""
     monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 2 * LINE)  # rounds of 2 are big
-    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w = StoreWriter(str(tmp_path), max_file_bytes=20 * LINE)
     w.open()
-    w.append(5, lines(1, 4), 4)
-    assert not w.spares_wanted  # under half: nothing to prepare yet
-    w.append(5, [line(5)], 5)
+    w.append(5, lines(1, 2), 2)
+    assert not w.spares_wanted  # a file an eighth full or less may never rotate
+    w.append(5, [line(3)], 3)
     assert not w.spares_wanted  # a small round: a quiet uid creates its files itself
-    w.append(5, lines(6, 7), 7)
+    w.append(5, lines(4, 5), 5)
     assert w.spares_wanted
     d = tmp_path / "5"
     before = set(os.listdir(d))
     assert w.prepare_spares() == 1
     assert set(os.listdir(d)) == before  # unnamed: nothing to see, nothing left by a crash
     spare_inodes = {os.fstat(fd).st_ino for fd in w._files[5].spares}
-    w.append(5, lines(8, 12), 12)  # rotates after seq 10
+    w.append(5, lines(6, 25), 25)  # rotates after seq 20
     assert {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino} == (
         spare_inodes
     )
     assert ((d / "current.jsonl").stat().st_mode & 0o777) == 0o600
-    w.append(5, lines(13, 16), 16)
     assert w.prepare_spares() == 1  # spares for the next rotation, then closed unused
     w.close()
-    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 17))
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 26))
     assert verify_store(tmp_path).problems == []
 
 

@@ -218,7 +218,7 @@ class StoreWriter:
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._to_compress: deque[tuple[int, RotatedName]] = deque()
-        #: uids whose current file is past half its size limit and has no spares
+        #: busy uids whose current file will rotate by size and that have no spares
         self._spares_wanted: set[int] = set()
         #: False once the file system refused O_TMPFILE or linking one
         self._spares_work = True
@@ -545,8 +545,8 @@ class StoreWriter:
             view = view[os.write(fd, view) :]
         uf.size = start + len(data)
         if (
-            uf.size > self.max_file_bytes >> 1
-            and len(data) >= SPARES_MIN_ROUND
+            len(data) >= SPARES_MIN_ROUND
+            and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
             and not uf.spares
             and self._spares_work
             and self._spare_holders < SPARES_MAX_UIDS
