@@ -59,6 +59,7 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from trio_logd.store import _layout
 from trio_logd.store._line import line_seq
 
 __all__ = [
@@ -463,9 +464,7 @@ class ChainWriter:
 
     def _write(self, line: bytes) -> bool:
         try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(self.fd, view) :]
+            _layout.write_all(self.fd, line)
         except OSError as exc:
             if not self._failing:
                 log.error("chain_write_failed", file=self.what, error=exc.strerror)

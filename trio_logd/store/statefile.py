@@ -88,9 +88,7 @@ class StateDir:
                 dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what=f"{self.path}/{tmp}"
             )
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _layout.write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

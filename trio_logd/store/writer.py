@@ -538,12 +538,8 @@ class StoreWriter:
         """
         if data is None:
             data = lines[0] if len(lines) == 1 else b"".join(lines)
-        view = memoryview(data)
-        fd = uf.fd
-        start = uf.size
-        while view:
-            view = view[os.write(fd, view) :]
-        uf.size = start + len(data)
+        _layout.write_all(uf.fd, data)
+        uf.size += len(data)
         if (
             len(data) >= SPARES_MIN_ROUND
             and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
