@@ -10,12 +10,11 @@ can neither read a query nor feed ``logq`` records of its own making.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
 
-from trio_logd.client._connect import PeerRefused, trusted_uid
+from trio_logd.client._connect import PeerRefused, check_server
 from trio_logd.errors import ConnectFailed
 from trio_logd.peer import PeerCred, read_peer_cred
 from trio_logd.protocol.control import NEED_DATA, LineReader, decode_response, encode_request
@@ -50,14 +49,11 @@ class ControlConnection:
             msg = f"cannot connect to the control socket {path}: {exc.strerror or exc}"
             raise ConnectFailed(msg) from exc
         self.server: PeerCred = read_peer_cred(self._sock)
-        uid, who = trusted_uid(path, expected_uid)
-        if self.server.uid not in (0, uid, os.geteuid()):  # our own uid is no stranger
+        try:
+            check_server(path, self.server, expected_uid, "not talking to it")
+        except PeerRefused:
             self._sock.close()
-            msg = (
-                f"{path}: served by uid {self.server.uid} (pid {self.server.pid}), "
-                f"expected {who} or root: not talking to it"
-            )
-            raise PeerRefused(msg)
+            raise
         self._reader = LineReader(max_line=1 << 26)
 
     def send(self, op: str, **args: Any) -> None:

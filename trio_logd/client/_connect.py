@@ -25,9 +25,9 @@ import socket
 
 from trio_logd.config import find_config
 from trio_logd.errors import ConnectFailed
-from trio_logd.peer import read_peer_cred
+from trio_logd.peer import PeerCred, read_peer_cred
 
-__all__ = ["PeerRefused", "connect", "default_socket_path", "trusted_uid"]
+__all__ = ["PeerRefused", "check_server", "connect", "default_socket_path", "trusted_uid"]
 
 
 class PeerRefused(ConnectFailed):
@@ -97,12 +97,24 @@ def connect(path: str, expected_uid: int | None = None) -> socket.socket:
             reason = exc.strerror or str(exc)
         msg = f"{path}: cannot connect: {reason}"
         raise ConnectFailed(msg) from exc
-    uid, who = trusted_uid(path, expected_uid)
-    if cred.uid not in (0, uid, os.geteuid()):  # our own uid is no stranger
+    try:
+        check_server(path, cred, expected_uid, "not sending records there")
+    except PeerRefused:
         sock.close()
+        raise
+    return sock
+
+
+def check_server(path: str, cred: PeerCred, expected_uid: int | None, refusal: str) -> None:
+    """Refuse a server of *path* that is neither root, nor the trusted uid
+    (:func:`trusted_uid`), nor our own uid (no stranger: no boundary to cross).
+
+    Raises:
+        PeerRefused: naming the server's uid and pid, what was expected, and *refusal*.
+    """
+    uid, who = trusted_uid(path, expected_uid)
+    if cred.uid not in (0, uid, os.geteuid()):
         msg = (
-            f"{path}: served by uid {cred.uid} (pid {cred.pid}), expected {who} or root: "
-            "not sending records there"
+            f"{path}: served by uid {cred.uid} (pid {cred.pid}), expected {who} or root: {refusal}"
         )
         raise PeerRefused(msg)
-    return sock

@@ -176,7 +176,7 @@ def set_aside_torn_tail(uid_dir: int, reader: int, fd: int, size: int) -> tuple[
         uid_dir, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=f"torn tail {name}"
     )
     try:
-        os.write(aside, torn)
+        _layout.write_all(aside, torn)
         os.fsync(aside)
     finally:
         os.close(aside)
