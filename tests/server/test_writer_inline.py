@@ -12,7 +12,12 @@ import trio
 from tests.store._lines import lines
 from trio_logd.limits import SuppressionTracker
 from trio_logd.server._pipeline import Batch, Pipeline
-from trio_logd.server._writer_task import INLINE_ROUND_LIMIT, _Writer
+from trio_logd.server._writer_task import (
+    INLINE_ROUND_LIMIT,
+    SLOW_ROUNDS,
+    STALL_LIMIT,
+    _Writer,
+)
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
@@ -35,31 +40,43 @@ class ThreadNotingStore(StoreWriter):
 async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
     tmp_path: Path,
 ) -> None:
-    """Rounds run inline; one slower than INLINE_ROUND_LIMIT sends the next ones to a thread
-    for THREAD_PERIOD; then inline again. fsync=always always uses the thread."""
+    """Rounds run inline; one slower than INLINE_ROUND_LIMIT is no sign (preempted, say),
+    SLOW_ROUNDS of them within SLOW_WINDOW send the next ones to a thread for
+    THREAD_PERIOD, then inline again; so does one round slower than STALL_LIMIT.
+    fsync=always always uses the thread."""
     store = ThreadNotingStore(str(tmp_path), fsync="never")
     store.open()
     p = Pipeline(store.last_seq)
     writer = _Writer(p, store, SuppressionTracker(), None, None)
+    seq = 0
 
-    async def one_round(seq: int) -> None:
+    async def one_round(delay: float = 0.0) -> None:
+        nonlocal seq
+        seq += 1
+        store.delay = delay
         st = p.state(5)
         st.next_seqs(1)
         p.submit(st, Batch(lines(seq, seq), 100, seq))
         await writer.run_round()
 
-    await one_round(1)
-    store.delay = INLINE_ROUND_LIMIT * 2
-    await one_round(2)  # inline, but slow
-    store.delay = 0.0
-    await one_round(3)  # now in a thread
-    assert store.threads == [True, True, False]
+    slow = INLINE_ROUND_LIMIT * 2
+    await one_round()
+    await one_round(slow)  # inline, slow: once is no sign
+    await one_round()
+    assert store.threads == [True, True, True]
+    for _ in range(SLOW_ROUNDS - 1):
+        await one_round(slow)  # SLOW_ROUNDS slow ones within SLOW_WINDOW
+    await one_round()  # now in a thread
+    assert store.threads[-2:] == [True, False]
     writer._thread_until = trio.current_time() - 1  # as THREAD_PERIOD later
-    await one_round(4)
+    await one_round()
     assert store.threads[-1] is True
+    await one_round(STALL_LIMIT * 1.2)  # one stall is enough
+    await one_round()
+    assert store.threads[-2:] == [True, False]
     store.close()
     assert [r for r in read_uid_records(tmp_path, 5)] == [
-        ln[:-1] for s in (1, 2, 3, 4) for ln in lines(s, s)
+        ln[:-1] for s in range(1, seq + 1) for ln in lines(s, s)
     ]
 
     always = ThreadNotingStore(str(tmp_path / "always"), fsync="always")

@@ -238,9 +238,9 @@ def test_size_rotation_splits_like_the_per_line_rule(
 def test_rotation_links_the_files_made_ahead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """For a busy uid whose file will rotate, prepare_spares makes two unnamed files; the
-    rotation links them into place as the new current.jsonl and current.chain; the store
-    verifies clean."""
+    """For a busy uid whose file will rotate, prepare_spares makes the unnamed files of its
+    next two rotations; a rotation links two of them into place as the new current.jsonl
+    and current.chain; the store verifies clean."""
     monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 2 * LINE)  # rounds of 2 are big
     w = StoreWriter(str(tmp_path), max_file_bytes=20 * LINE)
     w.open()
@@ -255,36 +255,46 @@ def test_rotation_links_the_files_made_ahead(
     assert w.prepare_spares() == 1
     assert set(os.listdir(d)) == before  # unnamed: nothing to see, nothing left by a crash
     spare_inodes = {os.fstat(fd).st_ino for fd in w._files[5].spares}
+    assert len(spare_inodes) == 2 * writer_module.SPARE_ROTATIONS
     w.append(5, lines(6, 25), 25)  # rotates after seq 20
-    assert {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino} == (
-        spare_inodes
-    )
+    linked = {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino}
+    assert linked < spare_inodes
+    assert {os.fstat(fd).st_ino for fd in w._files[5].spares} == spare_inodes - linked
     assert ((d / "current.jsonl").stat().st_mode & 0o777) == 0o600
-    assert w.prepare_spares() == 1  # spares for the next rotation, then closed unused
-    w.close()
-    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 26))
+    assert ((d / "current.chain").stat().st_mode & 0o777) == 0o600
+    w.append(5, lines(26, 27), 27)  # the new file is busy too: the pool is filled up again
+    assert w.prepare_spares() == 1
+    assert len(w._files[5].spares) == 2 * writer_module.SPARE_ROTATIONS
+    assert w._spare_files == 2 * writer_module.SPARE_ROTATIONS
+    w.close()  # unused spares are closed: they vanish
+    assert set(os.listdir(d)) == {"current.jsonl", "current.chain"} | {
+        n for n in os.listdir(d) if n.endswith((".jsonl", ".chain"))
+    }
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 28))
     assert verify_store(tmp_path).problems == []
 
 
-def test_spare_files_are_made_for_a_bounded_number_of_uids(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At most SPARES_MAX_UIDS uids hold spare files (two descriptors each); a uid that
-    used its spares makes room for another."""
+def test_spare_files_are_bounded_in_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most SPARES_MAX_FILES spare files are held, whatever the number of busy uids;
+    a uid that used its spares makes room for another."""
     monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 0)
-    monkeypatch.setattr(writer_module, "SPARES_MAX_UIDS", 1)
+    monkeypatch.setattr(writer_module, "SPARES_MAX_FILES", 2 * writer_module.SPARE_ROTATIONS)
     w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
     w.open()
     w.append(5, lines(1, 6), 6)
     w.append(6, lines(1, 6), 6)
     assert w.prepare_spares() == 1
-    assert w.spares_wanted is False  # the other uid is not asked for while the cap is reached
-    w.append(6, lines(7, 7), 7)
-    assert not w.spares_wanted
+    assert w._spare_files == writer_module.SPARES_MAX_FILES
     holder = 5 if w._files[5].spares else 6
-    w.append(holder, lines(7 + (holder == 6), 12), 12)  # rotates: the spares are used
     other = 11 - holder
-    w.append(other, [line(8 if other == 6 else 7)], 8 if other == 6 else 7)
+    assert not w._files[other].spares
+    w.append(other, lines(7, 7), 7)
+    assert w.spares_wanted is False  # not asked for while the cap is reached
+    w.append(holder, lines(7, 11), 11)  # rotates: two spares are used (1 line after it)
+    assert w._spare_files == writer_module.SPARES_MAX_FILES - 2
+    w.append(other, [line(8)], 8)
     assert w.spares_wanted
     assert w.prepare_spares() == 1
+    assert len(w._files[other].spares) == 2
+    assert w._spare_files == writer_module.SPARES_MAX_FILES
     w.close()

@@ -145,6 +145,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name + ':':<9} {p}")
     print(f"  log_dir:  {reply.get('log_dir')}")
     print(f"  connections: {reply.get('connections')}")
+    helper = reply.get("helper") or {}
+    if helper:
+        running = f"pid {helper['pid']}" if helper.get("pid") else "not running"
+        print(f"  helper:   {running} (started {helper.get('starts', 0)} times)")
+    store = reply.get("store") or {}
+    if store.get("compress_pending"):
+        print(f"  waiting for compression: {store['compress_pending']} files")
     for uid, why in (reply.get("refused_uids") or {}).items():
         print(f"  refused:  uid {uid}: {why}")
     from trio_logd.cli._forward import render_forward_lines

@@ -36,6 +36,7 @@ from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
 from trio_logd.server._fdlimit import FD_RESERVE, raise_nofile_limit
 from trio_logd.server._forward import ForwardService, serve_forwarders
+from trio_logd.server._helper import StoreHelper
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
 from trio_logd.server._limits import Limiter
@@ -344,6 +345,33 @@ async def _run(
 ) -> None:
     ingest_sock = trio.socket.from_stdlib_socket(ingest.sock)
     control_sock = trio.socket.from_stdlib_socket(control.sock)
+    helper = StoreHelper()
+    await helper.start()  # compression and spare files, outside our GIL
+    daemon.extra_status["helper"] = helper.status
+    daemon.extra_status["store"] = lambda: {
+        "compress_pending": daemon.store.compress_pending(),
+        "files_created": daemon.store.files_created,
+    }
+    try:
+        await _run_tasks(
+            daemon, ingest_sock, datagram, control_sock, task_status, shutdown_trigger,
+            handle_signals, helper,
+        )  # fmt: skip
+    finally:
+        with trio.CancelScope(shield=True):
+            await helper.aclose()
+
+
+async def _run_tasks(
+    daemon: Daemon,
+    ingest_sock: trio.socket.SocketType,
+    datagram: BoundSocket | None,
+    control_sock: trio.socket.SocketType,
+    task_status: trio.TaskStatus[Daemon],
+    shutdown_trigger: trio.Event | None,
+    handle_signals: bool,
+    helper: StoreHelper,
+) -> None:
     ctx = daemon.ingest
 
     async def control_handler(sock: trio.socket.SocketType) -> None:
@@ -357,6 +385,7 @@ async def _run(
             daemon.quota_for,
             daemon.pipeline,
             ctx.file_daemon_record,
+            helper=helper,
         )
         await root.start(
             serve_store,

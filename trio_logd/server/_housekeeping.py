@@ -7,9 +7,12 @@ while it works): rotate current files whose first record is ``max_file_age``
 old, plan retention (``store.retention.plan_retention``) from a snapshot of
 every uid's files, the uids' quotas and the free space, rotate and delete as
 planned. Then the rotated files waiting for compression are compressed, one
-file per job, in a thread of their own that runs at a lower CPU priority
-(``COMPRESS_NICE``): on a busy machine compression yields the CPU to ingest
-and to the writer, and shutdown never waits for more than one file. The
+file per job, in the store's helper process (``_helper.py``), which runs at a
+lower CPU priority: on a busy machine compression yields the CPU to ingest
+and to the writer, never holds the daemon's GIL, and shutdown never waits for
+more than one file. While no helper runs (it could not start, or died and
+waits for its restart), files are compressed in a thread of our own, also
+at a lower priority (``COMPRESS_NICE``). The
 ``rotated`` records of its rotations are filed like the writer's. A
 compression that fails (a full disk) leaves the file uncompressed and is
 retried after ``COMPRESS_COOLDOWN``.
@@ -30,6 +33,7 @@ import structlog
 import trio
 
 from trio_logd.errors import StoreError
+from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.store.retention import RetentionPolicy, plan_retention
 from trio_logd.store.writer import Rotation, StoreWriter
@@ -140,6 +144,8 @@ class Housekeeper:
         pipeline: to file ``rotated`` records through.
         file_record: ``IngestContext.file_daemon_record``.
         interval: seconds between passes when not woken.
+        helper: the store's helper process, where files are compressed
+            (``None``, or while it does not run: in a thread of our own).
     """
 
     def __init__(
@@ -151,6 +157,7 @@ class Housekeeper:
         file_record: Callable[..., None] | None,
         *,
         interval: float = INTERVAL,
+        helper: StoreHelper | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
@@ -163,6 +170,7 @@ class Housekeeper:
         self._compress_after = 0.0
         self._last_pass = -math.inf
         self._compressor = _NiceThread(COMPRESS_NICE)
+        self.helper = helper
 
     def wake(self) -> None:
         """Ask for a pass soon (after rotations). Never blocks."""
@@ -184,16 +192,44 @@ class Housekeeper:
         """One pass: age rotation and retention, then compression of what waits."""
         await trio.sleep_until(self._last_pass + MIN_GAP)
         self._last_pass = trio.current_time()
+        if self.helper is not None:
+            await self.helper.start()  # after it died: once RESTART_DELAY has passed
         rotations = await trio.to_thread.run_sync(self._retention_pass, time.time())
         for rot in rotations:
             file_rotated(self.pipeline, self.file_record, rot)
         while self.store.compress_pending() and trio.current_time() >= self._compress_after:
             try:
-                await self._compressor.run(self.store.compress_next)
+                await self._compress_one()
             except StoreError as exc:
                 log.error("compression_failed", error=str(exc))
                 self._compress_after = trio.current_time() + COMPRESS_COOLDOWN
         self.passes += 1
+
+    async def _compress_one(self) -> None:
+        """Compress the next waiting file: in the helper process, or else in our thread."""
+        store = self.store
+        if self.helper is None or not await self.helper.start():
+            await self._compressor.run(store.compress_next)
+            return
+        job = store.next_compression()
+        if job is None:
+            return
+        try:
+            result = await self.helper.compress(
+                job.dir_fd, job.name, job.method, sync=job.sync, what=job.what
+            )
+        except HelperUnavailable:
+            store.requeue_compression(job)  # the next attempt runs in our thread
+            return
+        except FileNotFoundError:
+            store.compression_done(job, None)
+            return
+        except (OSError, StoreError) as exc:
+            err = store.compression_failed(job, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        store.compression_done(job, result)
 
     def _retention_pass(self, now: float) -> list[Rotation]:
         """Runs in a worker thread: rotate by age, then plan and apply retention."""

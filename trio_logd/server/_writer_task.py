@@ -12,8 +12,9 @@ rounds are acknowledged (``Batch.on_stored``) when it returns; so a record
 reaches its file without waiting for the disk, and an acknowledgement never
 comes before the sync. After each hop the writer files one ``rotated`` record
 per rotation (so that the uid's new current file holds its ``seq``
-high-water mark) and wakes the housekeeper, which compresses the rotated
-files in a thread of its own.
+high-water mark) and wakes the housekeeper, which has the rotated files
+compressed by the store's helper process. The helper also makes the files
+of busy uids' next rotations ahead (``serve_spares``).
 
 Failures are per uid: a uid whose append fails has the records that did not
 make it counted as dropped (reason ``disk``); other uids' records are
@@ -29,7 +30,9 @@ count goes back to the tracker (``requeue``) to be filed once writing works.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,6 +43,7 @@ import trio
 
 from trio_logd.errors import StoreError
 from trio_logd.limits import SUPPRESSION_WINDOW, DropReason, Suppressed, SuppressionTracker
+from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
 from trio_logd.store._line import daemon_event
@@ -55,9 +59,15 @@ log = structlog.get_logger("trio_logd.writer")
 #: disk is noticed within COOLDOWN_MAX.
 COOLDOWN_MIN: Final = 0.25
 COOLDOWN_MAX: Final = 2.0
-#: An inline round (appends from the event loop) slower than this means the
-#: disk pushes back: the next rounds go through a worker thread...
+#: An inline round (appends from the event loop) slower than this is slow...
 INLINE_ROUND_LIMIT: Final = 0.005
+#: ...and SLOW_ROUNDS slow rounds within SLOW_WINDOW seconds, or one round
+#: slower than STALL_LIMIT, mean that the disk pushes back: the next rounds
+#: go through a worker thread... (One slow round alone is no sign: the
+#: process was preempted, or a rotation had to create its files.)
+SLOW_ROUNDS: Final = 3
+SLOW_WINDOW: Final = 1.0
+STALL_LIMIT: Final = 0.05
 #: ...for this long, then inline is tried again.
 THREAD_PERIOD: Final = 10.0
 
@@ -128,8 +138,10 @@ class _Writer:
         suppression: SuppressionTracker,
         file_record: FileRecord | None,
         housekeeper: Housekeeper | None,
+        helper: StoreHelper | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.helper = helper
         self.store = store
         self.suppression = suppression
         self.file_record = file_record
@@ -143,6 +155,8 @@ class _Writer:
         self._spares_wanted = trio.Event()
         #: rounds go to a worker thread until then (see write)
         self._thread_until = -math.inf
+        #: when the last slow inline rounds ended (at most SLOW_ROUNDS)
+        self._slow: deque[float] = deque(maxlen=SLOW_ROUNDS)
 
     async def serve_syncs(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -157,19 +171,31 @@ class _Writer:
     async def serve_spares(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Make the files of coming rotations ahead, in a worker thread (``prepare_spares``)."""
+        """Make the files of coming rotations ahead: in the helper process, or a worker thread."""
         task_status.started()
         while True:
             await self._spares_wanted.wait()
             self._spares_wanted = trio.Event()
-            await trio.to_thread.run_sync(self.store.prepare_spares)
+            if self.helper is None or not await self.helper.start():
+                await trio.to_thread.run_sync(self.store.prepare_spares)
+                continue
+            for uid, dir_fd, count in self.store.spare_jobs():
+                try:
+                    fds, ino = await self.helper.spares(dir_fd, count)
+                except OSError as exc:  # no helper now (the next start retries), or refused
+                    if not isinstance(exc, HelperUnavailable):
+                        self.store.spares_unsupported(exc)
+                    continue
+                finally:
+                    os.close(dir_fd)
+                self.store.add_spares(uid, fds, ino)
 
     async def sync_now(self) -> None:
         """Sync everything written so far, then acknowledge the batches it covers."""
         with trio.CancelScope(shield=True):  # bounded: one sync; the acks must go out
             batches, self.unsynced = self.unsynced, []
             try:
-                await trio.to_thread.run_sync(self.store.sync)
+                await self._sync()
                 ok = True
             except StoreError as exc:
                 log.error("store_sync_failed", error=str(exc), batches=len(batches))
@@ -177,6 +203,25 @@ class _Writer:
             for b in batches:
                 if b.on_stored is not None:
                     b.on_stored(ok)
+
+    async def _sync(self) -> None:
+        """``store.sync()``: in the helper process while one runs, else in a worker thread."""
+        store = self.store
+        if self.helper is None or not self.helper.running:
+            await trio.to_thread.run_sync(store.sync)
+            return
+        job = store.begin_sync()
+        if not job:
+            return
+        try:
+            await self.helper.sync(store.sync_steps(job))
+        except HelperUnavailable:
+            await trio.to_thread.run_sync(store.finish_sync, job)  # all of it again, here
+            return
+        except OSError as exc:
+            store.close_sync(job)
+            raise store.sync_error(exc, str(exc.filename or "syncing")) from exc
+        store.close_sync(job)
 
     def drop(self, st: UidState, batches: list[Batch], skip: int, now: float) -> int:
         """Count the records of *batches* after the first *skip* as dropped (reason disk)."""
@@ -217,9 +262,10 @@ class _Writer:
         An append copies into the page cache (~0.1 ms for a 256 KiB round);
         a worker-thread hop costs more, and under a flood each GIL handover
         waits for a CPU: inline, a quiet uid's record reached its file in
-        ~0.9 ms (median) instead of ~2.7 ms (bench/fairness.py). A round
-        that takes longer than ``INLINE_ROUND_LIMIT`` (the kernel throttling
-        writeback, a slow file system) sends the next rounds to the thread
+        ~0.9 ms (median) instead of ~2.7 ms (bench/fairness.py). Rounds
+        slower than ``INLINE_ROUND_LIMIT`` (the kernel throttling writeback, a
+        slow file system), ``SLOW_ROUNDS`` of them within ``SLOW_WINDOW`` or
+        one slower than ``STALL_LIMIT``, send the next rounds to the thread
         for ``THREAD_PERIOD``, so a slow disk never stalls the event loop for
         long. ``fsync = "always"`` (a sync per append) always uses the thread.
         """
@@ -229,8 +275,14 @@ class _Writer:
         result = _write_round(self.store, attempt)
         spent = time.perf_counter() - start
         if spent > INLINE_ROUND_LIMIT:
-            self._thread_until = trio.current_time() + THREAD_PERIOD
-            log.info("slow_appends", seconds=round(spent, 4), thread_for=THREAD_PERIOD)
+            now = trio.current_time()
+            self._slow.append(now)
+            if spent > STALL_LIMIT or (
+                len(self._slow) == SLOW_ROUNDS and now - self._slow[0] <= SLOW_WINDOW
+            ):
+                self._slow.clear()
+                self._thread_until = now + THREAD_PERIOD
+                log.info("slow_appends", seconds=round(spent, 4), thread_for=THREAD_PERIOD)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return result
 
@@ -316,7 +368,8 @@ async def serve_store(
             records (none filed when ``None``).
         housekeeper: compresses, applies retention, rotates by age.
     """
-    writer = _Writer(pipeline, store, suppression, file_record, housekeeper)
+    helper = housekeeper.helper if housekeeper is not None else None
+    writer = _Writer(pipeline, store, suppression, file_record, housekeeper, helper)
     async with trio.open_nursery() as nursery:
         if housekeeper is not None:
             await nursery.start(housekeeper.serve)

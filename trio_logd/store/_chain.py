@@ -383,7 +383,7 @@ class ChainWriter:
         self._failing = False
         self._unsealed = size
 
-    def add(self, lines: Sequence[bytes], data: bytes, last_seq: int) -> int:
+    def add(self, lines: Sequence[bytes], data: bytes | memoryview, last_seq: int) -> int:
         """Chain lines just appended to the record file (*data*: them, joined).
 
         Returns:
@@ -408,11 +408,13 @@ class ChainWriter:
             written += self.flush()
         return written
 
-    def _add_irregular(self, lines: Sequence[bytes], data: bytes) -> int:
+    def _add_irregular(self, lines: Sequence[bytes], data: bytes | memoryview) -> int:
         """Lines whose seqs are not consecutive (or unreadable): a block of their own."""
         return self.add_block(lines, data, recovered=False)
 
-    def add_block(self, lines: Sequence[bytes], data: bytes, *, recovered: bool) -> int:
+    def add_block(
+        self, lines: Sequence[bytes], data: bytes | memoryview, *, recovered: bool
+    ) -> int:
         """Chain *lines* (joined: *data*) as a block of their own and write it now.
 
         Args:

@@ -32,6 +32,7 @@ __all__ = [
     "RotatedName",
     "fsync_dir",
     "link_unnamed",
+    "make_unnamed",
     "open_dir",
     "open_file",
     "open_log_dir",
@@ -181,11 +182,32 @@ def open_uid_dir(log_dir_fd: int, uid: int, *, create: bool = True) -> int:
     return open_dir(log_dir_fd, str(uid), create=create, what=f"uid directory {uid}")
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write all of *data* to *fd* (``os.write`` may write less)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def make_unnamed(dir_fd: int, count: int) -> list[int]:
+    """Make *count* unnamed files in *dir_fd* (``O_TMPFILE``, append mode, 0600).
+
+    Nothing is left behind if they are closed unlinked (or the process
+    dies): :func:`link_unnamed` names one.
+
+    Raises:
+        OSError: ``EOPNOTSUPP``, ``EISDIR`` or ``EINVAL`` where the file
+            system (or kernel) has no ``O_TMPFILE``; no file is left open.
+    """
+    fds: list[int] = []
+    flags = os.O_TMPFILE | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+    try:
+        fds.extend(os.open(".", flags, FILE_MODE, dir_fd=dir_fd) for _ in range(count))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
 
 
 def link_unnamed(fd: int, dir_fd: int, name: str) -> int:

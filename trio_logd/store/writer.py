@@ -32,17 +32,15 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import errno
 import functools
-import itertools
 import math
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -60,18 +58,44 @@ from trio_logd.store._line import TS_AT, daemon_event, line_seq
 from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store.retention import StoredFile, UidFiles
 
-__all__ = ["Rotation", "StoreWriter", "UidFile", "read_last_seq"]
+__all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
 
 log = structlog.get_logger("trio_logd.store")
 
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
-#: Spare files (see ``prepare_spares``) are made for at most this many uids at
-#: a time (two descriptors each), and only for a uid whose rounds are big: a
-#: flood rotates often; a quiet uid's rare rotation may create its files.
-SPARES_MAX_UIDS: Final = 64
+#: Spare files (see ``prepare_spares``): a busy uid keeps the files of its
+#: next ``SPARE_ROTATIONS`` rotations ready (two files each), and asks for
+#: more as soon as it uses some. A flood fills a 1 MiB file in ~9 ms, and a
+#: refill takes ~11 ms when the event loop is saturated (two loop turns): with
+#: one rotation's worth, a third of rotations found none and made their files.
+#: At most ``SPARES_MAX_FILES`` descriptors are held in all, and only for uids
+#: whose rounds are big: a quiet uid's rare rotation creates its files itself.
+SPARE_ROTATIONS: Final = 3
+SPARES_MAX_FILES: Final = 128
 SPARES_MIN_ROUND: Final = 16 << 10
+
+
+#: What one sync covers: per uid, the file fds to ``fdatasync`` and the
+#: directory fd to ``fsync`` (-1: none); the job owns them (dups, or retired).
+SyncJob = list[tuple[int, list[int], int]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompressJob:
+    """A rotated file to compress (:meth:`StoreWriter.next_compression`)."""
+
+    uid: int
+    name: RotatedName
+    #: a duplicate of the uid directory's fd, closed when the job ends
+    dir_fd: int
+    #: ``gzip`` or ``zstd``
+    method: str
+    #: sync the compressed file and the directory (``fsync`` is not ``never``)
+    sync: bool
+    #: how to name the uid directory in errors
+    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +242,14 @@ class StoreWriter:
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._to_compress: deque[tuple[int, RotatedName]] = deque()
-        #: busy uids whose current file will rotate by size and that have no spares
+        #: busy uids whose current file will rotate by size and that lack spares
         self._spares_wanted: set[int] = set()
         #: False once the file system refused O_TMPFILE or linking one
         self._spares_work = True
-        #: uids holding spare files now (at most SPARES_MAX_UIDS)
-        self._spare_holders = 0
+        #: spare files held now, all uids (at most SPARES_MAX_FILES)
+        self._spare_files = 0
+        #: current files created by a rotation (no spare was ready), since start
+        self.files_created = 0
 
     # -- start-up ---------------------------------------------------------
 
@@ -292,6 +318,8 @@ class StoreWriter:
         """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
         what = f"{uf.uid}/{_layout.CURRENT}"
         fd = -1 if recover else self._link_spare(uf, _layout.CURRENT)
+        if fd < 0 and not recover:
+            self.files_created += 1
         if fd < 0:
             fd = _layout.open_file(
                 uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
@@ -324,61 +352,95 @@ class StoreWriter:
 
     @property
     def spares_wanted(self) -> bool:
-        """Some uid nears a rotation and has no spare files: call :meth:`prepare_spares`."""
+        """Some uid nears a rotation and lacks spare files: call :meth:`prepare_spares`."""
         return bool(self._spares_wanted)
 
+    def spare_jobs(self) -> list[tuple[int, int, int]]:
+        """Take the uids :attr:`spares_wanted` names, as jobs for :meth:`add_spares`.
+
+        Returns:
+            ``(uid, dir_fd, count)``: make *count* unnamed files in *dir_fd*
+            (a duplicate of the uid directory's fd: the caller closes it).
+        """
+        with self._lock:
+            wanted, self._spares_wanted = self._spares_wanted, set()
+            room = SPARES_MAX_FILES - self._spare_files
+            jobs = []
+            files = self._files
+            # the uids with the fewest spares first: a uid with none needs them most
+            for uid in sorted(wanted, key=lambda u: (len(files[u].spares) if u in files else 0, u)):
+                uf = files.get(uid)
+                count = min(2 * SPARE_ROTATIONS - len(uf.spares), room) if uf else 0
+                if uf is not None and count > 0:
+                    jobs.append((uid, os.dup(uf.dir_fd), count))
+                    room -= count
+            return jobs
+
+    def add_spares(self, uid: int, fds: Sequence[int], dir_ino: int) -> int:
+        """Give *uid* the unnamed files *fds*, made in the directory of inode *dir_ino*.
+
+        Files beyond what the uid or :data:`SPARES_MAX_FILES` allow, or for a
+        directory that is no longer the uid's, are closed (they vanish).
+
+        Returns:
+            How many were kept.
+        """
+        with self._lock:
+            uf = self._files.get(uid)
+            keep = 0
+            if uf is not None and os.fstat(uf.dir_fd).st_ino == dir_ino:
+                keep = min(
+                    len(fds),
+                    2 * SPARE_ROTATIONS - len(uf.spares),
+                    SPARES_MAX_FILES - self._spare_files,
+                )
+                keep = max(keep, 0)
+                uf.spares.extend(fds[:keep])
+                self._spare_files += keep
+        for fd in fds[keep:]:
+            os.close(fd)
+        return keep
+
+    def spares_unsupported(self, error: OSError) -> bool:
+        """Note *error* from making spare files; True if it means "never here" (no O_TMPFILE).
+
+        From then on rotations create their files as before.
+        """
+        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            self._spares_work = False
+            return True
+        return False
+
     def prepare_spares(self) -> int:
-        """Make the unnamed files of the uids :attr:`spares_wanted` names (a worker thread).
+        """Make the spare files :attr:`spares_wanted` asks for, in this thread.
+
+        The daemon has its helper process make them (``server/_helper.py``);
+        this is the same in process.
 
         Returns:
             How many uids got spares.
         """
-        with self._lock:
-            wanted, self._spares_wanted = self._spares_wanted, set()
-            jobs = [
-                (uid, os.dup(uf.dir_fd))
-                for uid in wanted
-                if (uf := self._files.get(uid)) is not None and not uf.spares
-            ]
         made = 0
-        for uid, dir_fd in jobs:
-            fds: list[int] = []
-            flags = os.O_TMPFILE | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        for uid, dir_fd, count in self.spare_jobs():
             try:
-                fds.append(os.open(".", flags, _layout.FILE_MODE, dir_fd=dir_fd))  # current.jsonl
-                fds.append(os.open(".", flags, _layout.FILE_MODE, dir_fd=dir_fd))  # current.chain
+                fds = _layout.make_unnamed(dir_fd, count)
                 ino = os.fstat(dir_fd).st_ino
             except OSError as exc:
-                for fd in fds:
-                    os.close(fd)
-                if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    self._spares_work = False  # no O_TMPFILE here: create files as before
+                self.spares_unsupported(exc)
                 continue
             finally:
                 os.close(dir_fd)
-            with self._lock:
-                uf = self._files.get(uid)
-                if (
-                    uf is None
-                    or uf.spares
-                    or self._spare_holders >= SPARES_MAX_UIDS
-                    or os.fstat(uf.dir_fd).st_ino != ino
-                ):
-                    for fd in fds:
-                        os.close(fd)
-                else:
-                    uf.spares = fds
-                    self._spare_holders += 1
-                    made += 1
+            made += self.add_spares(uid, fds, ino) > 0
         return made
 
     def _take_spare(self, uf: UidFile) -> int | None:
+        """Take one of *uf*'s spares; a uid that had some rotates often: refill at once."""
         if not uf.spares:
             return None
-        fd = uf.spares.pop()
-        if not uf.spares:
-            self._spare_holders -= 1
-        return fd
+        self._spare_files -= 1
+        if self._spares_work:
+            self._spares_wanted.add(uf.uid)
+        return uf.spares.pop()
 
     def _link_spare(self, uf: UidFile, name: str) -> int:
         """Link a spare file of *uf* into place as *name*; its fd, or -1 (none, or it failed)."""
@@ -514,7 +576,7 @@ class StoreWriter:
                 if uf.size + len(data) <= self.max_file_bytes:
                     self._write(uf, lines, last_seq, data)
                 else:
-                    self._write_rotating(uf, lines)
+                    self._write_rotating(uf, lines, data)
             except UnsafeLogDir as exc:
                 exc.written = self._done  # type: ignore[attr-defined]
                 raise
@@ -529,7 +591,11 @@ class StoreWriter:
                 self._sync_locked()
 
     def _write(
-        self, uf: UidFile, lines: Sequence[bytes], last_seq: int, data: bytes | None = None
+        self,
+        uf: UidFile,
+        lines: Sequence[bytes],
+        last_seq: int,
+        data: bytes | memoryview | None = None,
     ) -> int:
         """Write *lines* (joined: *data*) to the open current file; return how many (all).
 
@@ -543,11 +609,11 @@ class StoreWriter:
         if (
             len(data) >= SPARES_MIN_ROUND
             and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
-            and not uf.spares
+            and len(uf.spares) < 2 * SPARE_ROTATIONS
             and self._spares_work
-            and self._spare_holders < SPARES_MAX_UIDS
+            and self._spare_files < SPARES_MAX_FILES
         ):
-            self._spares_wanted.add(uf.uid)  # a busy uid's rotation is coming: prepare_spares
+            self._spares_wanted.add(uf.uid)  # a busy uid's rotations are coming: prepare_spares
         self.ledger.add(uf.uid, len(data))
         self._note_written(uf, lines, last_seq)
         if uf.chain is not None:
@@ -572,41 +638,53 @@ class StoreWriter:
             uf.dirty = True
             self._dirty.add(uf.uid)
 
-    def _write_rotating(self, uf: UidFile, lines: Sequence[bytes]) -> int:
-        """Write *lines*, rotating between two of them whenever the next would overflow.
+    def _write_rotating(self, uf: UidFile, lines: Sequence[bytes], data: bytes) -> int:
+        """Write *lines* (joined: *data*), rotating between two of them whenever the next
+        would overflow.
 
         A file always takes its first record, however long (a ``rotated``
-        header does not count as one). The split points are found with a
-        bisection over the lines' running sizes, not a loop per line.
+        header does not count as one). The split points are found in *data*
+        (the last line feed that fits, and a count of those before it), so a
+        round costs no loop over its lines, and its pieces are written from
+        views of *data*, not joined again.
         """
         written = 0
-        ends = list(itertools.accumulate(map(len, lines), initial=0))  # ends[i]: lines[:i]
+        view = memoryview(data)
         n = len(lines)
         has_records = uf.records_since is not None
-        c = i = 0  # lines[c:i]: taken for the current file, not written yet
+        c = i = 0  # lines[c:i]: taken for the current file, not written yet...
+        oc = oi = 0  # ...data[oc:oi]
         fsize = uf.size
         while i < n:
             if not has_records:  # up to and including the first record: taken as they are
                 while i < n:
+                    oi += len(lines[i])
                     i += 1
                     if daemon_event(lines[i - 1]) != "rotated":
                         has_records = True
                         break
                 continue
-            # the longest run from i that still fits: ends[k] - ends[c] <= room
-            k = bisect.bisect_right(ends, self.max_file_bytes - fsize + ends[c], lo=i) - 1
-            if k > i:
-                i = k
-                continue
+            # the longest run from i that still fits: lines ending at or before `limit`
+            limit = min(oc + self.max_file_bytes - fsize, len(data))
+            end = data.rfind(b"\n", oi, limit) + 1 if limit > oi else 0
+            if end > oi:
+                i += data.count(b"\n", oi, end)
+                oi = end
+                if i < n:
+                    continue
+                break
             if i > c:
-                written += self._write(uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq)
+                last = line_seq(lines[i - 1]) or uf.last_seq
+                written += self._write(uf, lines[c:i], last, view[oc:oi])
             self._rotate(uf, "size")
             self._open_current(uf)
             fsize = uf.size
-            c = i
+            c, oc = i, oi
             has_records = False
         if i > c:
-            written += self._write(uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq)
+            written += self._write(
+                uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq, view[oc:oi]
+            )
         return written
 
     def _cut_partial(self, uf: UidFile, unwritten: Sequence[bytes]) -> int:
@@ -813,42 +891,96 @@ class StoreWriter:
         """Return how many rotated files wait for compression."""
         return len(self._to_compress)
 
-    def compress_next(self) -> RotatedName | None:
-        """Compress the oldest rotated file waiting for it (outside the writer's lock).
+    def next_compression(self) -> CompressJob | None:
+        """Take the oldest rotated file waiting for compression, as a job.
+
+        Run it with ``_compress.compress_file`` (here: :meth:`compress_next`;
+        in the daemon: its helper process), outside the writer's lock, then
+        end it with :meth:`compression_done` or :meth:`compression_failed`.
 
         Returns:
-            The compressed file's name, or ``None`` when nothing waits (or
-            the file is gone: deleted by retention meanwhile).
+            The job (it holds a duplicate of the uid directory's fd, closed
+            when the job ends), or ``None`` when nothing waits. Files deleted
+            by retention since their rotation are skipped.
+        """
+        while True:
+            try:
+                uid, name = self._to_compress.popleft()
+            except IndexError:
+                return None
+            with self._lock:
+                uf = self._files.get(uid)
+                if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
+                    continue
+                dir_fd = os.dup(uf.dir_fd)
+            return CompressJob(
+                uid, name, dir_fd, self.compress, self.fsync != "never", f"uid directory {uid}"
+            )
+
+    def compression_done(
+        self, job: CompressJob, result: tuple[RotatedName, int] | None
+    ) -> RotatedName | None:
+        """End *job*: *result* is the compressed file's name and size (``None``: it was gone).
+
+        Returns:
+            The compressed file's name, or ``None``.
+        """
+        os.close(job.dir_fd)
+        if result is None:
+            return None
+        new, size = result
+        with self._lock:
+            uf = self._files.get(job.uid)
+            if uf is not None:
+                if job.name.key in uf.rotated:
+                    uf.rotated[job.name.key] = (new, size)
+                self.ledger.set(job.uid, self._disk_bytes(uf))
+        return new
+
+    def requeue_compression(self, job: CompressJob) -> None:
+        """End *job* undone: its file waits again, first in line."""
+        os.close(job.dir_fd)
+        self._to_compress.appendleft((job.uid, job.name))
+
+    def compression_failed(self, job: CompressJob, exc: BaseException) -> StoreError:
+        """End *job*, which failed with *exc*; the error to raise.
+
+        An ``OSError`` (a full disk) leaves the file uncompressed and queued
+        again (retry after a cool-down); an unsafe file is not retried.
+        """
+        if isinstance(exc, StoreError):
+            os.close(job.dir_fd)
+            return exc
+        self.requeue_compression(job)
+        if isinstance(exc, OSError):
+            return _store_error(exc, f"compressing {job.uid}/{job.name.format()}")
+        return StoreError(f"compressing {job.uid}/{job.name.format()}: {exc}")
+
+    def compress_next(self) -> RotatedName | None:
+        """Compress the oldest rotated file waiting for it, in this thread.
+
+        Returns:
+            The compressed file's name, or ``None`` when nothing waits.
 
         Raises:
             StoreError: compression failed; the file stays uncompressed and is
                 queued again (call later: a full disk needs a cool-down).
         """
-        try:
-            uid, name = self._to_compress.popleft()
-        except IndexError:
-            return None
-        uf = self._files.get(uid)
-        if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
+        job = self.next_compression()
+        if job is None:
             return None
         try:
-            new, size = _compress.compress_file(
-                uf.dir_fd,
-                name,
-                self.compress,
-                sync=self.fsync != "never",
-                what=f"uid directory {uid}",
+            result = _compress.compress_file(
+                job.dir_fd, job.name, job.method, sync=job.sync, what=job.what
             )
         except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._to_compress.appendleft((uid, name))
-            raise _store_error(exc, f"compressing {uid}/{name.format()}") from exc
-        with self._lock:
-            if name.key in uf.rotated:
-                uf.rotated[name.key] = (new, size)
-            self.ledger.set(uid, self._disk_bytes(uf))
-        return new
+            return self.compression_done(job, None)
+        except (OSError, StoreError) as exc:
+            err = self.compression_failed(job, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        return self.compression_done(job, result)
 
     def snapshot(self) -> list[UidFiles]:
         """What retention decides on: every uid's files, oldest first."""
@@ -987,7 +1119,48 @@ class StoreWriter:
     def _sync_locked(self) -> None:
         self._finish_sync(self._begin_sync())
 
-    def _begin_sync(self) -> list[tuple[int, list[int], int]]:
+    def begin_sync(self) -> SyncJob:
+        """The first half of :meth:`sync`: take what needs syncing now.
+
+        Sync it with :meth:`finish_sync` (here), or follow :meth:`sync_steps`
+        elsewhere (the daemon's helper process) and then :meth:`close_sync`.
+        """
+        with self._lock:
+            return self._begin_sync()
+
+    def finish_sync(self, job: SyncJob) -> None:
+        """The second half of :meth:`sync` (any thread; the job owns its fds)."""
+        self._finish_sync(job)
+
+    @staticmethod
+    def sync_steps(job: SyncJob) -> list[tuple[int, str, str]]:
+        """What :meth:`finish_sync` does, in order: ``(fd, "data" | "dir", what)``.
+
+        ``data`` is an ``fdatasync``, ``dir`` an ``fsync`` of a directory: files
+        first, then their directory. Stop at the first failure.
+        """
+        steps: list[tuple[int, str, str]] = []
+        for uid, fds, dir_fd in job:
+            steps.extend((fd, "data", f"syncing uid {uid}") for fd in fds)
+            if dir_fd >= 0:
+                steps.append((dir_fd, "dir", f"syncing uid directory {uid}"))
+        return steps
+
+    @staticmethod
+    def close_sync(job: SyncJob) -> None:
+        """Close a job's fds (synced elsewhere)."""
+        for _uid, fds, dir_fd in job:
+            for fd in fds:
+                os.close(fd)
+            if dir_fd >= 0:
+                os.close(dir_fd)
+
+    @staticmethod
+    def sync_error(exc: OSError, what: str) -> StoreError:
+        """The error :meth:`finish_sync` raises for *exc* at step *what*."""
+        return _store_error(exc, what)
+
+    def _begin_sync(self) -> SyncJob:
         """Take what needs syncing: per uid, file fds and a directory fd (-1: none),
         all owned by the job (dups, or retired ones)."""
         if self.fsync == "never":
@@ -1007,27 +1180,21 @@ class StoreWriter:
             job.append((uid, fds, dir_fd))
         return job
 
-    def _finish_sync(self, job: list[tuple[int, list[int], int]]) -> None:
+    def _finish_sync(self, job: SyncJob) -> None:
         """Sync and close the fds of a job (no lock needed: the job owns them).
 
         Files first, then their directory: a rotated file's data is on disk
         before its new name is.
         """
         error: StoreError | None = None
-        for uid, fds, dir_fd in job:
-            steps: list[tuple[int, Callable[[int], None], str]] = [
-                (fd, os.fdatasync, f"syncing uid {uid}") for fd in fds
-            ]
-            if dir_fd >= 0:
-                steps.append((dir_fd, _layout.fsync_dir, f"syncing uid directory {uid}"))
-            for fd, sync, what in steps:
-                try:
-                    if error is None:
-                        sync(fd)
-                except OSError as exc:
-                    error = _store_error(exc, what)
-                finally:
-                    os.close(fd)
+        for fd, kind, what in self.sync_steps(job):
+            try:
+                if error is None:
+                    (os.fdatasync if kind == "data" else _layout.fsync_dir)(fd)
+            except OSError as exc:
+                error = _store_error(exc, what)
+            finally:
+                os.close(fd)
         if error is not None:
             raise error
 
@@ -1068,7 +1235,7 @@ class StoreWriter:
                         uf.chain = None
                     os.close(uf.dir_fd)
                 self._files.clear()
-                self._spare_holders = 0
+                self._spare_files = 0
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None

@@ -1,0 +1,244 @@
+"""The daemon's side of the store's helper process (``store/helper.py``).
+
+How this works: at start the daemon spawns the helper with three socket
+pairs (lanes for compression, spare files and syncs) and talks to it from
+the event loop: a request is a ``sendmsg`` with fds attached, the reply a
+``recvmsg``, awaited like any socket; no worker thread, so nothing in the
+daemon waits for the GIL on the helper's behalf. One request per lane is in
+flight at a time, and it finishes even if the caller is cancelled (the file
+is being written). A helper that died (killed, out of memory) is noticed by
+the next request, which fails; the request after it starts a new helper,
+at most once per ``RESTART_DELAY``. While no helper runs, the callers fall
+back to their worker threads (``Housekeeper``, ``_Writer``).
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import structlog
+import trio
+
+import trio_logd
+from trio_logd.errors import UnsafeLogDir
+from trio_logd.store._layout import RotatedName
+from trio_logd.store.helper import MAX_FDS, MAX_MESSAGE, MAX_SPARES
+
+__all__ = ["HELPER_NICE", "RESTART_DELAY", "HelperUnavailable", "StoreHelper"]
+
+log = structlog.get_logger("trio_logd.helper")
+
+#: The helper's nice value: compression gets the CPU when ingest does not want it.
+HELPER_NICE: Final = 10
+#: A helper that died is started again at most this often (seconds).
+RESTART_DELAY: Final = 5.0
+_FD_SIZE: Final = array.array("i").itemsize
+#: Where the ``trio_logd`` package lives: the helper imports the same one.
+_PACKAGE_ROOT: Final = str(Path(trio_logd.__file__).resolve().parent.parent)
+
+
+class HelperUnavailable(OSError):
+    """No helper process runs (it could not start, or died): do the work in process."""
+
+
+class _Lane:
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.lock = trio.Lock()
+
+
+class StoreHelper:
+    """Compression and spare files in a process of their own (see the module doc).
+
+    Args:
+        nice: the helper's nice value.
+        command: the helper's argv before its fds (tests replace it).
+    """
+
+    def __init__(self, *, nice: int = HELPER_NICE, command: list[str] | None = None) -> None:
+        self.nice = nice
+        self.command = command or [sys.executable, "-m", "trio_logd.store.helper"]
+        self.pid: int | None = None
+        self.starts = 0
+        self._proc: trio.Process | None = None
+        self._lanes: list[_Lane] | None = None
+        self._next_start = -float("inf")
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        """A helper was started and has not been seen to fail."""
+        return self._lanes is not None
+
+    def status(self) -> dict[str, Any]:
+        """For ``trio-logd status``: the helper's pid (``None`` while none runs), its starts."""
+        return {"pid": self.pid if self.running else None, "starts": self.starts}
+
+    async def start(self) -> bool:
+        """Start the helper if none runs (and the restart delay allows); True if one runs."""
+        if self._lanes is not None:
+            return True
+        if self._closed or trio.current_time() < self._next_start:
+            return False
+        self._next_start = trio.current_time() + RESTART_DELAY
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
+        theirs = [b.fileno() for _a, b in pairs]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        try:
+            proc = await trio.lowlevel.open_process(
+                [*self.command, *map(str, theirs), str(self.nice)],
+                pass_fds=theirs,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=env,
+                start_new_session=False,
+            )
+        except OSError as exc:
+            for a, b in pairs:
+                a.close()
+                b.close()
+            log.error("helper_start_failed", error=str(exc), fallback="worker threads")
+            return False
+        finally:
+            for _a, b in pairs:
+                b.close()
+        self._proc = proc
+        self.pid = proc.pid
+        self.starts += 1
+        self._lanes = [_Lane(trio.socket.from_stdlib_socket(a)) for a, _b in pairs]
+        log.info("helper_started", pid=proc.pid, starts=self.starts)
+        return True
+
+    def _failed(self, why: str) -> None:
+        if self._lanes is None:
+            return
+        for lane in self._lanes:
+            lane.sock.close()
+        self._lanes = None
+        if self._proc is not None:
+            code = self._proc.poll()
+            log.error("helper_lost", pid=self.pid, returncode=code, error=why)
+            if code is None:
+                self._proc.kill()
+        self._proc = None
+
+    async def _call(
+        self, which: int, fds_out: list[int], req: dict[str, Any], nfds: int = 0
+    ) -> tuple[dict[str, Any], list[int]]:
+        if not await self.start() or self._lanes is None:
+            why = "no helper process"
+            raise HelperUnavailable(why)
+        lane = self._lanes[which]
+        payload = orjson.dumps(req)
+        fds = array.array("i", fds_out)
+        with trio.CancelScope(shield=True):  # a request that started finishes
+            async with lane.lock:
+                try:
+                    await lane.sock.sendmsg(
+                        [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+                    )
+                    msg, anc, _flags, _addr = await lane.sock.recvmsg(
+                        MAX_MESSAGE,
+                        socket.CMSG_SPACE(max(nfds, 1) * _FD_SIZE),
+                        socket.MSG_CMSG_CLOEXEC,
+                    )
+                except (OSError, trio.ClosedResourceError) as exc:
+                    self._failed(str(exc))
+                    why = f"helper process: {exc}"
+                    raise HelperUnavailable(why) from exc
+        got = array.array("i")
+        for level, kind, data in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                got.frombytes(data[: len(data) - len(data) % _FD_SIZE])
+        if not msg:
+            for fd in got:
+                os.close(fd)
+            self._failed("end of file")
+            why = "helper process exited"
+            raise HelperUnavailable(why)
+        return orjson.loads(msg), list(got)
+
+    async def compress(
+        self, dir_fd: int, src: RotatedName, method: str, *, sync: bool, what: str
+    ) -> tuple[RotatedName, int]:
+        """``_compress.compress_file`` in the helper; same arguments, result and errors.
+
+        Raises:
+            HelperUnavailable: no helper runs; nothing was done.
+        """
+        req = {"name": src.format(), "method": method, "sync": sync, "what": what}
+        reply, _ = await self._call(0, [dir_fd], req)
+        if "size" in reply:
+            dst = RotatedName.parse(reply["name"])
+            if dst is None:  # pragma: no cover - the helper formats what it parsed
+                raise OSError(0, f"helper replied with a bad name: {reply['name']!r}")
+            return dst, int(reply["size"])
+        raise _reply_error(reply)
+
+    async def spares(self, dir_fd: int, count: int) -> tuple[list[int], int]:
+        """Make *count* unnamed files in *dir_fd*; their fds and the directory's inode.
+
+        Raises:
+            OSError: as ``_layout.make_unnamed``.
+            HelperUnavailable: no helper runs; nothing was done.
+        """
+        count = min(count, MAX_SPARES)
+        reply, fds = await self._call(1, [dir_fd], {"count": count}, count)
+        if "ino" in reply:
+            return fds, int(reply["ino"])
+        for fd in fds:
+            os.close(fd)
+        raise _reply_error(reply)
+
+    async def sync(self, steps: list[tuple[int, str, str]]) -> None:
+        """Follow ``StoreWriter.sync_steps`` in the helper, in order; the fds stay ours.
+
+        Raises:
+            OSError: a step failed (later steps were not done); its
+                ``filename`` says which (the step's *what*).
+            HelperUnavailable: no helper runs, or it died; some steps may be done.
+        """
+        for i in range(0, len(steps), MAX_FDS):
+            chunk = steps[i : i + MAX_FDS]
+            req = {"steps": [[kind, what] for _fd, kind, what in chunk]}
+            reply, _ = await self._call(2, [fd for fd, _kind, _what in chunk], req)
+            if reply:
+                err = _reply_error(reply)
+                if isinstance(err, OSError):
+                    err.filename = reply.get("what", "sync")
+                raise err
+
+    async def aclose(self) -> None:
+        """Close the lanes (the helper exits after its requests in progress) and reap it."""
+        self._closed = True
+        proc = self._proc
+        if self._lanes is not None:
+            for lane in self._lanes:
+                async with lane.lock:
+                    lane.sock.close()
+            self._lanes = None
+        self._proc = None
+        if proc is not None:
+            with trio.move_on_after(10) as scope:
+                scope.shield = True
+                await proc.wait()
+            if proc.returncode is None:
+                proc.kill()
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
+
+
+def _reply_error(reply: dict[str, Any]) -> BaseException:
+    if reply.get("gone"):
+        return FileNotFoundError(2, "gone")
+    if "unsafe" in reply:
+        return UnsafeLogDir(str(reply["unsafe"]))
+    return OSError(int(reply.get("errno", 0)), str(reply.get("error", "helper failed")))
