@@ -104,13 +104,14 @@ def test_a_killed_helper_is_replaced_and_no_record_is_lost() -> None:
         assert got == msgs
         seqs = [r["seq"] for r in d.records(ROOT)]
         assert seqs == list(range(1, len(seqs) + 1))
-        poll(lambda: not _alive(first), timeout=10)  # reaped (no zombie left behind)
+        # reaped (no zombie is left behind), once the new helper has started
 
         def replaced() -> bool:
             h = _helper(d)
             return h["starts"] >= 2 and h["pid"] not in (None, first) and _alive(h["pid"])
 
         poll(replaced, timeout=30)  # the next request after RESTART_DELAY starts one
+        poll(lambda: not Path(f"/proc/{first}").exists(), timeout=10)
         _send(d, [f"after {i:05d} " + "x" * 200 for i in range(1000)])
         d.wait_records(ROOT, n + 1000, timeout=30)
         poll(lambda: _all_compressed(d, 10), timeout=30)

@@ -35,14 +35,21 @@ def _store(tmp_path: Path) -> StoreWriter:
     return store
 
 
-async def test_compress_spares_and_sync_in_the_helper(tmp_path: Path) -> None:
+async def test_compress_spares_and_sync_in_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The helper compresses a rotated file (same lines, the store verifies), makes
-    private unnamed files in the directory it is handed, and syncs files in order."""
+    private unnamed files in the directory it is handed, and syncs files in order.
+    It does not inherit systemd's notify socket or activated fds."""
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("LISTEN_FDS", "1")
     store = _store(tmp_path)
     helper = StoreHelper()
     try:
         assert await helper.start()
         assert helper.pid is not None
+        environ = (await trio.Path(f"/proc/{helper.pid}/environ").read_bytes()).split(b"\0")
+        assert not [v for v in environ if v.startswith((b"NOTIFY_SOCKET=", b"LISTEN_FDS="))]
         while (job := store.next_compression()) is not None:
             result = await helper.compress(
                 job.dir_fd, job.name, job.method, sync=job.sync, what=job.what

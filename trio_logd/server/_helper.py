@@ -40,6 +40,10 @@ HELPER_NICE: Final = 10
 #: A helper that died is started again at most this often (seconds).
 RESTART_DELAY: Final = 5.0
 _FD_SIZE: Final = array.array("i").itemsize
+#: What the helper must not inherit from the daemon's environment.
+_DAEMON_ONLY_ENV: Final = frozenset(
+    {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
+)
 #: Where the ``trio_logd`` package lives: the helper imports the same one.
 _PACKAGE_ROOT: Final = str(Path(trio_logd.__file__).resolve().parent.parent)
 
@@ -71,6 +75,8 @@ class StoreHelper:
         self._lanes: list[_Lane] | None = None
         self._next_start = -float("inf")
         self._closed = False
+        #: helpers seen to fail, until reaped (no zombie is left behind)
+        self._dead: list[trio.Process] = []
 
     @property
     def running(self) -> bool:
@@ -85,12 +91,14 @@ class StoreHelper:
         """Start the helper if none runs (and the restart delay allows); True if one runs."""
         if self._lanes is not None:
             return True
+        self._dead = [p for p in self._dead if p.poll() is None]  # poll() reaps
         if self._closed or trio.current_time() < self._next_start:
             return False
         self._next_start = trio.current_time() + RESTART_DELAY
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
         theirs = [b.fileno() for _a, b in pairs]
-        env = dict(os.environ)
+        # not systemd's: its notify socket and activated fds are the daemon's alone
+        env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY_ENV}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:
             proc = await trio.lowlevel.open_process(
@@ -128,6 +136,7 @@ class StoreHelper:
             log.error("helper_lost", pid=self.pid, returncode=code, error=why)
             if code is None:
                 self._proc.kill()
+                self._dead.append(self._proc)  # reaped by a later start() or aclose()
         self._proc = None
 
     async def _call(
@@ -226,6 +235,10 @@ class StoreHelper:
                     lane.sock.close()
             self._lanes = None
         self._proc = None
+        for dead in self._dead:
+            with trio.CancelScope(shield=True):
+                await dead.wait()  # killed: exits at once
+        self._dead = []
         if proc is not None:
             with trio.move_on_after(10) as scope:
                 scope.shield = True
