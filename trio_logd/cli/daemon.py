@@ -148,7 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     helper = reply.get("helper") or {}
     if helper:
         running = f"pid {helper['pid']}" if helper.get("pid") else "not running"
-        print(f"  helper:   {running} (started {helper.get('starts', 0)} times)")
+        print(f"  helper:   {running} (starts: {helper.get('starts', 0)})")
     store = reply.get("store") or {}
     if store.get("compress_pending"):
         print(f"  waiting for compression: {store['compress_pending']} files")
