@@ -59,7 +59,7 @@ class _Lane:
 
 
 class StoreHelper:
-    """Compression and spare files in a process of their own (see the module doc).
+    """Compression, spare files and syncs in a process of their own (see the module doc).
 
     Args:
         nice: the helper's nice value.

@@ -1,4 +1,4 @@
-"""The store's helper process: compression and spare files, beside the daemon.
+"""The store's helper process: compression, spare files and syncs, beside the daemon.
 
 How this works: the daemon starts ``python -m trio_logd.store.helper C F S``
 with three ``SOCK_SEQPACKET`` sockets, one per lane: C compresses rotated
@@ -17,8 +17,8 @@ Compression runs at a lower CPU priority (``nice``, per thread on Linux;
 the other lanes are waited for, and take little CPU). The helper ignores
 ``SIGINT``, ``SIGTERM`` and ``SIGHUP`` (a request in progress finishes) and
 exits when the daemon closes its sockets, or dies: a lane that reads
-end-of-file ends.
-It opens nothing by name outside the directories it is handed.
+end-of-file ends. It opens nothing by name outside the directories it is
+handed.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from trio_logd.store._layout import RotatedName
 
 __all__ = ["MAX_FDS", "MAX_MESSAGE", "compress_request", "main", "spares_request", "sync_request"]
 
-#: Requests and replies are small JSON objects.
-MAX_MESSAGE: Final = 4096
+#: Requests and replies are small JSON objects (a sync of MAX_FDS steps: ~3 KiB).
+MAX_MESSAGE: Final = 16384
 #: Spare files per request, at most (the reply's fds must fit one message).
 MAX_SPARES: Final = 16
 #: Descriptors per request, at most (the kernel takes up to 253 in one message).
