@@ -346,7 +346,7 @@ async def _run(
     ingest_sock = trio.socket.from_stdlib_socket(ingest.sock)
     control_sock = trio.socket.from_stdlib_socket(control.sock)
     helper = StoreHelper()
-    await helper.start()  # compression and spare files, outside our GIL
+    await helper.start()  # compression, spare files and syncs, outside our GIL
     daemon.extra_status["helper"] = helper.status
     daemon.extra_status["store"] = lambda: {
         "compress_pending": daemon.store.compress_pending(),
