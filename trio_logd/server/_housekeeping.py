@@ -221,14 +221,9 @@ class Housekeeper:
         except HelperUnavailable:
             store.requeue_compression(job)  # the next attempt runs in our thread
             return
-        except FileNotFoundError:
-            store.compression_done(job, None)
-            return
         except (OSError, StoreError) as exc:
-            err = store.compression_failed(job, exc)
-            if err is exc:
-                raise
-            raise err from exc
+            store.compression_failed(job, exc)
+            return
         store.compression_done(job, result)
 
     def _retention_pass(self, now: float) -> list[Rotation]:

@@ -942,19 +942,25 @@ class StoreWriter:
         os.close(job.dir_fd)
         self._to_compress.appendleft((job.uid, job.name))
 
-    def compression_failed(self, job: CompressJob, exc: BaseException) -> StoreError:
-        """End *job*, which failed with *exc*; the error to raise.
+    def compression_failed(self, job: CompressJob, exc: OSError | StoreError) -> None:
+        """End *job*, which raised *exc*; raise what the caller reports.
 
-        An ``OSError`` (a full disk) leaves the file uncompressed and queued
-        again (retry after a cool-down); an unsafe file is not retried.
+        A file gone meanwhile (``FileNotFoundError``: retention deleted it)
+        ends the job quietly. Another ``OSError`` (a full disk) leaves the
+        file uncompressed and queued again (retry after a cool-down); an
+        unsafe file is not retried.
+
+        Raises:
+            StoreError: unless the file was gone.
         """
+        if isinstance(exc, FileNotFoundError):
+            self.compression_done(job, None)
+            return
         if isinstance(exc, StoreError):
             os.close(job.dir_fd)
-            return exc
+            raise exc
         self.requeue_compression(job)
-        if isinstance(exc, OSError):
-            return _store_error(exc, f"compressing {job.uid}/{job.name.format()}")
-        return StoreError(f"compressing {job.uid}/{job.name.format()}: {exc}")
+        raise _store_error(exc, f"compressing {job.uid}/{job.name.format()}") from exc
 
     def compress_next(self) -> RotatedName | None:
         """Compress the oldest rotated file waiting for it, in this thread.
@@ -973,13 +979,9 @@ class StoreWriter:
             result = _compress.compress_file(
                 job.dir_fd, job.name, job.method, sync=job.sync, what=job.what
             )
-        except FileNotFoundError:
-            return self.compression_done(job, None)
         except (OSError, StoreError) as exc:
-            err = self.compression_failed(job, exc)
-            if err is exc:
-                raise
-            raise err from exc
+            self.compression_failed(job, exc)
+            return None
         return self.compression_done(job, result)
 
     def snapshot(self) -> list[UidFiles]:
