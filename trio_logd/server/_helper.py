@@ -40,6 +40,8 @@ HELPER_NICE: Final = 10
 #: A helper that died is started again at most this often (seconds).
 RESTART_DELAY: Final = 5.0
 _FD_SIZE: Final = array.array("i").itemsize
+#: The lanes, in the order of the helper's arguments (``store/helper.py``).
+_COMPRESS, _SPARES, _SYNC = range(3)
 #: What the helper must not inherit from the daemon's environment.
 _DAEMON_ONLY_ENV: Final = frozenset(
     {"NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID"}
@@ -95,7 +97,10 @@ class StoreHelper:
         if self._closed or trio.current_time() < self._next_start:
             return False
         self._next_start = trio.current_time() + RESTART_DELAY
-        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for _ in range(3)]
+        pairs = [
+            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            for _ in (_COMPRESS, _SPARES, _SYNC)
+        ]
         theirs = [b.fileno() for _a, b in pairs]
         # not systemd's: its notify socket and activated fds are the daemon's alone
         env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY_ENV}
@@ -184,7 +189,7 @@ class StoreHelper:
             HelperUnavailable: no helper runs; nothing was done.
         """
         req = {"name": src.format(), "method": method, "sync": sync, "what": what}
-        reply, _ = await self._call(0, [dir_fd], req)
+        reply, _ = await self._call(_COMPRESS, [dir_fd], req)
         if "size" in reply:
             dst = RotatedName.parse(reply["name"])
             if dst is None:  # pragma: no cover - the helper formats what it parsed
@@ -200,7 +205,7 @@ class StoreHelper:
             HelperUnavailable: no helper runs; nothing was done.
         """
         count = min(count, MAX_SPARES)
-        reply, fds = await self._call(1, [dir_fd], {"count": count}, count)
+        reply, fds = await self._call(_SPARES, [dir_fd], {"count": count}, count)
         if "ino" in reply:
             return fds, int(reply["ino"])
         for fd in fds:
@@ -218,7 +223,7 @@ class StoreHelper:
         for i in range(0, len(steps), MAX_FDS):
             chunk = steps[i : i + MAX_FDS]
             req = {"steps": [[kind, what] for _fd, kind, what in chunk]}
-            reply, _ = await self._call(2, [fd for fd, _kind, _what in chunk], req)
+            reply, _ = await self._call(_SYNC, [fd for fd, _kind, _what in chunk], req)
             if reply:
                 err = _reply_error(reply)
                 if isinstance(err, OSError):

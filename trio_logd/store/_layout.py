@@ -37,6 +37,7 @@ __all__ = [
     "open_file",
     "open_log_dir",
     "open_uid_dir",
+    "sync_step",
     "write_all",
 ]
 
@@ -97,6 +98,17 @@ class RotatedName(NamedTuple):
         t0 = calendar.timegm(time.strptime(m[3], _TS_NAME))
         t1 = calendar.timegm(time.strptime(m[4], _TS_NAME))
         return cls(int(m[1]), int(m[2]), t0, t1, m[5] or "")
+
+
+def sync_step(fd: int, kind: str) -> None:
+    """One step of a sync (``StoreWriter.sync_steps``).
+
+    ``data``: ``fdatasync`` the file *fd*; ``dir``: ``fsync`` the directory *fd*.
+    """
+    if kind == "data":
+        os.fdatasync(fd)
+    else:
+        fsync_dir(fd)
 
 
 def fsync_dir(dir_fd: int) -> None:

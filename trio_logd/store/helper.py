@@ -94,10 +94,7 @@ def sync_request(fds: list[int], req: dict[str, Any]) -> tuple[dict[str, Any], l
         return {"errno": 0, "error": "one step per fd expected", "what": "sync"}, []
     for fd, (kind, what) in zip(fds, steps, strict=True):
         try:
-            if kind == "data":
-                os.fdatasync(fd)
-            else:
-                _layout.fsync_dir(fd)
+            _layout.sync_step(fd, kind)
         except OSError as exc:
             return {**_error(exc), "what": what}, []
     return {}, []

@@ -73,6 +73,7 @@ _UNLIMITED: Final = 1 << 62
 #: At most ``SPARES_MAX_FILES`` descriptors are held in all, and only for uids
 #: whose rounds are big: a quiet uid's rare rotation creates its files itself.
 SPARE_ROTATIONS: Final = 3
+SPARES_PER_UID: Final = 2 * SPARE_ROTATIONS
 SPARES_MAX_FILES: Final = 128
 SPARES_MIN_ROUND: Final = 16 << 10
 
@@ -248,7 +249,8 @@ class StoreWriter:
         self._spares_work = True
         #: spare files held now, all uids (at most SPARES_MAX_FILES)
         self._spare_files = 0
-        #: current files created by a rotation (no spare was ready), since start
+        #: current files created, not linked from a spare (a uid's first file, or a
+        #: rotation that found none ready), since start
         self.files_created = 0
 
     # -- start-up ---------------------------------------------------------
@@ -318,9 +320,9 @@ class StoreWriter:
         """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
         what = f"{uf.uid}/{_layout.CURRENT}"
         fd = -1 if recover else self._link_spare(uf, _layout.CURRENT)
-        if fd < 0 and not recover:
-            self.files_created += 1
         if fd < 0:
+            if not recover:
+                self.files_created += 1
             fd = _layout.open_file(
                 uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
             )
@@ -370,7 +372,7 @@ class StoreWriter:
             # the uids with the fewest spares first: a uid with none needs them most
             for uid in sorted(wanted, key=lambda u: (len(files[u].spares) if u in files else 0, u)):
                 uf = files.get(uid)
-                count = min(2 * SPARE_ROTATIONS - len(uf.spares), room) if uf else 0
+                count = min(SPARES_PER_UID - len(uf.spares), room) if uf else 0
                 if uf is not None and count > 0:
                     jobs.append((uid, os.dup(uf.dir_fd), count))
                     room -= count
@@ -391,7 +393,7 @@ class StoreWriter:
             if uf is not None and os.fstat(uf.dir_fd).st_ino == dir_ino:
                 keep = min(
                     len(fds),
-                    2 * SPARE_ROTATIONS - len(uf.spares),
+                    SPARES_PER_UID - len(uf.spares),
                     SPARES_MAX_FILES - self._spare_files,
                 )
                 keep = max(keep, 0)
@@ -609,7 +611,7 @@ class StoreWriter:
         if (
             len(data) >= SPARES_MIN_ROUND
             and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
-            and len(uf.spares) < 2 * SPARE_ROTATIONS
+            and len(uf.spares) < SPARES_PER_UID
             and self._spares_work
             and self._spare_files < SPARES_MAX_FILES
         ):
@@ -1192,7 +1194,7 @@ class StoreWriter:
         for fd, kind, what in self.sync_steps(job):
             try:
                 if error is None:
-                    (os.fdatasync if kind == "data" else _layout.fsync_dir)(fd)
+                    _layout.sync_step(fd, kind)
             except OSError as exc:
                 error = _store_error(exc, what)
             finally:
