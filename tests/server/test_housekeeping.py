@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import trio
+import trio.testing
 
 from tests.store._lines import line, lines, names
-from trio_logd.server._housekeeping import Housekeeper
-from trio_logd.server._pipeline import Pipeline
+from trio_logd.server._housekeeping import COMPRESS_DEFER_MAX, COMPRESS_YIELD, Housekeeper
+from trio_logd.server._pipeline import Batch, Pipeline
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
@@ -78,4 +80,56 @@ async def test_shutdown_waits_for_the_compression_in_progress(tmp_path: Path) ->
         await nursery.start(hk.serve)
         nursery.cancel_scope.cancel()
     assert not [n for n in names(tmp_path / "5") if n.endswith(".tmp")]
+    store.close()
+
+
+def _young_store(tmp_path: Path, age: float = 0.0) -> StoreWriter:
+    """uid 5 with four rotated files of 10 lines whose last record is *age* seconds old."""
+    store = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="zstd")
+    store.open()
+    store.append(5, lines(1, 45, ts=time.time() - age), 45)
+    return store
+
+
+def _saturated(store: StoreWriter) -> Pipeline:
+    """A pipeline with a full round of records waiting for the writer."""
+    pipeline = Pipeline(store.last_seq, round_bytes=2 * LINE)
+    pipeline.submit(pipeline.state(6), Batch(lines(1, 2), 2 * LINE, 2))
+    return pipeline
+
+
+async def test_compression_yields_while_a_full_round_waits(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """While a full round waits for the writer, young files wait for compression; the pass
+    still ends after its interval (retention is not held up). Once the round is taken,
+    the next pass compresses them all."""
+    store = _young_store(tmp_path)
+    pipeline = _saturated(store)
+    hk = Housekeeper(store, OFF, lambda uid: (1 << 60, "rotate"), pipeline, None, interval=1.0)
+    start = trio.current_time()
+    await hk.run_once()
+    assert trio.current_time() - start >= 1.0
+    assert store.compress_pending() == 4
+    assert [n.endswith(".jsonl") for n in names(tmp_path / "5")] == [True] * 5
+    pipeline.take_round()
+    await hk.run_once()
+    assert store.compress_pending() == 0
+    assert [n.endswith(".jsonl.zst") for n in names(tmp_path / "5")] == [True] * 4 + [False]
+    store.close()
+
+
+@pytest.mark.parametrize("why", ["old files", "over quota"])
+async def test_compression_does_not_yield_to_old_files_or_retention(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, why: str
+) -> None:
+    """Files older than COMPRESS_DEFER_MAX, or a uid over its quota, are compressed at once,
+    a full round waiting or not."""
+    store = _young_store(tmp_path, age=COMPRESS_DEFER_MAX + 1 if why == "old files" else 0)
+    quota = 1 << 60 if why == "old files" else store.usage(5) - 1
+    hk = Housekeeper(store, OFF, lambda uid: (quota, "rotate"), _saturated(store), None)
+    start = trio.current_time()
+    await hk.run_once()
+    assert trio.current_time() - start < COMPRESS_YIELD
+    assert store.compress_pending() == 0
     store.close()

@@ -50,6 +50,17 @@ INTERVAL: Final = 1.0
 MIN_GAP: Final = 0.2
 #: After a failed compression (full disk), wait this long before the next.
 COMPRESS_COOLDOWN: Final = 5.0
+#: Compression yields to ingest: while a full round of records waits for the
+#: writer (the event loop is saturated), the next file waits, checking again
+#: every COMPRESS_YIELD seconds... On two cores, compressing a burst's files
+#: while it lasted cost the burst 5-10 % of its throughput, even at nice 10
+#: (the other core is the clients' too; BENCHMARKS.md).
+COMPRESS_YIELD: Final = 0.1
+#: ...for at most this long after the file's last record, and not at all
+#: while retention has to delete (or a file system nears keep_free_bytes):
+#: a burst is written at full speed and compressed after it; a longer flood
+#: has its files compressed this late.
+COMPRESS_DEFER_MAX: Final = 5.0
 #: The compression thread's nice value (per thread on Linux): it gets the CPU
 #: when ingest does not want it.
 COMPRESS_NICE: Final = 10
@@ -170,6 +181,8 @@ class Housekeeper:
         self._compress_after = 0.0
         self._last_pass = -math.inf
         self._compressor = _NiceThread(COMPRESS_NICE)
+        #: retention deletes, or free space is short: compression does not wait
+        self._pressure = False
         self.helper = helper
 
     def wake(self) -> None:
@@ -182,8 +195,9 @@ class Housekeeper:
         try:
             while True:
                 await self.run_once()
-                with trio.move_on_after(self.interval):
-                    await self._wake.wait()
+                if not self._compress_due():  # else the backlog goes on after this pass
+                    with trio.move_on_after(self.interval):
+                        await self._wake.wait()
                 self._wake = trio.Event()
         finally:
             self._compressor.close()
@@ -197,13 +211,28 @@ class Housekeeper:
         rotations = await trio.to_thread.run_sync(self._retention_pass, time.time())
         for rot in rotations:
             file_rotated(self.pipeline, self.file_record, rot)
-        while self.store.compress_pending() and trio.current_time() >= self._compress_after:
+        # until the next pass is due: a backlog under a flood never starves retention
+        while self._compress_due() and trio.current_time() < self._last_pass + self.interval:
+            if self._compression_yields():
+                await trio.sleep(COMPRESS_YIELD)
+                continue
             try:
                 await self._compress_one()
             except StoreError as exc:
                 log.error("compression_failed", error=str(exc))
                 self._compress_after = trio.current_time() + COMPRESS_COOLDOWN
         self.passes += 1
+
+    def _compress_due(self) -> bool:
+        """Files wait for compression, and no failure's cool-down holds it back."""
+        return self.store.compress_pending() > 0 and trio.current_time() >= self._compress_after
+
+    def _compression_yields(self) -> bool:
+        """Ingest is saturated and the oldest waiting file may wait (``COMPRESS_YIELD``)."""
+        if self._pressure or self.pipeline.pending_bytes < self.pipeline.round_bytes:
+            return False
+        oldest = self.store.oldest_compression()
+        return oldest is not None and time.time() - oldest < COMPRESS_DEFER_MAX
 
     async def _compress_one(self) -> None:
         """Compress the next waiting file: in the helper process, or else in our thread."""
@@ -240,6 +269,10 @@ class Housekeeper:
             store.snapshot(), self.policy, self.quota_for, now=now, free_bytes=free
         )
         rotations += store.rotate_many(plan.rotate, "quota")
+        keep_free = self.policy.keep_free_bytes
+        self._pressure = bool(plan.delete or plan.rotate) or (
+            free is not None and keep_free > 0 and free < 2 * keep_free
+        )
         if plan.delete:
             freed = store.delete(plan.delete)
             log.info(

@@ -893,6 +893,13 @@ class StoreWriter:
         """Return how many rotated files wait for compression."""
         return len(self._to_compress)
 
+    def oldest_compression(self) -> int | None:
+        """When the oldest file waiting for compression ends (epoch seconds); ``None``: none."""
+        try:
+            return self._to_compress[0][1].last_time
+        except IndexError:
+            return None
+
     def next_compression(self) -> CompressJob | None:
         """Take the oldest rotated file waiting for compression, as a job.
 
