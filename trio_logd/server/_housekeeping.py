@@ -211,8 +211,10 @@ class Housekeeper:
         rotations = await trio.to_thread.run_sync(self._retention_pass, time.time())
         for rot in rotations:
             file_rotated(self.pipeline, self.file_record, rot)
-        # until the next pass is due: a backlog under a flood never starves retention
-        while self._compress_due() and trio.current_time() < self._last_pass + self.interval:
+        # until the next pass is due, so that a backlog under a flood never starves
+        # retention; at least MIN_GAP, so that a slow retention pass never starves it
+        until = max(self._last_pass + self.interval, trio.current_time() + MIN_GAP)
+        while self._compress_due() and trio.current_time() < until:
             if self._compression_yields():
                 await trio.sleep(COMPRESS_YIELD)
                 continue
