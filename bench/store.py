@@ -69,14 +69,10 @@ def _wait_all_stored(d: BenchDaemon, uid: int, records: int, timeout: float = 30
         time.sleep(0.005)
 
 
-def _rotated(d: BenchDaemon, uid: int) -> int:
+def _rotated(d: BenchDaemon, uid: int, suffixes: tuple[str, ...] = (".jsonl",)) -> int:
+    """How many rotated files of *uid* end in one of *suffixes* (default: uncompressed)."""
     names = os.listdir(d.log_dir / str(uid))
-    return sum(1 for n in names if n.endswith((".jsonl", ".zst", ".gz")) and n != "current.jsonl")
-
-
-def _uncompressed(d: BenchDaemon, uid: int) -> int:
-    names = os.listdir(d.log_dir / str(uid))
-    return sum(1 for n in names if n.endswith(".jsonl") and n != "current.jsonl")
+    return sum(1 for n in names if n.endswith(suffixes) and n != "current.jsonl")
 
 
 def _throughput_once(daemon_kw: dict[str, Any], count: int = 1_000_000) -> dict[str, float]:
@@ -89,10 +85,10 @@ def _throughput_once(daemon_kw: dict[str, Any], count: int = 1_000_000) -> dict[
         results = lg.wait()
         assert sum(int(r["sent"]) for r in results) == count, results  # type: ignore[call-overload]
         elapsed = done - lg.t_start
-        late = _uncompressed(d, UID)
+        late = _rotated(d, UID)
         # then until compression has caught up: its CPU counts too
         deadline = time.monotonic() + 300
-        while _uncompressed(d, UID) and time.monotonic() < deadline:
+        while _rotated(d, UID) and time.monotonic() < deadline:
             time.sleep(0.05)
         caught_up = time.time() - done
         cpu2 = cpu_seconds(d.pid)
@@ -102,7 +98,7 @@ def _throughput_once(daemon_kw: dict[str, Any], count: int = 1_000_000) -> dict[
             "cpu_all_s_per_million": (cpu2 - cpu0) / count * 1e6,
             "caught_up_s": caught_up,
             "peak_rss_mib": peak_rss_mib(d.pid),
-            "rotated_files": _rotated(d, UID),
+            "rotated_files": _rotated(d, UID, (".jsonl", ".zst", ".gz")),
             "uncompressed_at_end": late,
         }
 
