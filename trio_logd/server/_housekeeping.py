@@ -12,10 +12,12 @@ lower CPU priority: on a busy machine compression yields the CPU to ingest
 and to the writer, never holds the daemon's GIL, and shutdown never waits for
 more than one file. While no helper runs (it could not start, or died and
 waits for its restart), files are compressed in a thread of our own, also
-at a lower priority (``COMPRESS_NICE``). The
-``rotated`` records of its rotations are filed like the writer's. A
-compression that fails (a full disk) leaves the file uncompressed and is
-retried after ``COMPRESS_COOLDOWN``.
+at a lower priority (``COMPRESS_NICE``). While ingest saturates the
+writer, young files wait (``COMPRESS_YIELD``, ``COMPRESS_DEFER_MAX``), and a
+pass compresses only until the next one is due, so a backlog never holds up
+retention. The ``rotated`` records of its rotations are filed like the
+writer's. A compression that fails (a full disk) leaves the file
+uncompressed and is retried after ``COMPRESS_COOLDOWN``.
 """
 
 from __future__ import annotations
