@@ -316,6 +316,49 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """``[control]``: caps on the control socket's connections and queries.
+
+    The control socket answers every local user (a uid may read its own
+    records), so it is limited like the ingest socket: per uid and globally,
+    with room that only root and ``[access] admins`` may use, and each query's
+    memory and time are bounded (docs/security.md).
+
+    Attributes:
+        max_connections: concurrent control connections, all uids together.
+        max_connections_per_uid: concurrent control connections of one uid
+            (root and admins are not held to it).
+        connection_headroom: connections, of ``max_connections``, that only
+            root and ``[access] admins`` may use; always ``< max_connections``.
+        request_timeout: seconds a control client has to send its whole
+            request line.
+        first_byte_timeout: seconds a new control connection may stay
+            silent before it is closed.
+        max_queries_per_uid: concurrent queries and follows of one uid
+            (root and admins are not held to it).
+        query_buffer_bytes: bytes of answer one query may hold while its
+            client does not read; beyond it the query pauses.
+        query_memory_bytes: bytes of answers all queries and follows
+            together may hold.
+        query_step: seconds of work one query step may take before the
+            event loop and the other queries are served.
+        regex_memory_bytes: memory budget of one ``--grep`` pattern (RE2's
+            ``max_mem``).
+    """
+
+    max_connections: int
+    max_connections_per_uid: int
+    connection_headroom: int
+    request_timeout: float
+    first_byte_timeout: float
+    max_queries_per_uid: int
+    query_buffer_bytes: int
+    query_memory_bytes: int
+    query_step: float
+    regex_memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """``[metrics]``: where the Prometheus metrics go besides ``trio-logd metrics``.
 
@@ -339,6 +382,20 @@ class MetricsConfig:
 
 #: ``[metrics]`` when the file has none (the same values as ``default.toml``).
 DEFAULT_METRICS: Final = MetricsConfig(listen=None, textfile=None, interval=15.0)
+
+#: ``[control]`` for a ``Config`` built by hand (the same values as ``default.toml``).
+DEFAULT_CONTROL: Final = ControlConfig(
+    max_connections=256,
+    max_connections_per_uid=16,
+    connection_headroom=32,
+    request_timeout=10.0,
+    first_byte_timeout=2.0,
+    max_queries_per_uid=4,
+    query_buffer_bytes=1 << 20,
+    query_memory_bytes=32 << 20,
+    query_step=0.02,
+    regex_memory_bytes=8 << 20,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +502,7 @@ class Config:
         identity: ``[identity]``.
         metrics: ``[metrics]``.
         forward: the ``[[forward]]`` destinations, in file order.
+        control: ``[control]``.
     """
 
     path: str | None
@@ -458,6 +516,7 @@ class Config:
     identity: IdentityConfig
     metrics: MetricsConfig = DEFAULT_METRICS
     forward: tuple[ForwardConfig, ...] = ()
+    control: ControlConfig = DEFAULT_CONTROL
 
     def limits_for(self, uid: int, *, user: str | None, groups: Iterable[str]) -> Limits:
         """Resolve the limits of *uid*, key by key.
@@ -576,6 +635,7 @@ _SCHEMA: Final[_Schema] = {
     "access": _keys(AccessConfig),
     "identity": _keys(IdentityConfig),
     "metrics": _keys(MetricsConfig),
+    "control": _keys(ControlConfig),
     "forward": _keys(ForwardConfig),  # an array of tables: each element has these keys
 }
 
@@ -587,6 +647,7 @@ _KEY_HOMES: Final = (
     (("access",), _keys(AccessConfig)),
     (("identity",), _keys(IdentityConfig)),
     (("metrics",), _keys(MetricsConfig)),
+    (("control",), _keys(ControlConfig)),
     (("forward",), _keys(ForwardConfig)),
 )
 
@@ -1279,6 +1340,37 @@ def _read_metrics(table: _Table) -> MetricsConfig:
     )
 
 
+def _read_control(table: _Table) -> ControlConfig:
+    max_connections = table.get("max_connections", _positive_int)
+    headroom = table.get_optional("connection_headroom", _non_negative_int)
+    if headroom is None:
+        headroom = min(max(1, max_connections // 8), max_connections - 1)
+    elif headroom >= max_connections:
+        reason = f"expected less than max_connections ({max_connections}), got {headroom}"
+        raise table.error(reason, "connection_headroom")
+    step = table.get("query_step", _duration)
+    if not 0.001 <= step <= 1.0:
+        reason = f"expected between 1ms and 1s, got {step:g} s"
+        raise table.error(reason, "query_step")
+    buffer_bytes = table.get("query_buffer_bytes", _size(minimum=65536))
+    memory_bytes = table.get("query_memory_bytes", _size(minimum=65536))
+    if memory_bytes < buffer_bytes:
+        reason = f"expected at least query_buffer_bytes ({buffer_bytes}), got {memory_bytes}"
+        raise table.error(reason, "query_memory_bytes")
+    return ControlConfig(
+        max_connections=max_connections,
+        max_connections_per_uid=table.get("max_connections_per_uid", _positive_int),
+        connection_headroom=headroom,
+        request_timeout=table.get("request_timeout", _duration),
+        first_byte_timeout=table.get("first_byte_timeout", _duration),
+        max_queries_per_uid=table.get("max_queries_per_uid", _positive_int),
+        query_buffer_bytes=buffer_bytes,
+        query_memory_bytes=memory_bytes,
+        query_step=step,
+        regex_memory_bytes=table.get("regex_memory_bytes", _size(minimum=1 << 20)),
+    )
+
+
 def _read_identity(table: _Table) -> IdentityConfig:
     return IdentityConfig(may_claim=table.get("may_claim", _claims))
 
@@ -1456,6 +1548,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
     access = _read_access(root.table("access"))
     identity = _read_identity(root.table("identity"))
     metrics = _read_metrics(root.table("metrics"))
+    control = _read_control(root.table("control"))
     forward = _read_forwards(root)
     return Config(
         path=path,
@@ -1469,6 +1562,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
         identity=identity,
         metrics=metrics,
         forward=forward,
+        control=control,
     )
 
 

@@ -111,7 +111,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         The effective config and the changed keys, split into applied and
         restart-required, each in file order (``[daemon]``, ``[store]``,
         ``[limits.*]``, ``[access]``, ``[identity]``, ``[metrics]``,
-        ``[[forward]]``).
+        ``[control]``, ``[[forward]]``).
     """
     changed = [
         *_diff_fields("daemon", old.daemon, new.daemon),
@@ -123,6 +123,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         *_diff_fields("access", old.access, new.access),
         *_diff_fields("identity", old.identity, new.identity),
         *_diff_fields("metrics", old.metrics, new.metrics),
+        *_diff_fields("control", old.control, new.control),
         *([("forward", "")] if old.forward != new.forward else []),
     ]
     held = [(t, k) for t, k in changed if (t, k) in RESTART_KEYS]
