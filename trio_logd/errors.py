@@ -9,6 +9,7 @@
     ├── ConfigError      (file, key, reason)
     ├── AccessDenied     (control socket: who asked, for what)
     └── ClientError      ConnectFailed, SendTimeout     (client shim)
+                         ConnectFailed: DaemonBusy, NotControlSocket, ControlRefused
 
 Defined outcomes of bad input (truncation, replacement characters, ``suppressed``
 records) are flags and events, not exceptions: an exception here means the
@@ -24,10 +25,13 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "ConnectFailed",
+    "ControlRefused",
+    "DaemonBusy",
     "DiskFull",
     "FramingError",
     "LimitExceeded",
     "LogdError",
+    "NotControlSocket",
     "ParseError",
     "ProtocolError",
     "QuotaExceeded",
@@ -150,6 +154,36 @@ class ClientError(LogdError):
 
 class ConnectFailed(ClientError):
     """The client could not connect, or refused a socket served by the wrong uid."""
+
+
+class DaemonBusy(ConnectFailed):
+    """The socket's listen backlog stayed full (``EAGAIN``) until the client's deadline.
+
+    Unlike a plain :class:`ConnectFailed` the daemon runs (something
+    listens); it does not accept fast enough, or is stuck.
+    """
+
+
+class NotControlSocket(ConnectFailed):
+    """The socket accepted, but did not greet as a trio-logd control socket.
+
+    Raised by control clients (``logq``, ``trio-logd status`` …) pointed at
+    another socket, such as the ingest socket: nothing was sent to it.
+    """
+
+
+class ControlRefused(ConnectFailed):
+    """The daemon refused the control connection over a limit (its one-line error).
+
+    Attributes:
+        code: the error's ``code`` (``too_many_connections``, ``timeout``).
+        limit: the limit it names (``max_connections_per_uid`` …), or ``""``.
+    """
+
+    def __init__(self, message: str, *, code: str, limit: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.limit = limit
 
 
 class SendTimeout(ClientError):

@@ -31,6 +31,7 @@ __all__ = [
     "SUPPRESSION_WINDOW",
     "ConnectionCounter",
     "ConnectionStatistics",
+    "ControlConnections",
     "DropReason",
     "QuotaLedger",
     "RateLimiter",
@@ -514,6 +515,114 @@ def _check_caps(global_max: int, headroom: int) -> None:
     if global_max < 1 or not 0 <= headroom < global_max:
         msg = f"need global_max >= 1 and 0 <= headroom < global_max, got {global_max}, {headroom}"
         raise ValueError(msg)
+
+
+class ControlConnections:
+    """Concurrent control connections: a per-uid cap and a global cap with headroom.
+
+    ``try_open`` admits a connection of an ordinary uid while it has fewer
+    than ``per_uid_max`` open and fewer than ``global_max - headroom`` are
+    open in total; a privileged caller (root or ``[access] admins``) is not
+    held to the per-uid cap and may use the headroom, up to ``global_max``.
+    So however many connections other uids hold, ``headroom`` of them stay
+    free for ``trio-logd status``/``stats``/``reload`` and root's ``logq``.
+    Every refusal is counted, by uid and by the limit that refused it.
+
+    Args:
+        global_max: ``[control] max_connections``, ``>= 1``.
+        per_uid_max: ``[control] max_connections_per_uid``, ``>= 1``.
+        headroom: ``[control] connection_headroom``, ``0 <= headroom < global_max``.
+
+    Raises:
+        ValueError: the arguments are out of range.
+    """
+
+    __slots__ = ("_global_max", "_headroom", "_open", "_per_uid", "_refused", "_total", "by_limit")
+
+    def __init__(self, global_max: int, per_uid_max: int, headroom: int) -> None:
+        self._global_max = self._per_uid = self._headroom = 0
+        self.reconfigure(global_max, per_uid_max, headroom)
+        self._open: dict[int, int] = {}
+        self._refused: dict[int, int] = {}
+        self._total = 0
+        #: refusals since start by the limit that refused them
+        self.by_limit: dict[str, int] = {}
+
+    @property
+    def total(self) -> int:
+        """Open control connections, all uids."""
+        return self._total
+
+    def count(self, uid: int) -> int:
+        """Return *uid*'s open control connections."""
+        return self._open.get(uid, 0)
+
+    def try_open(self, uid: int, *, privileged: bool) -> str | None:
+        """Count a new connection of *uid*, if the caps allow it.
+
+        Returns:
+            ``None`` if counted (pair it with one :meth:`close`), else the
+            name of the ``[control]`` key that refused it
+            (``max_connections_per_uid`` or ``max_connections``).
+        """
+        mine = self._open.get(uid, 0)
+        if privileged:
+            refused = "max_connections" if self._total >= self._global_max else None
+        elif mine >= self._per_uid:
+            refused = "max_connections_per_uid"
+        elif self._total >= self._global_max - self._headroom:
+            refused = "max_connections"
+        else:
+            refused = None
+        if refused is not None:
+            self.refuse(uid, refused)
+            return refused
+        self._open[uid] = mine + 1
+        self._total += 1
+        return None
+
+    def refuse(self, uid: int, limit: str) -> None:
+        """Count a refusal of *uid* by *limit* (also one decided elsewhere)."""
+        self._refused[uid] = self._refused.get(uid, 0) + 1
+        self.by_limit[limit] = self.by_limit.get(limit, 0) + 1
+
+    def close(self, uid: int) -> None:
+        """Uncount a connection that :meth:`try_open` counted.
+
+        Raises:
+            ValueError: *uid* has no open connection (a bug in the caller).
+        """
+        mine = self._open.get(uid, 0)
+        if mine <= 0:
+            msg = f"uid {uid} has no open control connection to close"
+            raise ValueError(msg)
+        if mine == 1:
+            del self._open[uid]
+        else:
+            self._open[uid] = mine - 1
+        self._total -= 1
+
+    def reconfigure(self, global_max: int, per_uid_max: int, headroom: int) -> None:
+        """Change the caps (reload); open connections stay open.
+
+        Raises:
+            ValueError: the arguments are out of range.
+        """
+        _check_caps(global_max, headroom)
+        if per_uid_max < 1:
+            msg = f"need per_uid_max >= 1, got {per_uid_max}"
+            raise ValueError(msg)
+        self._global_max, self._per_uid, self._headroom = global_max, per_uid_max, headroom
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return a snapshot of the counts."""
+        return ConnectionStatistics(
+            total=self._total,
+            global_max=self._global_max,
+            headroom=self._headroom,
+            open_by_uid=MappingProxyType(dict(self._open)),
+            refused_by_uid=MappingProxyType(dict(self._refused)),
+        )
 
 
 # --------------------------------------------------------------------------- disk quota

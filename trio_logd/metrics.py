@@ -118,6 +118,15 @@ _DAEMON_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
     ("reloads", "trio_logd_reloads_total", "counter", "Configuration reloads, by outcome."),
     ("queued", "trio_logd_queue_bytes", "gauge",
      "Bytes accepted from all uids but not yet written."),
+    ("control", "trio_logd_control_connections", "gauge", "Open control connections."),
+    ("control_refused", "trio_logd_control_refused_connections_total", "counter",
+     "Control connections refused at once, by the limit that refused them."),
+    ("control_timeouts", "trio_logd_control_timeouts_total", "counter",
+     "Control connections closed for sending no request in time, by limit."),
+    ("fd_refused", "trio_logd_fd_reserve_refused_connections_total", "counter",
+     "Connections refused because they would have used the descriptors kept for the store."),
+    ("fd_exhausted", "trio_logd_fd_exhausted_total", "counter",
+     "EMFILE/ENFILE errors met, by where (the daemon retried or went on without)."),
 )  # fmt: skip
 
 
@@ -159,7 +168,18 @@ def _daemon_families(stats: Mapping[str, Any]) -> list[_Family]:
     f["reloads"].add(int(daemon.get("reloads", 0)), 'result="success"')
     f["reloads"].add(int(daemon.get("reload_failures", 0)), 'result="failure"')
     f["queued"].add(int(daemon.get("pending_bytes", 0)))
-    return list(f.values())
+    control: Mapping[str, Any] = stats.get("control") or {}
+    if control:
+        f["control"].add(int(control.get("connections", 0)))
+    for key, label, counts in (
+        ("control_refused", "limit", control.get("refused") or {}),
+        ("control_timeouts", "limit", control.get("timeouts") or {}),
+        ("fd_refused", "listener", (stats.get("fds") or {}).get("refused") or {}),
+        ("fd_exhausted", "where", (stats.get("fds") or {}).get("exhausted") or {}),
+    ):
+        for name, n in sorted(counts.items()):
+            f[key].add(int(n), _label(label, str(name)))
+    return [family for family in f.values() if family.samples]
 
 
 def render_metrics(stats: Mapping[str, Any]) -> str:

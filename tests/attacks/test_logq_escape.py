@@ -25,6 +25,7 @@ from tests._daemon import DaemonProcess
 from tests.attacks._helpers import ATTACKER, Bystander, run_child, send_as, wait_records
 from tests.attacks.conftest import AttackRow
 from trio_logd.cli import logq
+from trio_logd.protocol.control import GREETING
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -70,8 +71,12 @@ def _ask(daemon: DaemonProcess, args: dict[str, Any]) -> list[dict[str, Any]]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(daemon.control)
             s.settimeout(10)
-            s.sendall(line)
             data = b""
+            while b"\n" not in data:  # the greeting comes first
+                data += s.recv(65536)
+            assert data.startswith(GREETING), data
+            s.sendall(line)
+            data = data[len(GREETING) :]
             while chunk := s.recv(65536):
                 data += chunk
         return [json.loads(x) for x in data.splitlines()]

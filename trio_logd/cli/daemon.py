@@ -21,7 +21,14 @@ from typing import Final
 from trio_logd import __version__
 from trio_logd.client._connect import PeerRefused
 from trio_logd.config import Config, find_config, load
-from trio_logd.errors import ConfigError, ConnectFailed, LogdError
+from trio_logd.errors import (
+    ConfigError,
+    ConnectFailed,
+    ControlRefused,
+    DaemonBusy,
+    LogdError,
+    NotControlSocket,
+)
 from trio_logd.peer import read_peer_cred
 
 __all__ = ["main"]
@@ -112,7 +119,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     try:
         reply = request_one(path, "status")
-    except PeerRefused as exc:  # someone else serves the path: say so, it is not us
+    except (PeerRefused, DaemonBusy, NotControlSocket, ControlRefused) as exc:
+        # someone else serves the path, or a daemon runs but cannot answer now: say so
         _err(str(exc))
         return EXIT_FAIL
     except ConnectFailed:
@@ -145,6 +153,27 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name + ':':<9} {p}")
     print(f"  log_dir:  {reply.get('log_dir')}")
     print(f"  connections: {reply.get('connections')}")
+    control = reply.get("control") or {}
+    if control:
+        refused = ", ".join(f"{k} {v}" for k, v in sorted((control.get("refused") or {}).items()))
+        print(
+            f"  control:  {control.get('connections')} of {control.get('max_connections')} "
+            f"connections open" + (f"; refused: {refused}" if refused else "")
+        )
+    fds = reply.get("fds") or {}
+    parts = [
+        f"{what}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        for what, counts in (
+            ("refused at the reserve", fds.get("refused") or {}),
+            ("out of descriptors", fds.get("exhausted") or {}),
+        )
+        if counts
+    ]
+    if parts:
+        print(
+            f"  fds:      limit {fds.get('limit')}, reserve {fds.get('reserve')}; "
+            + "; ".join(parts)
+        )
     helper = reply.get("helper") or {}
     if helper:
         running = f"pid {helper['pid']}" if helper.get("pid") else "not running"

@@ -7,12 +7,24 @@ operation's arguments::
     {"op": "status"}
     {"op": "query", "uids": [1000], "lines": 100}
 
-The server answers with one or more lines. Every line is a JSON object with a
-``type`` key:
+The server speaks first: as soon as it has accepted a connection it writes
+one greeting line, :data:`GREETING` (``{"type":"hello","logd":"control","v":1}``),
+or, when the connection is over a limit, one ``error`` line (``code``
+``too_many_connections``, ``limit`` naming the key) and closes. A client
+sends nothing before it has read the greeting: so a client pointed at a
+socket that is not a control socket (the ingest socket, which never speaks
+first) sends nothing there and gives up after its deadline, and no request
+line is ever filed as a record (docs/architecture.md).
+
+The server answers each request with one or more lines. Every line is a JSON
+object with a ``type`` key:
 
 * ``{"type": "ok", ...}`` - the request's result (or the header of a stream);
 * ``{"type": "error", "error": "...", "code": "..."}`` - refused or failed;
-  ``code`` is ``denied``, ``invalid``, ``unknown_op`` or ``failed``;
+  ``code`` is ``denied``, ``invalid``, ``unknown_op``, ``failed``,
+  ``too_many_connections`` (with ``limit``: the ``[control]`` key, or
+  ``fd_reserve`` when the daemon is short of file descriptors) or
+  ``timeout`` (with ``limit``: ``first_byte_timeout`` or ``request_timeout``);
 * ``{"type": "record", "record": {...}}`` - one record of a query stream,
   the stored line embedded byte for byte (a client may slice it out);
 * ``{"type": "missed", "count": N}`` - a follower fell behind and N records
@@ -47,6 +59,7 @@ import orjson
 from trio_logd.errors import ParseError, excerpt
 
 __all__ = [
+    "GREETING",
     "MAX_REQUEST_BYTES",
     "NEED_DATA",
     "LineReader",
@@ -55,10 +68,15 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "is_greeting",
 ]
 
 #: Requests are small (a query's filters); 64 KiB leaves room for a long regex.
 MAX_REQUEST_BYTES: Final = 65536
+#: The server's first line on every accepted control connection. It starts
+#: with ``{``, which no syslog client sends first, and a client waits for it
+#: before sending anything (see the module doc).
+GREETING: Final = b'{"type":"hello","logd":"control","v":1}\n'
 
 
 class _NeedData:
@@ -99,6 +117,11 @@ def decode_request(line: bytes) -> Request:
         raise ParseError(msg, excerpt=excerpt(line))
     op = obj.pop("op")
     return Request(op, obj)
+
+
+def is_greeting(obj: dict[str, Any]) -> bool:
+    """Whether a decoded line is the control server's greeting (any version)."""
+    return obj.get("type") == "hello" and obj.get("logd") == "control"
 
 
 def encode_response(kind: str, **fields: Any) -> bytes:

@@ -34,7 +34,7 @@ from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
-from trio_logd.server._fdlimit import FD_RESERVE, raise_nofile_limit
+from trio_logd.server._fdlimit import FD_RESERVE, FdCounters, FdReserve, raise_nofile_limit
 from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._helper import StoreHelper
 from trio_logd.server._housekeeping import Housekeeper
@@ -235,7 +235,11 @@ def build_daemon(config: Config) -> Daemon:
         suppression=suppression,
         limiter=limiter,
     )
-    daemon = Daemon(config, store, pipeline, ingest, ControlServer())
+    control = ControlServer(settings=config.control, is_privileged=limiter.is_privileged)
+    daemon = Daemon(config, store, pipeline, ingest, control)
+    daemon.reloader.hooks.append(lambda _old, new: control.configure(new.control))
+    daemon.extra_status["control"] = control.statistics
+    daemon.extra_stats["control"] = control.statistics
     daemon.quota_for = limiter.quota_for
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
@@ -283,14 +287,22 @@ async def serve(
     daemon = build_daemon(config)
     fds = raise_nofile_limit()  # connections must not starve the store of fds
     daemon.extra_status["fd_limit"] = lambda: fds.soft
-    if fds.soft < config.daemon.max_connections + FD_RESERVE:
+    # connections may not use the last descriptors (the store's): _fdlimit.py
+    counters = FdCounters(FdReserve(fds.soft))
+    daemon.ingest.fds = daemon.control.fds = counters
+    daemon.extra_status["fds"] = counters.snapshot
+    daemon.extra_stats["fds"] = counters.snapshot
+    daemon.store.on_fd_shortage = partial(counters.note_exhausted, "store_sync")
+    wanted = config.daemon.max_connections + config.control.max_connections + FD_RESERVE
+    if fds.soft < wanted:
         log.warning(
             "fd_limit_low",
             soft=fds.soft,
             hard=fds.hard,
             max_connections=config.daemon.max_connections,
+            control_max_connections=config.control.max_connections,
             reserve=FD_RESERVE,
-            hint="raise LimitNOFILE= (systemd) or lower [daemon] max_connections",
+            hint="raise LimitNOFILE= (systemd) or lower the max_connections of [daemon], [control]",
         )
     sys.setswitchinterval(SWITCH_INTERVAL)
     limiter = daemon.ingest.limiter
@@ -400,9 +412,17 @@ async def _run_tasks(
         async with trio.open_nursery() as handlers:
             async with trio.open_nursery() as front:
                 await front.start(
-                    serve_listener, ingest_sock, handlers, partial(handle_connection, ctx=ctx)
+                    partial(serve_listener, fds=ctx.fds),
+                    ingest_sock,
+                    handlers,
+                    partial(handle_connection, ctx=ctx),
                 )
-                await front.start(serve_listener, control_sock, front, control_handler)
+                await front.start(
+                    partial(serve_listener, fds=ctx.fds, name="control"),
+                    control_sock,
+                    front,
+                    control_handler,
+                )
                 if datagram is not None:  # drained at shutdown like a connection
                     await handlers.start(serve_datagrams, datagram.sock, ctx)
                 front.start_soon(serve_suppressions, ctx.suppression, ctx)

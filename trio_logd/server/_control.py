@@ -1,39 +1,55 @@
 """The control socket: status, stats, reload, queries (see ``protocol.control``).
 
-How this works: one task per control connection reads one request line,
-looks the operation up in a table of handlers and lets the handler write
-its response lines. The caller's identity is ``SO_PEERCRED`` and
-``SO_PEERGROUPS`` of the connection, read once at accept; handlers
-authorize with it and nothing else. The control socket is also the daemon's
-pid file: whoever connects can learn the daemon's pid from ``SO_PEERCRED``.
+How this works: one task per control connection. Its first steps have no
+checkpoint: read the caller's identity (``SO_PEERCRED`` and
+``SO_PEERGROUPS``, once; handlers authorize with it and nothing else),
+check the descriptor reserve (``_fdlimit.FdReserve``) and the ``[control]``
+caps (``limits.ControlConnections``: per uid, and global with headroom for
+root and ``[access] admins``). A connection over a limit gets one ``error``
+line naming the limit and is closed; one within them gets the greeting
+(``protocol.control.GREETING``). Both writes go to a fresh socket whose
+buffer is empty, under a short deadline, so a client that never reads holds
+no task for long; the accept loop only starts tasks and never waits on a
+client. The task then reads one request line, under two deadlines: the
+first byte within ``first_byte_timeout``, the whole line within
+``request_timeout`` (both from the accept); looks the operation up in a
+table of handlers and lets the handler write its response lines. The
+control socket is also the daemon's pid file: whoever connects can learn
+the daemon's pid from ``SO_PEERCRED``.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
 import trio
 
+from trio_logd.config import DEFAULT_CONTROL, ControlConfig
 from trio_logd.errors import AccessDenied, LogdError, ParseError
+from trio_logd.limits import ControlConnections
 from trio_logd.peer import PeerCred, read_peer_cred, read_peer_groups
 from trio_logd.protocol.control import (
+    GREETING,
     NEED_DATA,
     LineReader,
     Request,
     decode_request,
     encode_response,
 )
+from trio_logd.server._fdlimit import FdCounters
 
 __all__ = ["ControlCall", "ControlServer", "OpHandler"]
 
 log = structlog.get_logger("trio_logd.control")
 
-#: A control client must send its request within this time.
-REQUEST_TIMEOUT: Final = 10.0
+#: Seconds the greeting or a refusal may take to be written: the socket is
+#: fresh, so it only waits when the kernel is short of memory.
+GREET_TIMEOUT: Final = 1.0
 _ids = itertools.count(1)
 
 
@@ -45,6 +61,8 @@ class ControlCall:
     groups: tuple[int, ...]
     request: Request
     stream: trio.SocketStream
+    #: root or a member of an ``[access] admins`` group (not held to per-uid caps)
+    privileged: bool = False
 
     async def send(self, kind: str, **fields: Any) -> None:
         """Write one response line."""
@@ -58,28 +76,114 @@ class ControlCall:
 OpHandler = Callable[[ControlCall], Awaitable[None]]
 
 
+def _root_only(cred: PeerCred, groups: Sequence[int]) -> bool:
+    return cred.uid == 0
+
+
 @dataclass(eq=False)
 class ControlServer:
-    """Dispatch table and connection handling of the control socket."""
+    """Dispatch table, connection caps and connection handling of the control socket.
+
+    Args:
+        settings: ``[control]`` in force (:meth:`configure` changes it on reload).
+        is_privileged: root or ``[access] admins`` (``Limiter.is_privileged``).
+        fds: the daemon's descriptor reserve and shortage counters, or
+            ``None`` (no reserve: tests).
+    """
 
     ops: dict[str, OpHandler] = field(default_factory=dict)
+    settings: ControlConfig = DEFAULT_CONTROL
+    is_privileged: Callable[[PeerCred, Sequence[int]], bool] = _root_only
+    fds: FdCounters | None = None
+    #: control connections closed for sending too little in time, by limit
+    timeouts: dict[str, int] = field(default_factory=dict)
+    conns: ControlConnections = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.settings
+        self.conns = ControlConnections(
+            c.max_connections, c.max_connections_per_uid, c.connection_headroom
+        )
 
     def register(self, op: str, handler: OpHandler) -> None:
         """Serve *op* with *handler*."""
         self.ops[op] = handler
 
+    def configure(self, settings: ControlConfig) -> None:
+        """Put a reloaded ``[control]`` in force; open connections stay open."""
+        self.conns.reconfigure(
+            settings.max_connections, settings.max_connections_per_uid, settings.connection_headroom
+        )
+        self.settings = settings
+
+    def statistics(self) -> dict[str, Any]:
+        """The ``control`` object of ``stats`` and ``status``."""
+        st = self.conns.statistics()
+        return {
+            "connections": st.total,
+            "max_connections": st.global_max,
+            "max_connections_per_uid": self.settings.max_connections_per_uid,
+            "connection_headroom": st.headroom,
+            "refused": dict(self.conns.by_limit),
+            "timeouts": dict(self.timeouts),
+        }
+
+    def _admit(self, stream: trio.SocketStream, caller: PeerCred, privileged: bool) -> bytes | None:
+        """Count a new connection in; ``None`` if admitted, else the refusal line. No checkpoint."""
+        c = self.settings
+        if self.fds is not None and not self.fds.reserve.admits(
+            stream.socket.fileno(), privileged=privileged
+        ):
+            self.fds.note_refused("control")
+            self.conns.refuse(caller.uid, "fd_reserve")
+            error = (
+                "the daemon is short of file descriptors: control connection refused "
+                "(fd_reserve); try again later"
+            )
+            return encode_response(
+                "error", code="too_many_connections", limit="fd_reserve", error=error
+            )
+        limit = self.conns.try_open(caller.uid, privileged=privileged)
+        if limit is None:
+            return None
+        if limit == "max_connections_per_uid":
+            error = (
+                f"too many control connections of uid {caller.uid}: "
+                f"{self.conns.count(caller.uid)} open, [control] max_connections_per_uid = "
+                f"{c.max_connections_per_uid}"
+            )
+        else:
+            error = (
+                f"too many control connections: {self.conns.total} open, [control] "
+                f"max_connections = {c.max_connections} (of which {c.connection_headroom} "
+                "are kept for root and [access] admins)"
+            )
+        return encode_response("error", code="too_many_connections", limit=limit, error=error)
+
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one control connection. Never raises (except Cancelled)."""
+        counted: int | None = None
         try:
             sock = stream.socket
             caller = read_peer_cred(sock)  # type: ignore[arg-type]
             groups = read_peer_groups(sock)  # type: ignore[arg-type]
+            privileged = self.is_privileged(caller, groups)
+            refusal = self._admit(stream, caller, privileged)
             structlog.contextvars.bind_contextvars(ctl=next(_ids), caller_uid=caller.uid)
-            with trio.move_on_after(REQUEST_TIMEOUT) as scope:
-                request = await _read_request(stream)
-            if scope.cancelled_caught or request is None:
+            if refusal is not None:
+                log.debug("control_refused", open=self.conns.count(caller.uid))
+                with trio.move_on_after(GREET_TIMEOUT):
+                    await stream.send_all(refusal)
                 return
-            call = ControlCall(caller, groups, request, stream)
+            counted = caller.uid
+            c = self.settings
+            start = trio.current_time()
+            with trio.move_on_after(GREET_TIMEOUT):
+                await stream.send_all(GREETING)
+            request = await self._read_request(stream, start, c)
+            if request is None:
+                return
+            call = ControlCall(caller, groups, request, stream, privileged=privileged)
             handler = self.ops.get(request.op)
             if handler is None:
                 known = ", ".join(sorted(self.ops))
@@ -102,25 +206,48 @@ class ControlServer:
         except Exception as exc:
             log.warning("control_failed", error=repr(exc))
         finally:
+            if counted is not None:
+                self.conns.close(counted)
             await trio.aclose_forcefully(stream)
 
-
-async def _read_request(stream: trio.SocketStream) -> Request | None:
-    reader = LineReader()
-    while True:
-        try:
-            line = reader.next_line()
-        except ParseError as exc:
-            await stream.send_all(encode_response("error", code="invalid", error=str(exc)))
-            return None
-        if line is not NEED_DATA:
-            assert isinstance(line, bytes)
+    async def _read_request(
+        self, stream: trio.SocketStream, start: float, c: ControlConfig
+    ) -> Request | None:
+        """Read the request line within the deadlines; ``None`` when none came (answered)."""
+        whole = start + c.request_timeout if c.request_timeout else math.inf
+        first = start + c.first_byte_timeout if c.first_byte_timeout else math.inf
+        reader = LineReader()
+        got_bytes = False
+        while True:
             try:
-                return decode_request(line)
+                line = reader.next_line()
             except ParseError as exc:
-                await stream.send_all(encode_response("error", code="invalid", error=str(exc)))
+                await _send_error(stream, "invalid", str(exc))
                 return None
-        data = await stream.receive_some(65536)
-        if not data and reader.eof:
+            if line is not NEED_DATA:
+                assert isinstance(line, bytes)
+                try:
+                    return decode_request(line)
+                except ParseError as exc:
+                    await _send_error(stream, "invalid", str(exc))
+                    return None
+            limit = "request_timeout" if got_bytes or whole <= first else "first_byte_timeout"
+            with trio.move_on_at(whole if got_bytes else min(first, whole)):
+                data = await stream.receive_some(65536)
+                if not data and reader.eof:
+                    return None
+                got_bytes = got_bytes or bool(data)
+                reader.receive_data(data)
+                continue
+            self.timeouts[limit] = self.timeouts.get(limit, 0) + 1
+            seconds = c.request_timeout if limit == "request_timeout" else c.first_byte_timeout
+            what = "request line" if limit == "request_timeout" else "first byte"
+            error = f"no {what} within {seconds:g} s ([control] {limit}); connection closed"
+            log.debug("control_timeout", limit=limit)
+            with trio.move_on_after(GREET_TIMEOUT):
+                await _send_error(stream, "timeout", error, limit=limit)
             return None
-        reader.receive_data(data)
+
+
+async def _send_error(stream: trio.SocketStream, code: str, error: str, **extra: Any) -> None:
+    await stream.send_all(encode_response("error", code=code, error=error, **extra))

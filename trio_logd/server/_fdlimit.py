@@ -10,14 +10,34 @@ one (as systemd recommends for daemons that need many fds, and as journald
 does), and warns when even that leaves less than :data:`FD_RESERVE`
 descriptors beyond ``max_connections``. The raise needs no privilege; trio
 waits with epoll, so descriptors above 1024 are fine.
+
+Connections cannot eat into a reserve of descriptors (:class:`FdReserve`),
+whatever the limits allow: the kernel gives a new descriptor the lowest free
+number, so a connection accepted as descriptor ``n`` means ``0 .. n-1`` are
+all in use. An ordinary uid's connection (ingest or control) numbered at or
+above ``soft - reserve`` is refused at once (counted); root's and admins'
+may go on up to ``soft - reserve/2``; the rest is for the store (its files,
+a rotation, syncs), the helper link, forwarding and the exporter, which may
+use any number. Every ``EMFILE``/``ENFILE`` the daemon meets anyway is
+counted by where (:class:`FdCounters`) and shown in ``stats``, ``status``
+and the metrics.
 """
 
 from __future__ import annotations
 
+import errno
 import resource
-from typing import Final, NamedTuple
+import threading
+from typing import Any, Final, NamedTuple
 
-__all__ = ["FD_RESERVE", "FdLimit", "raise_nofile_limit"]
+__all__ = [
+    "FD_RESERVE",
+    "FdCounters",
+    "FdLimit",
+    "FdReserve",
+    "is_fd_shortage",
+    "raise_nofile_limit",
+]
 
 #: Descriptors kept beyond ``max_connections`` for the store (a uid's current
 #: file and directory, a rotation's files, compression in a thread), the
@@ -61,3 +81,68 @@ def raise_nofile_limit() -> FdLimit:
             return FdLimit(soft, soft, hard)
         return FdLimit(soft, target, hard)
     return FdLimit(soft, soft, hard)
+
+
+def is_fd_shortage(exc: BaseException) -> bool:
+    """Whether *exc* is the process (``EMFILE``) or the system (``ENFILE``) out of descriptors."""
+    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
+
+
+class FdReserve:
+    """Which descriptor numbers a new connection may hold (see the module doc).
+
+    Args:
+        soft: the soft ``RLIMIT_NOFILE`` in force.
+        reserve: descriptors kept from ordinary connections; at most a
+            quarter of *soft* (a daemon started with a tiny limit still
+            accepts connections).
+    """
+
+    __slots__ = ("ordinary", "privileged", "reserve", "soft")
+
+    def __init__(self, soft: int, reserve: int = FD_RESERVE) -> None:
+        self.soft = soft
+        self.reserve = min(reserve, soft // 4)
+        #: an ordinary uid's connection must have a lower number than this
+        self.ordinary = soft - self.reserve
+        #: root's and admins' connections, this
+        self.privileged = soft - self.reserve // 2
+
+    def admits(self, fd: int, *, privileged: bool = False) -> bool:
+        """Whether a connection accepted as descriptor *fd* may stay open."""
+        return fd < (self.privileged if privileged else self.ordinary)
+
+
+class FdCounters:
+    """Counts of descriptor shortages, by where; bumped from any thread.
+
+    ``refused``: connections closed at once because they would have used the
+    reserve (``ingest``, ``control``). ``exhausted``: ``EMFILE``/``ENFILE``
+    met anyway (``ingest_accept``, ``control_accept``, ``store_sync`` …).
+    """
+
+    def __init__(self, reserve: FdReserve) -> None:
+        self.reserve = reserve
+        self.refused: dict[str, int] = {}
+        self.exhausted: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def note_refused(self, where: str) -> None:
+        """Count one connection refused at the reserve."""
+        with self._lock:
+            self.refused[where] = self.refused.get(where, 0) + 1
+
+    def note_exhausted(self, where: str, n: int = 1) -> None:
+        """Count *n* ``EMFILE``/``ENFILE`` errors met at *where*."""
+        with self._lock:
+            self.exhausted[where] = self.exhausted.get(where, 0) + n
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ``fds`` object of ``stats`` and ``status``."""
+        with self._lock:
+            return {
+                "limit": self.reserve.soft,
+                "reserve": self.reserve.reserve,
+                "refused": dict(self.refused),
+                "exhausted": dict(self.exhausted),
+            }

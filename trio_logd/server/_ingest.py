@@ -66,6 +66,7 @@ from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
 from trio_logd.server._ack import AckSlot, serve_with_acks
+from trio_logd.server._fdlimit import FdCounters
 from trio_logd.server._limits import OVERFLOW_ID, Limiter
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
@@ -84,6 +85,8 @@ READ_SIZE: Final = 65536
 _ACCEPT_CAPACITY_ERRORS: Final = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 )
+#: Seconds the accept loop waits after running out of descriptors before it tries again.
+ACCEPT_RETRY: Final = 0.05
 #: Records parsed and queued between two yields to the scheduler (~0.2 ms of
 #: work at ~2.8 us per record): bounds how long a flooder's read delays
 #: everyone else's. Under a full-speed flood this took a quiet uid's p50 from
@@ -120,6 +123,8 @@ class IngestContext:
     frame_timeout: float = 30.0
     #: ``[daemon] idle_timeout``: seconds a connection may send nothing; 0 = never
     idle_timeout: float = 0.0
+    #: the descriptor reserve connections may not use (``None``: none, tests)
+    fds: FdCounters | None = None
     #: the latest read (uid, time), and the time of the latest read by a uid
     #: other than that one: whether anyone else is sending (``others_active``)
     _last_uid: int = field(default=-1, init=False, repr=False)
@@ -423,8 +428,14 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     try:
         cred = PeerCred(*read_peer_cred(sock))  # type: ignore[arg-type]
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
-        policy = ctx.limiter.policies.get(cred.uid) or await ctx.limiter.policy(cred.uid)
         raw: socket.socket = sock._sock  # type: ignore[attr-defined]
+        if not _within_fd_reserve(ctx, cred, raw):
+            ctx.limiter.note_drop(cred.uid, "connections", 1)
+            ctx.pipeline.state(cred.uid)
+            _discard_unread(raw)
+            log.debug("connection_refused_fd_reserve", fd=raw.fileno())
+            return
+        policy = ctx.limiter.policies.get(cred.uid) or await ctx.limiter.policy(cred.uid)
         if not ctx.limiter.open_connection(cred, policy, lambda: read_peer_groups(raw)):
             # accepted and closed at once, counted as a drop (and listed in stats)
             ctx.pipeline.state(cred.uid)
@@ -447,6 +458,26 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             ctx.limiter.close_connection(counted)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(_AsyncCloser(sock))
+
+
+def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, raw: socket.socket) -> bool:
+    """Whether the connection's descriptor leaves the reserve alone (``_fdlimit.FdReserve``).
+
+    Counts a refusal. The peer's groups are read only when its number is
+    in the part of the reserve that root and admins may use.
+    """
+    fds = ctx.fds
+    if fds is None:
+        return True
+    fd = raw.fileno()
+    reserve = fds.reserve
+    if reserve.admits(fd) or (
+        reserve.admits(fd, privileged=True)
+        and ctx.limiter.is_privileged(cred, read_peer_groups(raw))
+    ):
+        return True
+    fds.note_refused("ingest")
+    return False
 
 
 def _discard_unread(sock: socket.socket) -> None:
@@ -635,21 +666,33 @@ async def serve_listener(
     handler_nursery: trio.Nursery,
     handler: Callable[[trio.socket.SocketType], object],
     *,
+    fds: FdCounters | None = None,
+    name: str = "ingest",
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections forever, starting ``handler(sock)`` in *handler_nursery*.
 
-    Running out of file descriptors does not stop the listener: it logs,
-    waits a little, and tries again (as trio's ``SocketListener`` does).
+    The loop never waits on a client: the handler decides, in its own task,
+    whether to keep the connection. Running out of file descriptors (or
+    memory) does not stop the listener: it counts the error in *fds* (as
+    ``NAME_accept``), logs the first of a run, waits a little, and tries
+    again (as trio's ``SocketListener`` does); connections already accepted
+    go on.
     """
     task_status.started()
+    failing = False
     while True:
         try:
             sock, _addr = await listener.accept()
         except OSError as exc:
             if exc.errno in _ACCEPT_CAPACITY_ERRORS:
-                log.error("accept_failed", error=os.strerror(exc.errno or 0))
-                await trio.sleep(0.1)
+                if fds is not None:
+                    fds.note_exhausted(f"{name}_accept")
+                if not failing:
+                    log.error("accept_failed", listener=name, error=os.strerror(exc.errno or 0))
+                failing = True
+                await trio.sleep(ACCEPT_RETRY)
                 continue
             raise
+        failing = False
         handler_nursery.start_soon(handler, sock)  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -252,6 +252,8 @@ class StoreWriter:
         #: current files created, not linked from a spare (a uid's first file, or a
         #: rotation that found none ready), since start
         self.files_created = 0
+        #: called (any thread) when a sync found the process out of descriptors
+        self.on_fd_shortage: Callable[[], None] = lambda: None
 
     # -- start-up ---------------------------------------------------------
 
@@ -1185,11 +1187,31 @@ class StoreWriter:
                 continue
             fds, uf.retired = uf.retired, []
             if uf.dirty and uf.fd >= 0:
-                fds.append(os.dup(uf.fd))
-            dir_fd = os.dup(uf.dir_fd) if uf.dir_dirty else -1
+                fds.extend(self._dup_for_sync(uf.fd, "data"))
+            dir_fd = -1
+            if uf.dir_dirty:
+                dir_fd = next(iter(self._dup_for_sync(uf.dir_fd, "dir")), -1)
             uf.dirty = uf.dir_dirty = False
             job.append((uid, fds, dir_fd))
         return job
+
+    def _dup_for_sync(self, fd: int, kind: str) -> list[int]:
+        """A dup of *fd* for a sync job; out of descriptors, *fd* is synced here instead.
+
+        The in-place sync holds the writer's lock (appends wait for it), but
+        no record is lost and the daemon goes on (EMFILE here once stopped it).
+        An I/O error of that in-place sync goes unreported (it takes both at
+        once); the shortage is counted (``on_fd_shortage``).
+        """
+        try:
+            return [os.dup(fd)]
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        self.on_fd_shortage()
+        with contextlib.suppress(OSError):
+            _layout.sync_step(fd, kind)
+        return []
 
     def _finish_sync(self, job: SyncJob) -> None:
         """Sync and close the fds of a job (no lock needed: the job owns them).
