@@ -15,6 +15,7 @@ from trio_logd.limits import (
     SUPPRESSION_WINDOW,
     ConnectionCounter,
     ConnectionStatistics,
+    ControlConnections,
     QuotaLedger,
     RateLimiter,
     Suppressed,
@@ -416,6 +417,71 @@ def test_counter_refuses_bad_caps(global_max: int, headroom: int) -> None:
     """global_max >= 1 and 0 <= headroom < global_max."""
     with pytest.raises(ValueError, match="need global_max >= 1"):
         ConnectionCounter(global_max, headroom)
+
+
+# --------------------------------------------------------------------------- ControlConnections
+
+
+def test_control_per_uid_cap_names_its_limit() -> None:
+    """An ordinary uid gets per_uid_max connections; the next is refused by that key."""
+    conns = ControlConnections(global_max=100, per_uid_max=3, headroom=10)
+    assert [conns.try_open(1000, privileged=False) for _ in range(4)] == [
+        None,
+        None,
+        None,
+        "max_connections_per_uid",
+    ]
+    assert conns.try_open(1001, privileged=False) is None
+    assert (conns.count(1000), conns.total, conns.by_limit) == (
+        3,
+        4,
+        {"max_connections_per_uid": 1},
+    )
+
+
+def test_control_headroom_is_for_privileged_only() -> None:
+    """Ordinary uids fill global_max - headroom; privileged ones the rest, past per-uid caps."""
+    conns = ControlConnections(global_max=10, per_uid_max=2, headroom=3)
+    got = [conns.try_open(uid, privileged=False) for uid in (1000, 1000, 1001, 1001, 1002, 1002)]
+    assert got == [None] * 6
+    assert conns.try_open(1003, privileged=False) is None
+    assert conns.total == 7
+    assert conns.try_open(1004, privileged=False) == "max_connections"
+    assert [conns.try_open(0, privileged=True) for _ in range(4)] == [
+        None,
+        None,
+        None,
+        "max_connections",
+    ]
+    assert conns.count(0) == 3
+    stats = conns.statistics()
+    assert (stats.total, stats.global_max, stats.headroom) == (10, 10, 3)
+    assert dict(stats.refused_by_uid) == {1004: 1, 0: 1}
+    assert conns.by_limit == {"max_connections": 2}
+
+
+def test_control_close_frees_a_place_and_reconfigure_keeps_open() -> None:
+    """close() lets the uid in again; a smaller cap on reload refuses new ones only."""
+    conns = ControlConnections(global_max=10, per_uid_max=2, headroom=0)
+    assert conns.try_open(5, privileged=False) is None
+    assert conns.try_open(5, privileged=False) is None
+    conns.reconfigure(10, 1, 0)
+    assert conns.count(5) == 2
+    assert conns.try_open(5, privileged=False) == "max_connections_per_uid"
+    conns.close(5)
+    assert conns.try_open(5, privileged=False) == "max_connections_per_uid"
+    conns.close(5)
+    assert conns.try_open(5, privileged=False) is None
+    conns.close(5)
+    with pytest.raises(ValueError, match="no open control connection"):
+        conns.close(5)
+
+
+@pytest.mark.parametrize(("global_max", "per_uid", "headroom"), [(0, 1, 0), (5, 1, 5), (5, 0, 1)])
+def test_control_connections_refuse_bad_caps(global_max: int, per_uid: int, headroom: int) -> None:
+    """global_max >= 1, per_uid_max >= 1, 0 <= headroom < global_max."""
+    with pytest.raises(ValueError, match="need"):
+        ControlConnections(global_max, per_uid, headroom)
 
 
 # --------------------------------------------------------------------------- QuotaLedger

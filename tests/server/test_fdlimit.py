@@ -1,4 +1,4 @@
-"""At start the daemon raises its soft RLIMIT_NOFILE to the hard limit."""
+"""The daemon raises its soft RLIMIT_NOFILE at start; connections keep off a reserve."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import resource
 
-from trio_logd.server._fdlimit import raise_nofile_limit
+from trio_logd.server._fdlimit import FdCounters, FdReserve, raise_nofile_limit
 
 
 def test_soft_limit_is_raised_to_the_hard_limit() -> None:
@@ -35,3 +35,31 @@ def test_soft_limit_is_raised_to_the_hard_limit() -> None:
         assert now[0] > 64
     else:
         assert (got, now) == ([64, hard, hard], [hard, hard])
+
+
+def test_reserve_keeps_the_last_descriptors_from_connections() -> None:
+    """Ordinary connections stop at soft - reserve, root's and admins' at soft - reserve/2."""
+    reserve = FdReserve(1024, 256)
+    assert (reserve.ordinary, reserve.privileged) == (768, 896)
+    assert [reserve.admits(fd) for fd in (767, 768)] == [True, False]
+    assert [reserve.admits(fd, privileged=True) for fd in (895, 896)] == [True, False]
+
+
+def test_reserve_is_at_most_a_quarter_of_a_small_limit() -> None:
+    """With soft 128 the reserve is 32: connections still get most descriptors."""
+    reserve = FdReserve(128, 256)
+    assert (reserve.reserve, reserve.ordinary, reserve.privileged) == (32, 96, 112)
+
+
+def test_counters_snapshot_and_shortage_errors() -> None:
+    """Refusals and EMFILE/ENFILE errors are counted by where."""
+    counters = FdCounters(FdReserve(400, 100))
+    counters.note_refused("ingest")
+    counters.note_refused("ingest")
+    counters.note_exhausted("store")
+    assert counters.snapshot() == {
+        "limit": 400,
+        "reserve": 100,
+        "refused": {"ingest": 2},
+        "exhausted": {"store": 1},
+    }

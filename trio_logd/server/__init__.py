@@ -292,7 +292,7 @@ async def serve(
     daemon.ingest.fds = daemon.control.fds = counters
     daemon.extra_status["fds"] = counters.snapshot
     daemon.extra_stats["fds"] = counters.snapshot
-    daemon.store.on_fd_shortage = partial(counters.note_exhausted, "store_sync")
+    daemon.store.on_fd_shortage = partial(counters.note_exhausted, "store")
     wanted = config.daemon.max_connections + config.control.max_connections + FD_RESERVE
     if fds.soft < wanted:
         log.warning(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -50,6 +51,8 @@ log = structlog.get_logger("trio_logd.control")
 #: Seconds the greeting or a refusal may take to be written: the socket is
 #: fresh, so it only waits when the kernel is short of memory.
 GREET_TIMEOUT: Final = 1.0
+#: A closing connection has at most this many reads of unread bytes dropped.
+_DISCARD_READS: Final = 8
 _ids = itertools.count(1)
 
 
@@ -208,6 +211,7 @@ class ControlServer:
         finally:
             if counted is not None:
                 self.conns.close(counted)
+            _discard_unread(stream.socket.fileno())
             await trio.aclose_forcefully(stream)
 
     async def _read_request(
@@ -247,6 +251,21 @@ class ControlServer:
             with trio.move_on_after(GREET_TIMEOUT):
                 await _send_error(stream, "timeout", error, limit=limit)
             return None
+
+
+def _discard_unread(fd: int) -> None:
+    """Drop what the client sent and we did not read, so that it reads our last line.
+
+    Linux resets the peer of a Unix socket closed with unread data
+    (``unix_release_sock``): the client would get ``ECONNRESET`` instead of
+    the error line that says why it was closed.
+    """
+    for _ in range(_DISCARD_READS):
+        try:
+            if not os.read(fd, 65536):
+                return
+        except OSError:  # EAGAIN: nothing (more) to drop
+            return
 
 
 async def _send_error(stream: trio.SocketStream, code: str, error: str, **extra: Any) -> None:

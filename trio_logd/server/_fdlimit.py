@@ -25,7 +25,6 @@ and the metrics.
 
 from __future__ import annotations
 
-import errno
 import resource
 import threading
 from typing import Any, Final, NamedTuple
@@ -35,7 +34,6 @@ __all__ = [
     "FdCounters",
     "FdLimit",
     "FdReserve",
-    "is_fd_shortage",
     "raise_nofile_limit",
 ]
 
@@ -83,11 +81,6 @@ def raise_nofile_limit() -> FdLimit:
     return FdLimit(soft, soft, hard)
 
 
-def is_fd_shortage(exc: BaseException) -> bool:
-    """Whether *exc* is the process (``EMFILE``) or the system (``ENFILE``) out of descriptors."""
-    return isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE)
-
-
 class FdReserve:
     """Which descriptor numbers a new connection may hold (see the module doc).
 
@@ -118,7 +111,8 @@ class FdCounters:
 
     ``refused``: connections closed at once because they would have used the
     reserve (``ingest``, ``control``). ``exhausted``: ``EMFILE``/``ENFILE``
-    met anyway (``ingest_accept``, ``control_accept``, ``store_sync`` …).
+    met anyway (``ingest_accept``, ``control_accept``, ``store``: a dup for
+    a sync, a compression or spare files).
     """
 
     def __init__(self, reserve: FdReserve) -> None:

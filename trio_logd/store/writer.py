@@ -252,7 +252,8 @@ class StoreWriter:
         #: current files created, not linked from a spare (a uid's first file, or a
         #: rotation that found none ready), since start
         self.files_created = 0
-        #: called (any thread) when a sync found the process out of descriptors
+        #: called (any thread) when a dup for a sync, a compression or spare
+        #: files found the process out of descriptors (the work waits or is done in place)
         self.on_fd_shortage: Callable[[], None] = lambda: None
 
     # -- start-up ---------------------------------------------------------
@@ -376,7 +377,10 @@ class StoreWriter:
                 uf = files.get(uid)
                 count = min(SPARES_PER_UID - len(uf.spares), room) if uf else 0
                 if uf is not None and count > 0:
-                    jobs.append((uid, os.dup(uf.dir_fd), count))
+                    dir_fd = self._dup_or_none(uf.dir_fd)
+                    if dir_fd is None:  # out of descriptors: no spares now
+                        break
+                    jobs.append((uid, dir_fd, count))
                     room -= count
             return jobs
 
@@ -923,7 +927,10 @@ class StoreWriter:
                 uf = self._files.get(uid)
                 if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
                     continue
-                dir_fd = os.dup(uf.dir_fd)
+                dir_fd = self._dup_or_none(uf.dir_fd)
+            if dir_fd is None:  # out of descriptors: the file waits for the next pass
+                self._to_compress.appendleft((uid, name))
+                return None
             return CompressJob(
                 uid, name, dir_fd, self.compress, self.fsync != "never", f"uid directory {uid}"
             )
@@ -1195,6 +1202,16 @@ class StoreWriter:
             job.append((uid, fds, dir_fd))
         return job
 
+    def _dup_or_none(self, fd: int) -> int | None:
+        """``os.dup(fd)``, or ``None`` (counted) when out of descriptors."""
+        try:
+            return os.dup(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise
+        self.on_fd_shortage()
+        return None
+
     def _dup_for_sync(self, fd: int, kind: str) -> list[int]:
         """A dup of *fd* for a sync job; out of descriptors, *fd* is synced here instead.
 
@@ -1203,12 +1220,9 @@ class StoreWriter:
         An I/O error of that in-place sync goes unreported (it takes both at
         once); the shortage is counted (``on_fd_shortage``).
         """
-        try:
-            return [os.dup(fd)]
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
-        self.on_fd_shortage()
+        dup = self._dup_or_none(fd)
+        if dup is not None:
+            return [dup]
         with contextlib.suppress(OSError):
             _layout.sync_step(fd, kind)
         return []
