@@ -36,9 +36,9 @@ def test_sync_and_compression_without_descriptors(tmp_path: Path) -> None:
             os.close(r)
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # quick to fill
-            shortages: list[int] = []
+            noted: list[int] = []
             store = StoreWriter(str(tmp_path), fsync="batch", max_file_bytes=200, compress="gzip")
-            store.on_fd_shortage = lambda: shortages.append(1)
+            store.on_fd_shortage = lambda: noted.append(1)
             store.open()
             store.append(5, [line(1), line(2)], 2)
             store.append(5, [line(3)], 3)  # rotates by size: a file to compress, a dir to sync
@@ -52,7 +52,7 @@ def test_sync_and_compression_without_descriptors(tmp_path: Path) -> None:
             store.append(5, [line(4)], 4)
             store.sync()
             store.close()
-            os.write(w, json.dumps([len(shortages), job is None, before, waiting]).encode())
+            os.write(w, json.dumps([len(noted), job is None, before, waiting]).encode())
             code = 0
         except BaseException:
             traceback.print_exc()
