@@ -7,8 +7,8 @@ for the ingest socket (``client._connect.trusted_uid``: root, or the owner of
 the socket's directory, or ``expected_uid``, or our own uid), so that whoever squats the path
 can neither read a query nor feed ``logq`` records of its own making.
 
-The handshake has one deadline (the client's timeout, or
-:data:`HANDSHAKE_TIMEOUT` for a stream without one): the connect waits in
+The handshake has one deadline (the client's timeout, at most
+:data:`HANDSHAKE_TIMEOUT`): the connect waits in
 the kernel while the daemon's listen backlog is full (``SO_SNDTIMEO``), and
 then the client waits for the server's greeting before it sends a byte. A
 socket that does not greet (the ingest socket, anything else) gets nothing
@@ -46,9 +46,10 @@ from trio_logd.protocol.control import (
 
 __all__ = ["HANDSHAKE_TIMEOUT", "ControlConnection", "request_one"]
 
-#: Seconds to connect and be greeted when the caller sets no timeout
-#: (``logq -f`` waits for ever, but not for a socket that never greets).
-HANDSHAKE_TIMEOUT: Final = 10.0
+#: Seconds to connect and be greeted, at most (``logq -f`` waits for ever
+#: for records, but not for a socket that never greets). The daemon greets
+#: as soon as it accepts, and accepting never waits on other clients.
+HANDSHAKE_TIMEOUT: Final = 5.0
 #: ``struct timeval`` for ``SO_SNDTIMEO``.
 _TIMEVAL: Final = struct.Struct("@ll")
 
@@ -58,9 +59,9 @@ class ControlConnection:
 
     Args:
         path: the control socket.
-        timeout: seconds for the handshake (connect and greeting) and for
-            each read (``None``: reads wait for ever, for follow streams; the
-            handshake then has :data:`HANDSHAKE_TIMEOUT`).
+        timeout: seconds for the handshake (connect and greeting; at most
+            :data:`HANDSHAKE_TIMEOUT`) and for each read (``None``: reads wait
+            for ever, for follow streams).
         expected_uid: the daemon's uid (default: see the module doc).
 
     Raises:
@@ -75,7 +76,7 @@ class ControlConnection:
         self, path: str, *, timeout: float | None = 10.0, expected_uid: int | None = None
     ) -> None:
         self.path = path
-        handshake = HANDSHAKE_TIMEOUT if timeout is None else timeout
+        handshake = HANDSHAKE_TIMEOUT if timeout is None else min(timeout, HANDSHAKE_TIMEOUT)
         deadline = time.monotonic() + handshake
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         self._reader = LineReader(max_line=1 << 26)
@@ -114,7 +115,10 @@ class ControlConnection:
         try:
             line = self._first_line(deadline)
         except TimeoutError as exc:
-            msg = f"{not_ours} (no greeting within {handshake:g} s); nothing was sent to it"
+            msg = (
+                f"{not_ours} (no greeting within {handshake:g} s), or its daemon is stuck; "
+                "nothing was sent to it"
+            )
             raise NotControlSocket(msg) from exc
         except (OSError, ParseError) as exc:
             msg = f"{not_ours} (it closed the connection without a greeting): {exc}"

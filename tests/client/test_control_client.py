@@ -58,8 +58,8 @@ def test_silent_socket_is_not_a_control_socket(listener: socket.socket) -> None:
         ControlConnection(path, timeout=0.3)
     assert 0.3 <= time.monotonic() - start < 2.0
     assert str(info.value) == (
-        f"{path} is not a trio-logd control socket (no greeting within 0.3 s); "
-        "nothing was sent to it"
+        f"{path} is not a trio-logd control socket (no greeting within 0.3 s), "
+        "or its daemon is stuck; nothing was sent to it"
     )
     conn, _ = listener.accept()
     with conn:

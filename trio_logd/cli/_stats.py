@@ -16,7 +16,13 @@ from typing import Any, Final
 
 from trio_logd.cli._forward import render_forward_lines
 from trio_logd.control_client import request_one
-from trio_logd.errors import ConnectFailed, LogdError
+from trio_logd.errors import (
+    ConnectFailed,
+    ControlRefused,
+    DaemonBusy,
+    LogdError,
+    NotControlSocket,
+)
 
 __all__ = ["fetch", "render_table", "show_metrics", "show_stats"]
 
@@ -51,6 +57,8 @@ def fetch(path: str, op: str = "stats", *, timeout: float = 10.0) -> dict[str, A
     """
     try:
         reply = request_one(path, op, timeout=timeout)
+    except (ControlRefused, DaemonBusy, NotControlSocket) as exc:
+        raise StatsUnavailable(str(exc)) from exc
     except ConnectFailed as exc:
         msg = f"{exc}; is the daemon running? (trio-logd status)"
         raise StatsUnavailable(msg) from exc

@@ -205,6 +205,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     try:
         reply = request_one(path, "reload", timeout=args.timeout)
+    except (ControlRefused, DaemonBusy, NotControlSocket) as exc:
+        _err(str(exc))
+        return EXIT_FAIL
     except ConnectFailed as exc:
         _err(f"{exc} (is the daemon running?)")
         return EXIT_FAIL
