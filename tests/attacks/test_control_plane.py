@@ -183,9 +183,7 @@ def test_control_flood_and_fd_exhaustion(
     by.wait_stored()
     report_r, report_w = os.pipe()
     go_r, go_w = os.pipe()
-    pid = fork_as(
-        attacker, lambda: _control_attack(daemon.control, daemon.socket, report_w, go_r)
-    )
+    pid = fork_as(attacker, lambda: _control_attack(daemon.control, daemon.socket, report_w, go_r))
     os.close(report_w)
     os.close(go_r)
     reports = os.fdopen(report_r, "rb")
