@@ -454,7 +454,7 @@ def test_control_headroom_is_for_privileged_only() -> None:
         "max_connections",
     ]
     assert conns.count(0) == 3
-    stats = conns.statistics()
+    stats = conns.counter.statistics()
     assert (stats.total, stats.global_max, stats.headroom) == (10, 10, 3)
     assert dict(stats.refused_by_uid) == {1004: 1, 0: 1}
     assert conns.by_limit == {"max_connections": 2}
@@ -473,7 +473,7 @@ def test_control_close_frees_a_place_and_reconfigure_keeps_open() -> None:
     conns.close(5)
     assert conns.try_open(5, privileged=False) is None
     conns.close(5)
-    with pytest.raises(ValueError, match="no open control connection"):
+    with pytest.raises(ValueError, match="no open connection"):
         conns.close(5)
 
 

@@ -433,6 +433,11 @@ class ConnectionCounter:
         """Open connections, all uids."""
         return self._total
 
+    @property
+    def global_max(self) -> int:
+        """The global cap in force."""
+        return self._global_max
+
     def count(self, uid: int) -> int:
         """Return *uid*'s open connections."""
         return self._open.get(uid, 0)
@@ -520,13 +525,14 @@ def _check_caps(global_max: int, headroom: int) -> None:
 class ControlConnections:
     """Concurrent control connections: a per-uid cap and a global cap with headroom.
 
-    ``try_open`` admits a connection of an ordinary uid while it has fewer
-    than ``per_uid_max`` open and fewer than ``global_max - headroom`` are
-    open in total; a privileged caller (root or ``[access] admins``) is not
-    held to the per-uid cap and may use the headroom, up to ``global_max``.
-    So however many connections other uids hold, ``headroom`` of them stay
-    free for ``trio-logd status``/``stats``/``reload`` and root's ``logq``.
-    Every refusal is counted, by uid and by the limit that refused it.
+    A :class:`ConnectionCounter` does the counting; this adds the per-uid
+    cap of the control socket and says which limit refused. ``try_open``
+    admits a connection of an ordinary uid while it has fewer than
+    ``per_uid_max`` open and fewer than ``global_max - headroom`` are open
+    in total; a privileged caller (root or ``[access] admins``) is not held
+    to the per-uid cap and may use the headroom, up to ``global_max``. So
+    however many connections other uids hold, ``headroom`` of them stay free
+    for ``trio-logd status``/``stats``/``reload`` and root's ``logq``.
 
     Args:
         global_max: ``[control] max_connections``, ``>= 1``.
@@ -537,25 +543,23 @@ class ControlConnections:
         ValueError: the arguments are out of range.
     """
 
-    __slots__ = ("_global_max", "_headroom", "_open", "_per_uid", "_refused", "_total", "by_limit")
+    __slots__ = ("_per_uid", "by_limit", "counter")
 
     def __init__(self, global_max: int, per_uid_max: int, headroom: int) -> None:
-        self._global_max = self._per_uid = self._headroom = 0
-        self.reconfigure(global_max, per_uid_max, headroom)
-        self._open: dict[int, int] = {}
-        self._refused: dict[int, int] = {}
-        self._total = 0
+        _check_per_uid(per_uid_max)
+        self.counter = ConnectionCounter(global_max, headroom)
+        self._per_uid = per_uid_max
         #: refusals since start by the limit that refused them
         self.by_limit: dict[str, int] = {}
 
     @property
     def total(self) -> int:
         """Open control connections, all uids."""
-        return self._total
+        return self.counter.total
 
     def count(self, uid: int) -> int:
         """Return *uid*'s open control connections."""
-        return self._open.get(uid, 0)
+        return self.counter.count(uid)
 
     def try_open(self, uid: int, *, privileged: bool) -> str | None:
         """Count a new connection of *uid*, if the caps allow it.
@@ -565,42 +569,26 @@ class ControlConnections:
             name of the ``[control]`` key that refused it
             (``max_connections_per_uid`` or ``max_connections``).
         """
-        mine = self._open.get(uid, 0)
-        if privileged:
-            refused = "max_connections" if self._total >= self._global_max else None
-        elif mine >= self._per_uid:
-            refused = "max_connections_per_uid"
-        elif self._total >= self._global_max - self._headroom:
-            refused = "max_connections"
-        else:
-            refused = None
-        if refused is not None:
-            self.refuse(uid, refused)
-            return refused
-        self._open[uid] = mine + 1
-        self._total += 1
-        return None
+        per_uid = self.counter.global_max if privileged else self._per_uid
+        if self.counter.try_open(uid, per_uid, privileged=privileged):
+            return None
+        over_own = not privileged and self.counter.count(uid) >= per_uid
+        limit = "max_connections_per_uid" if over_own else "max_connections"
+        self.by_limit[limit] = self.by_limit.get(limit, 0) + 1
+        return limit
 
-    def refuse(self, uid: int, limit: str) -> None:
-        """Count a refusal of *uid* by *limit* (also one decided elsewhere)."""
-        self._refused[uid] = self._refused.get(uid, 0) + 1
+    def refuse(self, limit: str) -> None:
+        """Count a refusal by *limit* decided elsewhere (the descriptor reserve)."""
         self.by_limit[limit] = self.by_limit.get(limit, 0) + 1
 
     def close(self, uid: int) -> None:
-        """Uncount a connection that :meth:`try_open` counted.
+        """Uncount a connection that :meth:`try_open` counted (``ConnectionCounter.close``)."""
+        self.counter.close(uid)
 
-        Raises:
-            ValueError: *uid* has no open connection (a bug in the caller).
-        """
-        mine = self._open.get(uid, 0)
-        if mine <= 0:
-            msg = f"uid {uid} has no open control connection to close"
-            raise ValueError(msg)
-        if mine == 1:
-            del self._open[uid]
-        else:
-            self._open[uid] = mine - 1
-        self._total -= 1
+    @property
+    def per_uid_max(self) -> int:
+        """The per-uid cap in force."""
+        return self._per_uid
 
     def reconfigure(self, global_max: int, per_uid_max: int, headroom: int) -> None:
         """Change the caps (reload); open connections stay open.
@@ -608,21 +596,15 @@ class ControlConnections:
         Raises:
             ValueError: the arguments are out of range.
         """
-        _check_caps(global_max, headroom)
-        if per_uid_max < 1:
-            msg = f"need per_uid_max >= 1, got {per_uid_max}"
-            raise ValueError(msg)
-        self._global_max, self._per_uid, self._headroom = global_max, per_uid_max, headroom
+        _check_per_uid(per_uid_max)
+        self.counter.reconfigure(global_max, headroom)
+        self._per_uid = per_uid_max
 
-    def statistics(self) -> ConnectionStatistics:
-        """Return a snapshot of the counts."""
-        return ConnectionStatistics(
-            total=self._total,
-            global_max=self._global_max,
-            headroom=self._headroom,
-            open_by_uid=MappingProxyType(dict(self._open)),
-            refused_by_uid=MappingProxyType(dict(self._refused)),
-        )
+
+def _check_per_uid(per_uid_max: int) -> None:
+    if per_uid_max < 1:
+        msg = f"need per_uid_max >= 1, got {per_uid_max}"
+        raise ValueError(msg)
 
 
 # --------------------------------------------------------------------------- disk quota

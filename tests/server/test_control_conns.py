@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+import pytest
 import trio
 import trio.testing
 
@@ -123,44 +124,35 @@ async def test_headroom_lets_root_in_when_the_ordinary_share_is_full() -> None:
         assert await read_all(root) == [{"type": "ok", "privileged": True}]
 
 
-async def test_silent_connection_is_closed_at_first_byte_timeout(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """A client that sends nothing hears a timeout error after first_byte_timeout, then EOF."""
-    server = make_server(_Who(), first_byte_timeout=2.0, request_timeout=10.0)
-    async with serving(server) as nursery:
-        client = await connect(server, nursery)
-        start = trio.current_time()
-        assert await greeted(client)
-        lines = await read_all(client)
-        assert trio.current_time() - start == 2.0
-        assert [(x["code"], x["limit"]) for x in lines] == [("timeout", "first_byte_timeout")]
-        assert server.statistics()["timeouts"] == {"first_byte_timeout": 1}
-        assert server.statistics()["connections"] == 0
+async def _trickle(client: trio.SocketStream, data: bytes) -> None:
+    """Send *data* a byte a second, until the server closes."""
+    for byte in data:
+        await trio.sleep(1.0)
+        try:
+            await client.send_all(bytes([byte]))
+        except trio.BrokenResourceError:
+            return
 
 
-async def test_trickled_request_is_closed_at_request_timeout(
-    autojump_clock: trio.testing.MockClock,
+@pytest.mark.parametrize(
+    ("sent", "closed_after", "limit"),
+    [(b"", 2.0, "first_byte_timeout"), (b'{"op":"status"}', 5.0, "request_timeout")],
+)
+async def test_slow_client_is_closed_at_its_deadline(
+    autojump_clock: trio.testing.MockClock, sent: bytes, closed_after: float, limit: str
 ) -> None:
-    """A request line trickled a byte a second is cut off request_timeout after the accept."""
+    """Silent: a timeout line at first_byte_timeout; trickling: at request_timeout; then EOF."""
     server = make_server(_Who(), first_byte_timeout=2.0, request_timeout=5.0)
     async with serving(server) as nursery:
         client = await connect(server, nursery)
         start = trio.current_time()
         assert await greeted(client)
-
-        async def trickle() -> None:
-            for byte in b'{"op":"status"}':
-                await trio.sleep(1.0)
-                try:
-                    await client.send_all(bytes([byte]))
-                except trio.BrokenResourceError:  # closed by the server
-                    return
-
-        nursery.start_soon(trickle)
+        nursery.start_soon(_trickle, client, sent)
         lines = await read_all(client)
-        assert trio.current_time() - start == 5.0
-        assert [(x["code"], x["limit"]) for x in lines] == [("timeout", "request_timeout")]
+        assert trio.current_time() - start == closed_after
+        assert [(x["code"], x["limit"]) for x in lines] == [("timeout", limit)]
+        assert server.statistics()["timeouts"] == {limit: 1}
+        assert server.statistics()["connections"] == 0
 
 
 async def test_connection_in_the_descriptor_reserve_is_refused() -> None:

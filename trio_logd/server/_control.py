@@ -121,11 +121,11 @@ class ControlServer:
 
     def statistics(self) -> dict[str, Any]:
         """The ``control`` object of ``stats`` and ``status``."""
-        st = self.conns.statistics()
+        st = self.conns.counter.statistics()
         return {
             "connections": st.total,
             "max_connections": st.global_max,
-            "max_connections_per_uid": self.settings.max_connections_per_uid,
+            "max_connections_per_uid": self.conns.per_uid_max,
             "connection_headroom": st.headroom,
             "refused": dict(self.conns.by_limit),
             "timeouts": dict(self.timeouts),
@@ -138,7 +138,7 @@ class ControlServer:
             stream.socket.fileno(), privileged=privileged
         ):
             self.fds.note_refused("control")
-            self.conns.refuse(caller.uid, "fd_reserve")
+            self.conns.refuse("fd_reserve")
             error = (
                 "the daemon is short of file descriptors: control connection refused "
                 "(fd_reserve); try again later"
