@@ -35,7 +35,8 @@ def test_sync_and_compression_without_descriptors(tmp_path: Path) -> None:
         try:
             os.close(r)
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))  # quick to fill
+            highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 64, hard))  # quick to fill
             noted: list[int] = []
             store = StoreWriter(str(tmp_path), fsync="batch", max_file_bytes=200, compress="gzip")
             store.on_fd_shortage = lambda: noted.append(1)
