@@ -97,10 +97,19 @@ class StoreHelper:
         if self._closed or trio.current_time() < self._next_start:
             return False
         self._next_start = trio.current_time() + RESTART_DELAY
-        pairs = [
-            socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            for _ in (_COMPRESS, _SPARES, _SYNC)
-        ]
+        pairs: list[tuple[socket.socket, socket.socket]] = []
+        try:
+            # the pairs made before a failure stay in the list, to be closed
+            pairs.extend(
+                socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                for _ in (_COMPRESS, _SPARES, _SYNC)
+            )
+        except OSError as exc:  # out of descriptors (EMFILE): threads until the next try
+            for a, b in pairs:
+                a.close()
+                b.close()
+            log.error("helper_start_failed", error=str(exc), fallback="worker threads")
+            return False
         theirs = [b.fileno() for _a, b in pairs]
         # not systemd's: its notify socket and activated fds are the daemon's alone
         env = {k: v for k, v in os.environ.items() if k not in _DAEMON_ONLY_ENV}
