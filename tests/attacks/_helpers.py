@@ -12,6 +12,7 @@ from __future__ import annotations
 import encodings.utf_8_sig  # noqa: F401  # see below
 import io
 import os
+import pwd
 import select
 import socket
 import sys
@@ -352,6 +353,27 @@ def assert_store_is_one_record_per_line(log_dir: Path) -> int:
     return checked
 
 
+def free_uids(n: int, start: int = 64100) -> list[int]:
+    """*n* uids with no passwd entry and no running process (nothing else counts against them)."""
+    busy = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                busy.add(os.stat(f"/proc/{entry}").st_uid)
+            except OSError:
+                continue
+    found: list[int] = []
+    uid = start
+    while len(found) < n:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in busy:
+                found.append(uid)
+        uid += 1
+    return found
+
+
 __all__ = [
     "ATTACKER",
     "BYSTANDER",
@@ -361,6 +383,7 @@ __all__ = [
     "assert_contiguous",
     "assert_store_is_one_record_per_line",
     "fork_as",
+    "free_uids",
     "run_child",
     "send_as",
     "store_lines",

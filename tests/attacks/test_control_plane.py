@@ -17,7 +17,6 @@ so that nothing else on the host counts against their caps.
 from __future__ import annotations
 
 import os
-import pwd
 import resource
 import select
 import socket
@@ -29,7 +28,7 @@ import orjson
 import pytest
 
 from tests._daemon import PYTHON, DaemonProcess
-from tests.attacks._helpers import Bystander, fork_as
+from tests.attacks._helpers import Bystander, fork_as, free_uids
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.control_client import request_one
 from trio_logd.protocol.control import GREETING
@@ -50,27 +49,6 @@ connection_headroom = 8
 first_byte_timeout = "1s"
 request_timeout = "3s"
 """
-
-
-def free_uids(n: int, start: int = 64100) -> list[int]:
-    """*n* uids with no passwd entry and no running process."""
-    busy = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                busy.add(os.stat(f"/proc/{entry}").st_uid)
-            except OSError:
-                continue
-    found: list[int] = []
-    uid = start
-    while len(found) < n:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in busy:
-                found.append(uid)
-        uid += 1
-    return found
 
 
 def _low_nofile() -> None:
