@@ -124,7 +124,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_FAIL
     except ConnectFailed:
-        stale = os.path.exists(path) and probe_socket(path) is None
+        try:
+            stale = os.path.exists(path) and probe_socket(path) is None
+        except OSError:  # EACCES, or a backlog that filled up meanwhile: not known to be stale
+            stale = False
         why = f"stale socket {path}" if stale else f"no daemon answers on {path}"
         if args.json:
             print(json.dumps({"running": False, "control_socket": path, "reason": why}))
