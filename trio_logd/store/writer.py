@@ -50,7 +50,7 @@ from trio_logd.errors import DiskFull, ReadOnlyStore, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
-from trio_logd.store import _compress, _layout, _recover
+from trio_logd.store import _compress, _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
@@ -234,6 +234,8 @@ class StoreWriter:
         #: uid directories refused at open (unsafe): uid -> reason
         self.refused: dict[int, str] = {}
         self._root: int | None = None
+        #: the store's lock (``_owner``), held from open() to close()
+        self._lock_fd = -1
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
         self._rotations: list[Rotation] = []
@@ -264,9 +266,16 @@ class StoreWriter:
 
         Raises:
             UnsafeLogDir: ``log_dir`` itself is unsafe.
+            StoreInUse: another daemon holds ``log_dir``; nothing was opened.
             StoreError: ``log_dir`` cannot be read.
         """
-        self._root = _layout.open_log_dir(self.log_dir)
+        root = _layout.open_log_dir(self.log_dir)
+        try:  # before anything in the store is opened or repaired: one owner
+            self._lock_fd = _owner.lock_log_dir(root, self.log_dir)
+        except BaseException:
+            os.close(root)
+            raise
+        self._root = root
         try:
             names = os.listdir(self._root)
         except OSError as exc:
@@ -1250,3 +1259,6 @@ class StoreWriter:
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
+                if self._lock_fd >= 0:  # last: the store is closed, another may own it
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
