@@ -472,6 +472,7 @@ async def _run_root(
                 task_status.started(daemon)
                 await daemon.shutdown.wait()
                 log.info("stopping", pid=daemon.pid)
+                helper.hurry()  # a compression in progress may not hold the shutdown up
                 front.cancel_scope.cancel()
             # not accepting any more: stop new clients from queueing on the backlog
             ingest_sock.close()
