@@ -121,31 +121,37 @@ def test_a_hung_helper_holds_acks_and_shutdown_for_one_deadline_at_most() -> Non
     with world() as root:
         d = DaemonProcess(root)
         d.config.write_text(d.config.read_text().replace('fsync = "never"', 'fsync = "batch"'))
-        d.start()
-        first = _helper_pid(d)
-        with _reaped(first):
-            os.kill(first, signal.SIGSTOP)
-            t0 = time.monotonic()
-            _send_acked(d, 0, 10)
-            waited = time.monotonic() - t0
-            assert SYNC_DEADLINE - 0.5 < waited < SYNC_DEADLINE + 3
-            poll(lambda: not _alive(first), timeout=10)
-            helper = request_one(d.control, "status", timeout=10)["helper"]
-            assert (helper["hung"], helper["pid"]) == (1, None)
-            assert "helper_hung" in d.stderr()
-
-            def restarted() -> bool:
-                h = request_one(d.control, "status", timeout=10)["helper"]
-                return h["starts"] == 2 and h["pid"] is not None
-
-            poll(restarted, timeout=RESTART_DELAY + 10)
-        second = _helper_pid(d)
-        with _reaped(second):
-            _send_acked(d, 10, 10)
-            os.kill(second, signal.SIGSTOP)
-            t0 = time.monotonic()
-            assert d.stop(signal.SIGTERM) == 0, d.stderr()
-            assert time.monotonic() - t0 < SYNC_DEADLINE + 5
-            poll(lambda: not _alive(second), timeout=10)
+        with d:
+            _hang_twice(d)
+        assert d.proc is not None
+        assert d.proc.returncode == 0, d.stderr()
         assert _sent(d) == list(range(20))
         assert verify_store(d.log_dir).problems == []
+
+
+def _hang_twice(d: DaemonProcess) -> None:
+    """Stop the helper, send acked records, restart; stop the next one, SIGTERM."""
+    first = _helper_pid(d)
+    with _reaped(first):
+        os.kill(first, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _send_acked(d, 0, 10)
+        waited = time.monotonic() - t0
+        assert SYNC_DEADLINE - 0.5 < waited < SYNC_DEADLINE + 3
+        poll(lambda: not _alive(first), timeout=10)
+        assert request_one(d.control, "status", timeout=10)["helper"]["hung"] == 1
+        assert "helper_hung" in d.stderr()
+
+        def restarted() -> bool:
+            h = request_one(d.control, "status", timeout=10)["helper"]
+            return h["starts"] == 2 and h["pid"] not in (None, first)
+
+        poll(restarted, timeout=RESTART_DELAY + 10)
+    second = _helper_pid(d)
+    with _reaped(second):
+        _send_acked(d, 10, 10)
+        os.kill(second, signal.SIGSTOP)
+        t0 = time.monotonic()
+        assert d.stop(signal.SIGTERM) == 0, d.stderr()
+        assert time.monotonic() - t0 < SYNC_DEADLINE + 5
+        poll(lambda: not _alive(second), timeout=10)
