@@ -58,6 +58,7 @@ from trio_logd.server._sockets import (
 from trio_logd.server._suppress import file_suppressed, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
 from trio_logd.server._writer_task import serve_store
+from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
@@ -167,6 +168,15 @@ class Daemon:
 
 def _abs(path: str) -> str:
     return os.path.abspath(path)
+
+
+def _shared_warning(log_dir: str, shared: list[str]) -> str:
+    dirs = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+    return (
+        f"log_dir {log_dir} shares its file system with {dirs}, where other users can "
+        "write: filling it presses on keep_free_bytes (see pressure_min_age); give "
+        "log_dir a file system of its own"
+    )
 
 
 async def _op_status(daemon: Daemon, call: ControlCall) -> None:
@@ -328,6 +338,12 @@ async def _serve(
     limiter = daemon.ingest.limiter
     limiter.apply(await limiter.prepare(config))  # the admins' gids, off the event loop
     await trio.to_thread.run_sync(daemon.store.open)
+    shared = await trio.to_thread.run_sync(
+        shared_writable_dirs, daemon.store.log_dir, candidate_dirs(), os.geteuid()
+    )
+    if shared:  # others can fill the disk under the store: keep_free_bytes pressure
+        log.warning("log_dir_shares_file_system", log_dir=daemon.store.log_dir, shared_with=shared)
+        daemon.extra_status["warnings"] = lambda: [_shared_warning(daemon.store.log_dir, shared)]
     # what start-up made (modules, config, the store's index) lives as long as
     # the daemon: kept out of the collector's full passes, which otherwise walk
     # it all and stall the event loop (quiet uid's p99 under a flood 6.3 -> 3.4 ms)
@@ -383,6 +399,7 @@ async def _run(
     daemon.extra_status["store"] = lambda: {
         "compress_pending": daemon.store.compress_pending(),
         "files_created": daemon.store.files_created,
+        "held": daemon.store.held,
     }
     try:
         await _run_tasks(
@@ -430,7 +447,7 @@ async def _run_root(
         sc = daemon.config.store
         housekeeper = Housekeeper(
             daemon.store,
-            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes),
+            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes, sc.pressure_min_age),
             daemon.quota_for,
             daemon.pipeline,
             ctx.file_daemon_record,
