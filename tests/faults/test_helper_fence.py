@@ -9,9 +9,8 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-from tests._daemon import DaemonProcess, poll, world
+from tests._daemon import DaemonProcess, alive, poll, world
 from trio_logd.client import LogdClient
 from trio_logd.control_client import request_one
 from trio_logd.server._helper import RESTART_DELAY, SYNC_DEADLINE
@@ -28,14 +27,6 @@ def _helper_pid(d: DaemonProcess) -> int:
     pid = request_one(d.control, "status", timeout=10)["helper"]["pid"]
     assert isinstance(pid, int)
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def _send_acked(d: DaemonProcess, first: int, n: int) -> None:
@@ -97,12 +88,12 @@ def test_an_old_helper_never_renames_a_new_helpers_file() -> None:
                     assert f"compressing {ROOT}/" in b.stderr()
                     assert BUSY in b.stderr()
                 os.kill(old, signal.SIGCONT)
-                poll(lambda: not _alive(old), timeout=10)  # it sees its daemon is gone
+                poll(lambda: not alive(old), timeout=10)  # it sees its daemon is gone
                 if caught:  # the new helper's unfinished file is still its own
                     assert sorted(_tmp_files(b)) == sorted(caught)
                 b.kill9()
                 os.kill(new, signal.SIGKILL)
-                poll(lambda: not _alive(new), timeout=10)
+                poll(lambda: not alive(new), timeout=10)
         c = DaemonProcess(root, store_extra=BIG_FILES).start()
         try:
             assert _sent(c) == list(range(n))  # 0 acked lost, none twice
@@ -138,7 +129,7 @@ def _hang_twice(d: DaemonProcess) -> None:
         _send_acked(d, 0, 10)
         waited = time.monotonic() - t0
         assert SYNC_DEADLINE - 0.5 < waited < SYNC_DEADLINE + 3
-        poll(lambda: not _alive(first), timeout=10)
+        poll(lambda: not alive(first), timeout=10)
         assert request_one(d.control, "status", timeout=10)["helper"]["hung"] == 1
         assert "helper_hung" in d.stderr()
 
@@ -154,4 +145,4 @@ def _hang_twice(d: DaemonProcess) -> None:
         t0 = time.monotonic()
         assert d.stop(signal.SIGTERM) == 0, d.stderr()
         assert time.monotonic() - t0 < SYNC_DEADLINE + 5
-        poll(lambda: not _alive(second), timeout=10)
+        poll(lambda: not alive(second), timeout=10)

@@ -12,7 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests._daemon import PYTHON, DaemonProcess, world
+from tests._daemon import PYTHON, DaemonProcess, poll, world
+from trio_logd.control_client import request_one
+from trio_logd.server._helper import SYNC_DEADLINE
 from trio_logd.store._owner import LOCK_NAME
 from trio_logd.store.verify import verify_store
 
@@ -94,4 +96,35 @@ def test_a_second_sigterm_during_shutdown_does_not_abort_it(gap: float) -> None:
         assert "shutdown_forced" not in d.stderr()
         assert not os.path.exists(d.socket)
         assert not os.path.exists(d.control)
+        assert verify_store(d.log_dir).problems == []
+
+
+def test_a_third_signal_forces_the_exit_and_the_next_start_recovers() -> None:
+    """While a shutdown waits (its helper stopped), a third SIGTERM ends the daemon at once
+    (exit 1, "shutdown_forced"); the next start recovers the store: every record kept."""
+    with world() as root:
+        d = DaemonProcess(root).start()
+        assert d.proc is not None
+        _send(d, 1000, "msg")
+        d.wait_records(ROOT, 1000)
+        helper = request_one(d.control, "status", timeout=10)["helper"]["pid"]
+        os.kill(helper, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            # one at a time: signals that arrive together are delivered as one
+            d.proc.send_signal(signal.SIGTERM)
+            poll(lambda: '"stopping"' in d.stderr())
+            d.proc.send_signal(signal.SIGTERM)
+            poll(lambda: "shutdown_in_progress" in d.stderr())
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.proc.wait(timeout=30) == 1
+            assert time.monotonic() - t0 < SYNC_DEADLINE
+            assert "shutdown_forced" in d.stderr()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(helper, signal.SIGKILL)
+        d.start()
+        msgs = [r["msg"] for r in d.records(ROOT) if "event" not in r]
+        assert msgs == [f"msg {i}" for i in range(1000)]
+        assert d.stop() == 0
         assert verify_store(d.log_dir).problems == []

@@ -7,9 +7,10 @@ means the daemon serves. Shutdown (``SIGTERM``/``SIGINT`` or the
 ``shutdown_trigger``): stop accepting → each connection drains what the
 kernel already holds → the pipeline closes → the writer writes everything
 queued and syncs → ``serve`` returns. The signal handlers stay installed
-until ``serve`` returns, so a second ``SIGTERM`` (GNU ``timeout`` sends two)
-never cuts the shutdown short; a third, or ``SHUTDOWN_DEADLINE`` after the
-first, forces the exit, and the next start recovers as after a crash.
+until ``serve`` returns (and then the signals are ignored: the process is
+about to exit), so a second ``SIGTERM`` (GNU ``timeout`` sends two) never
+cuts the shutdown short; a third, or ``SHUTDOWN_DEADLINE`` after the first,
+forces the exit, and the next start recovers as after a crash.
 """
 
 from __future__ import annotations
@@ -291,10 +292,12 @@ async def serve(
         task_status: receives the :class:`Daemon` once every socket serves.
         shutdown_trigger: setting it starts a clean shutdown.
         handle_signals: handle ``SIGTERM``/``SIGINT`` (shutdown) and
-            ``SIGHUP`` (reload); only from the main thread (the CLI).
+            ``SIGHUP`` (reload); only from the main thread (the CLI), which
+            exits once this returns: they are ignored from then on.
 
     Raises:
         AlreadyRunning: another daemon answers on the control socket.
+        StoreInUse: another daemon holds ``log_dir``.
         UnsafeLogDir: ``log_dir`` is unsafe.
         LogdError, OSError: a socket could not be bound.
     """
@@ -302,10 +305,14 @@ async def serve(
     peer = probe_socket(control_path)
     if peer is not None:
         raise AlreadyRunning(control_path, peer)
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    if handle_signals:
+        # what the receiver puts back when it closes: once we have stopped cleanly,
+        # a late SIGTERM must not turn exit 0 into 143 before the process is gone
+        for signum in handled:
+            signal.signal(signum, signal.SIG_IGN)
     receiver = (
-        trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        if handle_signals
-        else contextlib.nullcontext(None)
+        trio.open_signal_receiver(*handled) if handle_signals else contextlib.nullcontext(None)
     )
     # installed until we return: a signal during start-up or late in the shutdown
     # is queued and handled (or waited out), never the default "terminate now"
@@ -401,35 +408,21 @@ async def _run(
         "files_created": daemon.store.files_created,
         "held": daemon.store.held,
     }
-    try:
-        await _run_tasks(
-            daemon, ingest_sock, datagram, control_sock, task_status, shutdown_trigger,
-            signals, helper,
-        )  # fmt: skip
-    finally:
-        with trio.CancelScope(shield=True):
-            await helper.aclose()
-
-
-async def _run_tasks(
-    daemon: Daemon,
-    ingest_sock: trio.socket.SocketType,
-    datagram: BoundSocket | None,
-    control_sock: trio.socket.SocketType,
-    task_status: trio.TaskStatus[Daemon],
-    shutdown_trigger: trio.Event | None,
-    signals: AsyncIterator[int] | None,
-    helper: StoreHelper,
-) -> None:
     async with trio.open_nursery() as guard:
-        if signals is not None:  # beside everything else, until the store is closed
+        if signals is not None:  # beside everything until the helper is gone (later: queued)
             await guard.start(_serve_signals, daemon, signals)
-        await _run_root(daemon, ingest_sock, datagram, control_sock, task_status,
-                        shutdown_trigger, helper)  # fmt: skip
+        try:
+            await _run_tasks(
+                daemon, ingest_sock, datagram, control_sock, task_status, shutdown_trigger,
+                helper,
+            )  # fmt: skip
+        finally:
+            with trio.CancelScope(shield=True):
+                await helper.aclose()
         guard.cancel_scope.cancel()
 
 
-async def _run_root(
+async def _run_tasks(
     daemon: Daemon,
     ingest_sock: trio.socket.SocketType,
     datagram: BoundSocket | None,
