@@ -26,7 +26,7 @@ import orjson
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
 
-__all__ = ["DaemonProcess", "poll", "run_as", "world"]
+__all__ = ["DaemonProcess", "alive", "poll", "run_as", "world"]
 
 PYTHON = sys.executable
 STARTUP_TIMEOUT = 20.0
@@ -52,6 +52,15 @@ def poll(predicate: Callable[[], Any], *, timeout: float = 10.0, interval: float
             msg = f"condition not met within {timeout} s: {predicate}"
             raise AssertionError(msg) from missing
         time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """Process *pid* exists and is not a zombie (it need not be our child)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 @contextlib.contextmanager

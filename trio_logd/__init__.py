@@ -22,6 +22,7 @@ from trio_logd.errors import (
     ReadOnlyStore,
     SendTimeout,
     StoreError,
+    StoreInUse,
     TooManyConnections,
     UnsafeLogDir,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ReadOnlyStore",
     "SendTimeout",
     "StoreError",
+    "StoreInUse",
     "TooManyConnections",
     "UnsafeLogDir",
     "__version__",

@@ -205,6 +205,9 @@ class StoreConfig:
         keep_free_bytes: leave at least this much free on the file system of
             ``log_dir``; ``0`` = no reserve.
         fsync: when records are synced to disk.
+        pressure_min_age: ``max_bytes``/``keep_free_bytes`` pressure never
+            deletes a file with records younger than this many seconds (new
+            records are dropped instead); ``0`` = pressure may delete any file.
     """
 
     max_file_bytes: int
@@ -214,6 +217,7 @@ class StoreConfig:
     max_bytes: int
     keep_free_bytes: int
     fsync: FsyncPolicy
+    pressure_min_age: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -1211,6 +1215,7 @@ def _read_store(table: _Table) -> StoreConfig:
         max_bytes=table.get("max_bytes", _size(minimum=1)),
         keep_free_bytes=table.get("keep_free_bytes", _size(minimum=0)),
         fsync=table.get("fsync", _choice(FSYNC_CHOICES)),
+        pressure_min_age=table.get("pressure_min_age", _duration),
     )
 
 

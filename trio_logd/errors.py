@@ -5,7 +5,7 @@
     LogdError
     ├── ProtocolError    FramingError, ParseError       (bad client bytes: offset, excerpt)
     ├── LimitExceeded    RateLimited, QuotaExceeded, TooManyConnections    (uid, limit)
-    ├── StoreError       DiskFull, ReadOnlyStore, UnsafeLogDir
+    ├── StoreError       DiskFull, ReadOnlyStore, UnsafeLogDir, StoreInUse
     ├── ConfigError      (file, key, reason)
     ├── AccessDenied     (control socket: who asked, for what)
     └── ClientError      ConnectFailed, SendTimeout     (client shim)
@@ -39,6 +39,7 @@ __all__ = [
     "ReadOnlyStore",
     "SendTimeout",
     "StoreError",
+    "StoreInUse",
     "TooManyConnections",
     "UnsafeLogDir",
     "excerpt",
@@ -122,6 +123,17 @@ class ReadOnlyStore(StoreError):
 
 class UnsafeLogDir(StoreError):
     """``log_dir`` or a uid directory is writable by others, a symlink, or not ours."""
+
+
+class StoreInUse(StoreError):
+    """Another process holds ``log_dir``'s lock: a second daemon must not write the store.
+
+    Unlike :class:`UnsafeLogDir`, the directory is fine; it belongs to a running daemon.
+    """
+
+    def __init__(self, message: str, *, pid: int | None) -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class ConfigError(LogdError):

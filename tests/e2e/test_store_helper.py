@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests._daemon import DaemonProcess, poll, world
+from tests._daemon import DaemonProcess, alive, poll, world
 from trio_logd.control_client import request_one
 from trio_logd.store._layout import RotatedName
 
@@ -33,15 +33,6 @@ def _helper(d: DaemonProcess) -> dict[str, Any]:
     reply = request_one(d.control, "status", timeout=10)
     helper: dict[str, Any] = reply["helper"]
     return helper
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def _ppid(pid: int) -> int:
@@ -74,7 +65,7 @@ def test_the_helper_is_a_child_that_compresses_and_ends_with_the_daemon() -> Non
         d.wait_records(ROOT, 3000, timeout=30)
         poll(lambda: _all_compressed(d, 8), timeout=30)
         assert d.stop() == 0
-        poll(lambda: not _alive(pid), timeout=10)
+        poll(lambda: not alive(pid), timeout=10)
 
 
 def test_a_killed_helper_is_replaced_and_no_record_is_lost() -> None:
@@ -108,7 +99,7 @@ def test_a_killed_helper_is_replaced_and_no_record_is_lost() -> None:
 
         def replaced() -> bool:
             h = _helper(d)
-            return h["starts"] >= 2 and h["pid"] not in (None, first) and _alive(h["pid"])
+            return h["starts"] >= 2 and h["pid"] not in (None, first) and alive(h["pid"])
 
         poll(replaced, timeout=30)  # the next request after RESTART_DELAY starts one
         poll(lambda: not Path(f"/proc/{first}").exists(), timeout=10)
@@ -124,4 +115,4 @@ def test_the_helper_exits_when_the_daemon_is_killed() -> None:
     with _daemon(store_extra=ROTATING) as d:
         pid = _helper(d)["pid"]
         d.kill9()
-        poll(lambda: not _alive(pid), timeout=10)
+        poll(lambda: not alive(pid), timeout=10)

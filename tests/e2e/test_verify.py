@@ -75,7 +75,7 @@ def test_an_untouched_store_is_ok(written: Path) -> None:
     assert lines[-1].startswith("OK: 1 uid, ")
     assert lines[-1].endswith("every chain intact (1 note)")
     assert lines[0].startswith(f"note: {ROOT}/")
-    assert lines[0].endswith("deleted by retention (recorded)")
+    assert lines[0].endswith("deleted by retention: the uid's quota_bytes (recorded)")
 
 
 @pytest.fixture

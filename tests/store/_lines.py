@@ -9,6 +9,7 @@ import orjson
 
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line, format_ts
+from trio_logd.store.writer import StoreWriter
 
 #: 2026-11-27T20:47:40Z
 T0 = 1795812460.0
@@ -67,3 +68,12 @@ def deletion_marks(d: Path) -> bytes:
     """The deletion marks in the current chain of uid directory *d*."""
     kept = (d / "current.chain").read_bytes().splitlines(keepends=True)
     return b"".join(ln for ln in kept if ln.startswith(b'{"deleted"'))
+
+
+def die(writer: StoreWriter) -> None:
+    """What the kernel does to *writer*'s store lock when its process is killed: drop it.
+
+    Its other fds stay open (a crashed writer's files are left as they were).
+    """
+    os.close(writer._lock_fd)
+    writer._lock_fd = -1

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from tests.store._lines import T0, line, lines, names, seqs
+from tests.store._lines import T0, die, line, lines, names, seqs
 from trio_logd.store import _chain
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
@@ -145,6 +145,7 @@ def _crashed(log_dir: Path, n: int = 12, flush: bool = False) -> Path:
     w.append(5, lines(1, n), n)
     if flush:
         w.flush_chains()
+    die(w)
     return log_dir / "5"  # the writer is dropped: its pending block never written
 
 
@@ -209,6 +210,7 @@ def test_a_rotation_cut_by_a_crash_is_completed_or_undone(tmp_path: Path) -> Non
     assert uf.chain is not None
     seal, _n = uf.chain.seal(RotatedName(1, 5, int(T0), int(T0), "").format(), 1, 5, 5 * LINE)
     d = tmp_path / "5"
+    die(w)
     # undone: current.jsonl was never renamed
     w2 = StoreWriter(str(tmp_path))
     w2.open()
@@ -225,6 +227,7 @@ def test_a_rotation_cut_by_a_crash_is_completed_or_undone(tmp_path: Path) -> Non
     name = RotatedName(1, 6, int(T0), int(T0), "").format()
     seal, _n = uf3.chain.seal(name, 1, 6, 6 * LINE)
     os.rename(d / "current.jsonl", d / name)
+    die(w3)
     w4 = StoreWriter(str(tmp_path))
     w4.open()
     w4.append(5, [line(7)], 7)

@@ -40,13 +40,14 @@ def test_max_age_deletes_old_files_of_every_uid_whatever_the_policy() -> None:
     uids = [uid(1, 5, 10, 10, newest=T0 - 31 * DAY), uid(2, 5, 10, newest=T0 - 40 * DAY)]
     plan = plan_retention(uids, policy, quotas({2: (10**9, "drop")}), now=T0, free_bytes=None)
     assert names(plan) == ["f1-0", "f1-1", "f2-0"]
+    assert plan.rules == ("age",) * 3
 
 
 def test_quota_deletes_the_uids_oldest_files_until_within() -> None:
     """A uid over quota_bytes (rotate) loses its oldest files, no more than needed."""
     uids = [uid(1, 50, 100, 100, 100), uid(2, 50, 100, 100, 100)]
     plan = plan_retention(uids, OFF, quotas({1: (200, "rotate")}), now=T0, free_bytes=None)
-    assert plan == Plan(delete=uids[0].files[:2])
+    assert plan == Plan(delete=uids[0].files[:2], rules=("quota",) * 2)
 
 
 def test_bytes_beside_the_current_file_count_towards_the_quota() -> None:
@@ -54,7 +55,7 @@ def test_bytes_beside_the_current_file_count_towards_the_quota() -> None:
     plain = uid(1, 50, 100, 100, 100)
     chained = UidFiles(1, 50, plain.files, beside=60)
     plan = plan_retention([chained], OFF, quotas({1: (200, "rotate")}), now=T0, free_bytes=None)
-    assert (chained.usage, plan) == (410, Plan(delete=plain.files[:3]))
+    assert (chained.usage, plan) == (410, Plan(delete=plain.files[:3], rules=("quota",) * 3))
 
 
 def test_quota_never_deletes_files_of_a_drop_uid() -> None:
@@ -68,14 +69,14 @@ def test_current_file_alone_over_quota_is_rotated_first() -> None:
     """When current alone is over quota, every rotated file goes and current is rotated."""
     uids = [uid(1, 500, 100, 100)]
     plan = plan_retention(uids, OFF, quotas({1: (300, "rotate")}), now=T0, free_bytes=None)
-    assert plan == Plan(delete=uids[0].files, rotate=(1,))
+    assert plan == Plan(delete=uids[0].files, rotate=(1,), rules=("quota",) * 2)
 
 
 def test_the_high_water_file_stays_while_current_is_empty() -> None:
     """The newest rotated file holds the last seq while current is empty: never deleted then."""
     uids = [uid(1, 0, 100, 100)]
     plan = plan_retention(uids, OFF, quotas({1: (10, "rotate")}), now=T0, free_bytes=None)
-    assert plan == Plan(delete=uids[0].files[:1])
+    assert plan == Plan(delete=uids[0].files[:1], rules=("quota",))
 
 
 def test_max_bytes_takes_from_the_largest_users_first() -> None:
@@ -86,6 +87,7 @@ def test_max_bytes_takes_from_the_largest_users_first() -> None:
     policy = RetentionPolicy(max_age=0, max_bytes=300, keep_free_bytes=0)
     plan = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=None)
     assert names(plan) == ["f1-0", "f1-1", "f2-0"]
+    assert plan.rules == ("max_bytes",) * 3
 
 
 def test_a_small_user_keeps_its_files_under_global_pressure() -> None:
@@ -102,6 +104,7 @@ def test_keep_free_bytes_frees_what_is_missing() -> None:
     policy = RetentionPolicy(max_age=0, max_bytes=1 << 60, keep_free_bytes=1000)
     plan = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=450)
     assert names(plan) == ["f2-0", "f2-1"]  # 600 freed >= 550 missing
+    assert plan.rules == ("keep_free",) * 2
 
 
 def test_global_pressure_spares_drop_uids_and_rotates_a_lone_current_file() -> None:
@@ -110,3 +113,30 @@ def test_global_pressure_spares_drop_uids_and_rotates_a_lone_current_file() -> N
     policy = RetentionPolicy(max_age=0, max_bytes=1000, keep_free_bytes=0)
     plan = plan_retention(uids, policy, quotas({1: (10**9, "drop")}), now=T0, free_bytes=None)
     assert plan == Plan(rotate=(2,))
+
+
+def test_pressure_never_deletes_records_younger_than_its_minimum_age() -> None:
+    """With pressure_min_age, keep_free_bytes pressure takes only older files (oldest of the
+    largest first), rotates no current file, and holds what it could not free."""
+    old, young = T0 - 2 * DAY, T0 - 3600
+    uids = [uid(1, 10, 100, newest=old), uid(2, 10, 300, 300, newest=young)]
+    policy = RetentionPolicy(max_age=0, max_bytes=1 << 60, keep_free_bytes=1000,
+                             pressure_min_age=DAY)  # fmt: skip
+    plan = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=450)
+    assert plan == Plan(delete=uids[0].files, rules=("keep_free",), held=450, held_rule="keep_free")
+
+
+def test_pressure_with_old_enough_files_holds_nothing() -> None:
+    """Files past the minimum age go as without it; max_bytes is the rule recorded; no hold."""
+    uids = [uid(1, 10, 100, 100, newest=T0 - 3 * DAY)]
+    policy = RetentionPolicy(max_age=0, max_bytes=150, keep_free_bytes=0, pressure_min_age=DAY)
+    plan = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=None)
+    assert plan == Plan(delete=uids[0].files[:1], rules=("max_bytes",))
+
+
+def test_pressure_min_age_does_not_bind_max_age_or_quota() -> None:
+    """A uid's own quota deletes its young files as before; a hold comes only from pressure."""
+    uids = [uid(1, 50, 100, 100, 100)]
+    policy = RetentionPolicy(max_age=0, max_bytes=1 << 60, keep_free_bytes=0, pressure_min_age=DAY)
+    plan = plan_retention(uids, policy, quotas({1: (200, "rotate")}), now=T0, free_bytes=None)
+    assert plan == Plan(delete=uids[0].files[:2], rules=("quota",) * 2)

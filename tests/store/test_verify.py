@@ -46,6 +46,24 @@ def found(log_dir: Path) -> list[tuple[str, str, int | None, int | None]]:
 # -- the tests ------------------------------------------------------------------------
 
 
+def test_a_deletion_names_the_rule_that_made_it(tmp_path: Path) -> None:
+    """Each deletion mark carries its rule: verify tells pressure (keep_free_bytes,
+    max_bytes) from routine retention (max_age, quota), still as notes."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="none")
+    w.open()
+    w.append(5, lines(1, 45), 45)
+    (uid5,) = w.snapshot()
+    w.delete([uid5.files[0], uid5.files[2]], ("age", "keep_free"))
+    w.close()
+    report = verify_store(tmp_path)
+    assert report.problems == []
+    assert [f.text for f in report.findings] == [
+        "seq 1..10: deleted by retention: max_age (recorded)",
+        "seq 21..30: deleted under disk pressure: keep_free_bytes (the file system was short "
+        "of free space) (recorded)",
+    ]
+
+
 @pytest.mark.parametrize("compress", ["zstd", "gzip", "none"])
 def test_an_untouched_store_is_ok(tmp_path: Path, compress: str) -> None:
     """Rotations, compression and a retention deletion: no problem; the deletion is a note."""

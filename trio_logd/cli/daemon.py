@@ -180,10 +180,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     helper = reply.get("helper") or {}
     if helper:
         running = f"pid {helper['pid']}" if helper.get("pid") else "not running"
-        print(f"  helper:   {running} (starts: {helper.get('starts', 0)})")
+        hung = f", killed hung: {helper['hung']}" if helper.get("hung") else ""
+        print(f"  helper:   {running} (starts: {helper.get('starts', 0)}{hung})")
     store = reply.get("store") or {}
     if store.get("compress_pending"):
         print(f"  waiting for compression: {store['compress_pending']} files")
+    if store.get("held"):
+        print(f"  refusing new records: {store['held']}")
+    for warning in reply.get("warnings") or []:
+        print(f"  warning:  {warning}")
     for uid, why in (reply.get("refused_uids") or {}).items():
         print(f"  refused:  uid {uid}: {why}")
     from trio_logd.cli._forward import render_forward_lines

@@ -6,7 +6,11 @@ the control socket is renamed into place last, so a ``status`` that answers
 means the daemon serves. Shutdown (``SIGTERM``/``SIGINT`` or the
 ``shutdown_trigger``): stop accepting → each connection drains what the
 kernel already holds → the pipeline closes → the writer writes everything
-queued and syncs → ``serve`` returns.
+queued and syncs → ``serve`` returns. The signal handlers stay installed
+until ``serve`` returns (and then the signals are ignored: the process is
+about to exit), so a second ``SIGTERM`` (GNU ``timeout`` sends two) never
+cuts the shutdown short; a third, or ``SHUTDOWN_DEADLINE`` after the first,
+forces the exit, and the next start recovers as after a crash.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final
@@ -54,6 +59,7 @@ from trio_logd.server._sockets import (
 from trio_logd.server._suppress import file_suppressed, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
 from trio_logd.server._writer_task import serve_store
+from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
@@ -70,6 +76,16 @@ DRAIN_DEADLINE: Final = 5.0
 #: and so the quiet uids' records: 0.1 ms took a quiet uid's p99 from ~9 to
 #: ~4 ms under a full-speed flood (bench/fairness.py, BENCHMARKS.md).
 SWITCH_INTERVAL: Final = 0.0001
+#: Once a shutdown has begun, it may take this long (besides the connections'
+#: drain) before the process is made to exit: the writer's last rounds, the
+#: last sync and the helper's end are each bounded well below it (the
+#: helper's request deadline is ``_helper.SYNC_DEADLINE``).
+SHUTDOWN_DEADLINE: Final = 60.0
+#: The exit status of a forced exit (a shutdown that could not finish).
+EXIT_FORCED: Final = 1
+#: The signal that forces the exit while a shutdown is under way (the first
+#: one starts it, the next ones are logged and waited out, this one ends it).
+FORCE_AFTER_SIGNALS: Final = 3
 
 
 @dataclass(eq=False)
@@ -153,6 +169,15 @@ class Daemon:
 
 def _abs(path: str) -> str:
     return os.path.abspath(path)
+
+
+def _shared_warning(log_dir: str, shared: list[str]) -> str:
+    dirs = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
+    return (
+        f"log_dir {log_dir} shares its file system with {dirs}, where other users can "
+        "write: filling it presses on keep_free_bytes (see pressure_min_age); give "
+        "log_dir a file system of its own"
+    )
 
 
 async def _op_status(daemon: Daemon, call: ControlCall) -> None:
@@ -271,10 +296,12 @@ async def serve(
         task_status: receives the :class:`Daemon` once every socket serves.
         shutdown_trigger: setting it starts a clean shutdown.
         handle_signals: handle ``SIGTERM``/``SIGINT`` (shutdown) and
-            ``SIGHUP`` (reload); only from the main thread (the CLI).
+            ``SIGHUP`` (reload); only from the main thread (the CLI), which
+            exits once this returns: they are ignored from then on.
 
     Raises:
         AlreadyRunning: another daemon answers on the control socket.
+        StoreInUse: another daemon holds ``log_dir``.
         UnsafeLogDir: ``log_dir`` is unsafe.
         LogdError, OSError: a socket could not be bound.
     """
@@ -282,6 +309,28 @@ async def serve(
     peer = probe_socket(control_path)
     if peer is not None:
         raise AlreadyRunning(control_path, peer)
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    if handle_signals:
+        # what the receiver puts back when it closes: once we have stopped cleanly,
+        # a late SIGTERM must not turn exit 0 into 143 before the process is gone
+        for signum in handled:
+            signal.signal(signum, signal.SIG_IGN)
+    receiver = (
+        trio.open_signal_receiver(*handled) if handle_signals else contextlib.nullcontext(None)
+    )
+    # installed until we return: a signal during start-up or late in the shutdown
+    # is queued and handled (or waited out), never the default "terminate now"
+    with receiver as signals:
+        await _serve(config, task_status, shutdown_trigger, signals)
+
+
+async def _serve(
+    config: Config,
+    task_status: trio.TaskStatus[Daemon],
+    shutdown_trigger: trio.Event | None,
+    signals: AsyncIterator[int] | None,
+) -> None:
+    control_path = _abs(config.daemon.control_socket)
 
     activated = take_activated_sockets(config)  # systemd's, if any: never unlinked
     daemon = build_daemon(config)
@@ -308,6 +357,12 @@ async def serve(
     limiter = daemon.ingest.limiter
     limiter.apply(await limiter.prepare(config))  # the admins' gids, off the event loop
     await trio.to_thread.run_sync(daemon.store.open)
+    shared = await trio.to_thread.run_sync(
+        shared_writable_dirs, daemon.store.log_dir, candidate_dirs(), os.geteuid()
+    )
+    if shared:  # others can fill the disk under the store: keep_free_bytes pressure
+        log.warning("log_dir_shares_file_system", log_dir=daemon.store.log_dir, shared_with=shared)
+        daemon.extra_status["warnings"] = lambda: [_shared_warning(daemon.store.log_dir, shared)]
     # what start-up made (modules, config, the store's index) lives as long as
     # the daemon: kept out of the collector's full passes, which otherwise walk
     # it all and stall the event loop (quiet uid's p99 under a flood 6.3 -> 3.4 ms)
@@ -336,7 +391,7 @@ async def serve(
         control = bind_unix(control_path, mode=0o666)
         bound.append(control)
         daemon.sockets["control_socket"] = control.path
-        await _run(daemon, ingest, datagram, control, task_status, shutdown_trigger, handle_signals)
+        await _run(daemon, ingest, datagram, control, task_status, shutdown_trigger, signals)
     finally:
         for b in bound:
             unlink_if_ours(b)
@@ -353,7 +408,7 @@ async def _run(
     control: BoundSocket,
     task_status: trio.TaskStatus[Daemon],
     shutdown_trigger: trio.Event | None,
-    handle_signals: bool,
+    signals: AsyncIterator[int] | None,
 ) -> None:
     ingest_sock = trio.socket.from_stdlib_socket(ingest.sock)
     control_sock = trio.socket.from_stdlib_socket(control.sock)
@@ -363,15 +418,20 @@ async def _run(
     daemon.extra_status["store"] = lambda: {
         "compress_pending": daemon.store.compress_pending(),
         "files_created": daemon.store.files_created,
+        "held": daemon.store.held,
     }
-    try:
-        await _run_tasks(
-            daemon, ingest_sock, datagram, control_sock, task_status, shutdown_trigger,
-            handle_signals, helper,
-        )  # fmt: skip
-    finally:
-        with trio.CancelScope(shield=True):
-            await helper.aclose()
+    async with trio.open_nursery() as guard:
+        if signals is not None:  # beside everything until the helper is gone (later: queued)
+            await guard.start(_serve_signals, daemon, signals)
+        try:
+            await _run_tasks(
+                daemon, ingest_sock, datagram, control_sock, task_status, shutdown_trigger,
+                helper,
+            )  # fmt: skip
+        finally:
+            with trio.CancelScope(shield=True):
+                await helper.aclose()
+        guard.cancel_scope.cancel()
 
 
 async def _run_tasks(
@@ -381,7 +441,6 @@ async def _run_tasks(
     control_sock: trio.socket.SocketType,
     task_status: trio.TaskStatus[Daemon],
     shutdown_trigger: trio.Event | None,
-    handle_signals: bool,
     helper: StoreHelper,
 ) -> None:
     ctx = daemon.ingest
@@ -393,7 +452,7 @@ async def _run_tasks(
         sc = daemon.config.store
         housekeeper = Housekeeper(
             daemon.store,
-            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes),
+            RetentionPolicy(sc.max_age, sc.max_bytes, sc.keep_free_bytes, sc.pressure_min_age),
             daemon.quota_for,
             daemon.pipeline,
             ctx.file_daemon_record,
@@ -430,8 +489,6 @@ async def _run_tasks(
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
                 daemon.task_nursery = front
-                if handle_signals:
-                    await front.start(_serve_signals, daemon)
                 if daemon.operators is not None:  # last: READY=1 to systemd
                     await front.start(serve_operators, daemon, daemon.operators)
                 ctx.file_daemon_record(
@@ -445,11 +502,12 @@ async def _run_tasks(
                 task_status.started(daemon)
                 await daemon.shutdown.wait()
                 log.info("stopping", pid=daemon.pid)
+                helper.hurry()  # a compression in progress may not hold the shutdown up
                 front.cancel_scope.cancel()
             # not accepting any more: stop new clients from queueing on the backlog
             ingest_sock.close()
             ctx.stop_receiving()
-            drain = daemon.config.daemon.shutdown_timeout or DRAIN_DEADLINE
+            drain = _drain_deadline(daemon)
             handlers.cancel_scope.deadline = trio.current_time() + drain
         file_suppressed(ctx, ctx.suppression.flush())
         daemon.pipeline.close()
@@ -463,13 +521,43 @@ async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:
 
 
 async def _serve_signals(
-    daemon: Daemon, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    daemon: Daemon,
+    signals: AsyncIterator[int],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        task_status.started()
-        async for signum in signals:
-            if signum == signal.SIGHUP:
+    """SIGHUP reloads; the first SIGTERM/SIGINT shuts down, a third forces the exit."""
+    task_status.started()
+    stops = 0
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            if not daemon.shutdown.is_set():
                 daemon.request_reload()
-                continue
-            log.info("signal", signal=signal.Signals(signum).name)
+            continue
+        stops += 1
+        if stops == 1:
+            log.info("signal", signal=name)
             daemon.shutdown.set()
+            _force_exit_after(SHUTDOWN_DEADLINE + _drain_deadline(daemon), daemon.pid)
+        elif stops < FORCE_AFTER_SIGNALS:
+            log.warning("shutdown_in_progress", signal=name, hint="a third signal forces exit")
+        else:
+            _force_exit(f"signal {name} during shutdown", daemon.pid)
+
+
+def _drain_deadline(daemon: Daemon) -> float:
+    return daemon.config.daemon.shutdown_timeout or DRAIN_DEADLINE
+
+
+def _force_exit(why: str, pid: int) -> None:
+    """End the process now: what is on disk stays, the next start recovers as after a crash."""
+    log.error("shutdown_forced", pid=pid, reason=why)
+    os._exit(EXIT_FORCED)
+
+
+def _force_exit_after(seconds: float, pid: int) -> None:
+    """Arm a timer (a thread: it fires even if the event loop is stuck) that forces the exit."""
+    timer = threading.Timer(seconds, _force_exit, (f"shutdown took over {seconds:g} s", pid))
+    timer.daemon = True  # a shutdown that finishes in time exits with it
+    timer.start()

@@ -10,6 +10,21 @@ is being written). A helper that died (killed, out of memory) is noticed by
 the next request, which fails; the request after it starts a new helper,
 at most once per ``RESTART_DELAY``. While no helper runs, the callers fall
 back to their worker threads (``Housekeeper``, ``_Writer``).
+
+Fencing (issue 15): every request has a deadline (``SYNC_DEADLINE`` for syncs
+and spare files, ``COMPRESS_DEADLINE`` for a compression, lowered to the
+former once a shutdown begins: :meth:`StoreHelper.hurry`). A helper that
+does not answer in time is hung (stopped, or stuck in the kernel): it is
+killed, the request fails over to the worker threads like one to a dead
+helper, and a new helper starts after ``RESTART_DELAY``; so acks and the
+shutdown never wait on a helper for longer than a deadline. The helper is
+given our pid and watches it through a pidfd: when the daemon dies, it exits
+at once, whatever it was doing (each of its steps is crash-safe). A helper
+that outlives its daemon anyway (it was stopped) cannot harm the next one:
+compression claims its file and writes under a name of its own
+(``store/_compress.py``). ``PR_SET_PDEATHSIG`` is not used: it fires when the
+*thread* that spawned the helper ends, and trio spawns from a worker thread
+that ends when idle.
 """
 
 from __future__ import annotations
@@ -31,7 +46,14 @@ from trio_logd.errors import UnsafeLogDir
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.helper import MAX_FDS, MAX_MESSAGE, MAX_SPARES
 
-__all__ = ["HELPER_NICE", "RESTART_DELAY", "HelperUnavailable", "StoreHelper"]
+__all__ = [
+    "COMPRESS_DEADLINE",
+    "HELPER_NICE",
+    "RESTART_DELAY",
+    "SYNC_DEADLINE",
+    "HelperUnavailable",
+    "StoreHelper",
+]
 
 log = structlog.get_logger("trio_logd.helper")
 
@@ -39,6 +61,13 @@ log = structlog.get_logger("trio_logd.helper")
 HELPER_NICE: Final = 10
 #: A helper that died is started again at most this often (seconds).
 RESTART_DELAY: Final = 5.0
+#: A sync or a request for spare files that gets no reply this long means a
+#: hung helper (an fdatasync of a round on a loaded disk takes milliseconds to
+#: a second or two; acknowledgements wait for it).
+SYNC_DEADLINE: Final = 5.0
+#: A compression gets longer: one file of up to ``max_file_bytes`` at a low
+#: CPU priority (16 MiB: ~0.1 s zstd, ~0.5 s gzip on an idle core).
+COMPRESS_DEADLINE: Final = 60.0
 _FD_SIZE: Final = array.array("i").itemsize
 #: The lanes, in the order of the helper's arguments (``store/helper.py``).
 _COMPRESS, _SPARES, _SYNC = range(3)
@@ -66,10 +95,29 @@ class StoreHelper:
     Args:
         nice: the helper's nice value.
         command: the helper's argv before its fds (tests replace it).
+        sync_deadline: seconds a sync or spares request may take.
+        compress_deadline: seconds a compression may take.
     """
 
-    def __init__(self, *, nice: int = HELPER_NICE, command: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        nice: int = HELPER_NICE,
+        command: list[str] | None = None,
+        sync_deadline: float = SYNC_DEADLINE,
+        compress_deadline: float = COMPRESS_DEADLINE,
+    ) -> None:
         self.nice = nice
+        self.sync_deadline = sync_deadline
+        self._deadlines = {
+            _COMPRESS: compress_deadline,
+            _SPARES: sync_deadline,
+            _SYNC: sync_deadline,
+        }
+        #: requests waiting for a reply now (their deadlines; ``hurry`` lowers them)
+        self._waiting: set[trio.CancelScope] = set()
+        #: helpers killed for missing a deadline, since start
+        self.hung = 0
         self.command = command or [sys.executable, "-m", "trio_logd.store.helper"]
         self.pid: int | None = None
         self.starts = 0
@@ -87,7 +135,7 @@ class StoreHelper:
 
     def status(self) -> dict[str, Any]:
         """For ``trio-logd status``: the helper's pid (``None`` while none runs), its starts."""
-        return {"pid": self.pid if self.running else None, "starts": self.starts}
+        return {"pid": self.pid if self.running else None, "starts": self.starts, "hung": self.hung}
 
     async def start(self) -> bool:
         """Start the helper if none runs (and the restart delay allows); True if one runs."""
@@ -116,7 +164,7 @@ class StoreHelper:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         try:
             proc = await trio.lowlevel.open_process(
-                [*self.command, *map(str, theirs), str(self.nice)],
+                [*self.command, *map(str, theirs), str(self.nice), str(os.getpid())],
                 pass_fds=theirs,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -139,19 +187,32 @@ class StoreHelper:
         log.info("helper_started", pid=proc.pid, starts=self.starts)
         return True
 
-    def _failed(self, why: str) -> None:
-        if self._lanes is None:
+    def _failed(self, why: str, proc: trio.Process | None, *, hung: bool = False) -> None:
+        """Helper *proc* failed (or hung): kill it, stop using it. Later helpers are not touched."""
+        if self._lanes is None or proc is not self._proc:
             return
         for lane in self._lanes:
             lane.sock.close()
         self._lanes = None
         if self._proc is not None:
             code = self._proc.poll()
-            log.error("helper_lost", pid=self.pid, returncode=code, error=why)
+            if hung:
+                self.hung += 1
+                log.error("helper_hung", pid=self.pid, error=why, action="killed")
+            else:
+                log.error("helper_lost", pid=self.pid, returncode=code, error=why)
             if code is None:
-                self._proc.kill()
+                self._proc.kill()  # SIGKILL: a stopped helper dies too
                 self._dead.append(self._proc)  # reaped by a later start() or aclose()
         self._proc = None
+
+    def hurry(self) -> None:
+        """A shutdown began: no request may wait longer than ``sync_deadline`` from now."""
+        for i in self._deadlines:
+            self._deadlines[i] = min(self._deadlines[i], self.sync_deadline)
+        latest = trio.current_time() + self.sync_deadline
+        for scope in self._waiting:
+            scope.deadline = min(scope.deadline, latest)
 
     async def _call(
         self, which: int, fds_out: list[int], req: dict[str, Any], nfds: int = 0
@@ -159,24 +220,34 @@ class StoreHelper:
         if not await self.start() or self._lanes is None:
             why = "no helper process"
             raise HelperUnavailable(why)
-        lane = self._lanes[which]
+        lane, proc = self._lanes[which], self._proc
         payload = orjson.dumps(req)
         fds = array.array("i", fds_out)
-        with trio.CancelScope(shield=True):  # a request that started finishes
+        deadline = self._deadlines[which]
+        with trio.CancelScope(shield=True):  # a request that started finishes, or times out
             async with lane.lock:
-                try:
-                    await lane.sock.sendmsg(
-                        [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
-                    )
-                    msg, anc, _flags, _addr = await lane.sock.recvmsg(
-                        MAX_MESSAGE,
-                        socket.CMSG_SPACE(max(nfds, 1) * _FD_SIZE),
-                        socket.MSG_CMSG_CLOEXEC,
-                    )
-                except (OSError, trio.ClosedResourceError) as exc:
-                    self._failed(str(exc))
-                    why = f"helper process: {exc}"
-                    raise HelperUnavailable(why) from exc
+                with trio.move_on_after(deadline) as timer:
+                    self._waiting.add(timer)
+                    try:
+                        await lane.sock.sendmsg(
+                            [payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
+                        )
+                        msg, anc, _flags, _addr = await lane.sock.recvmsg(
+                            MAX_MESSAGE,
+                            socket.CMSG_SPACE(max(nfds, 1) * _FD_SIZE),
+                            socket.MSG_CMSG_CLOEXEC,
+                        )
+                    except (OSError, trio.ClosedResourceError) as exc:
+                        self._failed(str(exc), proc)
+                        why = f"helper process: {exc}"
+                        raise HelperUnavailable(why) from exc
+                    finally:
+                        self._waiting.discard(timer)
+                if timer.cancelled_caught:
+                    why = f"no reply within {deadline:g} s"
+                    self._failed(why, proc, hung=True)
+                    why = f"helper process: {why}"
+                    raise HelperUnavailable(why)
         got = array.array("i")
         for level, kind, data in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -184,7 +255,7 @@ class StoreHelper:
         if not msg:
             for fd in got:
                 os.close(fd)
-            self._failed("end of file")
+            self._failed("end of file", proc)
             why = "helper process exited"
             raise HelperUnavailable(why)
         return orjson.loads(msg), list(got)
@@ -240,8 +311,14 @@ class StoreHelper:
                 raise err
 
     async def aclose(self) -> None:
-        """Close the lanes (the helper exits after its requests in progress) and reap it."""
+        """Close the lanes (the helper exits after its requests in progress) and reap it.
+
+        Bounded: a request in progress ends by its deadline (:meth:`hurry` is
+        called first), and a helper that has not exited ``sync_deadline``
+        seconds after its lanes closed is killed.
+        """
         self._closed = True
+        self.hurry()
         proc = self._proc
         if self._lanes is not None:
             for lane in self._lanes:
@@ -254,10 +331,11 @@ class StoreHelper:
                 await dead.wait()  # killed: exits at once
         self._dead = []
         if proc is not None:
-            with trio.move_on_after(10) as scope:
+            with trio.move_on_after(self.sync_deadline) as scope:
                 scope.shield = True
                 await proc.wait()
             if proc.returncode is None:
+                log.error("helper_hung", pid=proc.pid, error="did not exit", action="killed")
                 proc.kill()
                 with trio.CancelScope(shield=True):
                     await proc.wait()

@@ -278,11 +278,30 @@ class Housekeeper:
             free is not None and keep_free > 0 and free < 2 * keep_free
         )
         if plan.delete:
-            freed = store.delete(plan.delete)
+            freed = store.delete(plan.delete, plan.rules)
             log.info(
                 "retention_deleted",
                 files=len(plan.delete),
                 bytes=freed,
                 uids=sorted({f.uid for f in plan.delete}),
+                rules=sorted(set(plan.rules)),
             )
+        self._hold(plan.held, plan.held_rule)
         return rotations
+
+    def _hold(self, held: int, rule: str) -> None:
+        """Refuse new records while pressure wants *held* bytes only young files hold."""
+        if held <= 0:
+            if self.store.held is not None:
+                log.warning("store_pressure_released")
+                self.store.hold(None)
+            return
+        key = "max_bytes" if rule == "max_bytes" else "keep_free_bytes"
+        why = (
+            f"[store] {key}: {held} bytes short, and every file that pressure could delete "
+            f"is younger than pressure_min_age ({self.policy.pressure_min_age:g} s)"
+        )
+        if self.store.held is None:
+            hint = "free space on the file system of log_dir, or give it one of its own"
+            log.error("store_pressure_held", short_bytes=held, rule=rule, hint=hint)
+        self.store.hold(why)

@@ -34,8 +34,10 @@ Lines of a chain file, one JSON object each:
   its block was written: the chain vouches for it from then on only);
 * the seal, last line of a rotated file's chain:
   ``{"seal":{"file":NAME,"first_seq":..,"last_seq":..,"records":N,"bytes":B,"hash":HEX}}``;
-* a deletion mark: ``{"deleted":{"file":NAME,...the file's seal...}}``,
-  written into the uid's current chain before retention removes a file.
+* a deletion mark: ``{"deleted":{"file":NAME,...the file's seal...},"rule":RULE}``,
+  written into the uid's current chain before retention removes a file;
+  ``rule`` is the retention rule that chose it (``age``, ``quota``,
+  ``max_bytes``, ``keep_free``; absent in marks of earlier versions).
 
 The chain files are not synced per round: what a crash takes from one is
 rebuilt at start from the record file (blocks marked ``"r"``). A sealed
@@ -204,6 +206,7 @@ class ChainFile:
         blocks: the blocks, in order.
         seal: the seal, if the file was rotated.
         deleted: deletion marks written into it.
+        rules: the rule of each deletion mark that names one, by file name.
         problems: lines that could not be read (line number, why).
         torn: the last line had no LF (a crash while writing it): ignored.
     """
@@ -214,6 +217,7 @@ class ChainFile:
     blocks: list[Block] = field(default_factory=list)
     seal: Seal | None = None
     deleted: list[Seal] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)
     problems: list[tuple[int, str]] = field(default_factory=list)
     torn: bool = False
 
@@ -286,7 +290,10 @@ def parse_chain(data: bytes) -> ChainFile:
             elif "seal" in obj:
                 out.seal = Seal.from_dict(obj["seal"])
             elif "deleted" in obj:
-                out.deleted.append(_prev_seal(obj["deleted"]) or Seal("", 0, 0, 0, 0, ""))
+                gone = _prev_seal(obj["deleted"]) or Seal("", 0, 0, 0, 0, "")
+                out.deleted.append(gone)
+                if isinstance(rule := obj.get("rule"), str):
+                    out.rules[gone.file] = rule
             else:
                 msg = "not a chain entry"
                 raise ValueError(msg)
@@ -327,10 +334,14 @@ def block_line(
     return orjson.dumps(obj) + b"\n"
 
 
-def deletion_line(seal: Seal) -> bytes:
-    """A deletion mark: the removed file's seal (or just its name, when it had no chain)."""
+def deletion_line(seal: Seal, rule: str | None = None) -> bytes:
+    """A deletion mark: the removed file's seal (or just its name, when it had no chain),
+    and the retention rule that removed it."""
     obj = seal.as_dict() if seal.hash else {"file": seal.file, "hash": None}
-    return orjson.dumps({"deleted": obj}) + b"\n"
+    mark: dict[str, Any] = {"deleted": obj}
+    if rule is not None:
+        mark["rule"] = rule
+    return orjson.dumps(mark) + b"\n"
 
 
 class ChainWriter:
@@ -504,7 +515,11 @@ class ChainWriter:
             return
         self.size = self._unsealed
 
-    def mark_deleted(self, seals: Sequence[Seal]) -> int:
-        """Write deletion marks for files retention is about to remove. Returns bytes written."""
-        data = b"".join(map(deletion_line, seals))
+    def mark_deleted(self, seals: Sequence[tuple[Seal, str | None]]) -> int:
+        """Write deletion marks (seal, rule) for files retention is about to remove.
+
+        Returns:
+            The bytes written.
+        """
+        data = b"".join(deletion_line(seal, rule) for seal, rule in seals)
         return len(data) if data and self._write(data) else 0

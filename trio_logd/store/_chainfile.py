@@ -169,7 +169,7 @@ def _rebuilt(cf: ChainFile, uid: int, size: int) -> bytes:
         out.append(
             block_line(b.n, seqs, b.end, bytes.fromhex(b.hash), b.checks, recovered=b.recovered)
         )
-    out.extend(deletion_line(s) for s in cf.deleted)
+    out.extend(deletion_line(s, cf.rules.get(s.file)) for s in cf.deleted)
     return b"".join(out)
 
 

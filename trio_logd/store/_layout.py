@@ -47,9 +47,10 @@ DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 #: Suffixes of compressed rotated files, by ``[store] compress`` value.
 COMPRESSED_SUFFIXES: Final = {"gzip": ".gz", "zstd": ".zst"}
-#: A file being compressed is written as ``<final name>.tmp`` and renamed into
-#: place only once complete (and synced, per policy): a ``.tmp`` is never read
-#: and is removed at start.
+#: A file being compressed is written as ``<final name>.<pid>.tmp`` (the
+#: compressing process's pid: see ``_compress``) and renamed into place only
+#: once complete (and synced, per policy): a ``.tmp`` is never read and is
+#: removed at start.
 TMP_SUFFIX: Final = ".tmp"
 #: A torn last line cut off ``current.jsonl`` at start is kept aside as
 #: ``torn-<microseconds>.partial``: evidence, never parsed as a record.

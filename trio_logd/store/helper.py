@@ -16,9 +16,11 @@ sync), and each hand-over stalled the event loop.
 Compression runs at a lower CPU priority (``nice``, per thread on Linux;
 the other lanes are waited for, and take little CPU). The helper ignores
 ``SIGINT``, ``SIGTERM`` and ``SIGHUP`` (a request in progress finishes) and
-exits when the daemon closes its sockets, or dies: a lane that reads
-end-of-file ends. It opens nothing by name outside the directories it is
-handed.
+exits when the daemon closes its sockets (a lane that reads end-of-file
+ends), or at once when the daemon dies, whatever it is doing: a thread
+watches the daemon through a pidfd (every step of its work is crash-safe,
+and a new daemon's helper must not find this one at work). It opens nothing
+by name outside the directories it is handed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import array
 import contextlib
 import os
+import select
 import signal
 import socket
 import sys
@@ -143,11 +146,36 @@ def serve_lane(sock: socket.socket, handle: Handler) -> None:
                 os.close(fd)
 
 
+#: Without a pidfd (kernels before 5.3), how often the parent is looked at.
+_PARENT_POLL: Final = 0.5
+
+
+def watch_daemon(pid: int) -> None:
+    """Exit this process at once when process *pid*, our parent (the daemon), is gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        fd = -1
+    if os.getppid() != pid:  # it died before we looked (our parent is now init)
+        os._exit(0)
+    if fd >= 0:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
+    else:
+        while os.getppid() == pid:
+            threading.Event().wait(_PARENT_POLL)
+    os._exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m trio_logd.store.helper COMPRESS_FD SPARES_FD SYNC_FD [NICE]``."""
+    """``python -m trio_logd.store.helper COMPRESS_FD SPARES_FD SYNC_FD [NICE [DAEMON_PID]]``."""
     args = sys.argv[1:] if argv is None else argv
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
+    if len(args) > 4:
+        threading.Thread(target=watch_daemon, args=(int(args[4]),), daemon=True).start()
     compress, spares, sync = (socket.socket(fileno=int(a)) for a in args[:3])
     for sock, handler in ((spares, _one_dir(spares_request)), (sync, sync_request)):
         threading.Thread(target=serve_lane, args=(sock, handler), daemon=True).start()

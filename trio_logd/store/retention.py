@@ -20,7 +20,16 @@ and touches no file; the store carries the plan out. The rules, in order:
    its files as long as anyone is larger. ``on_quota = "drop"`` uids are
    exempt here too (they are bounded by their quota). When the largest
    ``rotate`` uid has nothing left but its current file, that file is
-   rotated.
+   rotated. With ``pressure_min_age`` (the default), pressure never deletes
+   a file whose newest record is younger than that, and never rotates a
+   current file (its records are the newest): a file system filled from
+   outside must not wipe recent records. What pressure could not free for
+   that reason is the plan's ``held``: the store then refuses new records
+   (dropped and counted, reason ``disk``) until a later plan needs nothing.
+
+Each deletion carries the rule that chose it (``age``, ``quota``,
+``max_bytes``, ``keep_free``): the store records it with the deletion, and
+``logq --verify`` tells routine retention from pressure.
 
 One file is never deleted: a uid's newest rotated file while its current
 file is empty, because then it holds the uid's last ``seq`` (the store's
@@ -33,8 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["Plan", "RetentionPolicy", "StoredFile", "UidFiles", "plan_retention"]
+__all__ = ["RULES", "Plan", "RetentionPolicy", "StoredFile", "UidFiles", "plan_retention"]
+
+#: The rules that delete, as the store records them with each deletion.
+RULES: Final = ("age", "quota", "max_bytes", "keep_free")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +101,35 @@ class RetentionPolicy:
         max_age: seconds; ``0`` = keep regardless of age.
         max_bytes: all uids' files together.
         keep_free_bytes: free space to leave; ``0`` = no reserve.
+        pressure_min_age: seconds; ``max_bytes``/``keep_free_bytes`` never
+            delete a file with records younger than this; ``0`` = no floor.
     """
 
     max_age: float
     max_bytes: int
     keep_free_bytes: int
+    pressure_min_age: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """What to do: delete these files (in order), rotate these uids' current files."""
+    """What to do: delete these files (in order), rotate these uids' current files.
+
+    Attributes:
+        delete: the files to delete, in order.
+        rotate: the uids whose current file to rotate.
+        rules: for each file of *delete*, the rule that chose it (:data:`RULES`).
+        held: bytes that ``max_bytes``/``keep_free_bytes`` still want freed but
+            that only files younger than ``pressure_min_age`` hold: refuse
+            new records while it is not 0.
+        held_rule: the rule that is held (``max_bytes`` or ``keep_free``; ``""``).
+    """
 
     delete: tuple[StoredFile, ...] = ()
     rotate: tuple[int, ...] = ()
+    rules: tuple[str, ...] = ()
+    held: int = 0
+    held_rule: str = ""
 
 
 class _Uid:
@@ -152,18 +181,20 @@ def plan_retention(
     """
     state = [_Uid(u, *quota_for(u.uid)) for u in uids]
     delete: list[StoredFile] = []
+    rules: list[str] = []
     rotate: list[int] = []
 
-    def drop(u: _Uid, f: StoredFile) -> None:
+    def drop(u: _Uid, f: StoredFile, rule: str) -> None:
         u.remove(f)
         delete.append(f)
+        rules.append(rule)
 
     # 1. age
     if policy.max_age > 0:
         cutoff = now - policy.max_age
         for u in state:
             for f in [f for f in u.deletable() if f.newest < cutoff]:
-                drop(u, f)
+                drop(u, f, "age")
 
     # 2. per-uid quota
     for u in state:
@@ -172,25 +203,34 @@ def plan_retention(
         for f in list(u.deletable()):
             if u.usage <= u.quota:
                 break
-            drop(u, f)
+            drop(u, f, "quota")
         if u.current > u.quota:
             rotate.append(u.uid)
 
     # 3. global pressure: one file at a time from the largest user
     total = sum(u.usage for u in state)
     need = total - policy.max_bytes
+    rule = "max_bytes"
     if free_bytes is not None and policy.keep_free_bytes > 0:
-        need = max(need, policy.keep_free_bytes - free_bytes)
+        short = policy.keep_free_bytes - free_bytes
+        if short > need:
+            need, rule = short, "keep_free"
+    floor = now - policy.pressure_min_age if policy.pressure_min_age > 0 else None
+    held = False
     candidates = [u for u in state if u.policy == "rotate"]
     while need > 0 and candidates:
         u = min(candidates, key=lambda c: (-c.usage, c.uid))
         files = u.deletable()
-        if files:
+        if files and (floor is None or files[0].newest < floor):
             need -= files[0].size
-            drop(u, files[0])
+            drop(u, files[0], rule)
             continue
         candidates.remove(u)
-        if u.current > 0 and u.uid not in rotate:
+        if floor is not None:  # younger files, or only the current one: all kept
+            held = held or bool(files) or u.current > 0
+        elif u.current > 0 and u.uid not in rotate:
             rotate.append(u.uid)
             need -= u.current  # deleted by a later plan, once rotated
-    return Plan(tuple(delete), tuple(rotate))
+    if held and need > 0:
+        return Plan(tuple(delete), tuple(rotate), tuple(rules), need, rule)
+    return Plan(tuple(delete), tuple(rotate), tuple(rules))

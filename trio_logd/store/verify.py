@@ -122,6 +122,24 @@ class Report:
         return [f for f in self.findings if f.problem]
 
 
+#: How a deletion mark's rule reads (``retention.RULES``): routine retention
+#: apart from disk pressure, which may come from outside the store.
+_DELETED_BY: Final = {
+    "age": "deleted by retention: max_age",
+    "quota": "deleted by retention: the uid's quota_bytes",
+    "max_bytes": "deleted under disk pressure: max_bytes (all uids together)",
+    "keep_free": "deleted under disk pressure: keep_free_bytes (the file system was short "
+    "of free space)",
+}
+
+
+def _deleted(rule: str | None) -> str:
+    """What deleted a file, from its deletion mark's rule (none in marks of older versions)."""
+    if rule is None:
+        return "deleted by retention"
+    return _DELETED_BY.get(rule, f"deleted by retention (rule {rule!r})")
+
+
 def _seqs(first: int | None, last: int | None) -> str:
     if first is None:
         return ""
@@ -154,6 +172,8 @@ class _Uid:
         self.dir = directory
         self.uid = uid
         self.findings: list[Finding] = []
+        #: the rule of each deletion mark found, by file name
+        self.rules: dict[str, str] = {}
 
     def say(
         self,
@@ -479,6 +499,7 @@ class _Uid:
         for f in files:
             if f.chain is not None:
                 marks.update((s.file, s) for s in f.chain.deleted)
+                self.rules.update(f.chain.rules)
         present = {f.name for f in files}
         chained = [i for i, f in enumerate(files) if f.chain is not None]
         first_chained = chained[0] if chained else len(files)
@@ -505,8 +526,8 @@ class _Uid:
                 continue
             if record_file in marks:
                 self.say(
-                    name, "deleted", f"{record_file} was deleted by retention; its chain is "
-                    "left over (a deletion was interrupted)", problem=False,
+                    name, "deleted", f"{record_file} was {_deleted(self.rules.get(record_file))}; "
+                    "its chain is left over (a deletion was interrupted)", problem=False,
                 )  # fmt: skip
             else:
                 span = _layout.RotatedName.parse(record_file)
@@ -583,8 +604,8 @@ class _Uid:
         mark = marks.get(prev.file)
         if mark is not None:
             self.say(
-                prev.file, "deleted", "deleted by retention (recorded)", problem=False,
-                first=first, last=last,
+                prev.file, "deleted", f"{_deleted(self.rules.get(prev.file))} (recorded)",
+                problem=False, first=first, last=last,
             )  # fmt: skip
         elif not prev.hash and before is None:
             self.say(

@@ -50,7 +50,7 @@ from trio_logd.errors import DiskFull, ReadOnlyStore, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
-from trio_logd.store import _compress, _layout, _recover
+from trio_logd.store import _compress, _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
@@ -234,6 +234,8 @@ class StoreWriter:
         #: uid directories refused at open (unsafe): uid -> reason
         self.refused: dict[int, str] = {}
         self._root: int | None = None
+        #: the store's lock (``_owner``), held from open() to close()
+        self._lock_fd = -1
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
         self._rotations: list[Rotation] = []
@@ -255,6 +257,8 @@ class StoreWriter:
         #: called (any thread) when a dup for a sync, a compression or spare
         #: files found the process out of descriptors (the work waits or is done in place)
         self.on_fd_shortage: Callable[[], None] = lambda: None
+        #: why appends are refused (:meth:`hold`); ``None``: they are not
+        self.held: str | None = None
 
     # -- start-up ---------------------------------------------------------
 
@@ -267,9 +271,16 @@ class StoreWriter:
 
         Raises:
             UnsafeLogDir: ``log_dir`` itself is unsafe.
+            StoreInUse: another daemon holds ``log_dir``; nothing was opened.
             StoreError: ``log_dir`` cannot be read.
         """
-        self._root = _layout.open_log_dir(self.log_dir)
+        root = _layout.open_log_dir(self.log_dir)
+        try:  # before anything in the store is opened or repaired: one owner
+            self._lock_fd = _owner.lock_log_dir(root, self.log_dir)
+        except BaseException:
+            os.close(root)
+            raise
+        self._root = root
         try:
             names = os.listdir(self._root)
         except OSError as exc:
@@ -562,6 +573,10 @@ class StoreWriter:
         """
         if not lines:
             return
+        if self.held is not None:  # pressure that may not delete young records: drop new ones
+            full = DiskFull(f"writing uid {uid}: {self.held}")
+            full.written = 0  # type: ignore[attr-defined]
+            raise full
         with self._lock:
             self._done = 0
             uf = self._files.get(uid)
@@ -1025,8 +1040,11 @@ class StoreWriter:
                 out.append(UidFiles(uid, uf.size, tuple(files), beside))
             return out
 
-    def delete(self, files: Sequence[StoredFile]) -> int:
+    def delete(self, files: Sequence[StoredFile], rules: Sequence[str] = ()) -> int:
         """Delete files chosen by retention; return the bytes freed.
+
+        *rules* names, file by file, the retention rule that chose each
+        (``Plan.rules``); it goes into the deletion mark.
 
         A file already gone (or renamed by compression since the snapshot)
         is looked up by its seq range; the current file is never deleted.
@@ -1036,7 +1054,7 @@ class StoreWriter:
         """
         freed = 0
         with self._lock:
-            self._mark_deleted(files)
+            self._mark_deleted(files, rules)
             for f in files:
                 uf = self._files.get(f.uid)
                 if uf is None:
@@ -1075,18 +1093,19 @@ class StoreWriter:
                             _layout.fsync_dir(uf.dir_fd)
         return freed
 
-    def _mark_deleted(self, files: Sequence[StoredFile]) -> None:
+    def _mark_deleted(self, files: Sequence[StoredFile], rules: Sequence[str]) -> None:
         """Mark the rotated files about to be deleted in their uid's current chain (synced)."""
-        by_uid: dict[int, list[Seal]] = {}
-        for f in files:
+        by_uid: dict[int, list[tuple[Seal, str | None]]] = {}
+        for i, f in enumerate(files):
             uf = self._files.get(f.uid)
             parsed = RotatedName.parse(f.name)
             if uf is None or uf.chain is None or parsed is None or parsed.key not in uf.rotated:
                 continue
             name = parsed.with_suffix("").format()
             seal = read_seal(uf.dir_fd, name) if parsed.key in uf.chains else None
+            rule = rules[i] if i < len(rules) else None
             by_uid.setdefault(f.uid, []).append(
-                seal or Seal(name, parsed.first_seq, parsed.last_seq, 0, 0, "")
+                (seal or Seal(name, parsed.first_seq, parsed.last_seq, 0, 0, ""), rule)
             )
         for uid, seals in by_uid.items():
             uf = self._files[uid]
@@ -1104,6 +1123,15 @@ class StoreWriter:
                     chained = uf.chain.flush()
                     if chained:
                         self.ledger.add(uf.uid, chained)
+
+    def hold(self, why: str | None) -> None:
+        """Refuse every append with ``DiskFull(why)`` from now on (``None``: write again).
+
+        The housekeeper holds the store while ``max_bytes``/``keep_free_bytes``
+        pressure may not delete what it would need to (``pressure_min_age``):
+        new records are then dropped and counted like on a full disk.
+        """
+        self.held = why
 
     def free_bytes(self) -> int:
         """Free bytes on the file system of ``log_dir`` (for unprivileged users, as df shows).
@@ -1286,3 +1314,6 @@ class StoreWriter:
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
+                if self._lock_fd >= 0:  # last: the store is closed, another may own it
+                    os.close(self._lock_fd)
+                    self._lock_fd = -1
