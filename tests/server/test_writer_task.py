@@ -15,19 +15,31 @@ from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
+from trio_logd.server._ingest import IngestContext
 from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
 
 class FlakyStore(StoreWriter):
-    """A real store whose appends for the uids in ``full`` fail as on a full disk."""
+    """A real store whose appends for the uids in ``full`` fail as on a full disk.
+
+    While any uid is ``full`` the file system reports no room (as a full one
+    does), unless ``room`` says otherwise.
+    """
 
     def __init__(self, log_dir: str, **kw: object) -> None:
         super().__init__(log_dir, **kw)  # type: ignore[arg-type]
         self.full: set[int] = set()
         self.attempts: dict[int, int] = {}
+        self.room: int | None = None
+
+    def writable_bytes(self) -> int:
+        if self.room is not None:
+            return self.room
+        return 0 if self.full else super().writable_bytes()
 
     def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
         self.attempts[uid] = self.attempts.get(uid, 0) + 1
@@ -77,6 +89,26 @@ async def test_a_failing_uid_cools_down_while_others_write(
     assert dict(tracker.dropped(5)) == {"disk": 5}
 
 
+async def test_a_record_sent_once_room_is_back_is_written_within_the_cool_down(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Space back during a cool-down (fstatvfs says so): the next record is written at once."""
+    store, tracker, p, w = full_disk(tmp_path)
+    submit(p, 5, lines(1, 3))
+    await w.run_round()
+    store.room = 1 << 20  # a full disk that says it has room again: not trusted yet...
+    submit(p, 5, lines(4, 4))
+    await w.run_round()
+    assert (store.attempts[5], tracker.pending(5, "disk")) == (2, 4)
+    store.full.clear()  # ...space is really back
+    store.room = (1 << 20) + 4096
+    submit(p, 5, lines(5, 5))
+    await w.run_round()
+    assert (store.attempts[5], w.failing, tracker.pending(5, "disk")) == (3, {}, 4)
+    store.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [5]
+
+
 async def test_cool_down_doubles_up_to_its_maximum(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -94,20 +126,42 @@ async def test_cool_down_doubles_up_to_its_maximum(
     assert store.attempts == {5: 6}
 
 
-async def test_an_unwritable_suppressed_record_goes_back_to_the_tracker(
+async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A `suppressed` record meeting the full disk is not counted as a drop; its count returns."""
+    """A `suppressed` record meeting the full disk: not a drop, count back, its seq unused."""
     store, tracker, p, w = full_disk(tmp_path)
-    stamp = Stamp(PeerCred(os.getpid(), 5, 0))
+    ctx = IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker)
+    reports = DropReports(ctx)
     submit(p, 5, lines(1, 2))
-    submit(p, 5, [daemon_record_line(0.0, 3, stamp, "suppressed", count=40, reason="rate")])
+    tracker.note_drop(5, "rate", 40, trio.current_time())
+    reports.file(tracker.flush())  # seq 3, behind the two records
+    assert p.state(5).last_seq == 3
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (2, 40)
-    assert dict(tracker.dropped(5)) == {"disk": 2}
-    # due at once, to be filed as soon as the disk takes writes again
-    due = tracker.due(trio.current_time())
-    assert [(s.uid, s.reason, s.count) for s in due] == [(5, "rate", 40)]
+    assert dict(tracker.dropped(5)) == {"disk": 2, "rate": 40}
+    assert p.state(5).last_seq == 2  # nothing numbered after it: seq 3 is given back
+    assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
+    # while uid 5 is failing its reports are held back: no seq spent on them
+    reports.file(tracker.due(trio.current_time()))
+    assert (p.state(5).last_seq, p.state(5).pending_bytes) == (2, 0)
+    assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
+    store.close()
+
+
+async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A failed `suppressed` record with records numbered after it: its seq counts as a drop."""
+    store, tracker, p, w = full_disk(tmp_path)
+    ctx = IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker)
+    reports = DropReports(ctx)
+    tracker.note_drop(5, "rate", 7, trio.current_time())
+    reports.file(tracker.flush())  # seq 1
+    submit(p, 5, lines(2, 3))
+    await w.run_round()
+    assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (3, 7)
+    assert p.state(5).last_seq == 3  # gap 1..3 == 3 counted for disk
     store.close()
 
 
@@ -145,12 +199,12 @@ async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> Non
 
 async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> None:
     """fsync = batch: a written batch is acknowledged by the sync after it, not by the write."""
-    for policy, acked_after_write in (("batch", []), ("never", [True])):
+    for policy, acked_after_write in (("batch", []), ("never", [2])):
         store = StoreWriter(str(tmp_path / policy), fsync=policy)
         store.open()
         p = Pipeline(store.last_seq)
         w = _Writer(p, store, SuppressionTracker(), None, None)
-        acks: list[bool] = []
+        acks: list[int] = []
         st = p.state(5)
         st.next_seqs(2)
         items = lines(1, 2)
@@ -158,5 +212,5 @@ async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> Non
         await w.run_round()
         assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
         await w.sync_now()
-        assert acks == [True]
+        assert acks == [2]
         store.close()

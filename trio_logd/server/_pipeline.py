@@ -42,9 +42,10 @@ class Batch:
     lines: list[bytes]
     nbytes: int
     last_seq: int
-    #: called by the writer once the batch is stored (and synced per policy),
-    #: with ``True``, or with ``False`` when it could not be written.
-    on_stored: Callable[[bool], None] | None = None
+    #: called by the writer once the batch is settled, with how many of its
+    #: first lines were stored (and synced per policy): ``len(lines)`` when
+    #: all, ``0`` when none; the others were dropped (reason ``disk``).
+    on_stored: Callable[[int], None] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +54,16 @@ class UidState:
 
     uid: int
     last_seq: int
+    #: the store did not know the uid's ``seq`` high-water mark when the uid
+    #: was first seen (its directory could not be read): records are numbered
+    #: from 0 meanwhile and dropped; once the writer learns the mark, numbering
+    #: jumps past it (``renumber``)
+    provisional: bool = False
+    #: batches whose ``last_seq`` is at most this were numbered before a jump:
+    #: the writer drops them (counted) without writing
+    stale_upto: int = 0
+    #: the writer's last write for this uid failed (it is cooling down)
+    failing: bool = False
     pending: deque[Batch] = field(default_factory=deque)
     pending_bytes: int = 0
     room: trio.Event | None = None
@@ -68,6 +79,22 @@ class UidState:
         self.last_seq += n
         return first
 
+    def renumber(self, mark: int, first: int) -> int:
+        """Numbering continues past the store's *mark*; seqs *first*.. so far are stale.
+
+        Everything numbered from *first* up to now is dropped by the writer
+        (``stale_upto``); the next record gets ``mark`` plus that many plus
+        one, so the gap after *mark* is exactly the records dropped. Sync.
+
+        Returns:
+            How many records were numbered stale.
+        """
+        stale = max(self.last_seq - first + 1, 0)
+        self.stale_upto = self.last_seq
+        self.last_seq = max(mark + stale, self.last_seq)
+        self.provisional = False
+        return stale
+
     async def wait_for_room(self, limit: int = UID_PENDING_BYTES) -> None:
         """Wait while this uid's queue is deeper than *limit* bytes."""
         while self.pending_bytes > limit:
@@ -81,11 +108,14 @@ class Pipeline:
 
     Args:
         last_seq: where a uid's numbering continues (the store's view after
-            recovery); called once per uid, the first time it is seen.
+            recovery); called once per uid, the first time it is seen;
+            ``None``: not known yet (the uid starts ``provisional``).
         round_bytes: per-uid share of one writer round.
     """
 
-    def __init__(self, last_seq: Callable[[int], int], *, round_bytes: int = ROUND_BYTES) -> None:
+    def __init__(
+        self, last_seq: Callable[[int], int | None], *, round_bytes: int = ROUND_BYTES
+    ) -> None:
         self._last_seq = last_seq
         self.round_bytes = round_bytes
         self.uids: dict[int, UidState] = {}
@@ -102,7 +132,8 @@ class Pipeline:
         """Return (creating on first use) the state of *uid*."""
         st = self.uids.get(uid)
         if st is None:
-            st = self.uids[uid] = UidState(uid=uid, last_seq=self._last_seq(uid))
+            mark = self._last_seq(uid)
+            st = self.uids[uid] = UidState(uid, mark or 0, provisional=mark is None)
         return st
 
     def submit(self, st: UidState, batch: Batch) -> None:

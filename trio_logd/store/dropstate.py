@@ -1,0 +1,145 @@
+"""A uid's unreported drop counts, kept on disk without needing free space (sync).
+
+How this works: records dropped for a uid are counted in memory and reported
+by a ``suppressed`` record some seconds later. When the disk is full that
+record cannot be written, and a restart would forget the counts. So each uid
+has a file ``log_dir/.drops/<uid>`` (:data:`DROPS_DIR`; not a uid directory,
+so the store's readers pass it by) of :data:`FILE_BYTES` bytes, written whole
+(real bytes, not a hole) when the uid is registered, while there is room.
+Later the counts are only ever *overwritten in place*, inside blocks the file
+already owns, so saving them needs no free space on the file systems the
+daemon runs on (ext4, xfs, tmpfs; a copy-on-write file system such as btrfs
+or zfs may still refuse: then the counts stay in memory only, as before).
+
+The file has two slots of :data:`SLOT_BYTES`; each save goes to the slot the
+newest one is not in, with a generation number and a CRC-32, so a write cut
+short by a crash leaves the other slot intact: reading takes the valid slot
+with the highest generation. A slot holds one JSON object ``{"gen": N,
+"counts": {"disk": 12, ...}}`` (reason -> records not reported yet).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from collections.abc import Mapping
+from typing import Final
+
+import orjson
+
+from trio_logd.store import _layout
+
+__all__ = [
+    "DROPS_DIR",
+    "FILE_BYTES",
+    "SLOT_BYTES",
+    "decode_slot",
+    "encode_slot",
+    "make_drop_file",
+    "read_drop_file",
+    "write_drop_file",
+]
+
+#: The directory of these files under ``log_dir`` (not all digits: no uid's).
+DROPS_DIR: Final = ".drops"
+#: One slot: a few reasons with 20-digit counts take under 200 bytes.
+SLOT_BYTES: Final = 2048
+#: Two slots; one page of the page cache, one block of ext4.
+FILE_BYTES: Final = 2 * SLOT_BYTES
+
+
+def encode_slot(gen: int, counts: Mapping[str, int]) -> bytes:
+    """One slot's bytes: ``CRC32HEX JSON\\n`` padded with spaces to :data:`SLOT_BYTES`.
+
+    Raises:
+        ValueError: the counts do not fit in a slot.
+    """
+    body = orjson.dumps({"gen": gen, "counts": dict(counts)}, option=orjson.OPT_SORT_KEYS)
+    line = b"%08x %s\n" % (zlib.crc32(body), body)
+    if len(line) > SLOT_BYTES:
+        msg = f"drop counts of {len(line)} bytes do not fit a slot of {SLOT_BYTES}"
+        raise ValueError(msg)
+    return line.ljust(SLOT_BYTES, b" ")
+
+
+def decode_slot(data: bytes) -> tuple[int, dict[str, int]] | None:
+    """``(gen, counts)`` of one slot, or ``None`` when it is empty, torn or damaged."""
+    line, _, _ = data.partition(b"\n")
+    crc, _, body = line.partition(b" ")
+    if len(crc) != 8 or not body:
+        return None
+    try:
+        if int(crc, 16) != zlib.crc32(body):
+            return None
+        obj = orjson.loads(body)
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("gen"), int):
+        return None
+    raw = obj.get("counts")
+    if not isinstance(raw, dict):
+        return None
+    counts = {str(k): v for k, v in raw.items() if isinstance(v, int) and v > 0}
+    return obj["gen"], counts
+
+
+def make_drop_file(dir_fd: int, name: str, *, what: str) -> int:
+    """Make the file *name* in *dir_fd*, full size, unless it is there; return its generation.
+
+    Raises:
+        OSError: it could not be made (no space: the next registration tries
+            again) or read; ``UnsafeLogDir`` for a symlink or a file not ours.
+    """
+    fd = _layout.open_file(dir_fd, name, os.O_RDWR | os.O_CREAT, what=what)
+    try:
+        if os.fstat(fd).st_size < FILE_BYTES:  # new, or cut short while being made
+            os.pwrite(fd, encode_slot(0, {}) * 2, 0)
+            return 0
+        return _newest(os.pread(fd, FILE_BYTES, 0))[0]
+    finally:
+        os.close(fd)
+
+
+def _newest(data: bytes) -> tuple[int, dict[str, int]]:
+    best: tuple[int, dict[str, int]] = (0, {})
+    for at in (0, SLOT_BYTES):
+        slot = decode_slot(data[at : at + SLOT_BYTES])
+        if slot is not None and slot[0] >= best[0]:
+            best = slot
+    return best
+
+
+def read_drop_file(dir_fd: int, name: str, *, what: str) -> tuple[int, dict[str, int]]:
+    """``(generation, counts)`` of the newest valid slot; ``(0, {})`` when none is valid.
+
+    Raises:
+        OSError: the file is missing or could not be read.
+    """
+    fd = _layout.open_file(dir_fd, name, os.O_RDONLY, what=what)
+    try:
+        return _newest(os.pread(fd, FILE_BYTES, 0))
+    finally:
+        os.close(fd)
+
+
+def write_drop_file(
+    dir_fd: int, name: str, gen: int, counts: Mapping[str, int], *, sync: bool, what: str
+) -> None:
+    """Overwrite the slot of generation *gen* (the one after the newest) in place.
+
+    Raises:
+        OSError: the file is missing, or the write (or the sync) failed; the
+            other slot is intact.
+    """
+    data = encode_slot(gen, {k: v for k, v in counts.items() if v > 0})
+    fd = _layout.open_file(dir_fd, name, os.O_WRONLY, what=what)
+    try:
+        if os.fstat(fd).st_size < FILE_BYTES:
+            msg = f"{what}: shorter than {FILE_BYTES} bytes: not overwritten"
+            raise OSError(errno.EIO, msg)
+        os.pwrite(fd, data, (gen % 2) * SLOT_BYTES)
+        if sync:
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
