@@ -10,7 +10,7 @@ import orjson
 import trio
 import trio.testing
 
-from tests.store._lines import lines
+from tests.store._lines import line, lines
 from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
@@ -135,7 +135,7 @@ async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
     reports = DropReports(ctx)
     submit(p, 5, lines(1, 2))
     tracker.note_drop(5, "rate", 40, trio.current_time())
-    reports.file(tracker.flush())  # seq 3, behind the two records
+    reports.file(tracker.flush(), trio.current_time())  # seq 3, behind the two records
     assert p.state(5).last_seq == 3
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (2, 40)
@@ -143,7 +143,7 @@ async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
     assert p.state(5).last_seq == 2  # nothing numbered after it: seq 3 is given back
     assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
     # while uid 5 is failing its reports are held back: no seq spent on them
-    reports.file(tracker.due(trio.current_time()))
+    reports.file(tracker.due(trio.current_time()), trio.current_time())
     assert (p.state(5).last_seq, p.state(5).pending_bytes) == (2, 0)
     assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
     store.close()
@@ -157,7 +157,7 @@ async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted
     ctx = IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker)
     reports = DropReports(ctx)
     tracker.note_drop(5, "rate", 7, trio.current_time())
-    reports.file(tracker.flush())  # seq 1
+    reports.file(tracker.flush(), trio.current_time())  # seq 1
     submit(p, 5, lines(2, 3))
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (3, 7)
@@ -214,3 +214,39 @@ async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> Non
         await w.sync_now()
         assert acks == [2]
         store.close()
+
+
+async def test_a_uid_whose_mark_was_unknown_is_numbered_past_it_before_any_write(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unreadable at start, readable later: queued records move past the mark; gap == drops."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log_dir = tmp_path / "log"
+    log_dir.mkdir(mode=0o700)
+    (log_dir / "5").symlink_to(elsewhere)  # refused at start: no mark for uid 5
+    store = StoreWriter(str(log_dir))
+    store.open()
+    tracker = SuppressionTracker()
+    p = Pipeline(store.last_seq)
+    w = _Writer(p, store, tracker, None, None)
+    assert (store.last_seq(5), p.state(5).provisional) == (None, True)
+    submit(p, 5, lines(1, 3))
+    await w.run_round()  # still unreadable: dropped, counted
+    assert (tracker.pending(5, "disk"), p.state(5).failing) == (3, True)
+    (log_dir / "5").unlink()  # the operator puts the real directory back: seq 1..10
+    old = StoreWriter(str(log_dir))
+    old.open()
+    old.append(5, lines(1, 10), 10)
+    old.close()
+    await trio.sleep(COOLDOWN_MIN)
+    submit(p, 5, lines(4, 5))
+    await w.run_round()  # the mark is read; nothing written yet, numbered 14, 15
+    assert (p.state(5).last_seq, p.state(5).provisional, p.state(5).failing) == (15, False, False)
+    await w.run_round()
+    submit(p, 5, [line(16)])
+    await w.run_round()
+    store.close()
+    seqs = [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)]
+    assert seqs == [*range(1, 11), 14, 15, 16]  # 11..13: the 3 counted drops
+    assert dict(tracker.dropped(5)) == {"disk": 3}

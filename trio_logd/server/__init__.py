@@ -441,7 +441,7 @@ async def _run_tasks(
             ctx.stop_receiving()
             drain = daemon.config.daemon.shutdown_timeout or DRAIN_DEADLINE
             handlers.cancel_scope.deadline = trio.current_time() + drain
-        reports.file(ctx.suppression.flush())
+        reports.file(ctx.suppression.flush(), trio.current_time())
         daemon.pipeline.close()
         if daemon.forward is not None:
             daemon.forward.stop()  # drains what was sent; the rest waits in the store

@@ -56,14 +56,13 @@ class UidState:
     last_seq: int
     #: the store did not know the uid's ``seq`` high-water mark when the uid
     #: was first seen (its directory could not be read): records are numbered
-    #: from 0 meanwhile and dropped; once the writer learns the mark, numbering
-    #: jumps past it (``renumber``)
+    #: from 0 meanwhile and not written; once the writer learns the mark, what
+    #: is queued is numbered again past it (``renumber``)
     provisional: bool = False
-    #: batches whose ``last_seq`` is at most this were numbered before a jump:
-    #: the writer drops them (counted) without writing
-    stale_upto: int = 0
-    #: the writer's last write for this uid failed (it is cooling down)
+    #: the writer's last write for this uid failed; it does not try again
+    #: before ``retry_at`` (trio time) unless the disk reports room
     failing: bool = False
+    retry_at: float = 0.0
     pending: deque[Batch] = field(default_factory=deque)
     pending_bytes: int = 0
     room: trio.Event | None = None
@@ -80,20 +79,21 @@ class UidState:
         return first
 
     def renumber(self, mark: int, first: int) -> int:
-        """Numbering continues past the store's *mark*; seqs *first*.. so far are stale.
+        """Seqs from *first* on were given without knowing the store's *mark*: move them past it.
 
-        Everything numbered from *first* up to now is dropped by the writer
-        (``stale_upto``); the next record gets ``mark`` plus that many plus
-        one, so the gap after *mark* is exactly the records dropped. Sync.
+        Every seq given from *first* up to now moves by the returned offset, so
+        *first* becomes ``mark + 1``; the caller renumbers the lines still
+        queued (none of them is written yet). Records among them that were
+        dropped meanwhile keep their place as a gap, exactly as many as were
+        counted. Sync: no checkpoint.
 
         Returns:
-            How many records were numbered stale.
+            The offset (``mark - first + 1``, at least 0).
         """
-        stale = max(self.last_seq - first + 1, 0)
-        self.stale_upto = self.last_seq
-        self.last_seq = max(mark + stale, self.last_seq)
+        offset = max(mark - first + 1, 0)
+        self.last_seq += offset
         self.provisional = False
-        return stale
+        return offset
 
     async def wait_for_room(self, limit: int = UID_PENDING_BYTES) -> None:
         """Wait while this uid's queue is deeper than *limit* bytes."""
@@ -146,6 +146,18 @@ class Pipeline:
         st.pending.append(batch)
         st.pending_bytes += batch.nbytes
         self.pending_bytes += batch.nbytes
+        self._work.set()
+
+    def put_back(self, st: UidState, batches: list[Batch]) -> None:
+        """Queue *batches* (taken from *st* by :meth:`take_round`) again, first in line."""
+        if not batches:
+            return
+        if not st.pending and st not in self._ready:
+            self._ready.append(st)
+        st.pending.extendleft(reversed(batches))
+        n = sum(b.nbytes for b in batches)
+        st.pending_bytes += n
+        self.pending_bytes += n
         self._work.set()
 
     def close(self) -> None:

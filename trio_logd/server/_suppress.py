@@ -10,9 +10,12 @@ A count is *unreported* from its drop until the ``suppressed`` record that
 carries it is stored: while it waits in the tracker, and while its record is
 in flight (:class:`DropReports` follows each filed record through its
 batch's ``on_stored``). A record that is not stored gives its count back to
-the tracker, to be filed again. The reports of a uid whose writes are failing
-(``UidState.failing``), or whose ``seq`` mark is not known yet, are held back
-rather than filed: each failed attempt would cost a ``seq``. Once a second
+the tracker, to be filed again. The reports of a uid cooling down after a
+failed write (``UidState.failing``, until ``retry_at``), or whose ``seq``
+mark is not known yet, are held back rather than filed: an attempt then
+would fail. After the cool-down the report goes out (it is how a quiet uid
+finds that writing works again); should it fail, its ``seq`` is given back
+(``_writer_task``). Once a second
 (and at shutdown) the unreported counts of every uid whose counts changed are
 saved in ``log_dir/.drops/<uid>`` (``store/dropstate.py``: overwritten in place,
 so a full disk does not stop it), and the next start reads them back and
@@ -53,8 +56,8 @@ class DropReports:
         self.store = store
         #: counts of filed records not settled yet: (uid, reason) -> count
         self._inflight: dict[tuple[int, str], int] = {}
-        #: what each uid's file in log_dir/.drops holds now
-        self._saved: dict[int, dict[str, int]] = {}
+        #: what each uid's file in log_dir/.drops holds now: counts, seq
+        self._saved: dict[int, tuple[dict[str, int], int]] = {}
 
     def restore(self, counts: dict[int, dict[str, int]], now: float) -> int:
         """Take the counts the last run left unreported (``StoreWriter.load_drops``).
@@ -66,7 +69,7 @@ class DropReports:
         """
         total = 0
         for uid, by_reason in counts.items():
-            self._saved[uid] = dict(by_reason)
+            self._saved[uid] = (dict(by_reason), 0)
             items = [
                 Suppressed(uid, reason, n, now - SUPPRESSION_WINDOW, now)
                 for reason in DROP_REASONS
@@ -76,17 +79,22 @@ class DropReports:
             total += sum(s.count for s in items)
         return total
 
-    def _held(self, uid: int) -> bool:
+    def _held(self, uid: int, now: float) -> bool:
         st = self.ctx.pipeline.uids.get(uid)
-        return st is not None and (st.failing or st.provisional)
+        return st is not None and (st.provisional or (st.failing and now < st.retry_at))
 
-    def file(self, items: list[Suppressed]) -> None:
-        """File one ``suppressed`` record per item, or hold it back while its uid cannot write."""
-        held = [s for s in items if self._held(s.uid)]
+    def file(self, items: list[Suppressed], now: float) -> None:
+        """File one ``suppressed`` record per item, or hold it back while its uid cannot write.
+
+        Args:
+            items: the reports (``SuppressionTracker.due`` or ``flush``).
+            now: trio time.
+        """
+        held = [s for s in items if self._held(s.uid, now)]
         if held:
             self.tracker.requeue(held)
         for s in items:
-            if held and self._held(s.uid):
+            if held and self._held(s.uid, now):
                 continue
             key = (s.uid, s.reason)
             self._inflight[key] = self._inflight.get(key, 0) + s.count
@@ -128,13 +136,22 @@ class DropReports:
         if store is None:
             return
         now = self.unreported()
-        changed = {uid: c for uid, c in now.items() if self._saved.get(uid, {}) != c}
-        changed.update({uid: {} for uid, c in self._saved.items() if c and uid not in now})
+        # a uid with counts is saved whenever it numbered records since (the
+        # next run numbers on past them); one whose counts were reported, once
+        uids = self.ctx.pipeline.uids
+        changed: dict[int, tuple[dict[str, int], int]] = {}
+        for uid, counts in now.items():
+            seq = uids[uid].last_seq if uid in uids else 0
+            if self._saved.get(uid) != (counts, seq):
+                changed[uid] = (counts, seq)
+        for uid, (counts, seq) in self._saved.items():
+            if counts and uid not in now:
+                changed[uid] = ({}, uids[uid].last_seq if uid in uids else seq)
         if not changed:
             return
 
         def write() -> list[int]:
-            return [uid for uid, c in changed.items() if store.save_drops(uid, c)]
+            return [uid for uid, (c, seq) in changed.items() if store.save_drops(uid, c, seq)]
 
         for uid in await trio.to_thread.run_sync(write):
             self._saved[uid] = changed[uid]
@@ -149,7 +166,8 @@ async def serve_suppressions(
     task_status.started()
     while True:
         await trio.sleep(TICK)
-        due = reports.tracker.due(trio.current_time())
+        now = trio.current_time()
+        due = reports.tracker.due(now)
         if due:
-            reports.file(due)
+            reports.file(due, now)
         await reports.save()

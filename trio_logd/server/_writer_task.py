@@ -35,9 +35,9 @@ filed again) and its own ``seq`` is given back when nothing was numbered
 after it, or else counted with the drops it reports. A uid whose
 high-water mark the store did not know when it was first seen
 (``UidState.provisional``) has the mark read (``StoreWriter.establish``)
-before anything of it is written; what was numbered before is dropped and
-numbering jumps past the mark by as many (``UidState.renumber``): the gap
-is again exactly the loss.
+before anything of it is written; what is queued is then numbered again past
+the mark (``UidState.renumber``, ``_line.with_seq``) and written, and what
+was dropped before keeps its place as a gap: again exactly the loss.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store._line import daemon_event, line_seq
+from trio_logd.store._line import daemon_event, line_seq, with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
@@ -287,16 +287,6 @@ class _Writer:
         self.suppression.note_drop(st.uid, "disk", n, now)
         return n
 
-    def drop_stale(self, st: UidState, batches: list[Batch], now: float) -> list[Batch]:
-        """Drop (counted) the batches numbered before *st*'s last jump; return the rest."""
-        k = 0
-        while k < len(batches) and batches[k].last_seq <= st.stale_upto:
-            k += 1
-        if k:
-            self.drop(st, batches[:k], 0, now)
-            _settle(batches[:k], 0)
-        return batches[k:]
-
     def room(self) -> int:
         """Bytes the store's file system takes now (0 if it cannot say)."""
         try:
@@ -317,6 +307,7 @@ class _Writer:
             cd.retry_at = now + cd.delay
             cd.dropped += dropped
             log.debug("store_write_failed_again", uid=st.uid, records=dropped, error=str(error))
+        st.retry_at = cd.retry_at
         cd.disk_full = isinstance(error, DiskFull)
         cd.room_at_failure = self.room() if cd.disk_full else -1
         cd.need_at_failure = sum(b.nbytes for b in out.batches)
@@ -384,10 +375,6 @@ class _Writer:
         attempt: list[tuple[UidState, list[Batch]]] = []
         room: list[int] = []
         for st, batches in work:
-            if st.stale_upto:
-                batches = self.drop_stale(st, batches, now)
-                if not batches:
-                    continue
             cd = self.failing.get(st.uid)
             if cd is not None and self.cooling(cd, batches, now, room):
                 cd.dropped += self.drop(st, batches, 0, now)
@@ -402,7 +389,7 @@ class _Writer:
         for out in outcomes:
             st = out.state
             if out.mark is not None:
-                self.renumber(out, now)
+                self.renumber(out)
                 continue
             st.stored += out.written
             if out.error is None:
@@ -437,17 +424,24 @@ class _Writer:
             if self.housekeeper is not None:
                 self.housekeeper.wake()
 
-    def renumber(self, out: _Outcome, now: float) -> None:
-        """The store told *out*'s uid its high-water mark: drop what was numbered without it."""
+    def renumber(self, out: _Outcome) -> None:
+        """The store told *out*'s uid its high-water mark: number what is queued past it.
+
+        The round's batches (not written) go back to the front of the queue,
+        renumbered with the uid's waiting batches, and are written next round.
+        """
         st = out.state
         assert out.mark is not None
         first = 1
-        if isinstance(out.error, SeqConflict):  # numbered wrong from here on
-            first = line_seq(out.batches[0].lines[0]) or st.last_seq
-        stale = st.renumber(out.mark, first)
-        log.warning("seq_renumbered", uid=st.uid, mark=out.mark, stale=stale)
-        self.drop(st, out.batches, 0, now)
-        _settle(out.batches, 0)
+        if isinstance(out.error, SeqConflict):  # numbered wrong from this round on
+            first = line_seq(out.batches[0].lines[0]) or 1
+        offset = st.renumber(out.mark, first)
+        log.warning("seq_renumbered", uid=st.uid, mark=out.mark, offset=offset)
+        if offset:
+            for b in (*out.batches, *st.pending):
+                b.lines = [with_seq(line, (line_seq(line) or 0) + offset) for line in b.lines]
+                b.last_seq += offset
+        self.pipeline.put_back(st, out.batches)
         if out.error is None:
             self.recovered(st)
 

@@ -15,7 +15,10 @@ The file has two slots of :data:`SLOT_BYTES`; each save goes to the slot the
 newest one is not in, with a generation number and a CRC-32, so a write cut
 short by a crash leaves the other slot intact: reading takes the valid slot
 with the highest generation. A slot holds one JSON object ``{"gen": N,
-"counts": {"disk": 12, ...}}`` (reason -> records not reported yet).
+"counts": {"disk": 12, ...}, "seq": S}``: reason -> records not reported
+yet, and the last ``seq`` the daemon gave the uid's records (dropped ones
+included), so that the next run numbers on past the records it lost and the
+loss shows as a gap of exactly the count.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "DROPS_DIR",
     "FILE_BYTES",
     "SLOT_BYTES",
+    "DropState",
     "decode_slot",
     "encode_slot",
     "make_drop_file",
@@ -49,13 +53,15 @@ SLOT_BYTES: Final = 2048
 FILE_BYTES: Final = 2 * SLOT_BYTES
 
 
-def encode_slot(gen: int, counts: Mapping[str, int]) -> bytes:
+def encode_slot(gen: int, counts: Mapping[str, int], seq: int = 0) -> bytes:
     """One slot's bytes: ``CRC32HEX JSON\\n`` padded with spaces to :data:`SLOT_BYTES`.
 
     Raises:
         ValueError: the counts do not fit in a slot.
     """
-    body = orjson.dumps({"gen": gen, "counts": dict(counts)}, option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(
+        {"gen": gen, "counts": dict(counts), "seq": seq}, option=orjson.OPT_SORT_KEYS
+    )
     line = b"%08x %s\n" % (zlib.crc32(body), body)
     if len(line) > SLOT_BYTES:
         msg = f"drop counts of {len(line)} bytes do not fit a slot of {SLOT_BYTES}"
@@ -63,8 +69,11 @@ def encode_slot(gen: int, counts: Mapping[str, int]) -> bytes:
     return line.ljust(SLOT_BYTES, b" ")
 
 
-def decode_slot(data: bytes) -> tuple[int, dict[str, int]] | None:
-    """``(gen, counts)`` of one slot, or ``None`` when it is empty, torn or damaged."""
+DropState = tuple[int, dict[str, int], int]
+
+
+def decode_slot(data: bytes) -> DropState | None:
+    """``(gen, counts, seq)`` of one slot, or ``None`` when it is empty, torn or damaged."""
     line, _, _ = data.partition(b"\n")
     crc, _, body = line.partition(b" ")
     if len(crc) != 8 or not body:
@@ -81,7 +90,8 @@ def decode_slot(data: bytes) -> tuple[int, dict[str, int]] | None:
     if not isinstance(raw, dict):
         return None
     counts = {str(k): v for k, v in raw.items() if isinstance(v, int) and v > 0}
-    return obj["gen"], counts
+    seq = obj.get("seq", 0)
+    return obj["gen"], counts, seq if isinstance(seq, int) and seq > 0 else 0
 
 
 def make_drop_file(dir_fd: int, name: str, *, what: str) -> int:
@@ -101,8 +111,8 @@ def make_drop_file(dir_fd: int, name: str, *, what: str) -> int:
         os.close(fd)
 
 
-def _newest(data: bytes) -> tuple[int, dict[str, int]]:
-    best: tuple[int, dict[str, int]] = (0, {})
+def _newest(data: bytes) -> DropState:
+    best: DropState = (0, {}, 0)
     for at in (0, SLOT_BYTES):
         slot = decode_slot(data[at : at + SLOT_BYTES])
         if slot is not None and slot[0] >= best[0]:
@@ -110,8 +120,8 @@ def _newest(data: bytes) -> tuple[int, dict[str, int]]:
     return best
 
 
-def read_drop_file(dir_fd: int, name: str, *, what: str) -> tuple[int, dict[str, int]]:
-    """``(generation, counts)`` of the newest valid slot; ``(0, {})`` when none is valid.
+def read_drop_file(dir_fd: int, name: str, *, what: str) -> DropState:
+    """``(generation, counts, seq)`` of the newest valid slot; ``(0, {}, 0)`` when none is.
 
     Raises:
         OSError: the file is missing or could not be read.
@@ -124,7 +134,14 @@ def read_drop_file(dir_fd: int, name: str, *, what: str) -> tuple[int, dict[str,
 
 
 def write_drop_file(
-    dir_fd: int, name: str, gen: int, counts: Mapping[str, int], *, sync: bool, what: str
+    dir_fd: int,
+    name: str,
+    gen: int,
+    counts: Mapping[str, int],
+    seq: int,
+    *,
+    sync: bool,
+    what: str,
 ) -> None:
     """Overwrite the slot of generation *gen* (the one after the newest) in place.
 
@@ -132,7 +149,7 @@ def write_drop_file(
         OSError: the file is missing, or the write (or the sync) failed; the
             other slot is intact.
     """
-    data = encode_slot(gen, {k: v for k, v in counts.items() if v > 0})
+    data = encode_slot(gen, {k: v for k, v in counts.items() if v > 0}, seq)
     fd = _layout.open_file(dir_fd, name, os.O_WRONLY, what=what)
     try:
         if os.fstat(fd).st_size < FILE_BYTES:

@@ -182,6 +182,9 @@ class UidFile:
     drops_gen: int | None = None
     #: when an append may next try to make a missing chain (``time.monotonic``)
     chain_retry_at: float = 0.0
+    #: the last seq the previous run gave out (dropped records included), from
+    #: ``log_dir/.drops/<uid>``: numbering goes on past it (``last_seq``)
+    numbered: int = 0
 
 
 @functools.lru_cache(maxsize=8192)
@@ -620,7 +623,7 @@ class StoreWriter:
         """
         uf = self._files.get(uid)
         if uf is not None:
-            return uf.last_seq
+            return max(uf.last_seq, uf.numbered)
         return None if uid in self.refused else 0
 
     def establish(self, uid: int) -> int:
@@ -637,12 +640,15 @@ class StoreWriter:
                     uf = self._open_uid(uid, create=True)
                 except OSError as exc:
                     raise _store_error(exc, f"uid directory {uid}") from exc
-            return uf.last_seq
+            return max(uf.last_seq, uf.numbered)
 
     # -- unreported drop counts (``dropstate``) ------------------------------
 
     def load_drops(self) -> dict[int, dict[str, int]]:
         """The drop counts left unreported by the last run, per uid (call after :meth:`open`).
+
+        The last ``seq`` that run gave each uid is taken too: :meth:`last_seq`
+        goes on past it, so the records it lost stay a gap.
 
         Raises:
             Nothing: a file that cannot be read is logged and skipped.
@@ -653,7 +659,7 @@ class StoreWriter:
                 if uf.drops_gen is None or self._drops_dir is None:
                     continue
                 try:
-                    uf.drops_gen, counts = read_drop_file(
+                    uf.drops_gen, counts, seq = read_drop_file(
                         self._drops_dir, str(uid), what=self._drops_what(uf)
                     )
                 except (OSError, UnsafeLogDir) as exc:
@@ -661,10 +667,13 @@ class StoreWriter:
                     continue
                 if counts:
                     out[uid] = counts
+                    uf.numbered = max(uf.numbered, seq)
         return out
 
-    def save_drops(self, uid: int, counts: dict[str, int]) -> bool:
-        """Keep *uid*'s unreported drop counts (reason -> records) in its ``log_dir/.drops/<uid>``.
+    def save_drops(self, uid: int, counts: dict[str, int], seq: int) -> bool:
+        """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
+
+        *seq* is the last ``seq`` given to the uid's records, dropped ones included.
 
         Overwrites the file in place: no free space needed once it exists.
 
@@ -686,6 +695,7 @@ class StoreWriter:
                     str(uid),
                     gen,
                     counts,
+                    seq,
                     sync=self.fsync != "never",
                     what=self._drops_what(uf),
                 )
