@@ -103,14 +103,19 @@ class Accounting:
         return sum(1 for a, b in itertools.pairwise(self.seqs) if b <= a)
 
 
+def disk_reported(recs: list[dict[str, Any]]) -> int:
+    """The sum of ``count`` of the ``suppressed`` records with reason ``disk`` among *recs*."""
+    return sum(
+        int(r["count"]) for r in recs if r.get("event") == "suppressed" and r["reason"] == "disk"
+    )
+
+
 def account(d: DaemonProcess, uid: int) -> Accounting:
     """Read *uid*'s records from disk (the daemon stopped) and count what the tests assert."""
     recs = d.records(uid)
     seqs = [r["seq"] for r in recs]
     gaps = sum(b - a - 1 for a, b in itertools.pairwise(seqs) if b > a + 1)
-    reported = sum(
-        r["count"] for r in recs if r.get("event") == "suppressed" and r["reason"] == "disk"
-    )
+    reported = disk_reported(recs)
     msgs = {r["msg"] for r in recs if "event" not in r and "msg" in r}
     return Accounting(seqs, gaps, reported, msgs, recs)
 
@@ -119,13 +124,7 @@ def wait_reported(d: DaemonProcess, uid: int, count: int, timeout: float = 20.0)
     """Poll until *uid*'s ``suppressed`` records with reason ``disk`` count *count* in all."""
 
     def enough() -> bool:
-        recs = d.records(uid)
-        return (
-            sum(
-                r["count"] for r in recs if r.get("event") == "suppressed" and r["reason"] == "disk"
-            )
-            >= count
-        )
+        return disk_reported(d.records(uid)) >= count
 
     try:
         poll(enough, timeout=timeout, interval=0.1)

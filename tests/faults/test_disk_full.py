@@ -41,23 +41,34 @@ def test_a_start_on_a_full_disk_continues_seq_from_the_newest_rotated_file(
     assert store.rotate(ME, "size") is not None
     store.close()
     small_fs.fill()
-    with d:
-        during = AckedSender(d.socket)
-        during.send([f"during-{i}" for i in range(5)])
-        during.settle()
-        small_fs.free()
-        after = AckedSender(d.socket)
-        after.send([f"after-{i}" for i in range(20)])
-        after.settle()
-        assert (len(during.lost()), after.lost()) == (5, set())
-        wait_reported(d, ME, 1)  # the drops: the `started` record and the 5 above
-        during.close()
-        after.close()
+    after = _start_full_then_free(small_fs, d, during=5, after=20, reported=6)
     acc = account(d, ME)
     assert acc.seqs[:50] == list(range(1, 51))
     assert acc.reused == 0
     assert after.stored() <= acc.msgs
     assert acc.gaps == acc.disk_reported == 6
+    assert after.stored() <= logq_messages(d, ME)
+    assert verify_problems(d) == []
+
+
+def test_a_uid_unreadable_at_start_is_written_only_past_its_mark(small_fs: SmallFs) -> None:
+    """A torn tail that a full disk keeps from being set aside: no mark, nothing written;
+    space freed: the records queue past the mark, the gap is the counted loss."""
+    d = daemon_on(small_fs)
+    store = StoreWriter(str(d.log_dir))
+    store.open()
+    store.append(ME, lines(1, 40), 40)
+    store.close()
+    with open(d.log_dir / str(ME) / "current.jsonl", "ab") as f:
+        f.write(b'{"ts":"2026-11-27T20:47:40.000000Z","seq":41,"ui')  # kill -9 mid-write
+    small_fs.fill()
+    after = _start_full_then_free(small_fs, d, during=3, after=5, reported=4)
+    acc = account(d, ME)
+    assert acc.seqs[:40] == list(range(1, 41))
+    assert [r["seq"] for r in acc.records if r.get("msg", "").startswith("after-")] == [
+        45, 46, 47, 48, 49,
+    ]  # fmt: skip
+    assert (acc.reused, acc.gaps, acc.disk_reported) == (0, 4, 4)
     assert after.stored() <= logq_messages(d, ME)
     assert verify_problems(d) == []
 
@@ -160,6 +171,26 @@ def test_a_uid_first_seen_during_an_outage_numbers_from_1_and_gets_its_chain(
     assert (acc.reused, acc.seqs[0] - 1, acc.gaps, acc.disk_reported) == (0, 2, 0, 2)
     assert (d.log_dir / str(other) / "current.chain").exists()
     assert verify_problems(d) == []
+
+
+def _start_full_then_free(
+    fs: SmallFs, d: DaemonProcess, *, during: int, after: int, reported: int
+) -> AckedSender:
+    """Start *d* on the full *fs*; send *during* records (all dropped), free the space, send
+    *after* (all stored); wait until *reported* drops (theirs and `started`) are reported."""
+    with d:
+        first = AckedSender(d.socket)
+        first.send([f"during-{i}" for i in range(during)])
+        first.settle()
+        fs.free()
+        then = AckedSender(d.socket)
+        then.send([f"after-{i}" for i in range(after)])
+        then.settle()
+        assert (len(first.lost()), then.lost()) == (during, set())
+        wait_reported(d, ME, reported)
+        first.close()
+        then.close()
+    return then
 
 
 def _free_uid() -> int:

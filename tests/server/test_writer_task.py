@@ -96,17 +96,20 @@ async def test_a_record_sent_once_room_is_back_is_written_within_the_cool_down(
     store, tracker, p, w = full_disk(tmp_path)
     submit(p, 5, lines(1, 3))
     await w.run_round()
-    store.room = 1 << 20  # a full disk that says it has room again: not trusted yet...
+    store.room = 1 << 20  # room reported: tried at once, but the write fails again...
     submit(p, 5, lines(4, 4))
     await w.run_round()
     assert (store.attempts[5], tracker.pending(5, "disk")) == (2, 4)
-    store.full.clear()  # ...space is really back
-    store.room = (1 << 20) + 4096
-    submit(p, 5, lines(5, 5))
+    submit(p, 5, lines(5, 5))  # ...the very room it failed with: not tried before the cool-down
     await w.run_round()
-    assert (store.attempts[5], w.failing, tracker.pending(5, "disk")) == (3, {}, 4)
+    assert (store.attempts[5], tracker.pending(5, "disk")) == (2, 5)
+    store.full.clear()  # space is really back
+    store.room = (1 << 20) + 4096
+    submit(p, 5, lines(6, 6))
+    await w.run_round()
+    assert (store.attempts[5], w.failing, tracker.pending(5, "disk")) == (3, {}, 5)
     store.close()
-    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [5]
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [6]
 
 
 async def test_cool_down_doubles_up_to_its_maximum(

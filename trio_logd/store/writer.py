@@ -1279,11 +1279,7 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        assert self._root is not None, "StoreWriter.open() first"
-        try:
-            st = os.fstatvfs(self._root)
-        except OSError as exc:
-            raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
+        st = self._statvfs()
         return st.f_bavail * st.f_frsize
 
     def writable_bytes(self) -> int:
@@ -1296,14 +1292,17 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        assert self._root is not None, "StoreWriter.open() first"
-        try:
-            st = os.fstatvfs(self._root)
-        except OSError as exc:
-            raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
+        st = self._statvfs()
         if st.f_flag & os.ST_RDONLY:
             return 0
         return (st.f_bfree if self._euid == 0 else st.f_bavail) * st.f_frsize
+
+    def _statvfs(self) -> os.statvfs_result:
+        assert self._root is not None, "StoreWriter.open() first"
+        try:
+            return os.fstatvfs(self._root)
+        except OSError as exc:
+            raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
 
     # -- syncing, figures, closing -------------------------------------------
 
