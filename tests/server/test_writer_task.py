@@ -253,3 +253,24 @@ async def test_a_uid_whose_mark_was_unknown_is_numbered_past_it_before_any_write
     seqs = [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)]
     assert seqs == [*range(1, 11), 14, 15, 16]  # 11..13: the 3 counted drops
     assert dict(tracker.dropped(5)) == {"disk": 3}
+
+
+async def test_a_provisional_uid_without_records_keeps_its_numbering(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unreadable at start, found empty later: numbering from 1 stands, nothing renumbered."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir(mode=0o700)
+    (log_dir / "5").symlink_to(tmp_path)
+    store = StoreWriter(str(log_dir))
+    store.open()
+    p = Pipeline(store.last_seq)
+    w = _Writer(p, store, SuppressionTracker(), None, None)
+    (log_dir / "5").unlink()
+    submit(p, 5, lines(1, 2))
+    await w.run_round()
+    assert p.state(5).provisional is False
+    submit(p, 5, lines(3, 3))
+    await w.run_round()
+    store.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)] == [1, 2, 3]

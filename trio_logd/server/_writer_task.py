@@ -98,7 +98,8 @@ class _Outcome:
     error: StoreError | None = None
     written: int = 0
     #: the store's high-water mark, when the lines were numbered without it
-    #: (a provisional uid, or ``SeqConflict``): numbering must jump past it
+    #: (a provisional uid, or ``SeqConflict``): numbering must move past it
+    #: (0: a provisional uid without records, whose numbering stands)
     mark: int | None = None
 
 
@@ -128,9 +129,8 @@ def _write_round(
         out = _Outcome(st, batches, len(lines))
         try:
             if st.provisional:
-                mark = store.establish(st.uid)
-                if mark:  # numbered from 0 without knowing it: none of it may be written
-                    out.mark = mark
+                out.mark = store.establish(st.uid)
+                if out.mark:  # numbered from 0 without knowing it: none of it may be written
                     outcomes.append(out)
                     continue
             store.append(st.uid, lines, batches[-1].last_seq)
@@ -388,9 +388,11 @@ class _Writer:
         hooks = self.pipeline.written_hooks
         for out in outcomes:
             st = out.state
-            if out.mark is not None:
+            if out.mark:
                 self.renumber(out)
                 continue
+            if out.mark == 0:  # the uid had no records: its numbering from 0 was right
+                st.provisional = False
             st.stored += out.written
             if out.error is None:
                 self.recovered(st)
