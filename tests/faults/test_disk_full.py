@@ -12,6 +12,7 @@ import os
 import pwd
 
 import orjson
+import pytest
 
 from tests._daemon import DaemonProcess, run_as
 from tests.faults._store import (
@@ -150,11 +151,13 @@ def test_acks_are_exact_for_a_batch_cut_short_by_the_full_disk(small_fs: SmallFs
     assert verify_problems(d) == []
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["", "restarted-during-the-outage"])
 def test_a_uid_first_seen_during_an_outage_numbers_from_1_and_gets_its_chain(
-    small_fs: SmallFs,
+    small_fs: SmallFs, restart: bool
 ) -> None:
-    """A new uid's first records meet the full disk: seq 1, 2 are the counted drops, its first
-    record stored is seq 3, and its hash chain exists as soon as writing works."""
+    """A new uid's first records meet the full disk: seq 1, 2 are the counted drops (also
+    across a restart: its count waits in a file made at start), its first record stored is
+    seq 3, and its hash chain exists as soon as writing works."""
     other = _free_uid()
     d = daemon_on(small_fs)
     with d:
@@ -162,10 +165,13 @@ def test_a_uid_first_seen_during_an_outage_numbers_from_1_and_gets_its_chain(
         small_fs.fill()
         s.exhaust()
         assert _send_as(d, other, ["first", "second"]) == (set(), {"first", "second"})
+        s.close()
+        if restart:
+            d.stop()
+            d.start()
         small_fs.free()
         assert _send_as(d, other, ["third"]) == ({"third"}, set())
         wait_reported(d, other, 2)
-        s.close()
     acc = account(d, other)
     assert [(r["seq"], r.get("msg")) for r in acc.records if "event" not in r] == [(3, "third")]
     assert (acc.reused, acc.seqs[0] - 1, acc.gaps, acc.disk_reported) == (0, 2, 0, 2)

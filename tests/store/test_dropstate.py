@@ -10,10 +10,13 @@ import pytest
 from trio_logd.store.dropstate import (
     FILE_BYTES,
     SLOT_BYTES,
+    SPARES,
     decode_slot,
     encode_slot,
     make_drop_file,
+    make_spares,
     read_drop_file,
+    take_spare,
     write_drop_file,
 )
 
@@ -55,5 +58,20 @@ def test_a_write_torn_in_its_slot_leaves_the_previous_generation(tmp_path: Path)
         assert read_drop_file(d, "5", what="5") == (1, {"disk": 4}, 10)
         assert (tmp_path / "5").stat().st_size == FILE_BYTES
         assert make_drop_file(d, "5", what="5") == 1  # made already: kept as it is
+    finally:
+        os.close(d)
+
+
+def test_a_spare_made_at_start_becomes_a_uid_file_by_a_rename(tmp_path: Path) -> None:
+    """Spares are made up to SPARES; taking one renames it (no data block needed)."""
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        spares = make_spares(d, what="drops")
+        assert len(spares) == SPARES
+        assert make_spares(d, what="drops") == sorted(spares)  # made once
+        assert take_spare(d, spares, "61000")
+        assert len(spares) == SPARES - 1
+        assert read_drop_file(d, "61000", what="61000") == (0, {}, 0)
+        assert not take_spare(d, [], "61001")
     finally:
         os.close(d)

@@ -23,6 +23,7 @@ loss shows as a gap of exactly the count.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import zlib
@@ -37,16 +38,23 @@ __all__ = [
     "DROPS_DIR",
     "FILE_BYTES",
     "SLOT_BYTES",
+    "SPARES",
     "DropState",
     "decode_slot",
     "encode_slot",
     "make_drop_file",
+    "make_spares",
     "read_drop_file",
+    "take_spare",
     "write_drop_file",
 ]
 
 #: The directory of these files under ``log_dir`` (not all digits: no uid's).
 DROPS_DIR: Final = ".drops"
+#: Files made ahead (``spare-N``, while there is room at start): a uid first
+#: registered on a full disk takes one by a rename, which needs no data block.
+SPARES: Final = 16
+SPARE_PREFIX: Final = "spare-"
 #: One slot: a few reasons with 20-digit counts take under 200 bytes.
 SLOT_BYTES: Final = 2048
 #: Two slots; one page of the page cache, one block of ext4.
@@ -160,3 +168,38 @@ def write_drop_file(
             os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def make_spares(dir_fd: int, *, what: str) -> list[str]:
+    """Make spare files in *dir_fd* up to :data:`SPARES` (as far as room allows); list them.
+
+    Raises:
+        OSError: the directory could not be listed.
+    """
+    have = sorted(n for n in os.listdir(dir_fd) if n.startswith(SPARE_PREFIX))
+    for i in range(SPARES):
+        name = f"{SPARE_PREFIX}{i}"
+        if name in have:
+            continue
+        try:
+            make_drop_file(dir_fd, name, what=f"{what}/{name}")
+        except OSError:
+            with contextlib.suppress(OSError):  # half made: not a spare
+                os.unlink(name, dir_fd=dir_fd)
+            break
+        have.append(name)
+    return have
+
+
+def take_spare(dir_fd: int, spares: list[str], name: str) -> bool:
+    """Rename one of *spares* (taken off the list) to *name*; whether one was there."""
+    while spares:
+        spare = spares.pop()
+        try:
+            os.rename(spare, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return False
+        return True
+    return False

@@ -65,7 +65,9 @@ from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store.dropstate import (
     DROPS_DIR,
     make_drop_file,
+    make_spares,
     read_drop_file,
+    take_spare,
     write_drop_file,
 )
 from trio_logd.store.retention import StoredFile, UidFiles
@@ -259,6 +261,8 @@ class StoreWriter:
         self._root: int | None = None
         #: ``log_dir/.drops`` (``dropstate``); None if it could not be made
         self._drops_dir: int | None = None
+        #: files made ahead in it, for uids registered on a full disk
+        self._drop_spares: list[str] = []
         self._euid = os.geteuid()
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
@@ -346,10 +350,10 @@ class StoreWriter:
         assert self._root is not None
         if self._drops_dir is not None:
             return
+        what = f"{self.log_dir}/{DROPS_DIR}"
         try:
-            self._drops_dir = _layout.open_dir(
-                self._root, DROPS_DIR, create=True, what=f"{self.log_dir}/{DROPS_DIR}"
-            )
+            self._drops_dir = _layout.open_dir(self._root, DROPS_DIR, create=True, what=what)
+            self._drop_spares = make_spares(self._drops_dir, what=what)
         except (OSError, UnsafeLogDir) as exc:
             log.warning("drops_state_unavailable", error=str(exc))
 
@@ -363,6 +367,10 @@ class StoreWriter:
         try:
             uf.drops_gen = make_drop_file(self._drops_dir, str(uf.uid), what=self._drops_what(uf))
         except (OSError, UnsafeLogDir) as exc:
+            # no room (a uid first seen on a full disk): a file made at start
+            if take_spare(self._drops_dir, self._drop_spares, str(uf.uid)):
+                uf.drops_gen = 0
+                return
             log.warning("drops_state_unavailable", uid=uf.uid, error=str(exc))
 
     def _drops_what(self, uf: UidFile) -> str:
