@@ -447,7 +447,7 @@ async def _run_tasks(
             daemon.forward.stop()  # drains what was sent; the rest waits in the store
     # the writer is done: what is still unreported (a full disk) waits on disk
     with trio.CancelScope(shield=True):
-        await reports.save()
+        await reports.save(final=True)
 
 
 async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:

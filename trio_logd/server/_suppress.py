@@ -16,12 +16,14 @@ mark is not known yet, are held back rather than filed: an attempt then
 would fail. After the cool-down the report goes out (it is how a quiet uid
 finds that writing works again); should it fail, its ``seq`` is given back
 (``_writer_task``). Once a second
-(and at shutdown) the unreported counts of every uid whose counts changed are
-saved in ``log_dir/.drops/<uid>`` (``store/dropstate.py``: overwritten in place,
+the unreported counts of every uid with drops for a full disk, and at
+shutdown those of every uid, are saved (when they changed) in
+``log_dir/.drops/<uid>`` (``store/dropstate.py``: overwritten in place,
 so a full disk does not stop it), and the next start reads them back and
 files them as soon as it can write: a restart during an outage loses no
-count. A ``kill -9`` loses at most the last second's changes (or repeats a
-report stored in that second).
+count. A ``kill -9`` loses at most the last second's changes of ``disk``
+counts (or repeats a report stored in that second), and the other counts not
+reported yet.
 """
 
 from __future__ import annotations
@@ -130,12 +132,20 @@ class DropReports:
             counts[reason] = counts.get(reason, 0) + n
         return out
 
-    async def save(self) -> None:
-        """Save the counts of every uid whose unreported counts changed (in a worker thread)."""
+    async def save(self, *, final: bool = False) -> None:
+        """Save the counts of the uids whose unreported counts changed (in a worker thread).
+
+        Once a second (not *final*) only uids with drops for a full disk are
+        saved, without a sync: the other counts are reported within seconds
+        by a record that can be written; at shutdown (*final*) every uid, synced
+        per ``[store] fsync``.
+        """
         store = self.store
         if store is None:
             return
         now = self.unreported()
+        if not final:
+            now = {uid: c for uid, c in now.items() if "disk" in c}
         # a uid with counts is saved whenever it numbered records since (the
         # next run numbers on past them); one whose counts were reported, once
         uids = self.ctx.pipeline.uids
@@ -145,13 +155,17 @@ class DropReports:
             if self._saved.get(uid) != (counts, seq):
                 changed[uid] = (counts, seq)
         for uid, (counts, seq) in self._saved.items():
-            if counts and uid not in now:
+            if counts and uid not in now and (final or "disk" in counts):
                 changed[uid] = ({}, uids[uid].last_seq if uid in uids else seq)
         if not changed:
             return
 
         def write() -> list[int]:
-            return [uid for uid, (c, seq) in changed.items() if store.save_drops(uid, c, seq)]
+            return [
+                uid
+                for uid, (c, seq) in changed.items()
+                if store.save_drops(uid, c, seq, sync=final)
+            ]
 
         for uid in await trio.to_thread.run_sync(write):
             self._saved[uid] = changed[uid]

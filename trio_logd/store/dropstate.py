@@ -11,6 +11,10 @@ already owns, so saving them needs no free space on the file systems the
 daemon runs on (ext4, xfs, tmpfs; a copy-on-write file system such as btrfs
 or zfs may still refuse: then the counts stay in memory only, as before).
 
+A uid first registered on a full disk cannot have its file made then: it
+takes one of :data:`SPARES` files made ahead at start (``spare-N``) by a
+rename, which needs no data block.
+
 The file has two slots of :data:`SLOT_BYTES`; each save goes to the slot the
 newest one is not in, with a generation number and a CRC-32, so a write cut
 short by a crash leaves the other slot intact: reading takes the valid slot

@@ -678,10 +678,11 @@ class StoreWriter:
                     uf.numbered = max(uf.numbered, seq)
         return out
 
-    def save_drops(self, uid: int, counts: dict[str, int], seq: int) -> bool:
+    def save_drops(self, uid: int, counts: dict[str, int], seq: int, *, sync: bool = True) -> bool:
         """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
 
         *seq* is the last ``seq`` given to the uid's records, dropped ones included.
+        With *sync* the file is synced too (unless ``fsync`` is ``never``).
 
         Overwrites the file in place: no free space needed once it exists.
 
@@ -704,7 +705,7 @@ class StoreWriter:
                     gen,
                     counts,
                     seq,
-                    sync=self.fsync != "never",
+                    sync=sync and self.fsync != "never",
                     what=self._drops_what(uf),
                 )
             except (OSError, UnsafeLogDir) as exc:
