@@ -56,6 +56,12 @@ def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
 
 
+def report(reports: DropReports, uid: int, rate_drops: int) -> None:
+    """Count *rate_drops* of *uid* and file their `suppressed` record at once."""
+    reports.tracker.note_drop(uid, "rate", rate_drops, trio.current_time())
+    reports.file(reports.tracker.flush(), trio.current_time())
+
+
 def full_disk(tmp_path: Path) -> tuple[FlakyStore, SuppressionTracker, Pipeline, _Writer]:
     """A store on which uid 5's writes fail, and the writer task's round logic (driven
     one round at a time)."""
@@ -94,20 +100,21 @@ async def test_a_record_sent_once_room_is_back_is_written_within_the_cool_down(
 ) -> None:
     """Space back during a cool-down (fstatvfs says so): the next record is written at once."""
     store, tracker, p, w = full_disk(tmp_path)
-    submit(p, 5, lines(1, 3))
-    await w.run_round()
+
+    async def one_round(first: int, last: int) -> tuple[int, int]:
+        submit(p, 5, lines(first, last))
+        await w.run_round()
+        return store.attempts[5], tracker.pending(5, "disk")
+
+    assert await one_round(1, 3) == (1, 3)
     store.room = 1 << 20  # room reported: tried at once, but the write fails again...
-    submit(p, 5, lines(4, 4))
-    await w.run_round()
-    assert (store.attempts[5], tracker.pending(5, "disk")) == (2, 4)
-    submit(p, 5, lines(5, 5))  # ...the very room it failed with: not tried before the cool-down
-    await w.run_round()
-    assert (store.attempts[5], tracker.pending(5, "disk")) == (2, 5)
+    assert await one_round(4, 4) == (2, 4)
+    # ...the very room it failed with: not tried again before the cool-down ends
+    assert await one_round(5, 5) == (2, 5)
     store.full.clear()  # space is really back
     store.room = (1 << 20) + 4096
-    submit(p, 5, lines(6, 6))
-    await w.run_round()
-    assert (store.attempts[5], w.failing, tracker.pending(5, "disk")) == (3, {}, 5)
+    assert await one_round(6, 6) == (3, 5)
+    assert w.failing == {}
     store.close()
     assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [6]
 
@@ -134,11 +141,9 @@ async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
 ) -> None:
     """A `suppressed` record meeting the full disk: not a drop, count back, its seq unused."""
     store, tracker, p, w = full_disk(tmp_path)
-    ctx = IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker)
-    reports = DropReports(ctx)
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
     submit(p, 5, lines(1, 2))
-    tracker.note_drop(5, "rate", 40, trio.current_time())
-    reports.file(tracker.flush(), trio.current_time())  # seq 3, behind the two records
+    report(reports, 5, 40)  # seq 3, behind the two records
     assert p.state(5).last_seq == 3
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (2, 40)
@@ -157,10 +162,8 @@ async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted
 ) -> None:
     """A failed `suppressed` record with records numbered after it: its seq counts as a drop."""
     store, tracker, p, w = full_disk(tmp_path)
-    ctx = IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker)
-    reports = DropReports(ctx)
-    tracker.note_drop(5, "rate", 7, trio.current_time())
-    reports.file(tracker.flush(), trio.current_time())  # seq 1
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    report(reports, 5, 7)  # seq 1
     submit(p, 5, lines(2, 3))
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (3, 7)
