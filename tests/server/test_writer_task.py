@@ -19,6 +19,7 @@ from trio_logd.server._ingest import IngestContext
 from trio_logd.server._pipeline import Batch, Pipeline
 from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
+from trio_logd.store.dropstate import read_drop_file
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
@@ -277,3 +278,43 @@ async def test_a_provisional_uid_without_records_keeps_its_numbering(
     await w.run_round()
     store.close()
     assert [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)] == [1, 2, 3]
+
+
+async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each tick saves the uids with disk drops; the final save all; the next start reads them."""
+    store = StoreWriter(str(tmp_path))
+    store.open()
+    p = Pipeline(store.last_seq)
+    for uid in (5, 6):
+        submit(p, uid, lines(1, 2))
+    await _Writer(p, store, SuppressionTracker(), None, None).run_round()
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0)), store)
+    now = trio.current_time()
+    reports.tracker.note_drop(5, "rate", 3, now)
+    reports.tracker.note_drop(6, "disk", 4, now)
+    p.state(6).next_seqs(4)  # the 4 records dropped had seq 3..6
+
+    def on_disk() -> dict[int, dict[str, int]]:
+        d = os.open(tmp_path / ".drops", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            counts = {uid: read_drop_file(d, str(uid), what="")[1] for uid in (5, 6)}
+        finally:
+            os.close(d)
+        return {uid: c for uid, c in counts.items() if c}
+
+    await reports.save()
+    assert on_disk() == {6: {"disk": 4}}
+    await reports.save(final=True)
+    store.close()
+    assert on_disk() == {5: {"rate": 3}, 6: {"disk": 4}}
+    restarted = StoreWriter(str(tmp_path))
+    restarted.open()
+    left = restarted.load_drops()
+    assert (restarted.last_seq(5), restarted.last_seq(6)) == (2, 6)
+    q = Pipeline(restarted.last_seq)
+    again = DropReports(IngestContext(q, 65536, PeerCred(os.getpid(), 0, 0)), restarted)
+    assert again.restore(left, trio.current_time()) == 7
+    assert again.unreported() == {5: {"rate": 3}, 6: {"disk": 4}}
+    restarted.close()
