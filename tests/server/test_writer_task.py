@@ -242,10 +242,11 @@ async def test_a_uid_whose_mark_was_unknown_is_numbered_past_it_before_any_write
     await w.run_round()  # still unreadable: dropped, counted
     assert (tracker.pending(5, "disk"), p.state(5).failing) == (3, True)
     (log_dir / "5").unlink()  # the operator puts the real directory back: seq 1..10
-    old = StoreWriter(str(log_dir))
+    old = StoreWriter(str(tmp_path / "old"))
     old.open()
     old.append(5, lines(1, 10), 10)
     old.close()
+    os.rename(tmp_path / "old" / "5", log_dir / "5")
     await trio.sleep(COOLDOWN_MIN)
     submit(p, 5, lines(4, 5))
     await w.run_round()  # the mark is read; nothing written yet, numbered 14, 15
