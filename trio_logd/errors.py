@@ -5,7 +5,7 @@
     LogdError
     ├── ProtocolError    FramingError, ParseError       (bad client bytes: offset, excerpt)
     ├── LimitExceeded    RateLimited, QuotaExceeded, TooManyConnections    (uid, limit)
-    ├── StoreError       DiskFull, ReadOnlyStore, UnsafeLogDir, StoreInUse
+    ├── StoreError       DiskFull, ReadOnlyStore, UnsafeLogDir, StoreInUse, SeqConflict
     ├── ConfigError      (file, key, reason)
     ├── AccessDenied     (control socket: who asked, for what)
     └── ClientError      ConnectFailed, SendTimeout     (client shim)
@@ -38,6 +38,7 @@ __all__ = [
     "RateLimited",
     "ReadOnlyStore",
     "SendTimeout",
+    "SeqConflict",
     "StoreError",
     "StoreInUse",
     "TooManyConnections",
@@ -134,6 +135,20 @@ class StoreInUse(StoreError):
     def __init__(self, message: str, *, pid: int | None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class SeqConflict(StoreError):
+    """Lines numbered at or below their uid's ``seq`` high-water mark on disk: not written.
+
+    Writing them would reuse a ``seq``, so nothing of them is written; ``mark``
+    is the uid's last ``seq`` on disk, where numbering must continue. Unlike
+    ``DiskFull``, writing the same lines again can never succeed.
+    """
+
+    def __init__(self, message: str, *, uid: int, mark: int) -> None:
+        super().__init__(message)
+        self.uid = uid
+        self.mark = mark
 
 
 class ConfigError(LogdError):

@@ -817,6 +817,13 @@ class SuppressionTracker:
                 window.first = min(window.first, item.first)
                 window.last = max(window.last, item.last)
 
+    def open_counts(self) -> dict[int, dict[DropReason, int]]:
+        """Every open window's count, per uid and reason (what no record reported yet)."""
+        out: dict[int, dict[DropReason, int]] = {}
+        for (uid, reason), window in self._open.items():
+            out.setdefault(uid, {})[reason] = window.count
+        return out
+
     def pending(self, uid: int, reason: DropReason) -> int:
         """Return the drops of (*uid*, *reason*) noted but not yet handed out."""
         window = self._open.get((uid, reason))

@@ -42,9 +42,9 @@ def test_ledger_acknowledges_only_the_settled_prefix() -> None:
     """A batch stored before an earlier one waits: `ack` never jumps over a pending record."""
     ledger = AckLedger()
     first, second = ledger.queued(3), ledger.queued(2)
-    ledger.stored(second, True)
+    ledger.stored(second, 2)
     assert ledger.take_lines() == b""
-    ledger.stored(first, True)
+    ledger.stored(first, 3)
     assert ledger.take_lines() == b"ack 5\n"
     assert ledger.take_lines() == b""
     assert (ledger.acked, ledger.numbered, ledger.backlog) == (5, 5, 0)
@@ -59,10 +59,21 @@ def test_ledger_reports_drops_before_the_ack_that_covers_them() -> None:
     b = ledger.queued(1)  # 7
     ledger.dropped(0, "rate")  # nothing
     c = ledger.queued(2)  # 8-9
-    ledger.stored(a, True)
-    ledger.stored(b, False)  # the store failed: disk
-    ledger.stored(c, True)
+    ledger.stored(a, 2)
+    ledger.stored(b, 0)  # the store failed: disk
+    ledger.stored(c, 2)
     assert ledger.take_lines() == b"drop 3 6 rate\ndrop 7 7 disk\nack 9\n"
+
+
+def test_ledger_reports_a_batch_cut_short_exactly() -> None:
+    """A batch of which the store wrote 2 of 5 records is acknowledged up to 2, the rest dropped."""
+    ledger = AckLedger()
+    a = ledger.queued(5)  # 1-5
+    b = ledger.queued(2)  # 6-7
+    ledger.stored(b, 0)
+    ledger.stored(a, 2)
+    assert ledger.take_lines() == b"drop 3 7 disk\nack 7\n"
+    assert (ledger.acked, ledger.backlog) == (7, 0)
 
 
 def test_ledger_compact_merges_settled_neighbours_only() -> None:
@@ -71,14 +82,14 @@ def test_ledger_compact_merges_settled_neighbours_only() -> None:
     pending = ledger.queued(1)
     segs = [ledger.queued(1) for _ in range(4)]
     for seg in segs:
-        ledger.stored(seg, True)
+        ledger.stored(seg, 1)
     ledger.dropped(2, "rate")
     ledger.dropped(2, "quota")
     assert ledger.compact() == 3
     assert [(s.first, s.last, s.state) for s in ledger._segments] == [
         (1, 1, None), (2, 5, True), (6, 7, "rate"), (8, 9, "quota"),
     ]  # fmt: skip
-    ledger.stored(pending, True)
+    ledger.stored(pending, 1)
     assert ledger.take_lines() == b"drop 6 7 rate\ndrop 8 9 quota\nack 9\n"
     assert isinstance(pending, Segment)
 
@@ -150,7 +161,7 @@ def test_daemon_lines_settle_the_client_exactly(
     random.Random(order_seed).shuffle(pending)
     wire = ledger.take_lines()
     for seg, i in pending:  # the store settles batches in any order
-        ledger.stored(seg, i not in fail)
+        ledger.stored(seg, 0 if i in fail else seg.last - seg.first + 1)
         wire += ledger.take_lines()
     for start in range(0, len(wire), chunk):
         box.receive(wire[start : start + chunk])

@@ -33,7 +33,7 @@ class Store:
         self.hooks: list[Callable[[int, list[bytes]], None]] = []
 
     def add(self, uid: int, count: int, *, sev: str = "info") -> None:
-        first = self.writer.last_seq(uid) + 1
+        first = (self.writer.last_seq(uid) or 0) + 1
         lines = [
             line(uid, s, Rec(T0 + s, f"record {s}", sev=sev)) for s in range(first, first + count)
         ]

@@ -176,8 +176,8 @@ async def test_drops_are_numbered_in_order_with_stored_records() -> None:
         slot.queued(second, 1)
         assert second.on_stored is not None
         assert first.on_stored is not None
-        second.on_stored(True)
-        first.on_stored(True)
+        second.on_stored(1)
+        first.on_stored(2)
         data = await read_until(b, b"ack 6\n")
         assert data == ACK_WELCOME + b"drop 3 5 rate\nack 6\n"
         nursery.cancel_scope.cancel()
@@ -195,7 +195,7 @@ async def test_a_client_that_never_reads_is_cut_off() -> None:
             batch = Batch([b"x\n"], 2, 1)
             slot.queued(batch, 1)
             assert batch.on_stored is not None
-            batch.on_stored(True)
+            batch.on_stored(1)
             slot.dropped(1, "rate")
             if nursery.cancel_scope.cancel_called:
                 break

@@ -10,24 +10,37 @@ import orjson
 import trio
 import trio.testing
 
-from tests.store._lines import lines
+from tests.store._lines import line, lines
 from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
+from trio_logd.server._ingest import IngestContext
 from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
+from trio_logd.store.dropstate import read_drop_file
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
 
 class FlakyStore(StoreWriter):
-    """A real store whose appends for the uids in ``full`` fail as on a full disk."""
+    """A real store whose appends for the uids in ``full`` fail as on a full disk.
+
+    While any uid is ``full`` the file system reports no room (as a full one
+    does), unless ``room`` says otherwise.
+    """
 
     def __init__(self, log_dir: str, **kw: object) -> None:
         super().__init__(log_dir, **kw)  # type: ignore[arg-type]
         self.full: set[int] = set()
         self.attempts: dict[int, int] = {}
+        self.room: int | None = None
+
+    def writable_bytes(self) -> int:
+        if self.room is not None:
+            return self.room
+        return 0 if self.full else super().writable_bytes()
 
     def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
         self.attempts[uid] = self.attempts.get(uid, 0) + 1
@@ -42,6 +55,12 @@ def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     st = p.state(uid)
     st.next_seqs(len(items))  # as ingest does; the test lines carry the same seqs
     p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
+
+
+def report(reports: DropReports, uid: int, rate_drops: int) -> None:
+    """Count *rate_drops* of *uid* and file their `suppressed` record at once."""
+    reports.tracker.note_drop(uid, "rate", rate_drops, trio.current_time())
+    reports.file(reports.tracker.flush(), trio.current_time())
 
 
 def full_disk(tmp_path: Path) -> tuple[FlakyStore, SuppressionTracker, Pipeline, _Writer]:
@@ -77,6 +96,30 @@ async def test_a_failing_uid_cools_down_while_others_write(
     assert dict(tracker.dropped(5)) == {"disk": 5}
 
 
+async def test_a_record_sent_once_room_is_back_is_written_within_the_cool_down(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Space back during a cool-down (fstatvfs says so): the next record is written at once."""
+    store, tracker, p, w = full_disk(tmp_path)
+
+    async def one_round(first: int, last: int) -> tuple[int, int]:
+        submit(p, 5, lines(first, last))
+        await w.run_round()
+        return store.attempts[5], tracker.pending(5, "disk")
+
+    assert await one_round(1, 3) == (1, 3)
+    store.room = 1 << 20  # room reported: tried at once, but the write fails again...
+    assert await one_round(4, 4) == (2, 4)
+    # ...the very room it failed with: not tried again before the cool-down ends
+    assert await one_round(5, 5) == (2, 5)
+    store.full.clear()  # space is really back
+    store.room = (1 << 20) + 4096
+    assert await one_round(6, 6) == (3, 5)
+    assert w.failing == {}
+    store.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [6]
+
+
 async def test_cool_down_doubles_up_to_its_maximum(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -94,20 +137,38 @@ async def test_cool_down_doubles_up_to_its_maximum(
     assert store.attempts == {5: 6}
 
 
-async def test_an_unwritable_suppressed_record_goes_back_to_the_tracker(
+async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """A `suppressed` record meeting the full disk is not counted as a drop; its count returns."""
+    """A `suppressed` record meeting the full disk: not a drop, count back, its seq unused."""
     store, tracker, p, w = full_disk(tmp_path)
-    stamp = Stamp(PeerCred(os.getpid(), 5, 0))
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
     submit(p, 5, lines(1, 2))
-    submit(p, 5, [daemon_record_line(0.0, 3, stamp, "suppressed", count=40, reason="rate")])
+    report(reports, 5, 40)  # seq 3, behind the two records
+    assert p.state(5).last_seq == 3
     await w.run_round()
     assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (2, 40)
-    assert dict(tracker.dropped(5)) == {"disk": 2}
-    # due at once, to be filed as soon as the disk takes writes again
-    due = tracker.due(trio.current_time())
-    assert [(s.uid, s.reason, s.count) for s in due] == [(5, "rate", 40)]
+    assert dict(tracker.dropped(5)) == {"disk": 2, "rate": 40}
+    assert p.state(5).last_seq == 2  # nothing numbered after it: seq 3 is given back
+    assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
+    # while uid 5 is failing its reports are held back: no seq spent on them
+    reports.file(tracker.due(trio.current_time()), trio.current_time())
+    assert (p.state(5).last_seq, p.state(5).pending_bytes) == (2, 0)
+    assert reports.unreported() == {5: {"disk": 2, "rate": 40}}
+    store.close()
+
+
+async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A failed `suppressed` record with records numbered after it: its seq counts as a drop."""
+    store, tracker, p, w = full_disk(tmp_path)
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    report(reports, 5, 7)  # seq 1
+    submit(p, 5, lines(2, 3))
+    await w.run_round()
+    assert (tracker.pending(5, "disk"), tracker.pending(5, "rate")) == (3, 7)
+    assert p.state(5).last_seq == 3  # gap 1..3 == 3 counted for disk
     store.close()
 
 
@@ -145,12 +206,12 @@ async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> Non
 
 async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> None:
     """fsync = batch: a written batch is acknowledged by the sync after it, not by the write."""
-    for policy, acked_after_write in (("batch", []), ("never", [True])):
+    for policy, acked_after_write in (("batch", []), ("never", [2])):
         store = StoreWriter(str(tmp_path / policy), fsync=policy)
         store.open()
         p = Pipeline(store.last_seq)
         w = _Writer(p, store, SuppressionTracker(), None, None)
-        acks: list[bool] = []
+        acks: list[int] = []
         st = p.state(5)
         st.next_seqs(2)
         items = lines(1, 2)
@@ -158,5 +219,103 @@ async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> Non
         await w.run_round()
         assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
         await w.sync_now()
-        assert acks == [True]
+        assert acks == [2]
         store.close()
+
+
+async def test_a_uid_whose_mark_was_unknown_is_numbered_past_it_before_any_write(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unreadable at start, readable later: queued records move past the mark; gap == drops."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    log_dir = tmp_path / "log"
+    log_dir.mkdir(mode=0o700)
+    (log_dir / "5").symlink_to(elsewhere)  # refused at start: no mark for uid 5
+    store = StoreWriter(str(log_dir))
+    store.open()
+    tracker = SuppressionTracker()
+    p = Pipeline(store.last_seq)
+    w = _Writer(p, store, tracker, None, None)
+    assert (store.last_seq(5), p.state(5).provisional) == (None, True)
+    submit(p, 5, lines(1, 3))
+    await w.run_round()  # still unreadable: dropped, counted
+    assert (tracker.pending(5, "disk"), p.state(5).failing) == (3, True)
+    (log_dir / "5").unlink()  # the operator puts the real directory back: seq 1..10
+    old = StoreWriter(str(tmp_path / "old"))
+    old.open()
+    old.append(5, lines(1, 10), 10)
+    old.close()
+    os.rename(tmp_path / "old" / "5", log_dir / "5")
+    await trio.sleep(COOLDOWN_MIN)
+    submit(p, 5, lines(4, 5))
+    await w.run_round()  # the mark is read; nothing written yet, numbered 14, 15
+    assert (p.state(5).last_seq, p.state(5).provisional, p.state(5).failing) == (15, False, False)
+    await w.run_round()
+    submit(p, 5, [line(16)])
+    await w.run_round()
+    store.close()
+    seqs = [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)]
+    assert seqs == [*range(1, 11), 14, 15, 16]  # 11..13: the 3 counted drops
+    assert dict(tracker.dropped(5)) == {"disk": 3}
+
+
+async def test_a_provisional_uid_without_records_keeps_its_numbering(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unreadable at start, found empty later: numbering from 1 stands, nothing renumbered."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir(mode=0o700)
+    (log_dir / "5").symlink_to(tmp_path)
+    store = StoreWriter(str(log_dir))
+    store.open()
+    p = Pipeline(store.last_seq)
+    w = _Writer(p, store, SuppressionTracker(), None, None)
+    (log_dir / "5").unlink()
+    submit(p, 5, lines(1, 2))
+    await w.run_round()
+    assert p.state(5).provisional is False
+    submit(p, 5, lines(3, 3))
+    await w.run_round()
+    store.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(log_dir, 5)] == [1, 2, 3]
+
+
+async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each tick saves the uids with disk drops; the final save all; the next start reads them."""
+    store = StoreWriter(str(tmp_path))
+    store.open()
+    p = Pipeline(store.last_seq)
+    for uid in (5, 6):
+        submit(p, uid, lines(1, 2))
+    await _Writer(p, store, SuppressionTracker(), None, None).run_round()
+    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0)), store)
+    now = trio.current_time()
+    reports.tracker.note_drop(5, "rate", 3, now)
+    reports.tracker.note_drop(6, "disk", 4, now)
+    p.state(6).next_seqs(4)  # the 4 records dropped had seq 3..6
+
+    def on_disk() -> dict[int, dict[str, int]]:
+        d = os.open(tmp_path / ".drops", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            counts = {uid: read_drop_file(d, str(uid), what="")[1] for uid in (5, 6)}
+        finally:
+            os.close(d)
+        return {uid: c for uid, c in counts.items() if c}
+
+    await reports.save()
+    assert on_disk() == {6: {"disk": 4}}
+    await reports.save(final=True)
+    store.close()
+    assert on_disk() == {5: {"rate": 3}, 6: {"disk": 4}}
+    restarted = StoreWriter(str(tmp_path))
+    restarted.open()
+    left = restarted.load_drops()
+    assert (restarted.last_seq(5), restarted.last_seq(6)) == (2, 6)
+    q = Pipeline(restarted.last_seq)
+    again = DropReports(IngestContext(q, 65536, PeerCred(os.getpid(), 0, 0)), restarted)
+    assert again.restore(left, trio.current_time()) == 7
+    assert again.unreported() == {5: {"rate": 3}, 6: {"disk": 4}}
+    restarted.close()

@@ -230,7 +230,8 @@ def test_a_rotation_cut_by_a_crash_is_completed_or_undone(tmp_path: Path) -> Non
     die(w3)
     w4 = StoreWriter(str(tmp_path))
     w4.open()
-    w4.append(5, [line(7)], 7)
+    assert w4.last_seq(5) == 7  # the rotated record written at start took seq 7
+    w4.append(5, [line(8)], 8)
     w4.close()
     assert chain_lines(d / (name + ".chain"))[-1] == {"seal": seal.as_dict()}
     assert chain_lines(d / "current.chain")[0]["prev"] == seal.as_dict()

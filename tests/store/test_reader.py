@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.store._lines import line, lines, names, seqs
+from trio_logd.store._line import line_seq, with_seq
 from trio_logd.store.reader import read_uid_records, uid_files
 from trio_logd.store.writer import StoreWriter
 
@@ -80,3 +83,13 @@ def test_reads_every_file_of_a_long_history(tmp_path: Path) -> None:
     w.close()
     assert len(names(tmp_path / "5")) == 351
     assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 702))
+
+
+def test_with_seq_renumbers_a_line_and_nothing_else() -> None:
+    """with_seq changes only the seq, whatever its number of digits."""
+    original = b'{"ts":"2026-11-27T20:47:40.123456Z","seq":7,"uid":5,"msg":"seq 7"}\n'
+    moved = with_seq(original, 1007)
+    assert moved == original.replace(b'"seq":7,', b'"seq":1007,')
+    assert line_seq(moved) == 1007
+    with pytest.raises(ValueError, match="not a record line"):
+        with_seq(b"garbage\n", 1)

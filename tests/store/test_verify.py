@@ -225,3 +225,42 @@ def test_a_rotation_cut_between_its_renames_is_a_note(tmp_path: Path) -> None:
     report = verify_store(tmp_path)
     assert report.problems == []
     assert (name, "interrupted") in {(f.file, f.what) for f in report.findings}
+
+
+def test_an_emptied_chain_beside_whole_records_is_a_note(tmp_path: Path) -> None:
+    """fsck left a rotated file's chain empty, its records whole: a note with the reason."""
+    d = make_store(tmp_path)
+    (d / (rotated(21) + ".chain")).write_bytes(b"")
+    report = verify_store(tmp_path)
+    assert report.problems == []
+    (emptied,) = (f for f in report.findings if f.what == "emptied")
+    assert (emptied.file, emptied.first_seq, emptied.last_seq) == (rotated(21, ".zst"), 21, 30)
+    assert "file-system repair" in emptied.text
+
+
+def test_an_emptied_chain_beside_edited_records_is_a_problem(tmp_path: Path) -> None:
+    """An empty chain does not hide a removed record: the file no longer matches its name."""
+    d = make_store(tmp_path)
+    (d / (rotated(21) + ".chain")).write_bytes(b"")
+    rewrite(d / rotated(21, ".zst"), lambda data: data[:-1])
+    assert found(tmp_path) == [(rotated(21, ".zst"), "emptied", None, None)]
+
+
+def test_an_emptied_current_chain_is_remade_at_start(tmp_path: Path) -> None:
+    """current.chain found empty at start is made anew (not set aside as damaged); its
+    records are chained as at a start after a crash."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    w.append(5, lines(1, 25), 25)
+    w.close()
+    d = tmp_path / "5"
+    (d / "current.chain").write_bytes(b"")
+    before = verify_store(tmp_path)  # before the next start: a note too
+    assert [(f.what, f.problem) for f in before.findings] == [("emptied", False)]
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
+    w.open()
+    w.close()
+    assert not [n for n in os.listdir(d) if n.endswith((".partial", ".tmp"))]
+    report = verify_store(tmp_path)
+    assert report.problems == []
+    assert [(f.what, f.first_seq, f.last_seq) for f in report.findings] == [("recovered", 21, 25)]

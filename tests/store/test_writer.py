@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from trio_logd.errors import UnsafeLogDir
+from trio_logd.errors import SeqConflict, UnsafeLogDir
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
@@ -138,3 +138,48 @@ def test_log_dir_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     (tmp_path / "log").symlink_to(real)
     with pytest.raises(UnsafeLogDir, match="symlink"):
         StoreWriter(str(tmp_path / "log")).open()
+
+
+def test_lines_at_or_below_the_mark_are_refused_whole(tmp_path: Path) -> None:
+    """A line numbered at or below the uid's last seq on disk: SeqConflict, nothing written."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, [line(1), line(2), line(3)], 3)
+    with pytest.raises(SeqConflict, match="at or below the last seq on disk") as info:
+        w.append(5, [line(3), line(4)], 4)
+    assert (info.value.mark, info.value.written) == (3, 0)  # type: ignore[attr-defined]
+    w.append(5, [line(4)], 4)
+    w.close()
+    assert [orjson.loads(x)["seq"] for x in read_uid_records(tmp_path, 5)] == [1, 2, 3, 4]
+
+
+def test_the_mark_of_an_empty_current_file_is_the_newest_rotated_name(tmp_path: Path) -> None:
+    """current.jsonl empty after a rotation: the mark is the newest rotated file's last seq."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, [line(1), line(2), line(3)], 3)
+    assert w.rotate(5, "size") is not None
+    w.close()
+    w2 = StoreWriter(str(tmp_path))
+    w2.open()  # writes the `rotated` record the daemon did not: seq 4
+    assert (w2.last_seq(5), w2.establish(5)) == (4, 4)
+    w2.close()
+
+
+def test_unreported_drops_are_saved_in_place_and_read_back(tmp_path: Path) -> None:
+    """save_drops overwrites the uid's preallocated file; the next open reads counts and seq."""
+    w = StoreWriter(str(tmp_path))
+    w.open()
+    w.append(5, [line(1)], 1)
+    drops = tmp_path / ".drops" / "5"
+    size = drops.stat().st_size
+    assert size == 4096
+    assert w.save_drops(5, {"disk": 7, "rate": 2}, 12)
+    assert w.save_drops(5, {"disk": 9}, 14)
+    assert drops.stat().st_size == size  # in place: no block more
+    w.close()
+    w2 = StoreWriter(str(tmp_path))
+    w2.open()
+    assert w2.load_drops() == {5: {"disk": 9}}
+    assert w2.last_seq(5) == 14  # numbering goes on past the lost records
+    w2.close()

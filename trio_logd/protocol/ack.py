@@ -121,9 +121,21 @@ class AckLedger:
         self._segments.append(seg)
         return seg
 
-    def stored(self, seg: Segment, ok: bool, reason: str = "disk") -> None:
-        """The store wrote *seg* (``ok``), or could not (dropped for *reason*)."""
-        seg.state = True if ok else reason
+    def stored(self, seg: Segment, stored: int, reason: str = "disk") -> None:
+        """The store wrote the first *stored* records of *seg*; the rest were dropped (*reason*).
+
+        A run cut short (a full disk mid-batch) becomes two: stored, then dropped.
+        """
+        if stored > seg.last - seg.first:
+            seg.state = True
+        elif stored <= 0:
+            seg.state = reason
+        else:
+            tail = Segment(seg.first + stored, seg.last, reason)
+            seg.last = seg.first + stored - 1
+            seg.state = True
+            segs = self._segments
+            segs.insert(segs.index(seg) + 1, tail)  # O(backlog), only on a partial write
 
     def dropped(self, n: int, reason: str) -> None:
         """Number *n* records that were dropped before reaching the store."""

@@ -56,7 +56,7 @@ from trio_logd.server._sockets import (
     probe_socket,
     unlink_if_ours,
 )
-from trio_logd.server._suppress import file_suppressed, serve_suppressions
+from trio_logd.server._suppress import DropReports, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
 from trio_logd.server._writer_task import serve_store
 from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
@@ -113,6 +113,8 @@ class Daemon:
     extra_stats: dict[str, Callable[[], Any]] = field(default_factory=dict)
     #: the ``[[forward]]`` destinations, when there are any
     forward: ForwardService | None = None
+    #: unreported drop counts, kept across restarts (``_suppress``)
+    reports: DropReports | None = None
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the config in the background; the outcome is logged."""
@@ -262,6 +264,7 @@ def build_daemon(config: Config) -> Daemon:
     )
     control = ControlServer(settings=config.control, is_privileged=limiter.is_privileged)
     daemon = Daemon(config, store, pipeline, ingest, control)
+    daemon.reports = DropReports(ingest, store)
     daemon.reloader.hooks.append(lambda _old, new: control.configure(new.control))
     daemon.extra_status["control"] = control.statistics
     daemon.extra_stats["control"] = control.statistics
@@ -363,6 +366,11 @@ async def _serve(
     if shared:  # others can fill the disk under the store: keep_free_bytes pressure
         log.warning("log_dir_shares_file_system", log_dir=daemon.store.log_dir, shared_with=shared)
         daemon.extra_status["warnings"] = lambda: [_shared_warning(daemon.store.log_dir, shared)]
+    assert daemon.reports is not None
+    left = await trio.to_thread.run_sync(daemon.store.load_drops)
+    restored = daemon.reports.restore(left, trio.current_time())
+    if restored:
+        log.warning("drops_restored", records=restored)
     # what start-up made (modules, config, the store's index) lives as long as
     # the daemon: kept out of the collector's full passes, which otherwise walk
     # it all and stall the event loop (quiet uid's p99 under a flood 6.3 -> 3.4 ms)
@@ -444,6 +452,8 @@ async def _run_tasks(
     helper: StoreHelper,
 ) -> None:
     ctx = daemon.ingest
+    reports = daemon.reports
+    assert reports is not None
 
     async def control_handler(sock: trio.socket.SocketType) -> None:
         await daemon.control.handle(trio.SocketStream(sock))
@@ -484,7 +494,7 @@ async def _run_tasks(
                 )
                 if datagram is not None:  # drained at shutdown like a connection
                     await handlers.start(serve_datagrams, datagram.sock, ctx)
-                front.start_soon(serve_suppressions, ctx.suppression, ctx)
+                front.start_soon(serve_suppressions, reports)
                 front.start_soon(ctx.limiter.serve_pruning)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
@@ -509,10 +519,13 @@ async def _run_tasks(
             ctx.stop_receiving()
             drain = _drain_deadline(daemon)
             handlers.cancel_scope.deadline = trio.current_time() + drain
-        file_suppressed(ctx, ctx.suppression.flush())
+        reports.file(ctx.suppression.flush(), trio.current_time())
         daemon.pipeline.close()
         if daemon.forward is not None:
             daemon.forward.stop()  # drains what was sent; the rest waits in the store
+    # the writer is done: what is still unreported (a full disk) waits on disk
+    with trio.CancelScope(shield=True):
+        await reports.save(final=True)
 
 
 async def _wait_and_set(trigger: trio.Event, target: trio.Event) -> None:

@@ -107,10 +107,10 @@ class AckSlot:
         ledger = self.ledger
         before = batch.on_stored
 
-        def settled(ok: bool) -> None:
+        def settled(stored: int) -> None:
             if before is not None:
-                before(ok)
-            ledger.stored(seg, ok)
+                before(stored)
+            ledger.stored(seg, stored)
             self._changed()
 
         batch.on_stored = settled

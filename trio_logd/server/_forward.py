@@ -569,7 +569,9 @@ class ForwardService:
             log.error("forward_store_unreadable", error=str(exc))
             return
         for uid in uids:
-            self.known_last.setdefault(uid, self._store.last_seq(uid))
+            last = self._store.last_seq(uid)
+            if last is not None:  # None: unreadable now; learnt from what is written later
+                self.known_last.setdefault(uid, last)
 
     def stop(self) -> None:
         """Tell every destination to drain and finish."""

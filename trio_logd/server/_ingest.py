@@ -158,12 +158,23 @@ class IngestContext:
         """A stamp for the daemon's own records filed with *uid*."""
         return Stamp(PeerCred(self.daemon.pid, uid, self.daemon.gid))
 
-    def file_daemon_record(self, uid: int, event: str, **extra: object) -> None:
-        """Queue one of the daemon's own records, filed with *uid*."""
+    def file_daemon_record(
+        self,
+        uid: int,
+        event: str,
+        *,
+        on_stored: Callable[[int], None] | None = None,
+        **extra: object,
+    ) -> None:
+        """Queue one of the daemon's own records, filed with *uid*.
+
+        *on_stored* is called once it is settled (``Batch.on_stored``: 1 if
+        stored, 0 if not); *extra* are the record's fields.
+        """
         st = self.pipeline.state(uid)
         seq = st.next_seqs(1)
         line = daemon_record_line(time.time(), seq, self.daemon_stamp(uid), event, **extra)
-        self.pipeline.submit(st, Batch([line], len(line), seq))
+        self.pipeline.submit(st, Batch([line], len(line), seq, on_stored))
 
 
 class _Connection:

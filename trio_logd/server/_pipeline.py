@@ -42,9 +42,10 @@ class Batch:
     lines: list[bytes]
     nbytes: int
     last_seq: int
-    #: called by the writer once the batch is stored (and synced per policy),
-    #: with ``True``, or with ``False`` when it could not be written.
-    on_stored: Callable[[bool], None] | None = None
+    #: called by the writer once the batch is settled, with how many of its
+    #: first lines were stored (and synced per policy): ``len(lines)`` when
+    #: all, ``0`` when none; the others were dropped (reason ``disk``).
+    on_stored: Callable[[int], None] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +54,15 @@ class UidState:
 
     uid: int
     last_seq: int
+    #: the store did not know the uid's ``seq`` high-water mark when the uid
+    #: was first seen (its directory could not be read): records are numbered
+    #: from 0 meanwhile and not written; once the writer learns the mark, what
+    #: is queued is numbered again past it (``renumber``)
+    provisional: bool = False
+    #: the writer's last write for this uid failed; it does not try again
+    #: before ``retry_at`` (trio time) unless the disk reports room
+    failing: bool = False
+    retry_at: float = 0.0
     pending: deque[Batch] = field(default_factory=deque)
     pending_bytes: int = 0
     room: trio.Event | None = None
@@ -68,6 +78,23 @@ class UidState:
         self.last_seq += n
         return first
 
+    def renumber(self, mark: int, first: int) -> int:
+        """Seqs from *first* on were given without knowing the store's *mark*: move them past it.
+
+        Every seq given from *first* up to now moves by the returned offset, so
+        *first* becomes ``mark + 1``; the caller renumbers the lines still
+        queued (none of them is written yet). Records among them that were
+        dropped meanwhile keep their place as a gap, exactly as many as were
+        counted. Sync: no checkpoint.
+
+        Returns:
+            The offset (``mark - first + 1``, at least 0).
+        """
+        offset = max(mark - first + 1, 0)
+        self.last_seq += offset
+        self.provisional = False
+        return offset
+
     async def wait_for_room(self, limit: int = UID_PENDING_BYTES) -> None:
         """Wait while this uid's queue is deeper than *limit* bytes."""
         while self.pending_bytes > limit:
@@ -81,11 +108,14 @@ class Pipeline:
 
     Args:
         last_seq: where a uid's numbering continues (the store's view after
-            recovery); called once per uid, the first time it is seen.
+            recovery); called once per uid, the first time it is seen;
+            ``None``: not known yet (the uid starts ``provisional``).
         round_bytes: per-uid share of one writer round.
     """
 
-    def __init__(self, last_seq: Callable[[int], int], *, round_bytes: int = ROUND_BYTES) -> None:
+    def __init__(
+        self, last_seq: Callable[[int], int | None], *, round_bytes: int = ROUND_BYTES
+    ) -> None:
         self._last_seq = last_seq
         self.round_bytes = round_bytes
         self.uids: dict[int, UidState] = {}
@@ -102,7 +132,8 @@ class Pipeline:
         """Return (creating on first use) the state of *uid*."""
         st = self.uids.get(uid)
         if st is None:
-            st = self.uids[uid] = UidState(uid=uid, last_seq=self._last_seq(uid))
+            mark = self._last_seq(uid)
+            st = self.uids[uid] = UidState(uid, mark or 0, provisional=mark is None)
         return st
 
     def submit(self, st: UidState, batch: Batch) -> None:
@@ -115,6 +146,18 @@ class Pipeline:
         st.pending.append(batch)
         st.pending_bytes += batch.nbytes
         self.pending_bytes += batch.nbytes
+        self._work.set()
+
+    def put_back(self, st: UidState, batches: list[Batch]) -> None:
+        """Queue *batches* (taken from *st* by :meth:`take_round`) again, first in line."""
+        if not batches:
+            return
+        if not st.pending and st not in self._ready:
+            self._ready.append(st)
+        st.pending.extendleft(reversed(batches))
+        n = sum(b.nbytes for b in batches)
+        st.pending_bytes += n
+        self.pending_bytes += n
         self._work.set()
 
     def close(self) -> None:

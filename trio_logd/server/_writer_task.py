@@ -17,14 +17,27 @@ compressed by the store's helper process. The helper also makes the files
 of busy uids' next rotations ahead (``serve_spares``).
 
 Failures are per uid: a uid whose append fails has the records that did not
-make it counted as dropped (reason ``disk``); other uids' records are
-unaffected. A failing uid is not written to again before a cool-down
-(doubling from ``COOLDOWN_MIN`` to ``COOLDOWN_MAX``): in between its records
-are dropped and counted without touching the disk, and the first write that
-succeeds ends the cool-down. The ``suppressed`` record that reports the
-drops is filed by ``_suppress.py``; should that record itself meet the full
-disk, it is not counted as a drop (that would report itself for ever): its
-count goes back to the tracker (``requeue``) to be filed once writing works.
+make it counted as dropped (reason ``disk``), and its acknowledgements say
+exactly which (a batch cut short by a full disk is acknowledged up to where
+it was cut); other uids' records are unaffected. A failing uid is not
+written to again before a cool-down (doubling from ``COOLDOWN_MIN`` to
+``COOLDOWN_MAX``) unless the file system reports room again (``fstatvfs``,
+one cheap call per round): so a record sent once space is back is written,
+and a disk still full costs one failing syscall per cool-down, not one per
+round. The first write that succeeds ends the cool-down.
+
+``seq`` and loss: a record's ``seq`` is given when it is queued, so a record
+dropped leaves a gap of one in its uid's numbering, and the ``suppressed``
+record that reports the drops (filed by ``_suppress.py``) counts exactly the
+gap. That record itself is held back while its uid is failing; should it
+still meet a full disk, it is not counted as a drop (its count goes back to be
+filed again) and its own ``seq`` is given back when nothing was numbered
+after it, or else counted with the drops it reports. A uid whose
+high-water mark the store did not know when it was first seen
+(``UidState.provisional``) has the mark read (``StoreWriter.establish``)
+before anything of it is written; what is queued is then numbered again past
+the mark (``UidState.renumber``, ``_line.with_seq``) and written, and what
+was dropped before keeps its place as a gap: again exactly the loss.
 """
 
 from __future__ import annotations
@@ -35,18 +48,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-import orjson
 import structlog
 import trio
 
-from trio_logd.errors import StoreError
-from trio_logd.limits import SUPPRESSION_WINDOW, DropReason, Suppressed, SuppressionTracker
+from trio_logd.errors import DiskFull, SeqConflict, StoreError
+from trio_logd.limits import SuppressionTracker
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store._line import daemon_event
+from trio_logd.store._line import daemon_event, line_seq, with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
@@ -70,6 +82,10 @@ SLOW_WINDOW: Final = 1.0
 STALL_LIMIT: Final = 0.05
 #: ...for this long, then inline is tried again.
 THREAD_PERIOD: Final = 10.0
+#: During a cool-down after a full disk, a round is tried at once when the
+#: file system reports this much room beyond the round's bytes (for the
+#: chain's blocks and the file system's own metadata).
+SPACE_MARGIN: Final = 64 * 1024
 
 FileRecord = Callable[..., None]
 
@@ -81,6 +97,10 @@ class _Outcome:
     records: int
     error: StoreError | None = None
     written: int = 0
+    #: the store's high-water mark, when the lines were numbered without it
+    #: (a provisional uid, or ``SeqConflict``): numbering must move past it
+    #: (0: a provisional uid without records, whose numbering stands)
+    mark: int | None = None
 
 
 @dataclass(slots=True)
@@ -88,6 +108,12 @@ class _Cooldown:
     retry_at: float
     delay: float
     dropped: int = 0
+    #: the failure was a full disk: room reported again ends the cool-down
+    disk_full: bool = False
+    #: room the file system reported right after the failure, and the bytes
+    #: of the round that failed
+    room_at_failure: int = -1
+    need_at_failure: int = 0
 
 
 def _write_round(
@@ -102,8 +128,16 @@ def _write_round(
         lines = [line for b in batches for line in b.lines]
         out = _Outcome(st, batches, len(lines))
         try:
+            if st.provisional:
+                out.mark = store.establish(st.uid)
+                if out.mark:  # numbered from 0 without knowing it: none of it may be written
+                    outcomes.append(out)
+                    continue
             store.append(st.uid, lines, batches[-1].last_seq)
             out.written = len(lines)
+        except SeqConflict as exc:
+            out.error = exc
+            out.mark = exc.mark
         except StoreError as exc:
             out.error = exc
             out.written = getattr(exc, "written", 0)
@@ -111,21 +145,20 @@ def _write_round(
     return outcomes, store.take_rotations()
 
 
-def _give_back_suppressed(
-    line: bytes, uid: int, suppression: SuppressionTracker, now: float
-) -> bool:
-    """A ``suppressed`` record that could not be written: put its count back. True if it was one."""
+def _suppressed_seq(line: bytes) -> int | None:
+    """The ``seq`` of a ``suppressed`` record line; ``None`` for any other line."""
     if daemon_event(line) != "suppressed":
-        return False
-    try:
-        rec: dict[str, Any] = orjson.loads(line)
-        reason: DropReason = rec["reason"]
-        count = int(rec["count"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return False
-    # due again at once: filed as soon as the writer can write again
-    suppression.requeue([Suppressed(uid, reason, count, now - SUPPRESSION_WINDOW, now)])
-    return True
+        return None
+    return line_seq(line)
+
+
+def _settle(batches: list[Batch], stored: int) -> None:
+    """Tell each batch how many of its first lines are among the first *stored* lines."""
+    for b in batches:
+        n = len(b.lines)
+        if b.on_stored is not None:
+            b.on_stored(min(max(stored, 0), n))
+        stored -= n
 
 
 class _Writer:
@@ -150,7 +183,8 @@ class _Writer:
         #: fsync = "batch": syncs run beside the writes (group commit) and
         #: batches are acknowledged once a sync that covers them returns
         self.group_commit = store.fsync == "batch"
-        self.unsynced: list[Batch] = []
+        #: batches written since the last sync, with how many of their lines
+        self.unsynced: list[tuple[Batch, int]] = []
         self._sync_wanted = trio.Event()
         self._spares_wanted = trio.Event()
         #: rounds go to a worker thread until then (see write)
@@ -200,9 +234,9 @@ class _Writer:
             except StoreError as exc:
                 log.error("store_sync_failed", error=str(exc), batches=len(batches))
                 ok = False
-            for b in batches:
+            for b, n in batches:
                 if b.on_stored is not None:
-                    b.on_stored(ok)
+                    b.on_stored(n if ok else 0)
 
     async def _sync(self) -> None:
         """``store.sync()``: in the helper process while one runs, else in a worker thread."""
@@ -224,35 +258,84 @@ class _Writer:
         store.close_sync(job)
 
     def drop(self, st: UidState, batches: list[Batch], skip: int, now: float) -> int:
-        """Count the records of *batches* after the first *skip* as dropped (reason disk)."""
+        """Count the records of *batches* after the first *skip* as dropped (reason disk).
+
+        A ``suppressed`` record among them is not counted (its own count goes
+        back to be filed again, by its batch's ``on_stored``); its ``seq`` is
+        given back when nothing was numbered after it, else it is counted too,
+        so that the gap stays exactly what the ``suppressed`` records report.
+        """
         n = 0
+        given: list[int] = []
         for b in batches:
             lines = b.lines
             if skip >= len(lines):
                 skip -= len(lines)
                 continue
             for line in lines[skip:]:
-                if not _give_back_suppressed(line, st.uid, self.suppression, now):
+                seq = _suppressed_seq(line)
+                if seq is None:
                     n += 1
+                else:
+                    given.append(seq)
             skip = 0
+        for seq in reversed(given):
+            if seq == st.last_seq:
+                st.last_seq -= 1
+            else:
+                n += 1
         self.suppression.note_drop(st.uid, "disk", n, now)
         return n
 
-    def failed(self, st: UidState, error: StoreError, dropped: int, now: float) -> None:
+    def room(self) -> int:
+        """Bytes the store's file system takes now (0 if it cannot say)."""
+        try:
+            return self.store.writable_bytes()
+        except StoreError:
+            return 0
+
+    def failed(self, st: UidState, out: _Outcome, dropped: int, now: float) -> None:
+        error = out.error
+        assert error is not None
+        st.failing = True
         cd = self.failing.get(st.uid)
         if cd is None:
-            self.failing[st.uid] = _Cooldown(now + COOLDOWN_MIN, COOLDOWN_MIN, dropped)
+            cd = self.failing[st.uid] = _Cooldown(now + COOLDOWN_MIN, COOLDOWN_MIN, dropped)
             log.error("store_write_failed", uid=st.uid, records=dropped, error=str(error))
-            return
-        cd.delay = min(cd.delay * 2, COOLDOWN_MAX)
-        cd.retry_at = now + cd.delay
-        cd.dropped += dropped
-        log.debug("store_write_failed_again", uid=st.uid, records=dropped, error=str(error))
+        else:
+            cd.delay = min(cd.delay * 2, COOLDOWN_MAX)
+            cd.retry_at = now + cd.delay
+            cd.dropped += dropped
+            log.debug("store_write_failed_again", uid=st.uid, records=dropped, error=str(error))
+        st.retry_at = cd.retry_at
+        cd.disk_full = isinstance(error, DiskFull)
+        cd.room_at_failure = self.room() if cd.disk_full else -1
+        cd.need_at_failure = sum(b.nbytes for b in out.batches)
 
-    def recovered(self, uid: int) -> None:
-        cd = self.failing.pop(uid, None)
+    def recovered(self, st: UidState) -> None:
+        st.failing = False
+        cd = self.failing.pop(st.uid, None)
         if cd is not None:
-            log.warning("store_write_recovered", uid=uid, dropped=cd.dropped)
+            log.warning("store_write_recovered", uid=st.uid, dropped=cd.dropped)
+
+    def cooling(self, cd: _Cooldown, batches: list[Batch], now: float, room: list[int]) -> bool:
+        """Whether a uid cooling down after *cd* stays off the disk for *batches* now.
+
+        After a full disk, a round goes ahead at once when the file system
+        reports room for it again (and not the very room it reported when
+        the write failed, unless the round is smaller): *room* caches one
+        ``fstatvfs`` per writer round.
+        """
+        if now >= cd.retry_at:
+            return False
+        if not cd.disk_full:
+            return True
+        if not room:
+            room.append(self.room())
+        need = sum(b.nbytes for b in batches)
+        if room[0] < need + SPACE_MARGIN:
+            return True
+        return room[0] == cd.room_at_failure and need >= cd.need_at_failure
 
     async def write(
         self, attempt: list[tuple[UidState, list[Batch]]]
@@ -290,13 +373,12 @@ class _Writer:
         work = self.pipeline.take_round()
         now = trio.current_time()
         attempt: list[tuple[UidState, list[Batch]]] = []
+        room: list[int] = []
         for st, batches in work:
             cd = self.failing.get(st.uid)
-            if cd is not None and now < cd.retry_at:
+            if cd is not None and self.cooling(cd, batches, now, room):
                 cd.dropped += self.drop(st, batches, 0, now)
-                for b in batches:
-                    if b.on_stored is not None:
-                        b.on_stored(False)
+                _settle(batches, 0)
             else:
                 attempt.append((st, batches))
         if not attempt:
@@ -306,31 +388,34 @@ class _Writer:
         hooks = self.pipeline.written_hooks
         for out in outcomes:
             st = out.state
-            ok = out.error is None
+            if out.mark:
+                self.renumber(out)
+                continue
+            if out.mark == 0:  # the uid had no records: its numbering from 0 was right
+                st.provisional = False
             st.stored += out.written
-            if ok:
-                self.recovered(st.uid)
+            if out.error is None:
+                self.recovered(st)
                 if hooks:
                     lines = [line for b in out.batches for line in b.lines]
                     for hook in hooks:
                         hook(st.uid, lines)
             else:
-                assert out.error is not None
                 if out.written and hooks:
                     lines = [line for b in out.batches for line in b.lines][: out.written]
                     for hook in hooks:
                         hook(st.uid, lines)
-                self.failed(st, out.error, self.drop(st, out.batches, out.written, now), now)
-            done = 0
+                self.failed(st, out, self.drop(st, out.batches, out.written, now), now)
+            left = out.written
             for b in out.batches:
-                done += len(b.lines)
-                if b.on_stored is not None:
-                    if done > out.written:
-                        b.on_stored(False)
-                    elif self.group_commit:
-                        self.unsynced.append(b)
-                    else:
-                        b.on_stored(True)
+                n = min(max(left, 0), len(b.lines))
+                left -= len(b.lines)
+                if b.on_stored is None:
+                    continue
+                if n and self.group_commit:
+                    self.unsynced.append((b, n))
+                else:
+                    b.on_stored(n)
         if self.group_commit:
             self._sync_wanted.set()
         if self.store.spares_wanted:
@@ -340,6 +425,27 @@ class _Writer:
                 file_rotated(self.pipeline, self.file_record, rot)
             if self.housekeeper is not None:
                 self.housekeeper.wake()
+
+    def renumber(self, out: _Outcome) -> None:
+        """The store told *out*'s uid its high-water mark: number what is queued past it.
+
+        The round's batches (not written) go back to the front of the queue,
+        renumbered with the uid's waiting batches, and are written next round.
+        """
+        st = out.state
+        assert out.mark is not None
+        first = 1
+        if isinstance(out.error, SeqConflict):  # numbered wrong from this round on
+            first = line_seq(out.batches[0].lines[0]) or 1
+        offset = st.renumber(out.mark, first)
+        log.warning("seq_renumbered", uid=st.uid, mark=out.mark, offset=offset)
+        if offset:
+            for b in (*out.batches, *st.pending):
+                b.lines = [with_seq(line, (line_seq(line) or 0) + offset) for line in b.lines]
+                b.last_seq += offset
+        self.pipeline.put_back(st, out.batches)
+        if out.error is None:
+            self.recovered(st)
 
 
 async def serve_store(

@@ -6,8 +6,10 @@ header. At start, :func:`recover_chain` makes the existing one agree with
 what ``current.jsonl`` holds after its torn tail was cut:
 
 * no chain file (a crash between a rotation and the new chain, or a store
-  written before chains): a new one, whose first block covers what the
-  record file already holds, marked as chained at start;
+  written before chains), or an empty one (its blocks never reached the disk,
+  or a file-system repair such as ``fsck`` emptied it): a new one, whose
+  first block covers what the record file already holds, marked as chained
+  at start;
 * a chain that ends with a seal (a crash in the middle of a rotation): when
   the sealed file was renamed, the chain follows it to its rotated name and
   a new one starts; when it was not, the rotation did not happen and the
@@ -111,10 +113,15 @@ def _write_new(dir_fd: int, name: str, data: bytes, what: str) -> int:
         os.unlink(tmp, dir_fd=dir_fd)
     fd = _layout.open_file(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=what)
     try:
-        _layout.write_all(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        try:
+            _layout.write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk leaves no .tmp behind
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
     return _layout.open_file(dir_fd, name, os.O_WRONLY | os.O_APPEND, what=what)
 
 
@@ -194,6 +201,8 @@ def recover_chain(
     raw = _read(dir_fd, CURRENT_CHAIN)
     aside: tuple[str, int] | None = None
     cf: ChainFile | None = None
+    if raw == b"":
+        raw = None  # emptied: nothing to keep, nothing to set aside; made anew below
     if raw is not None:
         cf = parse_chain(raw)
         if cf.problems or not cf.has_header:

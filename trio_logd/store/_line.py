@@ -17,7 +17,7 @@ import calendar
 import re
 from typing import Final
 
-__all__ = ["SEQ_AT", "TS_AT", "daemon_event", "line_seq", "ts_epoch"]
+__all__ = ["SEQ_AT", "TS_AT", "daemon_event", "line_seq", "ts_epoch", "with_seq"]
 
 #: ``{"ts":"`` is 7 bytes, the timestamp 27, ``","seq":`` 8.
 TS_AT: Final = slice(7, 34)
@@ -38,6 +38,19 @@ def line_seq(line: bytes) -> int | None:
         return None
     digits = line[SEQ_AT:end]
     return int(digits) if digits.isdigit() else None
+
+
+def with_seq(line: bytes, seq: int) -> bytes:
+    """The record line *line* (of the daemon's layout) numbered *seq* instead.
+
+    Raises:
+        ValueError: *line* has not the daemon's layout.
+    """
+    end = line.find(b",", SEQ_AT, SEQ_AT + 21) if line_seq(line) is not None else -1
+    if end < 0:
+        msg = f"not a record line of the daemon's layout: {line[:60]!r}"
+        raise ValueError(msg)
+    return b"%s%d%s" % (line[:SEQ_AT], seq, line[end:])
 
 
 def ts_epoch(ts: bytes) -> float:

@@ -14,6 +14,7 @@ file's bounds, and the last ``seq`` where numbering continues.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -178,8 +179,12 @@ def set_aside_torn_tail(uid_dir: int, reader: int, fd: int, size: int) -> tuple[
     try:
         _layout.write_all(aside, torn)
         os.fsync(aside)
-    finally:
+    except BaseException:
         os.close(aside)
+        with contextlib.suppress(OSError):  # a full disk: tried again at the next open
+            os.unlink(name, dir_fd=uid_dir)
+        raise
+    os.close(aside)
     os.ftruncate(fd, new_size)
     os.fsync(fd)
     return new_size, name, len(torn)

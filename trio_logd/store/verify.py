@@ -19,7 +19,10 @@ its chain file (``_chain``), oldest first, and checked in three ways:
   chained at start after a crash (the chain vouches for them only from
   then on), ``seq`` gaps inside the chain (records lost before they were
   written: the chain covers what was written), files written before chains
-  existed. These are reported as notes.
+  existed, and a chain file found *empty* (a crash before its bytes reached
+  the disk, or a file-system repair such as ``fsck`` that emptied it) beside
+  a record file that is whole: complete lines whose ``seq`` run is the one
+  its name (and its successor's chain) says. These are reported as notes.
 
 The store may be live: the chain of ``current.jsonl`` is read before its
 records (a block is written only after its records, so the chain never
@@ -34,6 +37,7 @@ import difflib
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -73,7 +77,9 @@ class Finding:
         what: a keyword: ``changed``, ``removed``, ``reordered``, ``added``,
             ``truncated``, ``missing``, ``unchained``, ``unsealed``,
             ``mismatch``, ``damaged`` (problems); ``deleted``, ``gap``,
-            ``recovered``, ``pending``, ``legacy``, ``interrupted`` (notes).
+            ``recovered``, ``pending``, ``legacy``, ``interrupted``,
+            ``emptied`` (notes; ``emptied`` is a problem when the records
+            do not match the file's name).
         text: what it is, in words, naming the ``seq`` values concerned.
         problem: whether it means the store was changed after writing.
         first_seq, last_seq: the ``seq`` range concerned, when there is one.
@@ -163,6 +169,10 @@ class _File:
     head: str | None = None
     #: ``rotated`` records found in it: (seq, record)
     rotations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    #: its chain file is there but empty (``chain`` is None)
+    emptied: bool = False
+    #: the seqs of its complete lines, in file order (for an emptied chain)
+    seqs: list[int | None] = field(default_factory=list)
 
 
 class _Uid:
@@ -264,17 +274,24 @@ class _Uid:
             r = best[key]
             plain = r.with_suffix("").format()
             cname = chain_name(plain)
-            chain = parse_chain(self._read(cname)) if cname in chains else sealed.get(plain)
-            f = _File(plain, r.format(), r, chain)
+            raw = self._read(cname) if cname in chains else None
+            chain = (parse_chain(raw) if raw else None) if raw is not None else sealed.get(plain)
+            f = _File(plain, r.format(), r, chain, emptied=raw == b"")
             self._contents(f, self._read(f.shown))
             out.append(f)
         if _layout.CURRENT in names:
             raw_chain, data = self._current()
-            chain = None if raw_chain is None else parse_chain(raw_chain)
-            f = _File(_layout.CURRENT, _layout.CURRENT, None, chain)
+            chain = parse_chain(raw_chain) if raw_chain else None
+            f = _File(_layout.CURRENT, _layout.CURRENT, None, chain, emptied=raw_chain == b"")
             self._contents(f, data)
             out.append(f)
         return out, chains, torn
+
+    def _empty(self, name: str) -> bool:
+        try:
+            return os.stat(self.dir / name, follow_symlinks=False).st_size == 0
+        except FileNotFoundError:
+            return False
 
     def _interrupted(self, names: list[str], chains: set[str]) -> dict[str, ChainFile]:
         """A crash between a rotation's two renames left the sealed chain as current.chain."""
@@ -299,6 +316,8 @@ class _Uid:
         lines = data.split(b"\n")
         partial = lines.pop()
         f.records = len(lines)
+        if f.emptied:
+            f.seqs = [line_seq(line) for line in lines]
         current = f.rotated is None
         for i, line in enumerate(lines):
             if daemon_event(line) == "rotated":
@@ -505,6 +524,9 @@ class _Uid:
         first_chained = chained[0] if chained else len(files)
         for i, f in enumerate(files):
             before = files[i - 1] if i else None
+            if f.emptied:
+                self._emptied(f, files[i + 1] if i + 1 < len(files) else None)
+                continue
             if f.chain is None:
                 if i < first_chained:
                     self.say(
@@ -537,11 +559,51 @@ class _Uid:
                     first=span.first_seq if span else None, last=span.last_seq if span else None,
                 )  # fmt: skip
         for name in torn:
+            if self._empty(name):
+                self.say(
+                    name, "emptied", "an empty chain file was set aside here at a start (a "
+                    "crash before its bytes reached the disk, or a file-system repair such as "
+                    "fsck, emptied it; not an edit)", problem=False,
+                )  # fmt: skip
+                continue
             self.say(
                 name, "damaged", "a chain file the daemon could not read at a start was set "
                 "aside here (damaged or edited)", problem=True,
             )  # fmt: skip
         self._rotated_records(files)
+
+    def _emptied(self, f: _File, after: _File | None) -> None:
+        """*f*'s chain file is empty: a note when its records are whole, else a problem."""
+        seqs = f.seqs
+        first, last = _first(seqs), _last(seqs)
+        wrong = []
+        if None in seqs:
+            wrong.append("a line that is not a record")
+        elif any(b <= a for a, b in itertools.pairwise(s for s in seqs if s is not None)):
+            wrong.append("seqs out of order")
+        if f.rotated is not None and (first, last) != (f.rotated.first_seq, f.rotated.last_seq):
+            wrong.append(
+                f"its name says seq {f.rotated.first_seq}..{f.rotated.last_seq}, "
+                f"it holds {_seqs(first, last) or 'none'}"
+            )
+        prev = after.chain.prev if after is not None and after.chain is not None else None
+        if prev is not None and prev.file == f.name and prev.records and prev.records != len(seqs):
+            wrong.append(f"the next file's chain says {prev.records} records, it holds {len(seqs)}")
+        why = (
+            "its chain file is empty (a crash before its bytes reached the disk, or a "
+            "file-system repair such as fsck, emptied it)"
+        )
+        if wrong:
+            self.say(
+                f.shown, "emptied", f"{why}, and its records do not match: " + "; ".join(wrong),
+                problem=True,
+            )  # fmt: skip
+        else:
+            self.say(
+                f.shown, "emptied", f"{why}; its {len(seqs)} records are whole and in order, "
+                "as its name says, but cannot be checked record by record", problem=False,
+                first=first, last=last,
+            )  # fmt: skip
 
     def _sealed(self, f: _File) -> None:
         cf = f.chain
@@ -578,6 +640,8 @@ class _Uid:
                 )  # fmt: skip
             return
         if before is not None and prev.file == before.name:
+            if before.emptied:
+                return  # what can be checked of it is said by _emptied
             theirs = before.chain.seal if before.chain is not None else None
             if prev.hash and theirs is not None and theirs.hash != prev.hash:
                 self.say(

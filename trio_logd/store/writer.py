@@ -15,11 +15,17 @@ Invariants:
   (``_layout.RotatedName``); a rotated file is always complete: it is made by
   renaming ``current.jsonl`` between two appends, never mid-record.
 - ``seq`` is never reused: the uid's high-water mark is always on disk in
-  ``current.jsonl`` or, right after a rotation, in the newest rotated file.
-  Retention never deletes that newest file while ``current.jsonl`` is empty;
-  the ``rotated`` record the daemon files after each rotation makes it
-  non-empty, and :meth:`~StoreWriter.open` writes that record itself if a
-  crash came first.
+  ``current.jsonl`` or, right after a rotation, in the newest rotated file
+  (its name says its last ``seq``). Retention never deletes that newest file
+  while ``current.jsonl`` is empty; the ``rotated`` record the daemon files
+  after each rotation makes it non-empty, and :meth:`~StoreWriter.open`
+  writes that record itself if a crash came first (or leaves it for later
+  when the disk is full: the mark is read from the name either way).
+- A uid is written to only once its mark is known: a uid directory that
+  could not be read at start has no mark (:meth:`~StoreWriter.last_seq`
+  says ``None``) until :meth:`~StoreWriter.establish` reads it, and
+  :meth:`~StoreWriter.append` refuses lines numbered at or below the mark
+  (``SeqConflict``), whatever happened before.
 - The ledger holds, per uid, the bytes of every file of the uid (current,
   rotated, torn tails).
 
@@ -46,7 +52,7 @@ from typing import Final
 
 import structlog
 
-from trio_logd.errors import DiskFull, ReadOnlyStore, StoreError, UnsafeLogDir
+from trio_logd.errors import DiskFull, ReadOnlyStore, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
@@ -56,6 +62,14 @@ from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._line import TS_AT, daemon_event, line_seq
 from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store.dropstate import (
+    DROPS_DIR,
+    make_drop_file,
+    make_spares,
+    read_drop_file,
+    take_spare,
+    write_drop_file,
+)
 from trio_logd.store.retention import StoredFile, UidFiles
 
 __all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
@@ -76,6 +90,9 @@ SPARE_ROTATIONS: Final = 3
 SPARES_PER_UID: Final = 2 * SPARE_ROTATIONS
 SPARES_MAX_FILES: Final = 128
 SPARES_MIN_ROUND: Final = 16 << 10
+#: A uid whose hash chain could not be made (a full disk) tries again at its
+#: next append, at most this often (seconds): one failing create per second.
+CHAIN_RETRY: Final = 1.0
 
 
 #: What one sync covers: per uid, the file fds to ``fdatasync`` and the
@@ -162,6 +179,14 @@ class UidFile:
     #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
     #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
     spares: list[int] = field(default_factory=list)
+    #: generation of the newest save in ``log_dir/.drops/<uid>`` (``dropstate``);
+    #: None while that file could not be made (a full disk at registration)
+    drops_gen: int | None = None
+    #: when an append may next try to make a missing chain (``time.monotonic``)
+    chain_retry_at: float = 0.0
+    #: the last seq the previous run gave out (dropped records included), from
+    #: ``log_dir/.drops/<uid>``: numbering goes on past it (``last_seq``)
+    numbered: int = 0
 
 
 @functools.lru_cache(maxsize=8192)
@@ -236,6 +261,11 @@ class StoreWriter:
         self._root: int | None = None
         #: the store's lock (``_owner``), held from open() to close()
         self._lock_fd = -1
+        #: ``log_dir/.drops`` (``dropstate``); None if it could not be made
+        self._drops_dir: int | None = None
+        #: files made ahead in it, for uids registered on a full disk
+        self._drop_spares: list[str] = []
+        self._euid = os.geteuid()
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
         self._rotations: list[Rotation] = []
@@ -285,6 +315,7 @@ class StoreWriter:
             names = os.listdir(self._root)
         except OSError as exc:
             raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
+        self._open_drops_dir()
         for name in names:
             if not name.isdigit() or not name.isascii():
                 continue
@@ -312,11 +343,52 @@ class StoreWriter:
         except BaseException:
             os.close(dir_fd)
             raise
+        # the mark: the current file's last seq, or the newest rotated file's
+        # (its name says it) when the current file is empty or older
+        if uf.rotated:
+            uf.last_seq = max(uf.last_seq, uf.rotated[max(uf.rotated)][0].last_seq)
         self._files[uid] = uf
         self.refused.pop(uid, None)
+        self._open_drops(uf)
         self.ledger.set(uid, self._disk_bytes(uf))
-        self._repair_high_water(uf)
+        try:
+            self._repair_high_water(uf)
+        except OSError as exc:
+            # the mark stays in the newest rotated file (retention keeps it
+            # while current.jsonl is empty); the next append puts it here
+            log.warning("high_water_record_deferred", uid=uid, error=exc.strerror)
         return uf
+
+    def _open_drops_dir(self) -> None:
+        """Open (making it) ``log_dir/.drops``; a failure is logged (counts stay in memory)."""
+        assert self._root is not None
+        if self._drops_dir is not None:
+            return
+        what = f"{self.log_dir}/{DROPS_DIR}"
+        try:
+            self._drops_dir = _layout.open_dir(self._root, DROPS_DIR, create=True, what=what)
+            self._drop_spares = make_spares(self._drops_dir, what=what)
+        except (OSError, UnsafeLogDir) as exc:
+            log.warning("drops_state_unavailable", error=str(exc))
+
+    def _open_drops(self, uf: UidFile) -> None:
+        """Make the uid's file in ``log_dir/.drops`` while there is room (``dropstate``)."""
+        if uf.drops_gen is not None:
+            return
+        self._open_drops_dir()
+        if self._drops_dir is None:
+            return
+        try:
+            uf.drops_gen = make_drop_file(self._drops_dir, str(uf.uid), what=self._drops_what(uf))
+        except (OSError, UnsafeLogDir) as exc:
+            # no room (a uid first seen on a full disk): a file made at start
+            if take_spare(self._drops_dir, self._drop_spares, str(uf.uid)):
+                uf.drops_gen = 0
+                return
+            log.warning("drops_state_unavailable", uid=uf.uid, error=str(exc))
+
+    def _drops_what(self, uf: UidFile) -> str:
+        return f"{self.log_dir}/{DROPS_DIR}/{uf.uid}"
 
     def _scan(self, uf: UidFile) -> None:
         """Index rotated files and torn tails; finish or undo unfinished compressions."""
@@ -498,6 +570,19 @@ class StoreWriter:
             log.error("chain_unavailable", uid=uf.uid, error=str(exc))
         uf.chain = chain
 
+    def _retry_chain(self, uf: UidFile) -> None:
+        """A chain that could not be made earlier (a full disk): make it now.
+
+        Records already in ``current.jsonl`` are chained as at a start after
+        a crash (``recovered``): the chain vouches for them from now on.
+        """
+        uf.chain_retry_at = time.monotonic() + CHAIN_RETRY
+        self._open_chain(uf, recover=True)
+        if uf.chain is not None:
+            self.ledger.set(uf.uid, self._disk_bytes(uf))
+            self._changed_dir(uf)
+            log.info("chain_made", uid=uf.uid)
+
     def _newest_seal(self, uf: UidFile) -> Seal | None:
         """The newest rotated file's seal (hash ``""`` when it has no chain); ``None``: none."""
         if not uf.rotated:
@@ -529,7 +614,7 @@ class StoreWriter:
             return
         if uf.fd < 0:
             return
-        seq = max(uf.last_seq, newest.last_seq) + 1
+        seq = uf.last_seq + 1
         name = newest.with_suffix("").format()
         stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
         seal = read_seal(uf.dir_fd, name)
@@ -546,14 +631,105 @@ class StoreWriter:
             reason="recovered",
             **sealed,
         )
-        self._write(uf, [line], seq)
+        self._done = 0
+        try:
+            self._write(uf, [line], seq)
+        except OSError:
+            self._cut_partial(uf, [line])  # nothing half written stays
+            raise
         if self.fsync != "never":
             os.fdatasync(uf.fd)
 
-    def last_seq(self, uid: int) -> int:
-        """Return the last ``seq`` written for *uid* (0 for a uid never seen)."""
+    def last_seq(self, uid: int) -> int | None:
+        """Return the last ``seq`` written for *uid* (0 for a uid never seen).
+
+        ``None``: not known, because *uid*'s directory could not be read at
+        start (:attr:`refused`); call :meth:`establish` before writing.
+        """
         uf = self._files.get(uid)
-        return uf.last_seq if uf is not None else 0
+        if uf is not None:
+            return max(uf.last_seq, uf.numbered)
+        return None if uid in self.refused else 0
+
+    def establish(self, uid: int) -> int:
+        """Open *uid*'s directory if it is not open yet, and return its last ``seq``.
+
+        Raises:
+            DiskFull, ReadOnlyStore, UnsafeLogDir, StoreError: the directory
+                (still) cannot be read or recovered; nothing was written.
+        """
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is None:
+                try:
+                    uf = self._open_uid(uid, create=True)
+                except OSError as exc:
+                    raise _store_error(exc, f"uid directory {uid}") from exc
+            return max(uf.last_seq, uf.numbered)
+
+    # -- unreported drop counts (``dropstate``) ------------------------------
+
+    def load_drops(self) -> dict[int, dict[str, int]]:
+        """The drop counts left unreported by the last run, per uid (call after :meth:`open`).
+
+        The last ``seq`` that run gave each uid is taken too: :meth:`last_seq`
+        goes on past it, so the records it lost stay a gap.
+
+        Raises:
+            Nothing: a file that cannot be read is logged and skipped.
+        """
+        out: dict[int, dict[str, int]] = {}
+        with self._lock:
+            for uid, uf in self._files.items():
+                if uf.drops_gen is None or self._drops_dir is None:
+                    continue
+                try:
+                    uf.drops_gen, counts, seq = read_drop_file(
+                        self._drops_dir, str(uid), what=self._drops_what(uf)
+                    )
+                except (OSError, UnsafeLogDir) as exc:
+                    log.warning("drops_state_unreadable", uid=uid, error=str(exc))
+                    continue
+                if counts:
+                    out[uid] = counts
+                    uf.numbered = max(uf.numbered, seq)
+        return out
+
+    def save_drops(self, uid: int, counts: dict[str, int], seq: int, *, sync: bool = True) -> bool:
+        """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
+
+        *seq* is the last ``seq`` given to the uid's records, dropped ones included.
+        With *sync* the file is synced too (unless ``fsync`` is ``never``).
+
+        Overwrites the file in place: no free space needed once it exists.
+
+        Returns:
+            Whether they were kept (``False``: no file for the uid, or the
+            write failed; logged).
+        """
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is None:
+                return not counts
+            self._open_drops(uf)
+            if uf.drops_gen is None or self._drops_dir is None:
+                return False
+            gen = uf.drops_gen + 1
+            try:
+                write_drop_file(
+                    self._drops_dir,
+                    str(uid),
+                    gen,
+                    counts,
+                    seq,
+                    sync=sync and self.fsync != "never",
+                    what=self._drops_what(uf),
+                )
+            except (OSError, UnsafeLogDir) as exc:
+                log.warning("drops_state_write_failed", uid=uid, error=str(exc))
+                return False
+            uf.drops_gen = gen
+            return True
 
     # -- writing ----------------------------------------------------------
 
@@ -583,8 +759,18 @@ class StoreWriter:
             try:
                 if uf is None:
                     uf = self._open_uid(uid, create=True)
+                    self._done = 0  # a high-water record written there is not one of these
+                first = line_seq(lines[0])
+                if first is not None and first <= uf.last_seq:
+                    msg = (
+                        f"uid {uid}: lines numbered from seq {first}, at or below the "
+                        f"last seq on disk ({uf.last_seq}): not written"
+                    )
+                    raise SeqConflict(msg, uid=uid, mark=uf.last_seq)
                 if uf.fd < 0:
                     self._open_current(uf)
+                if uf.chain is None and time.monotonic() >= uf.chain_retry_at:
+                    self._retry_chain(uf)
                 if uf.needs_trim:
                     os.ftruncate(uf.fd, uf.size)
                     uf.needs_trim = False
@@ -600,8 +786,8 @@ class StoreWriter:
                     self._write(uf, lines, last_seq, data)
                 else:
                     self._write_rotating(uf, lines, data)
-            except UnsafeLogDir as exc:
-                exc.written = self._done  # type: ignore[attr-defined]
+            except (UnsafeLogDir, SeqConflict) as exc:
+                exc.written = self._done  # type: ignore[union-attr]
                 raise
             except OSError as exc:
                 written = self._done  # whole writes before the failure (an earlier file)
@@ -1139,12 +1325,30 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
+        st = self._statvfs()
+        return st.f_bavail * st.f_frsize
+
+    def writable_bytes(self) -> int:
+        """Bytes an append may take now on the file system of ``log_dir`` (a cheap check).
+
+        As :meth:`free_bytes`, but counting the blocks reserved for root when
+        the daemon runs as root (it may write there), and 0 on a file system
+        mounted read-only.
+
+        Raises:
+            StoreError: ``statvfs`` failed.
+        """
+        st = self._statvfs()
+        if st.f_flag & os.ST_RDONLY:
+            return 0
+        return (st.f_bfree if self._euid == 0 else st.f_bavail) * st.f_frsize
+
+    def _statvfs(self) -> os.statvfs_result:
         assert self._root is not None, "StoreWriter.open() first"
         try:
-            st = os.fstatvfs(self._root)
+            return os.fstatvfs(self._root)
         except OSError as exc:
             raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
-        return st.f_bavail * st.f_frsize
 
     # -- syncing, figures, closing -------------------------------------------
 
@@ -1311,6 +1515,9 @@ class StoreWriter:
                     os.close(uf.dir_fd)
                 self._files.clear()
                 self._spare_files = 0
+                if self._drops_dir is not None:
+                    os.close(self._drops_dir)
+                    self._drops_dir = None
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
