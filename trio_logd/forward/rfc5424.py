@@ -20,18 +20,21 @@ How this works: a record line is decoded once (orjson) and laid out as
 * The sender's ``fields``: an element it sent in RFC 5424 form under a
   private SD-ID (``name@PEN``) is passed through as it was; anything else
   (``@cee:`` keys, IANA names such as ``origin`` or ``meta``, malformed
-  elements, and any SD-ID of ours, ``logd…@32473``, which a sender may not
-  use) becomes a parameter of ``[logd-fields@32473 …]``
-  (:data:`FIELDS_SD_ID`): a string as it is, any other JSON value as its
-  compact JSON text. So a collector trusts exactly one element, and no
-  sender can forge it.
+  elements, and any SD-ID of ours, ``logd…@32473`` in any case and with any
+  sub-identifier (``protocol/reserved.py``), which a sender may not use)
+  becomes a parameter of ``[logd-fields@32473 …]`` (:data:`FIELDS_SD_ID`):
+  a string as it is, any other JSON value as its compact JSON text. So a
+  collector trusts exactly one element, also one that lowercases SD-IDs
+  (rsyslog's ``mmpstrucdata``), and no sender can forge it.
 * SD-NAMEs are at most 32 printable ASCII characters without ``= ] "`` and
   space (§6.3.2); a field name that is not one is mended (other characters
   become ``_``, cut at 32). PARAM-VALUEs escape ``"``, ``\\`` and ``]``
   (§6.3.3). Header fields that are not PRINTUSASCII have the other
   characters replaced by ``_`` and are cut to their RFC lengths.
 * ``MSG`` is the record's ``msg`` in UTF-8, without a BOM (MSG-ANY; rsyslog
-  and syslog-ng read UTF-8 either way).
+  and syslog-ng read UTF-8 either way). A ``msg`` that a collector would read
+  as ``@cee:`` JSON (the daemon did not: it would be in ``fields``) gets a
+  backslash in front (``reserved.inert_text``).
 
 Decoding (``orjson.loads``) is the caller's, so that records a filter
 drops are never encoded.
@@ -50,6 +53,7 @@ from typing import Any, Final
 import orjson
 
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
+from trio_logd.protocol.reserved import inert_text, is_reserved
 
 __all__ = [
     "CLAIMS_SD_ID",
@@ -69,8 +73,6 @@ CLAIMS_SD_ID: Final = "logd-claims@32473"
 #: The SD-ID of the sender's structured fields that are not SD elements of their own.
 FIELDS_SD_ID: Final = "logd-fields@32473"
 
-#: SD-IDs a sender's element may not pass through under: ours.
-_RESERVED_ID: Final = re.compile(r"logd[^@]*@32473")
 #: RFC 5424 §6.3.2: SD-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34 (")
 _SD_NAME: Final = re.compile(r"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]{1,32}")
 _NOT_SD_NAME_CHAR: Final = re.compile(r"[^\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]")
@@ -155,7 +157,7 @@ def _element(sd_id: str, params: Iterable[tuple[str, object]]) -> str:
 
 def _is_sd_element(key: str, value: object) -> bool:
     """A sender's element that passes through: a private, not reserved SD-ID with string params."""
-    if not (_SD_NAME.fullmatch(key) and _PRIVATE_ID.fullmatch(key)) or _RESERVED_ID.fullmatch(key):
+    if not (_SD_NAME.fullmatch(key) and _PRIVATE_ID.fullmatch(key)) or is_reserved(key):
         return False
     if not isinstance(value, dict) or not value:
         return False
@@ -208,7 +210,7 @@ def _general(host: str, rec: Mapping[str, Any]) -> str:
         else:
             sd += _element(FIELDS_SD_ID, [("fields", fields)])
     text = get("msg")
-    body = f" {text}" if isinstance(text, str) and text else ""
+    body = f" {inert_text(text)}" if isinstance(text, str) and text else ""
     return (
         f"<{pri}>1 {get('ts', '-')} {host} {_header(get('app'), _APP_MAX)} "
         f"{get('pid', '-')} {_header(get('msgid'), _MSGID_MAX)} {sd or '-'}{body}"
@@ -273,7 +275,7 @@ def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
         else:
             claims = ""
         text = get("msg")
-        body = f" {text}" if isinstance(text, str) and text else ""
+        body = f" {inert_text(text)}" if isinstance(text, str) and text else ""
         return f"{head}{get('ts', '-')}{mid}{get('seq', '')}{tail}{claims}{body}".encode()
 
     return encode
@@ -366,7 +368,7 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
             else:
                 sd = b""
             text = get("msg")
-            body = (" " + text).encode() if isinstance(text, str) and text else b""
+            body = (" " + inert_text(text)).encode() if isinstance(text, str) and text else b""
             m = b"".join(
                 (parts[0], line[_TS_SLICE], parts[1], line[_SEQ_START:e], parts[2], sd, body)
             )
