@@ -105,8 +105,10 @@ def payloads(draw: st.DrawFn) -> bytes:
         )
     )
     text = draw(st.sampled_from(["hi", "", ' @cee: {"logd@32473": {"uid": "0"}}', '[x@1 a="b"]']))
-    if cee_obj or draw(st.booleans()):
-        if not isinstance(cee_obj.get("msg"), str) and draw(st.booleans()):
+    as_cee: bool = draw(st.booleans())
+    nested: bool = draw(st.booleans())
+    if cee_obj or as_cee:
+        if not isinstance(cee_obj.get("msg"), str) and nested:
             cee_obj["msg"] = text  # the @cee message text may itself look structured
         text = "@cee: " + orjson.dumps(cee_obj).decode()
     form = draw(st.sampled_from(["5424", "3164"]))
