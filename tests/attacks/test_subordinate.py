@@ -112,14 +112,11 @@ def test_subordinate_uids_share_the_owners_rate(
 
         def all_counted() -> bool:
             st = _stats(daemon)
-            return (
-                sum(
-                    st.get(u, {}).get("records", 0)
-                    + st.get(u, {}).get("dropped", {}).get("rate", 0)
-                    for u in members
-                )
-                == 80
+            counted = sum(
+                st.get(u, {}).get("records", 0) + st.get(u, {}).get("dropped", {}).get("rate", 0)
+                for u in members
             )
+            return bool(counted == 80)
 
         poll(all_counted, timeout=30)
         by.send(5)
