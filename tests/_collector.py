@@ -159,32 +159,8 @@ class Rsyslog:
         """Start it and wait until its port accepts connections."""
         assert os.access(RSYSLOGD, os.X_OK), f"{RSYSLOGD} missing: run tests/setup-debian.sh"
         assert self.proc is None, "already started (stop it first)"
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-                cwd=self.root,
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                msg = f"rsyslogd exited with {self.proc.returncode}: {self.stderr()}"
-                self.proc = None
-                raise AssertionError(msg)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        try:
-            poll(listening, timeout=20)
-        except BaseException:
-            self.kill()  # a collector that did not come up is not left behind
-            raise
+        argv = [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)]
+        self.proc = _spawn_listening(argv, self.root, self.port, self.stderr_path)
         return self
 
     def stop(self) -> None:
@@ -196,15 +172,7 @@ class Rsyslog:
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _end(self.proc, sig)
         self.proc = None
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
@@ -253,6 +221,46 @@ class Rsyslog:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _spawn_listening(
+    argv: list[str], root: Path, port: int, stderr_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a collector and wait until 127.0.0.1:*port* accepts; killed if it does not."""
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=root, env=env
+        )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            said = stderr_path.read_text(errors="replace")
+            msg = f"{Path(argv[0]).name} exited with {proc.returncode}: {said}"
+            raise AssertionError(msg)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        poll(listening, timeout=20)
+    except BaseException:
+        _end(proc, signal.SIGKILL)  # a collector that did not come up is not left behind
+        raise
+    return proc
+
+
+def _end(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    """Signal *proc* by its pid and reap it (SIGKILL after 20 s)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -320,41 +328,12 @@ class SyslogNg:
             "-R", str(r / "persist"), "-p", str(r / "pid"), "-c", str(r / "ctl"),
             f"--module-path={SYSLOG_NG_ROOT / 'usr/lib/syslog-ng/3.38'}",
         ]  # fmt: skip
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=r, env=env
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                msg = f"syslog-ng exited with {self.proc.returncode}: {self.stderr()}"
-                self.proc = None
-                raise AssertionError(msg)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        try:
-            poll(listening, timeout=20)
-        except BaseException:
-            self.stop()
-            raise
+        self.proc = _spawn_listening(argv, r, self.port, self.stderr_path, env)
         return self
 
     def stop(self) -> None:
         """SIGTERM by pid and reap (SIGKILL after 20 s)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _end(self.proc, signal.SIGTERM)
         self.proc = None
 
     def stderr(self) -> str:
