@@ -24,6 +24,7 @@ from typing import IO, Final
 import orjson
 
 from trio_logd import __version__
+from trio_logd.cli._exit import run_guarded
 from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
@@ -420,6 +421,10 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``logq``."""
+    return run_guarded("logq", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         return run(args)
