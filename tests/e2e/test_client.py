@@ -7,6 +7,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -99,6 +100,48 @@ def test_handler_sends_exceptions_with_their_traceback(
         __file__, "test_handler_sends_exceptions_with_their_traceback", "MainThread",
     )  # fmt: skip
     assert isinstance(fields["code_line"], int)
+
+
+_BASIC_CONFIG = """
+import logging, sys
+from trio_logd.client import LogdHandler
+
+logging.basicConfig(level=logging.INFO, handlers=[LogdHandler(sys.argv[1])])
+log = logging.getLogger("shop.billing")
+log.info("charged %s", "bob")
+try:
+    raise ValueError("card declined")
+except ValueError:
+    log.exception("declined")
+"""
+
+
+def test_basic_config_one_liner_stores_the_message_alone(daemon: DaemonProcess) -> None:
+    """basicConfig(handlers=[LogdHandler()]) leaves msg the message: no level, name or traceback."""
+    subprocess.run([sys.executable, "-c", _BASIC_CONFIG, daemon.socket], check=True, timeout=60)
+    recs = daemon.wait_records(ROOT, 2)
+    assert [(r["app"], r["sev"], r["msg"]) for r in recs] == [
+        ("shop.billing", "info", "charged bob"),
+        ("shop.billing", "err", "declined"),
+    ]
+    assert recs[1]["fields"]["exc_type"] == "ValueError"
+    assert recs[1]["fields"]["exception"].endswith("ValueError: card declined")
+
+
+def test_a_formatter_set_on_purpose_shapes_msg_but_not_the_traceback(
+    daemon: DaemonProcess, logger: logging.Logger
+) -> None:
+    """setFormatter shapes msg; the traceback still goes to fields only."""
+    handler = LogdHandler(daemon.socket)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    logger.addHandler(handler)
+    try:
+        raise KeyError("k")
+    except KeyError:
+        logger.exception("lookup %s", "failed")
+    (rec,) = daemon.wait_records(ROOT, 1)
+    assert rec["msg"] == "[ERROR] lookup failed"
+    assert rec["fields"]["exc_type"] == "KeyError"
 
 
 def test_structlog_event_dict_arrives_as_typed_fields(daemon: DaemonProcess) -> None:
