@@ -17,10 +17,13 @@ import structlog
 import trio
 
 from tests._daemon import DaemonProcess, world
+from tests._uids import free_uids
 from tests.client._fixtures import no_sender_thread_left  # noqa: F401  # autouse
 from trio_logd.client import AsyncLogdClient, LogdClient, LogdHandler, LogdLoggerFactory
 
 ROOT = os.geteuid()
+#: A uid (and gid) without a passwd or group entry, found free on this host.
+(SQUATTER,) = free_uids(1)
 ME = os.getpid()
 
 
@@ -264,10 +267,10 @@ def _next_count(reports: BinaryIO) -> int:
 
 
 def _squat(path: str, report: int) -> None:
-    """Child: become uid 1000, serve *path*, write each connection's byte count to *report*."""
+    """Child: become uid SQUATTER, serve *path*, write each connection's byte count to *report*."""
     os.setgroups([])
-    os.setgid(1000)
-    os.setuid(1000)
+    os.setgid(SQUATTER)
+    os.setuid(SQUATTER)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(16)
@@ -288,7 +291,7 @@ def _squat(path: str, report: int) -> None:
 def test_a_socket_served_by_another_uid_is_refused(
     as_root: None, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A uid-1000 process squatting the socket path gets no byte; stderr says so once."""
+    """A process of another uid squatting the socket path gets no byte; stderr says so once."""
     with world() as root:
         run = root / "run"
         run.mkdir()
@@ -315,14 +318,14 @@ def test_a_socket_served_by_another_uid_is_refused(
             stats = client.statistics()
             assert (stats.connects, stats.delivered, stats.pending) == (0, 0, 5)
             assert stats.last_error == (
-                f"{path}: served by uid 1000 (pid {pid}), expected uid {ROOT} "
+                f"{path}: served by uid {SQUATTER} (pid {pid}), expected uid {ROOT} "
                 f"(the owner of {run}) or root: not sending records there"
             )
             assert client.flush() is False
             client.close(0)
             assert capfd.readouterr().err == f"trio-logd client: {stats.last_error}\n"
-            # control: trusting uid 1000 explicitly, the same socket does get the record
-            with LogdClient(path, expected_uid=1000) as trusting:
+            # control: trusting that uid explicitly, the same socket does get the record
+            with LogdClient(path, expected_uid=SQUATTER) as trusting:
                 assert trusting.send("for the squatter")
             while (received := _next_count(reports)) == 0:  # more refused attempts may precede it
                 pass

@@ -6,6 +6,7 @@ import fcntl
 import functools
 import json
 import os
+import pwd
 import re
 import select
 import struct
@@ -19,15 +20,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._daemon import PYTHON, DaemonProcess, poll, run_as, world
+from tests._uids import free_uids
 from trio_logd.control_client import request_one
 
 ROOT = os.geteuid()
+#: Two uids without a passwd entry (found free on this host), and one with.
+ONE, TWO = free_uids(2)
+NAMED = min((e for e in pwd.getpwall() if e.pw_uid != 0), key=lambda e: e.pw_uid, default=None)
 
-QUOTAS = """
-[limits.uid.1002]
+QUOTAS = f"""
+[limits.uid.{TWO}]
 quota_bytes = "3MiB"
 
-[limits.user.daemon]
+[limits.user.{NAMED.pw_name if NAMED else "nobody-here"}]
 quota_bytes = "5MiB"
 """
 
@@ -67,10 +72,13 @@ def _disk_agrees(d: DaemonProcess, uid: int) -> bool:
 @pytest.mark.usefixtures("as_root")
 def test_stats_counts_exactly_what_each_uid_sent() -> None:
     """Several uids send known frames: stats --json reports their records and bytes exactly."""
+    if NAMED is None:
+        pytest.skip("no user besides root in the passwd database")
+    named = NAMED.pw_uid
     plan = {
-        1: [b"<13>daemon says %d\n" % i for i in range(7)],
-        1001: [b"<14>one-%d\n" % i for i in range(120)],
-        1002: [b"x" * 500 + b"\n" for _ in range(33)],
+        named: [b"<13>named says %d\n" % i for i in range(7)],
+        ONE: [b"<14>one-%d\n" % i for i in range(120)],
+        TWO: [b"x" * 500 + b"\n" for _ in range(33)],
     }
     with world() as root, DaemonProcess(root, extra=QUOTAS) as d:
         for uid, frames in plan.items():
@@ -95,12 +103,12 @@ def test_stats_counts_exactly_what_each_uid_sent() -> None:
             assert got["last_drop"] is None
             # the hash chain's block is written once a second: compare once it is
             poll(functools.partial(_disk_agrees, d, uid))
-        assert items[1]["user"] == "daemon"
-        assert items[1001]["user"] is None
+        assert items[named]["user"] == NAMED.pw_name
+        assert items[ONE]["user"] is None
         assert {uid: items[uid]["quota_bytes"] for uid in plan} == {
-            1: 5 << 20,  # [limits.user.daemon]
-            1001: 128 << 20,  # the embedded default
-            1002: 3 << 20,  # [limits.uid.1002]
+            named: 5 << 20,  # [limits.user.NAME]
+            ONE: 128 << 20,  # the embedded default
+            TWO: 3 << 20,  # [limits.uid.TWO]
         }
         # daemon records (the `started` record of the daemon's uid) are not counted
         assert items[ROOT]["records"] == 0
@@ -114,20 +122,20 @@ def test_stats_counts_exactly_what_each_uid_sent() -> None:
 def test_stats_of_others_only_for_readers() -> None:
     """A uid outside [access] readers/admins sees its own row only; root sees every uid."""
     with world() as root, DaemonProcess(root) as d:
-        run_as(1001, 1001, lambda: _sender(d, [b"<13>mine\n"]))
-        run_as(1002, 1002, lambda: _sender(d, [b"<13>theirs\n"]))
-        poll(lambda: {1001, 1002} <= set(_by_uid(_stats(d))))
+        run_as(ONE, ONE, lambda: _sender(d, [b"<13>mine\n"]))
+        run_as(TWO, TWO, lambda: _sender(d, [b"<13>theirs\n"]))
+        poll(lambda: {ONE, TWO} <= set(_by_uid(_stats(d))))
 
-        def as_1001() -> None:
+        def as_one() -> None:
             reply = request_one(d.control, "stats")
-            assert [item["uid"] for item in reply["uids"]] == [1001]
+            assert [item["uid"] for item in reply["uids"]] == [ONE]
             assert reply["daemon"]["records"] == 2  # totals still cover everyone
             text = request_one(d.control, "metrics")["text"]
-            assert 'uid="1002"' not in text
-            assert 'trio_logd_records_total{uid="1001"} 1' in text
+            assert f'uid="{TWO}"' not in text
+            assert f'trio_logd_records_total{{uid="{ONE}"}} 1' in text
 
-        run_as(1001, 1001, as_1001)
-        assert {1001, 1002} <= set(_by_uid(_stats(d)))
+        run_as(ONE, ONE, as_one)
+        assert {ONE, TWO} <= set(_by_uid(_stats(d)))
 
 
 def test_stats_table_and_metrics_agree(daemon: DaemonProcess) -> None:
