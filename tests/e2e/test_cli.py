@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests._daemon import PYTHON, DaemonProcess
+from trio_logd.client import LogdClient
+from trio_logd.config import SYSTEM_CONFIG_PATH
 
 TRIO_LOGD = [PYTHON, "-m", "trio_logd"]
 LOGQ = [PYTHON, "-m", "trio_logd.cli.logq"]
@@ -216,3 +220,76 @@ def test_ctrl_c_ends_commands_without_a_traceback(daemon: DaemonProcess) -> None
     assert (rc, err) == (130, "")
     rc, err = _interrupt([*LOGQ, "-f", "-n", "1", *cfg], daemon, "from stdin")
     assert (rc, err) == (0, "")
+
+
+# --------------------------------------------------------------------------- no config found
+
+needs_no_system_config = pytest.mark.skipif(
+    os.path.lexists(SYSTEM_CONFIG_PATH), reason=f"{SYSTEM_CONFIG_PATH} exists on this host"
+)
+_NOT_FOUND = (
+    f"as no config file was found: no --config, $TRIO_LOGD_CONFIG unset, no {SYSTEM_CONFIG_PATH})"
+)
+
+
+@needs_no_system_config
+def test_commands_without_a_config_say_where_they_looked(tmp_path: Path) -> None:
+    """From a directory with no daemon and no config: send, status and logq fail at once,
+    naming the path, that it is the embedded default and where no config was found."""
+    where = f"(the path is the embedded default, relative to the current directory {tmp_path}, "
+    t0 = time.monotonic()
+    r = _run([*TRIO_LOGD, "send", "hello"], cwd=tmp_path)
+    assert time.monotonic() - t0 < 5  # not the 10 s --timeout
+    assert (r.returncode, r.stderr) == (
+        1,
+        f"trio-logd send: {tmp_path}/run/log.sock: no such socket: is the daemon running? "
+        f"{where}{_NOT_FOUND}\n",
+    )
+    r = _run([*TRIO_LOGD, "status"], cwd=tmp_path)
+    assert r.returncode == 3
+    assert r.stdout == (
+        f"trio-logd is not running (no daemon answers on {tmp_path}/run/ctl.sock; "
+        f"{where[1:]}{_NOT_FOUND}\n"
+    )
+    r = _run([*LOGQ], cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"logq: cannot connect to the control socket {tmp_path}/run/ctl")
+    assert r.stderr.endswith(f"is the daemon running? {where}{_NOT_FOUND}\n")
+
+
+@needs_no_system_config
+def test_the_client_shim_tells_at_once_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LogdClient() with no config and no socket tells on_error, once, where it looked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRIO_LOGD_CONFIG", raising=False)
+    told: list[BaseException] = []
+    with LogdClient(timeout=0.2, on_error=told.append) as client:
+        assert not client.send("nobody listens")
+        assert not client.send("still nobody")
+    assert [str(e) for e in told] == [
+        f"{tmp_path}/run/log.sock: no such socket: is the daemon running? (the path is the "
+        f"embedded default, relative to the current directory {tmp_path}, {_NOT_FOUND}"
+    ]
+
+
+# --------------------------------------------------------------------------- peer
+
+
+def test_peer_says_what_the_path_is(tmp_path: Path) -> None:
+    """peer on a regular file, a directory, a stale socket: a message naming what it is."""
+    regular = tmp_path / "logd.toml"
+    regular.write_text("")
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale))  # bound, never listening: what a crashed server leaves
+    expected = {
+        str(regular): "not a socket (a regular file)",
+        str(tmp_path): "not a socket (a directory)",
+        str(stale): "a socket nobody listens on (stale: its server is gone)",
+        str(tmp_path / "none"): "No such file or directory",
+    }
+    for path, why in expected.items():
+        r = _run([*TRIO_LOGD, "peer", path])
+        assert (r.returncode, r.stdout, r.stderr) == (1, "", f"trio-logd: {path}: {why}\n")

@@ -346,8 +346,8 @@ def test_send_ack_exit_codes() -> None:
         )  # fmt: skip
         assert out.returncode == 1
         assert out.stderr == (
-            f"trio-logd send: {d.socket}: 1 of 1 records not confirmed stored within 0.5 s: "
-            "cannot connect: No such file or directory\n"
+            f"trio-logd send: {d.socket}: no such socket: is the daemon running? "
+            f"(the path is [daemon] socket of {d.config})\n"
         )
         with d:
             out = subprocess.run(

@@ -8,11 +8,13 @@ usage, 3 ``status``: not running.
 from __future__ import annotations
 
 import argparse
+import errno
 import grp
 import json
 import os
 import pwd
 import socket
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from typing import Final
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
-from trio_logd.client._connect import PeerRefused
+from trio_logd.client._connect import PeerRefused, socket_origin
 from trio_logd.config import (
     CONFIG_ENV_VAR,
     SYSTEM_CONFIG_PATH,
@@ -128,6 +130,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ConnectFailed:
         stale = os.path.exists(path) and probe_socket(path) is None
         why = f"stale socket {path}" if stale else f"no daemon answers on {path}"
+        if not os.path.lexists(path) and not args.control_socket:
+            why += f"; {socket_origin(args.config, 'control_socket')}"
         if args.json:
             print(json.dumps({"running": False, "control_socket": path, "reason": why}))
         else:
@@ -229,6 +233,24 @@ def _group(gid: int) -> str:
         return "?"
 
 
+def _peer_failure(path: str, exc: OSError) -> str:
+    """Why nobody could be asked on *path*, in the words of what *path* is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(exc.strerror or exc)
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a regular file"
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+            kind = "a special file"
+        return f"not a socket ({kind})"
+    if exc.errno == errno.ECONNREFUSED:
+        return "a socket nobody listens on (stale: its server is gone)"
+    if exc.errno == errno.EPROTOTYPE:
+        return "not a stream socket (a datagram socket has no server to name)"
+    return str(exc.strerror or exc)
+
+
 def cmd_peer(args: argparse.Namespace) -> int:
     """Print pid/uid/gid of whoever serves a Unix stream socket."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -237,7 +259,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
         s.connect(args.socket)
         cred = read_peer_cred(s)
     except OSError as exc:
-        _err(f"{args.socket}: {exc.strerror or exc}")
+        _err(f"{args.socket}: {_peer_failure(args.socket, exc)}")
         return EXIT_FAIL
     finally:
         s.close()
