@@ -9,6 +9,7 @@ import os
 import pwd
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -231,6 +232,46 @@ def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None
             proc.wait()
         os.close(master)
     assert "trio-logd 0.1.0 pid" in _screen_text(seen)
+
+
+def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> None:
+    """`top` at 160 columns shows every column; resized to 80 (SIGWINCH) it redraws at once
+    without 1MIN and RECORDS, but with USE, DROPS and LAST DROP."""
+    _sender(daemon, [b"<13>hello top\n"] * 2)
+    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 2)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "trio_logd", "top", "-d", "60", "--config", str(daemon.config)],
+        stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
+        start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    wide = re.compile(r"REC/S\s+1MIN\s+RECORDS\s+BYTES")
+    narrow = re.compile(r"REC/S\s+BYTES\s+DISK/QUOTA\s+USE\s+DROPS\s+LAST DROP")
+
+    def read_until(pattern: re.Pattern[str], seen: bytes) -> bytes:
+        deadline = time.monotonic() + 20
+        while not pattern.search(_screen_text(seen)):
+            assert time.monotonic() < deadline, f"not on screen: {_screen_text(seen)!r}"
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                seen += os.read(master, 65536)
+        return seen
+
+    try:
+        read_until(wide, b"")
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+        os.kill(proc.pid, signal.SIGWINCH)  # what the terminal does; -d 60: no refresh meanwhile
+        read_until(narrow, b"")
+        os.write(master, b"q")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
 
 
 def test_top_refuses_without_a_terminal(daemon: DaemonProcess) -> None:
