@@ -40,6 +40,7 @@ run: venv
 	@echo "trio-logd: config conf/logd.toml; ingest socket $(CURDIR)/run/log.sock,"
 	@echo "  control socket $(CURDIR)/run/ctl.sock, records under $(CURDIR)/var/log/<uid>/"
 	@echo "  try, in another shell:  logger -u run/log.sock hello   then   .venv/bin/logq -n 10"
+	@mkdir -p run var  # conf/logd.toml's parents of the sockets and log_dir
 	$(BIN)/trio-logd serve --config conf/logd.toml
 
 test: venv

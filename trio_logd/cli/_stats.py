@@ -15,6 +15,7 @@ summary wrapped at its commas. UID, REC/S, USE and DROPS stay to the end.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -268,8 +269,9 @@ def show_stats(path: str, *, as_json: bool) -> int:
         return 1
     if as_json:
         print(json.dumps(stats))
-    else:
-        print("\n".join(render_table(stats)))
+    else:  # on a terminal, fit its width as top does; into a pipe, every column
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print("\n".join(render_table(stats, width=width)))
     return 0
 
 

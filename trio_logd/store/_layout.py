@@ -188,7 +188,7 @@ def open_log_dir(path: str) -> int:
             "log_dir_created",
             log_dir=path,
             created=created,
-            hint="its parent did not exist: check [daemon] log_dir for a typo",
+            hint="its parents were created too: if [daemon] log_dir has a typo, fix it",
         )
     try:
         fd = os.open(path, _DIR_FLAGS)
