@@ -182,6 +182,12 @@ def test_every_command_ends_quietly_when_its_reader_is_gone(daemon: DaemonProces
         assert (r.returncode, r.stderr) == (0, ""), argv[2:]
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal, even if the tests run where it is ignored
+    (a background job of a shell ignores SIGINT, and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(
     argv: list[str], daemon: DaemonProcess, ready: str, stdin: bytes = b""
 ) -> tuple[int, str]:
@@ -189,7 +195,7 @@ def _interrupt(
     stdout), then send SIGINT (Ctrl-C); return its exit code and stderr."""
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        cwd=daemon.root,
+        cwd=daemon.root, preexec_fn=_default_sigint,
     )  # fmt: skip
     assert proc.stdin is not None
     assert proc.stdout is not None

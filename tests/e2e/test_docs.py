@@ -170,7 +170,8 @@ def _skip(block: Block, reason: str) -> None:
 
 def test_marks_are_well_formed() -> None:
     """Every doc-test mark says skip and why, and stands right before a code block."""
-    marked = {(b.doc, b.line - 1) for b in BLOCKS if b.skip is not None}
+    blocks = _blocks()  # the files as they are now
+    marked = {(b.doc, b.line - 1) for b in blocks if b.skip is not None}
     for doc in DOCS:
         for number, line in enumerate(doc.read_text().splitlines(), 1):
             mark = _MARK.search(line)
@@ -179,7 +180,7 @@ def test_marks_are_well_formed() -> None:
             where = f"{doc.relative_to(ROOT)}:{number}"
             assert (doc, number) in marked, f"{where}: a doc-test mark not before a code block"
             assert mark.group(1).startswith("skip"), f"{where}: only 'skip' is known"
-    for b in BLOCKS:
+    for b in blocks:
         if b.skip is not None:
             assert b.skip != "(no reason given)", f"{b.name}: say why it is not run"
 
@@ -267,6 +268,7 @@ def _follow(block: Block, argv: list[str], d: DaemonProcess, env: dict[str, str]
     proc = subprocess.Popen(
         argv, cwd=d.root, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     try:
         with pytest.raises(subprocess.TimeoutExpired):
@@ -278,6 +280,11 @@ def _follow(block: Block, argv: list[str], d: DaemonProcess, env: dict[str, str]
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert (proc.returncode, err) == (0, b""), f"{block.name}: {argv[-1]}\n{err!r}"
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as in a terminal, even where the tests run with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run_toml(block: Block) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
@@ -15,6 +16,7 @@ import subprocess
 import termios
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -202,69 +204,24 @@ def _screen_text(raw: bytes) -> str:
     return re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>78])", " ", text)
 
 
-def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None:
-    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0."""
-    _sender(daemon, [b"<13>hello top\n"] * 4)
-    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 4)
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
-    env = {**os.environ, "TERM": "xterm", "LINES": "30", "COLUMNS": "160"}
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "trio_logd", "top", "-d", "0.2", "--config", str(daemon.config)],
-        stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
-    )  # fmt: skip
-    os.close(slave)
-    seen = b""
-    # curses moves the cursor rather than writing newlines: look for the cells in order
-    row = re.compile(rf"(?<![\d.]){ROOT}\s+root\s+0\s+\S+\s+\S+\s+4\s+52B\s")
-    try:
-        deadline = time.monotonic() + 20
-        while not (row.search(_screen_text(seen)) and b"USER" in seen):
-            assert time.monotonic() < deadline, f"no uid row on screen: {_screen_text(seen)!r}"
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                seen += os.read(master, 65536)
-        os.write(master, b"q")
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert "trio-logd 0.1.0 pid" in _screen_text(seen)
+@contextlib.contextmanager
+def _top_on_pty(daemon: DaemonProcess, columns: int, interval: str) -> Iterator[tuple[int, int]]:
+    """`trio-logd top` on a pseudo-terminal of 30 x *columns*; yields the master fd and its pid.
 
-
-def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> None:
-    """`top` at 160 columns shows every column; resized to 80 (SIGWINCH) it redraws at once
-    without 1MIN and RECORDS, but with USE, DROPS and LAST DROP."""
-    _sender(daemon, [b"<13>hello top\n"] * 2)
-    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 2)
+    The size comes from the terminal only (no LINES/COLUMNS), as for a user, so a
+    resize reaches it. On leaving, `q` must end it with exit 0.
+    """
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
     proc = subprocess.Popen(
-        [PYTHON, "-m", "trio_logd", "top", "-d", "60", "--config", str(daemon.config)],
+        [PYTHON, "-m", "trio_logd", "top", "-d", interval, "--config", str(daemon.config)],
         stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
         start_new_session=True,
     )  # fmt: skip
     os.close(slave)
-    wide = re.compile(r"REC/S\s+1MIN\s+RECORDS\s+BYTES")
-    narrow = re.compile(r"REC/S\s+BYTES\s+DISK/QUOTA\s+USE\s+DROPS\s+LAST DROP")
-
-    def read_until(pattern: re.Pattern[str], seen: bytes) -> bytes:
-        deadline = time.monotonic() + 20
-        while not pattern.search(_screen_text(seen)):
-            assert time.monotonic() < deadline, f"not on screen: {_screen_text(seen)!r}"
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                seen += os.read(master, 65536)
-        return seen
-
     try:
-        read_until(wide, b"")
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
-        os.kill(proc.pid, signal.SIGWINCH)  # what the terminal does; -d 60: no refresh meanwhile
-        read_until(narrow, b"")
+        yield master, proc.pid
         os.write(master, b"q")
         assert proc.wait(timeout=10) == 0
     finally:
@@ -272,6 +229,43 @@ def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> No
             proc.kill()
             proc.wait()
         os.close(master)
+
+
+def _read_until(master: int, pattern: re.Pattern[str]) -> str:
+    """Read the terminal until *pattern* is on it (escape sequences as spaces)."""
+    seen = b""
+    deadline = time.monotonic() + 20
+    while not pattern.search(_screen_text(seen)):
+        assert time.monotonic() < deadline, f"not on screen: {_screen_text(seen)!r}"
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            seen += os.read(master, 65536)
+    return _screen_text(seen)
+
+
+def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None:
+    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0."""
+    _sender(daemon, [b"<13>hello top\n"] * 4)
+    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 4)
+    # curses moves the cursor rather than writing newlines: look for the cells in order
+    row = re.compile(rf"USER.*(?<![\d.]){ROOT}\s+root\s+0\s+\S+\s+\S+\s+4\s+52B\s", re.S)
+    with _top_on_pty(daemon, 160, "0.2") as (master, _):
+        screen = _read_until(master, row)
+    assert "trio-logd 0.1.0 pid" in screen
+
+
+def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> None:
+    """`top` at 160 columns shows every column; resized to 80 (SIGWINCH) it redraws at the
+    new width (at once, or at the latest with the next frame): without 1MIN and RECORDS,
+    but with USE, DROPS and LAST DROP."""
+    _sender(daemon, [b"<13>hello top\n"] * 2)
+    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 2)
+    with _top_on_pty(daemon, 160, "1") as (master, pid):
+        # the whole first frame, down to the row's last cell (USE, DROPS, LAST DROP)
+        _read_until(master, re.compile(r"REC/S\s+1MIN\s+RECORDS\s+BYTES.*%\s+-\s+-", re.S))
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+        os.kill(pid, signal.SIGWINCH)  # what the terminal's resize sends
+        _read_until(master, re.compile(r"REC/S\s+BYTES\s+DISK/QUOTA\s+USE\s+DROPS\s+LAST DROP"))
 
 
 def test_top_refuses_without_a_terminal(daemon: DaemonProcess) -> None:

@@ -6,8 +6,9 @@ it works over ssh with any terminfo terminal) draws the table of
 for a key with ``getch`` and a timeout, so a key is handled at once: ``q``
 (or Esc) quits, anything else refreshes now. The table is laid out for the
 screen's width every frame (columns dropped by priority, see ``_stats``); a
-resize (``SIGWINCH``, which curses turns into ``KEY_RESIZE``) is redrawn at
-once at the new size. When the daemon stops answering the
+resize (``SIGWINCH``, which curses turns into ``KEY_RESIZE``) is repainted
+whole at the new size, at once (or with the next frame, when the signal
+races curses' wait for a key). When the daemon stops answering the
 last table stays, with the error on top, and ``top`` keeps asking.
 """
 
@@ -54,6 +55,8 @@ def _loop(screen: curses.window, path: str, interval: float) -> int:
                 stats = fetch(path, timeout=max(2.0, interval))
             except StatsUnavailable as exc:
                 error = str(exc)
+        if key == curses.KEY_RESIZE:  # what the terminal shows now is unknown: repaint all
+            screen.clear()
         width = screen.getmaxyx()[1] - 1  # the last column of the screen stays empty
         lines = render_table(stats, width=width) if stats is not None else []
         _draw(screen, lines, error, interval)
