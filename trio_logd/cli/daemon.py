@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     p = argparse.ArgumentParser(
-        prog="trio-logd", description="An authenticated, syslog-style logging daemon."
+        prog="trio-logd",
+        description="An authenticated, syslog-style logging daemon. Without a COMMAND: serve.",
     )
     p.add_argument("--config", metavar="FILE", help=config_help)
     p.add_argument("--version", action="version", version=f"trio-logd {__version__}")
