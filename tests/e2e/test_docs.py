@@ -14,8 +14,8 @@ The convention, for whoever writes docs:
       systemctl reload trio-logd
       ```
 
-  The comment is visible in the Markdown source and not in the rendered
-  page. A skipped block is reported with its reason; a mark without a reason
+  The comment stands alone on its line; it is visible in the Markdown
+  source and not in the rendered page. A skipped block is reported with its reason; a mark without a reason
   is an error, and so is a mark before something that is not a code block.
 
 How each kind runs, in a directory laid out like a checkout where a daemon
@@ -174,7 +174,7 @@ def test_marks_are_well_formed() -> None:
     marked = {(b.doc, b.line - 1) for b in blocks if b.skip is not None}
     for doc in DOCS:
         for number, line in enumerate(doc.read_text().splitlines(), 1):
-            mark = _MARK.search(line)
+            mark = _MARK.fullmatch(line.strip())  # a mark stands alone on its line
             if mark is None:
                 continue
             where = f"{doc.relative_to(ROOT)}:{number}"
