@@ -15,8 +15,9 @@ The convention, for whoever writes docs:
       ```
 
   The comment stands alone on its line; it is visible in the Markdown
-  source and not in the rendered page. A skipped block is reported with its reason; a mark without a reason
-  is an error, and so is a mark before something that is not a code block.
+  source and not in the rendered page. A skipped block is reported with its
+  reason; a mark without a reason is an error, and so is a mark before
+  something that is not a code block.
 
 How each kind runs, in a directory laid out like a checkout where a daemon
 runs (``run/log.sock``, ``run/ctl.sock``, ``var/log``, ``.venv`` linked to the

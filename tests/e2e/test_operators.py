@@ -205,11 +205,14 @@ def _screen_text(raw: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _top_on_pty(daemon: DaemonProcess, columns: int, interval: str) -> Iterator[tuple[int, int]]:
+def _top_on_pty(
+    daemon: DaemonProcess, columns: int, interval: str, *, ctrl_c: bool = False
+) -> Iterator[tuple[int, int]]:
     """`trio-logd top` on a pseudo-terminal of 30 x *columns*; yields the master fd and its pid.
 
     The size comes from the terminal only (no LINES/COLUMNS), as for a user, so a
-    resize reaches it. On leaving, `q` must end it with exit 0.
+    resize reaches it. On leaving, `q` must end it with exit 0 (with *ctrl_c*: SIGINT,
+    exit 130).
     """
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
@@ -218,12 +221,16 @@ def _top_on_pty(daemon: DaemonProcess, columns: int, interval: str) -> Iterator[
         [PYTHON, "-m", "trio_logd", "top", "-d", interval, "--config", str(daemon.config)],
         stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )  # fmt: skip
     os.close(slave)
     try:
         yield master, proc.pid
-        os.write(master, b"q")
-        assert proc.wait(timeout=10) == 0
+        if ctrl_c:
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.write(master, b"q")
+        assert proc.wait(timeout=10) == (130 if ctrl_c else 0)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -244,7 +251,8 @@ def _read_until(master: int, pattern: re.Pattern[str]) -> str:
 
 
 def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None:
-    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0."""
+    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0,
+    Ctrl-C 130."""
     _sender(daemon, [b"<13>hello top\n"] * 4)
     poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 4)
     # curses moves the cursor rather than writing newlines: look for the cells in order
@@ -252,6 +260,8 @@ def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None
     with _top_on_pty(daemon, 160, "0.2") as (master, _):
         screen = _read_until(master, row)
     assert "trio-logd 0.1.0 pid" in screen
+    with _top_on_pty(daemon, 160, "0.2", ctrl_c=True) as (master, _):  # Ctrl-C: 130
+        _read_until(master, row)
 
 
 def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> None:

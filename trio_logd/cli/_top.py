@@ -75,10 +75,8 @@ def run_top(path: str, interval: float) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print("trio-logd: top needs a terminal; use `trio-logd stats` in scripts", file=sys.stderr)
         return 2
-    try:
+    try:  # Ctrl-C: curses.wrapper restores the terminal, the CLI exits 130 (cli._exit)
         return curses.wrapper(_loop, path, interval)
-    except KeyboardInterrupt:
-        return 0
     except curses.error as exc:
         print(f"trio-logd: top cannot use this terminal: {exc}", file=sys.stderr)
         return 1
