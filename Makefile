@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv run test lint fmt bench fuzz fuzz-merge clean
+.PHONY: venv run test lint fmt bench fuzz fuzz-merge clean dist reach
 
 venv: $(STAMP)
 
@@ -13,12 +13,34 @@ $(STAMP): pyproject.toml
 	@# pip >= 25.1 understands [dependency-groups] (PEP 735)
 	$(BIN)/python -m pip install -q --upgrade 'pip>=25.1'
 	$(BIN)/python -m pip install -q -e . --group dev
+	@$(MAKE) -s reach
 	@touch $@
+
+# Other users run .venv/bin/logq through the venv's interpreter: say so when
+# a directory on its way is closed to them (pyenv under /root, a 0700 home).
+REACH_EXE ?= $(BIN)/python
+reach:
+	@p=$$(readlink -f "$(REACH_EXE)"); exe=$$p; \
+	while [ "$$p" != / ]; do \
+		case $$(stat -c %a "$$p") in *[1357]) ;; *) \
+			echo "note: other users cannot run .venv/bin/logq or .venv/bin/trio-logd:"; \
+			echo "  the interpreter $$exe is under $$p, closed to them (mode $$(stat -c %a "$$p"))."; \
+			echo "  For them, make the venv from a system interpreter (3.11 or later):"; \
+			echo "  rm -rf $(VENV) && make venv PYTHON=/usr/bin/python3"; \
+			break;; \
+		esac; \
+		p=$$(dirname "$$p"); \
+	done
+
+# A wheel in dist/, to install where there is no checkout (docs/operators.md).
+dist: venv
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
 
 run: venv
 	@echo "trio-logd: config conf/logd.toml; ingest socket $(CURDIR)/run/log.sock,"
 	@echo "  control socket $(CURDIR)/run/ctl.sock, records under $(CURDIR)/var/log/<uid>/"
 	@echo "  try, in another shell:  logger -u run/log.sock hello   then   .venv/bin/logq -n 10"
+	@mkdir -p run var  # conf/logd.toml's parents of the sockets and log_dir
 	$(BIN)/trio-logd serve --config conf/logd.toml
 
 test: venv
@@ -60,4 +82,4 @@ fuzz-merge: venv
 	done
 
 clean:
-	rm -rf $(VENV) run var .pytest_cache .mypy_cache .ruff_cache .fuzz-work
+	rm -rf $(VENV) run var dist .pytest_cache .mypy_cache .ruff_cache .fuzz-work

@@ -28,6 +28,7 @@ from trio_logd.config import (
     find_config,
     find_config_path,
     load,
+    load_all_errors,
     loads,
     lookup_identity,
 )
@@ -1088,3 +1089,61 @@ def test_parse_size_errors(text: str | int, reason: str) -> None:
     """Bad sizes raise ValueError saying what is wrong."""
     with pytest.raises(ValueError, match="^" + re.escape(reason) + "$"):
         parse_size(text)
+
+
+# --------------------------------------------------------------------------- every error at once
+
+
+def _all_errors(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return [f"{e.key}: {e.reason}" for e in load_all_errors(path, base_dir=BASE)]
+
+
+def test_load_all_errors_goes_on_after_each_error(tmp_path: Path) -> None:
+    """Every bad value, table name and unknown key is reported, not only the first."""
+    text = (
+        '[daemon]\nmax_connections = 0\nsocket_mode = "x"\nsockte = 1\n'
+        '[store]\nfsync = "maybe"\n'
+        '[limits.default]\nrate_messages = -1\non_rate = "panic"\n'
+        '[limits.user."1000"]\nrate_messages = 1\n'
+        "[limits.uid.7]\nquota_bytes = 0\n"
+        '[[forward]]\nname = "x"\naddress = "h:1"\ntimeout = "0s"\n'
+        '[[forward]]\naddress = "h:2"\n'
+    )
+    assert _all_errors(tmp_path, text) == [
+        "[daemon] sockte: unknown key (did you mean socket?)",
+        "[daemon] max_connections: expected a positive integer, got 0",
+        '[daemon] socket_mode: expected permission bits like 0o666 or "0666", got "x"',
+        '[store] fsync: expected one of "never", "batch", "always", got "maybe"',
+        "[limits.default] rate_messages: expected a positive integer, got -1",
+        '[limits.default] on_rate: expected one of "drop", "block", got "panic"',
+        "[limits.uid.7] quota_bytes: expected a positive number of bytes (an integer, or a "
+        'string like "16MiB"), got 0',
+        "[limits.user.1000]: expected a user name as the table name (for a uid use "
+        "[limits.uid.1000])",
+        "[[forward]] #1 timeout: expected at least 1s, got 0s",
+        '[[forward]] #2 name: missing: every [[forward]] needs a name and an address ("HOST:PORT")',
+    ]
+
+
+def test_load_all_errors_agrees_with_load(tmp_path: Path) -> None:
+    """No errors for a file load accepts; the first error is the one load raises."""
+    assert load_all_errors(ROOT / "conf" / "logd.toml", base_dir=BASE) == []
+    path = tmp_path / "c.toml"
+    path.write_text("[store]\ncompress = 1\n[daemon]\nmax_connections = 0\n")
+    with pytest.raises(ConfigError) as raised:
+        load(path, base_dir=BASE)
+    errors = load_all_errors(path, base_dir=BASE)
+    assert len(errors) == 2
+    assert str(raised.value) in {str(e) for e in errors}
+
+
+def test_load_all_errors_of_an_unreadable_or_broken_file(tmp_path: Path) -> None:
+    """A missing file or invalid TOML is one error: nothing after it can be checked."""
+    assert [str(e) for e in load_all_errors(tmp_path / "none.toml")] == [
+        f"{tmp_path / 'none.toml'}: cannot read: No such file or directory"
+    ]
+    assert _all_errors(tmp_path, "[daemon\n") == [
+        ": invalid TOML at line 1, column 8: expected ']' at the end of a table declaration"
+    ]

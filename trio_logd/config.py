@@ -81,6 +81,7 @@ __all__ = [
     "find_config",
     "find_config_path",
     "load",
+    "load_all_errors",
     "loads",
     "lookup_identity",
 ]
@@ -694,6 +695,41 @@ def load(path: str | os.PathLike[str], *, base_dir: str | None = None) -> Config
             table or key is unknown or has a bad value.
     """
     file = os.fspath(path)
+    text = _read_text(file)
+    base = _base_dir(base_dir)
+    return _load_text(text, file=file, path=os.path.normpath(os.path.join(base, file)), base=base)
+
+
+def load_all_errors(
+    path: str | os.PathLike[str], *, base_dir: str | None = None
+) -> list[ConfigError]:
+    """Every error in the config file at *path*, in file order as far as it can tell.
+
+    :func:`load` stops at the first error; this goes on: a bad value is
+    reported and its default used, a table that still fails is reported and
+    its defaults used, so that one run of ``trio-logd check-config`` names
+    everything to fix. A file that cannot be read or is not TOML gives one
+    error (nothing after it can be checked).
+
+    Args:
+        path: the file; errors name it as given.
+        base_dir: as for :func:`load`.
+
+    Returns:
+        The errors; empty when :func:`load` would succeed.
+    """
+    file = os.fspath(path)
+    errors: list[ConfigError] = []
+    try:
+        text = _read_text(file)
+        base = _base_dir(base_dir)
+        _load_text(text, file=file, path=None, base=base, errors=errors)
+    except ConfigError as exc:  # unreadable, not TOML, or an error without a fallback
+        errors.append(exc)
+    return list({str(exc): exc for exc in errors}.values())  # a fallback may repeat one
+
+
+def _read_text(file: str) -> str:
     try:
         with open(file, "rb") as stream:
             data = stream.read()
@@ -701,12 +737,10 @@ def load(path: str | os.PathLike[str], *, base_dir: str | None = None) -> Config
         reason = f"cannot read: {exc.strerror or exc}"
         raise ConfigError(file, "", reason) from exc
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text (bad byte at offset {exc.start})"
         raise ConfigError(file, "", reason) from exc
-    base = _base_dir(base_dir)
-    return _load_text(text, file=file, path=os.path.normpath(os.path.join(base, file)), base=base)
 
 
 def loads(text: str, *, file: str = "<string>", base_dir: str | None = None) -> Config:
@@ -843,10 +877,27 @@ class _Invalid(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Ctx:
-    """What every table of one load shares."""
+    """What every table of one load shares.
+
+    *errors* is ``None`` for a normal load (the first error is raised). For
+    :func:`load_all_errors` it collects them: a bad value is recorded and
+    replaced by its default, a table that still fails is recorded and replaced
+    by its defaults (or left out), and reading goes on.
+    """
 
     file: str
     base_dir: str
+    errors: list[ConfigError] | None = None
+
+    def attempt(self, read: Callable[[], _T], fallback: Callable[[], _T]) -> _T:
+        """``read()``; when collecting errors, record its error and return ``fallback()``."""
+        if self.errors is None:
+            return read()
+        try:
+            return read()
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return fallback()
 
 
 class _Table:
@@ -855,7 +906,7 @@ class _Table:
     *label* names an element of an array of tables (``[[forward]] #2``).
     """
 
-    __slots__ = ("_ctx", "_label", "_path", "_raw")
+    __slots__ = ("_ctx", "_defaults", "_label", "_path", "_raw")
 
     def __init__(
         self,
@@ -863,11 +914,13 @@ class _Table:
         path: tuple[str, ...],
         raw: Mapping[str, object],
         label: str | None = None,
+        defaults: Mapping[str, object] | None = None,
     ) -> None:
         self._ctx = ctx
         self._path = path
         self._raw = raw
         self._label = label
+        self._defaults: Mapping[str, object] = defaults or {}
 
     @property
     def ctx(self) -> _Ctx:
@@ -902,13 +955,29 @@ class _Table:
 
     def get_optional(self, key: str, parse: _Parser[_T]) -> _T | None:
         """The parsed value of *key*, or ``None`` when the table leaves it out."""
-        return self._parse(key, parse) if key in self._raw else None
+        if key not in self._raw:
+            return None
+        errors = self._ctx.errors
+        if errors is not None and key not in self._defaults:
+            try:
+                return self._parse(key, parse)
+            except ConfigError as exc:  # collecting: record it, go on as if left out
+                errors.append(exc)
+                return None
+        return self._parse(key, parse)
 
     def _parse(self, key: str, parse: _Parser[_T]) -> _T:
         try:
             return parse(self._raw[key])
         except _Invalid as exc:
-            raise self.error(str(exc), key) from None
+            error = self.error(str(exc), key)
+        if self._ctx.errors is None or key not in self._defaults:
+            raise error
+        self._ctx.errors.append(error)  # collecting: record it, go on with the default
+        try:
+            return parse(self._defaults[key])
+        except _Invalid:
+            raise error from None
 
     def table(self, key: str) -> _Table:
         """The sub-table *key* (empty when absent)."""
@@ -916,7 +985,9 @@ class _Table:
         if not isinstance(value, dict):
             reason = f"expected a table, got {_show(value)}"
             raise self.error(reason, key)
-        return _Table(self._ctx, (*self._path, key), value)
+        below = self._defaults.get(key)
+        defaults = below if isinstance(below, dict) else None
+        return _Table(self._ctx, (*self._path, key), value, defaults=defaults)
 
     def subtables(self, key: str) -> list[tuple[str, _Table]]:
         """The tables inside sub-table *key*, as ``(name, table)`` in file order."""
@@ -925,33 +996,50 @@ class _Table:
 
 
 def _check_names(
-    raw: Mapping[str, object], schema: _Schema, path: tuple[str, ...], file: str
+    raw: Mapping[str, object],
+    schema: _Schema,
+    path: tuple[str, ...],
+    file: str,
+    errors: list[ConfigError] | None = None,
 ) -> None:
     """Fail on the first table or key of *raw* that *schema* does not know.
 
     Runs over the whole file before any value is parsed, so that a misspelt
     key is reported rather than the errors its absence causes. Types are left
     to the readers (``[daemon.socket]`` is "expected a path, got a table").
+    With *errors*, every unknown name is appended there instead.
     """
+
+    def fail(exc: ConfigError) -> None:
+        if errors is None:
+            raise exc
+        errors.append(exc)
+
     for key, value in raw.items():
         if isinstance(schema, tuple):  # a table of keys
             if key not in schema:
-                raise _unknown(key, value, schema, path, file)
+                fail(_unknown(key, value, schema, path, file))
             continue
         sub = schema.get(key, schema.get("*"))  # a table of tables
         if sub is None:
-            raise _unknown(key, value, [k for k in schema if k != "*"], path, file)
+            fail(_unknown(key, value, [k for k in schema if k != "*"], path, file))
+            continue
         if isinstance(value, dict):
-            _check_names(value, sub, (*path, key), file)
+            _check_names(value, sub, (*path, key), file, errors)
         elif isinstance(value, list) and isinstance(sub, tuple):  # an array of tables
             for i, item in enumerate(value, 1):
                 if not isinstance(item, dict):
                     continue
+                found: list[ConfigError] = []
                 try:
-                    _check_names(item, sub, (*path, key), file)
-                except ConfigError as exc:  # name the element: [[forward]] #2 nme
-                    where = exc.key.replace(_table_name((*path, key)), _element_label(key, i), 1)
-                    raise ConfigError(file, where, exc.reason) from None
+                    _check_names(
+                        item, sub, (*path, key), file, found if errors is not None else None
+                    )
+                except ConfigError as first:
+                    found.append(first)
+                for error in found:  # name the element: [[forward]] #2 nme
+                    where = error.key.replace(_table_name((*path, key)), _element_label(key, i), 1)
+                    fail(ConfigError(file, where, error.reason))
 
 
 def _unknown(
@@ -1279,7 +1367,8 @@ def _read_override(table: _Table, max_message_bytes: int) -> LimitsOverride:
 
 def _read_uid_overrides(limits: _Table, max_message_bytes: int) -> dict[int, LimitsOverride]:
     result: dict[int, LimitsOverride] = {}
-    for name, table in limits.subtables("uid"):
+
+    def read(name: str, table: _Table) -> None:
         if not _UID_NAME.fullmatch(name) or int(name) > MAX_UID:
             hint = (
                 "" if name.isdigit() else f" (for a user name use [limits.user.{_toml_key(name)}])"
@@ -1287,6 +1376,9 @@ def _read_uid_overrides(limits: _Table, max_message_bytes: int) -> dict[int, Lim
             reason = f"expected a uid (0 to {MAX_UID}, no leading zeros) as the table name{hint}"
             raise table.error(reason, None)
         result[int(name)] = _read_override(table, max_message_bytes)
+
+    for name, table in limits.subtables("uid"):
+        limits.ctx.attempt(functools.partial(read, name, table), lambda: None)
     return result
 
 
@@ -1294,12 +1386,16 @@ def _read_named_overrides(
     limits: _Table, kind: str, max_message_bytes: int
 ) -> dict[str, LimitsOverride]:
     result: dict[str, LimitsOverride] = {}
-    for name, table in limits.subtables(kind):
+
+    def read(name: str, table: _Table) -> None:
         if not _NAME.fullmatch(name):
             hint = f" (for a uid use [limits.uid.{name}])" if name.isdigit() else ""
             reason = f"expected a {kind} name as the table name{hint}"
             raise table.error(reason, None)
         result[name] = _read_override(table, max_message_bytes)
+
+    for name, table in limits.subtables(kind):
+        limits.ctx.attempt(functools.partial(read, name, table), lambda: None)
     return result
 
 
@@ -1552,8 +1648,13 @@ def _read_forwards(root: _Table) -> tuple[ForwardConfig, ...]:
     names: dict[str, int] = {}
     for i, item in enumerate(raw, 1):
         label = _element_label("forward", i)
-        table = _Table(root.ctx, ("forward",), {**FORWARD_DEFAULTS, **item}, label)
-        forward = _read_forward(table, item)
+        table = _Table(
+            root.ctx, ("forward",), {**FORWARD_DEFAULTS, **item}, label, defaults=FORWARD_DEFAULTS
+        )
+        read = functools.partial(_read_forward, table, item)
+        forward = root.ctx.attempt(read, lambda: None)
+        if forward is None:  # collecting errors: this element was wrong, go on to the next
+            continue
         if forward.name in names:
             first = _element_label("forward", names[forward.name])
             reason = (
@@ -1567,20 +1668,41 @@ def _read_forwards(root: _Table) -> tuple[ForwardConfig, ...]:
 
 
 def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
-    _check_names(raw, _SCHEMA, (), ctx.file)
-    root = _Table(ctx, (), raw)
-    daemon = _read_daemon(root.table("daemon"))
-    store = _read_store(root.table("store"))
+    _check_names(raw, _SCHEMA, (), ctx.file, ctx.errors)
+    defaults = _default_tables() if ctx.errors is not None else None
+    root = _Table(ctx, (), raw, defaults=defaults)
+    # the fallbacks only run when collecting errors: a table that fails is
+    # replaced by the embedded defaults' (or left out) and reading goes on
+    base = _Table(_Ctx(ctx.file, ctx.base_dir), (), _default_tables())
+    daemon = ctx.attempt(
+        lambda: _read_daemon(root.table("daemon")), lambda: _read_daemon(base.table("daemon"))
+    )
+    mmb = daemon.max_message_bytes
+    store = ctx.attempt(
+        lambda: _read_store(root.table("store")), lambda: _read_store(base.table("store"))
+    )
     limits = root.table("limits")
-    limits_default = _read_limits(limits.table("default"), daemon.max_message_bytes)
-    limits_uid = _read_uid_overrides(limits, daemon.max_message_bytes)
-    limits_user = _read_named_overrides(limits, "user", daemon.max_message_bytes)
-    limits_group = _read_named_overrides(limits, "group", daemon.max_message_bytes)
-    access = _read_access(root.table("access"))
-    identity = _read_identity(root.table("identity"))
-    metrics = _read_metrics(root.table("metrics"))
-    control = _read_control(root.table("control"))
-    forward = _read_forwards(root)
+    limits_default = ctx.attempt(
+        lambda: _read_limits(limits.table("default"), mmb),
+        lambda: _read_limits(base.table("limits").table("default"), mmb),
+    )
+    limits_uid = _read_uid_overrides(limits, mmb)
+    limits_user = _read_named_overrides(limits, "user", mmb)
+    limits_group = _read_named_overrides(limits, "group", mmb)
+    access = ctx.attempt(
+        lambda: _read_access(root.table("access")), lambda: _read_access(base.table("access"))
+    )
+    identity = ctx.attempt(
+        lambda: _read_identity(root.table("identity")),
+        lambda: _read_identity(base.table("identity")),
+    )
+    metrics = ctx.attempt(
+        lambda: _read_metrics(root.table("metrics")), lambda: _read_metrics(base.table("metrics"))
+    )
+    control = ctx.attempt(
+        lambda: _read_control(root.table("control")), lambda: _read_control(base.table("control"))
+    )
+    forward = ctx.attempt(lambda: _read_forwards(root), lambda: ())
     return Config(
         path=path,
         daemon=daemon,
@@ -1622,12 +1744,19 @@ def _base_dir(base_dir: str | None) -> str:
     return os.getcwd() if base_dir is None else os.path.abspath(base_dir)
 
 
-def _load_text(text: str, *, file: str, path: str | None, base: str) -> Config:
+def _load_text(
+    text: str,
+    *,
+    file: str,
+    path: str | None,
+    base: str,
+    errors: list[ConfigError] | None = None,
+) -> Config:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", _toml_reason(exc)) from None
-    return _build(_merge(_default_tables(), raw), _Ctx(file=file, base_dir=base), path)
+    return _build(_merge(_default_tables(), raw), _Ctx(file, base, errors), path)
 
 
 def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:

@@ -1,7 +1,8 @@
 """Attackers and bystanders: children of other uids talking to a real daemon.
 
-The attacker is uid 1000 (an ordinary user), the bystander uid 1001: each a
-forked child that drops to its uid, so the kernel, not the test, says who
+The attacker and the bystander are two ordinary uids found free on the host
+(``tests._uids``: no passwd entry, no process): each a forked child that
+drops to its uid, so the kernel, not the test, says who
 they are. A :class:`Bystander` logs numbered records before, during and after
 an attack; :meth:`Bystander.lost` counts on disk how many of them are
 missing, which is the measured "records lost" of the attack table.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import encodings.utf_8_sig  # noqa: F401  # see below
 import io
 import os
-import pwd
 import select
 import socket
 import sys
@@ -31,6 +31,7 @@ from tests._daemon import DaemonProcess
 # Children that drop to another uid may be unable to read the Python install
 # (root's home, 0700): what they import lazily (the config reader's
 # utf-8-sig codec, the embedded defaults, logq's formatters) is done here.
+from tests._uids import free_uids
 from trio_logd.config import default_config
 from trio_logd.query.output import make_formatter
 from trio_logd.store.reader import read_uid_records
@@ -39,8 +40,7 @@ default_config()
 for _name in ("short", "verbose"):
     make_formatter(_name)(b'{"ts":"2026-11-27T20:47:40.123456Z","seq":1,"uid":0}')
 
-ATTACKER = 1000
-BYSTANDER = 1001
+ATTACKER, BYSTANDER, THIRD = free_uids(3)
 #: What no line on disk or of ``logq -o short`` may hold raw: C0 controls
 #: (LF only as the line end), DEL, C1, bidi controls, line/paragraph separators.
 UNSAFE_CHARS = frozenset(
@@ -351,27 +351,6 @@ def assert_store_is_one_record_per_line(log_dir: Path) -> int:
         assert isinstance(orjson.loads(line), dict)
         assert not UNSAFE_CHARS.intersection(line.decode())
     return checked
-
-
-def free_uids(n: int, start: int = 64100) -> list[int]:
-    """*n* uids with no passwd entry and no running process (nothing else counts against them)."""
-    busy = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                busy.add(os.stat(f"/proc/{entry}").st_uid)
-            except OSError:
-                continue
-    found: list[int] = []
-    uid = start
-    while len(found) < n:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in busy:
-                found.append(uid)
-        uid += 1
-    return found
 
 
 __all__ = [

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.usefixtures("as_root")
 
 
 def test_fd_passed_to_another_uid(daemon: DaemonProcess, attack_report: AttackRow) -> None:
-    """Root opens a connection and passes it (SCM_RIGHTS) to a process of uid 1000, which
-    writes: the records are uid 1000's, with conn_uid 0; root's own stay root's."""
+    """Root opens a connection and passes it (SCM_RIGHTS) to a process of the attacker's
+    uid, which writes: the records are the attacker's, with conn_uid 0; root's own stay root's."""
     by = Bystander(daemon)
     by.send(10)
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -63,7 +63,7 @@ def test_fd_passed_to_another_uid(daemon: DaemonProcess, attack_report: AttackRo
     mine = wait_records(daemon, 0, 2)
     lost = 4 - len(stolen) - len(mine) + by.lost()
     attack_report.report(
-        "fd passing (SCM_RIGHTS) of root's connection to uid 1000",
+        "fd passing (SCM_RIGHTS) of root's connection to another uid",
         "records carry the writer's uid/pid and conn_uid 0/conn_pid of the opener",
         lost,
     )
@@ -87,7 +87,7 @@ def test_fd_passed_to_another_uid(daemon: DaemonProcess, attack_report: AttackRo
 
 
 def test_fork_after_connect(daemon: DaemonProcess, attack_report: AttackRow) -> None:
-    """uid 1000 connects, then a forked child writes on the inherited connection and the
+    """The attacker connects, then a forked child writes on the inherited connection and the
     parent too: each record carries its writer's pid, the child's also conn_pid."""
     by = Bystander(daemon)
     by.send(10)

@@ -77,7 +77,9 @@ def test_log_injection(daemon: DaemonProcess, attack_report: AttackRow) -> None:
     # on disk: one JSON object per line, for bytes readers and str.splitlines alike
     assert assert_store_is_one_record_per_line(daemon.log_dir) >= len(expected) + 20
     # logq -o short: one output line per record, nothing that paints the terminal
-    shown = run_child(0, lambda: logq.main(["--config", str(daemon.config), "--uid", "1000"]))
+    shown = run_child(
+        0, lambda: logq.main(["--config", str(daemon.config), "--uid", str(ATTACKER)])
+    )
     assert shown.rc == 0, shown.err
     out = shown.out.splitlines()
     assert len(out) == len(expected)

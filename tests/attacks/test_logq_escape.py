@@ -4,7 +4,7 @@ Defined outcome: a uid is an ASCII decimal number (0..4294967294) or a user
 name; anything else (``-1``, ``1000/../0``, ``../0``, huge numbers, other
 scripts' digits) is a usage error (exit 2, one line, no traceback). The
 store path is built from integers only. Online, the daemon authorizes by
-``SO_PEERCRED``: uid 1000 asking for uid 0 (in any spelling of the request)
+``SO_PEERCRED``: an ordinary uid asking for uid 0 (in any spelling of the request)
 gets an error and not one record. Offline (``--directory``), symlinks
 inside the store (a uid directory, a current or rotated file) are refused
 with a message naming them; the directory named by ``--directory`` itself
@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 
 from tests._daemon import DaemonProcess
-from tests.attacks._helpers import ATTACKER, Bystander, run_child, send_as, wait_records
+from tests.attacks._helpers import (
+    ATTACKER,
+    BYSTANDER,
+    THIRD,
+    Bystander,
+    run_child,
+    send_as,
+    wait_records,
+)
 from tests.attacks.conftest import AttackRow
 from trio_logd.cli import logq
 from trio_logd.protocol.control import GREETING
@@ -31,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("as_root")
 
 USAGE = [
     ["--uid", "-1"],
-    ["--uid", "1000/../0"],
+    ["--uid", f"{ATTACKER}/../0"],
     ["--uid", "../0"],
     ["--uid", "0/../../etc"],
     ["--uid", "99999999999999999999"],
@@ -42,7 +50,7 @@ USAGE = [
     ["--since", "@99999999999999999999"],
     ["--since", "../../etc/passwd"],
 ]
-#: control requests of uid 1000 that try to reach uid 0's records
+#: control requests of the attacker that try to reach uid 0's records
 REQUESTS: list[dict[str, Any]] = [
     {"uids": [0]},
     {"uids": [-1]},
@@ -51,10 +59,10 @@ REQUESTS: list[dict[str, Any]] = [
     {"uids": [True]},
     {"uids": [2**64]},
     {"uids": "../0"},
-    {"uids": [1000, 0]},
+    {"uids": [ATTACKER, 0]},
     {"all": "yes"},
     {"all": True},
-    {"uids": [1000], "all": 1},
+    {"uids": [ATTACKER], "all": 1},
 ]
 
 
@@ -64,7 +72,7 @@ def _logq(uid: int, *argv: str) -> tuple[int, str, str]:
 
 
 def _ask(daemon: DaemonProcess, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """Send one query request, as raw JSON (numbers of any size), as uid 1000."""
+    """Send one query request, as raw JSON (numbers of any size), as the attacker."""
     line = json.dumps({"op": "query", **args}).encode() + b"\n"
 
     def child() -> list[dict[str, Any]]:
@@ -92,11 +100,11 @@ def _farm(root: Path, store: Path) -> Path:
     farm = root / "farm"
     farm.mkdir()
     (farm / "0").symlink_to(store / "0")  # a uid directory that is a symlink
-    (farm / "1001").mkdir()
-    (farm / "1001" / "current.jsonl").symlink_to("/etc/passwd")
-    (farm / "1002").mkdir()
+    (farm / str(BYSTANDER)).mkdir()
+    (farm / str(BYSTANDER) / "current.jsonl").symlink_to("/etc/passwd")
+    (farm / str(THIRD)).mkdir()
     rotated = "0000000000000001-0000000000000001.20261127T204740Z-20261127T204740Z.jsonl"
-    (farm / "1002" / rotated).symlink_to(store / "0" / "current.jsonl")
+    (farm / str(THIRD) / rotated).symlink_to(store / "0" / "current.jsonl")
     return farm
 
 
@@ -114,7 +122,9 @@ def test_logq_escapes(daemon: DaemonProcess, attack_report: AttackRow, root_dir:
     answers = [_ask(daemon, args) for args in REQUESTS]
     offline_store = _logq(ATTACKER, "--directory", str(daemon.log_dir), "--uid", "0")
     farm = _farm(root_dir, daemon.log_dir)
-    farmed = [_logq(0, "--directory", str(farm), "--uid", u) for u in ("0", "1001", "1002")]
+    farmed = [
+        _logq(0, "--directory", str(farm), "--uid", u) for u in ("0", str(BYSTANDER), str(THIRD))
+    ]
     by.send(10)
     lost = by.lost()
     attack_report.report(
@@ -127,7 +137,10 @@ def test_logq_escapes(daemon: DaemonProcess, attack_report: AttackRow, root_dir:
         assert err.startswith("logq: "), (argv, err)
         assert err.count("\n") == 1, (argv, err)
     assert online[0] == 1, online
-    assert online[2] == "logq: permission denied: uid 1000 may not read uid 0\n"
+    assert online[2] == (
+        f"logq: permission denied: uid {ATTACKER} may not read uid 0 (root) (root and members "
+        "of the [access] readers groups may: adm)\n"
+    )
     for args, lines in zip(REQUESTS, answers, strict=True):
         kinds = [a["type"] for a in lines]
         assert kinds == ["error"], (args, lines)
@@ -138,7 +151,7 @@ def test_logq_escapes(daemon: DaemonProcess, attack_report: AttackRow, root_dir:
     assert (rc0, out0) == (1, "")
     assert err0 == f"logq: {farm}/0: not a directory (a symlink?); refusing to follow it\n"
     assert (rc1, out1, rc2, out2) == (1, "", 1, "")
-    assert "farm/1001/current.jsonl: Too many levels of symbolic links" in err1
+    assert f"farm/{BYSTANDER}/current.jsonl: Too many levels of symbolic links" in err1
     assert "Too many levels of symbolic links" in err2
     for _rc, out, err in [*usage, online, offline_store, *farmed]:
         assert "Traceback" not in err

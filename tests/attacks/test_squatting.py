@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests._daemon import DaemonProcess
-from tests.attacks._helpers import ATTACKER, Bystander, fork_as, run_child, wait_records
+from tests.attacks._helpers import ATTACKER, THIRD, Bystander, fork_as, run_child, wait_records
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.client import LogdClient
 from trio_logd.client._connect import PeerRefused, connect
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("as_root")
 
 
 class Squatter:
-    """A process of uid 1000 (not a daemon) listening on *path*; counts the bytes it gets."""
+    """The attacker's process (not a daemon) listening on *path*; counts the bytes it gets."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -100,7 +100,7 @@ def _start_fails(d: DaemonProcess) -> tuple[int, str]:
 def test_squatted_socket_paths(
     start_daemon: DaemonFactory, root_dir: Path, attack_report: AttackRow
 ) -> None:
-    """uid 1000 listens first on the ingest or the control path: the daemon refuses to start,
+    """The attacker listens first on the ingest or the control path: the daemon refuses to start,
     names the squatter, and leaves its socket alone; a plain file there is refused too.
     Once the path is free again, the daemon starts and serves."""
     run = root_dir / "run"
@@ -144,7 +144,7 @@ def test_squatted_socket_paths(
 def test_client_refuses_a_squatter(
     daemon: DaemonProcess, root_dir: Path, attack_report: AttackRow
 ) -> None:
-    """A socket served by uid 1000 in a root-owned shared directory: the shim refuses it, and
+    """A socket served by the attacker in a root-owned shared directory: the shim refuses it, and
     the squatter receives not one byte of the user's records (the real daemon serves on)."""
     by = Bystander(daemon)
     by.send(10)
@@ -165,12 +165,12 @@ def test_client_refuses_a_squatter(
                 client.close(timeout=0.1)
             return {"delivered": delivered, "told": [str(e) for e in told]}
 
-        result = run_child(1002, app)
+        result = run_child(THIRD, app)
         got = sq.stop()
     by.send(10)
     lost = by.lost()
     attack_report.report(
-        "client to a squatted socket (served by uid 1000)",
+        "client to a squatted socket (served by another user)",
         f"shim refuses (PeerRefused): the squatter received {got} bytes",
         lost,
     )

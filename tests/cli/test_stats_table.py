@@ -79,3 +79,45 @@ def test_empty_daemon_says_so() -> None:
     """No uid yet: the table says nobody has logged."""
     lines = render_table({"daemon": {}, "uids": []}, now=NOW)
     assert lines[-1] == "(no uid has logged since the daemon started)"
+
+
+def _header(lines: list[str]) -> list[str]:
+    """The column titles of a fitted table (the line after the first blank one)."""
+    titles = lines[lines.index("") + 1].replace("LAST DROP", "LAST_DROP").split()
+    return [t.replace("_", " ") for t in titles]
+
+
+def test_fitted_to_80_columns_keeps_use_drops_and_last_drop() -> None:
+    """At 80 columns every line fits; USE, DROPS and LAST DROP stay, 1MIN and RECORDS go."""
+    lines = render_table(STATS, now=NOW, width=80)
+    assert max(map(len, lines)) <= 80
+    assert _header(lines) == [
+        "UID", "USER", "CONN", "REC/S", "BYTES", "DISK/QUOTA", "USE", "DROPS", "LAST DROP",
+    ]  # fmt: skip
+    alice = lines[lines.index("") + 2].split()
+    assert alice == ["1000", "alice", "1", "1.2k", "3.0M", "64.0M/128M", "50%",
+                     "conn:1", "rate:42", "1m", "ago"]  # fmt: skip
+    # the summary is wrapped at its commas, nothing lost
+    summary = " ".join(lines[: lines.index("")])
+    assert summary == render_table(STATS, now=NOW)[0]
+
+
+def test_narrower_terminals_drop_columns_by_priority() -> None:
+    """Narrower and narrower: columns go in a fixed order, UID, REC/S, USE and DROPS last."""
+    previous = _header(render_table(STATS, now=NOW, width=200))
+    assert len(previous) == 11
+    for width in range(100, 29, -1):
+        lines = render_table(STATS, now=NOW, width=width)
+        assert max(map(len, lines)) <= width, width
+        titles = _header(lines)
+        assert set(titles) <= set(previous), width  # a column never comes back
+        assert {"UID", "REC/S", "USE", "DROPS"} <= set(titles), width
+        previous = titles
+    assert previous == ["UID", "REC/S", "USE", "DROPS"]
+
+
+def test_without_a_width_nothing_is_cut() -> None:
+    """`trio-logd stats` (no width): full columns, clock time of the last drop, long names."""
+    lines = render_table(STATS, now=NOW)
+    assert len(lines[0]) > 80
+    assert "connections:1" in lines[3]

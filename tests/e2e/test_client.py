@@ -7,6 +7,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -16,10 +17,13 @@ import structlog
 import trio
 
 from tests._daemon import DaemonProcess, world
+from tests._uids import free_uids
 from tests.client._fixtures import no_sender_thread_left  # noqa: F401  # autouse
 from trio_logd.client import AsyncLogdClient, LogdClient, LogdHandler, LogdLoggerFactory
 
 ROOT = os.geteuid()
+#: A uid (and gid) without a passwd or group entry, found free on this host.
+(SQUATTER,) = free_uids(1)
 ME = os.getpid()
 
 
@@ -99,6 +103,48 @@ def test_handler_sends_exceptions_with_their_traceback(
         __file__, "test_handler_sends_exceptions_with_their_traceback", "MainThread",
     )  # fmt: skip
     assert isinstance(fields["code_line"], int)
+
+
+_BASIC_CONFIG = """
+import logging, sys
+from trio_logd.client import LogdHandler
+
+logging.basicConfig(level=logging.INFO, handlers=[LogdHandler(sys.argv[1])])
+log = logging.getLogger("shop.billing")
+log.info("charged %s", "bob")
+try:
+    raise ValueError("card declined")
+except ValueError:
+    log.exception("declined")
+"""
+
+
+def test_basic_config_one_liner_stores_the_message_alone(daemon: DaemonProcess) -> None:
+    """basicConfig(handlers=[LogdHandler()]) leaves msg the message: no level, name or traceback."""
+    subprocess.run([sys.executable, "-c", _BASIC_CONFIG, daemon.socket], check=True, timeout=60)
+    recs = daemon.wait_records(ROOT, 2)
+    assert [(r["app"], r["sev"], r["msg"]) for r in recs] == [
+        ("shop.billing", "info", "charged bob"),
+        ("shop.billing", "err", "declined"),
+    ]
+    assert recs[1]["fields"]["exc_type"] == "ValueError"
+    assert recs[1]["fields"]["exception"].endswith("ValueError: card declined")
+
+
+def test_a_formatter_set_on_purpose_shapes_msg_but_not_the_traceback(
+    daemon: DaemonProcess, logger: logging.Logger
+) -> None:
+    """setFormatter shapes msg; the traceback still goes to fields only."""
+    handler = LogdHandler(daemon.socket)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+    logger.addHandler(handler)
+    try:
+        raise KeyError("k")
+    except KeyError:
+        logger.exception("lookup %s", "failed")
+    (rec,) = daemon.wait_records(ROOT, 1)
+    assert rec["msg"] == "[ERROR] lookup failed"
+    assert rec["fields"]["exc_type"] == "KeyError"
 
 
 def test_structlog_event_dict_arrives_as_typed_fields(daemon: DaemonProcess) -> None:
@@ -221,10 +267,10 @@ def _next_count(reports: BinaryIO) -> int:
 
 
 def _squat(path: str, report: int) -> None:
-    """Child: become uid 1000, serve *path*, write each connection's byte count to *report*."""
+    """Child: become uid SQUATTER, serve *path*, write each connection's byte count to *report*."""
     os.setgroups([])
-    os.setgid(1000)
-    os.setuid(1000)
+    os.setgid(SQUATTER)
+    os.setuid(SQUATTER)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(16)
@@ -245,7 +291,7 @@ def _squat(path: str, report: int) -> None:
 def test_a_socket_served_by_another_uid_is_refused(
     as_root: None, logger: logging.Logger, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """A uid-1000 process squatting the socket path gets no byte; stderr says so once."""
+    """A process of another uid squatting the socket path gets no byte; stderr says so once."""
     with world() as root:
         run = root / "run"
         run.mkdir()
@@ -272,14 +318,14 @@ def test_a_socket_served_by_another_uid_is_refused(
             stats = client.statistics()
             assert (stats.connects, stats.delivered, stats.pending) == (0, 0, 5)
             assert stats.last_error == (
-                f"{path}: served by uid 1000 (pid {pid}), expected uid {ROOT} "
+                f"{path}: served by uid {SQUATTER} (pid {pid}), expected uid {ROOT} "
                 f"(the owner of {run}) or root: not sending records there"
             )
             assert client.flush() is False
             client.close(0)
             assert capfd.readouterr().err == f"trio-logd client: {stats.last_error}\n"
-            # control: trusting uid 1000 explicitly, the same socket does get the record
-            with LogdClient(path, expected_uid=1000) as trusting:
+            # control: trusting that uid explicitly, the same socket does get the record
+            with LogdClient(path, expected_uid=SQUATTER) as trusting:
                 assert trusting.send("for the squatter")
             while (received := _next_count(reports)) == 0:  # more refused attempts may precede it
                 pass
@@ -300,8 +346,8 @@ def test_send_ack_exit_codes() -> None:
         )  # fmt: skip
         assert out.returncode == 1
         assert out.stderr == (
-            f"trio-logd send: {d.socket}: 1 of 1 records not confirmed stored within 0.5 s: "
-            "cannot connect: No such file or directory\n"
+            f"trio-logd send: {d.socket}: no such socket: is the daemon running? "
+            f"(the path is [daemon] socket of {d.config})\n"
         )
         with d:
             out = subprocess.run(

@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests._daemon import world
+from tests._uids import free_uids
+
+#: A uid (and gid) without a passwd or group entry, found free on this host.
+(SQUATTER,) = free_uids(1)
 
 
 @pytest.fixture
 def squatted(as_root: None) -> Iterator[Path]:
-    """A control-socket path in a root-owned sticky directory, served by a uid-1000 process."""
+    """A control-socket path in a root-owned sticky directory, served by another uid's process."""
     with world() as root:
         shared = root / "tmp"
         shared.mkdir()
@@ -31,8 +35,8 @@ def squatted(as_root: None) -> Iterator[Path]:
                 os.close(stop_w)  # or the read below never sees EOF
                 os.close(ready_r)
                 os.setgroups([])
-                os.setgid(1000)
-                os.setuid(1000)
+                os.setgid(SQUATTER)
+                os.setuid(SQUATTER)
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.bind(str(path))
                 s.listen()
@@ -52,13 +56,13 @@ def squatted(as_root: None) -> Iterator[Path]:
 
 
 def test_logq_refuses_a_control_socket_served_by_another_uid(squatted: Path) -> None:
-    """logq --socket on a path served by uid 1000 (not root, not the dir's owner) refuses."""
+    """logq --socket on a path served by another uid (not root, not the dir's owner) refuses."""
     out = subprocess.run(
         [sys.executable, "-m", "trio_logd.cli.logq", "--socket", str(squatted), "-n", "1"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1
-    assert f"{squatted}: served by uid 1000" in out.stderr
+    assert f"{squatted}: served by uid {SQUATTER}" in out.stderr
     assert "expected uid 0" in out.stderr
     assert out.stdout == ""
 
@@ -70,4 +74,4 @@ def test_status_names_the_squatter(squatted: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1
-    assert "served by uid 1000" in out.stderr
+    assert f"served by uid {SQUATTER}" in out.stderr

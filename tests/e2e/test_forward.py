@@ -12,6 +12,7 @@ import pytest
 
 from tests._collector import Rsyslog
 from tests._daemon import DaemonProcess, poll, run_as, world
+from tests._uids import free_uids
 from tests.e2e._forward import (
     forward_stats,
     forward_toml,
@@ -23,7 +24,7 @@ from tests.e2e._forward import (
 from trio_logd.forward import CLAIMS_SD_ID, FIELDS_SD_ID, SD_ID
 
 ROOT = os.geteuid()
-ALICE = 1000
+(ALICE,) = free_uids(1)
 
 pytestmark = needs_rsyslog
 

@@ -14,11 +14,15 @@ import sys
 import pytest
 
 from tests._daemon import DaemonProcess, run_as
+from tests._uids import free_uids
 
 ROOT = os.geteuid()
 needs_logger = pytest.mark.skipif(
     shutil.which("logger") is None, reason="util-linux logger missing"
 )
+
+#: A uid (and gid) without a passwd or group entry, found free on this host.
+(FREE,) = free_uids(1)
 
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -94,7 +98,7 @@ def test_syslog_handler_stream(daemon: DaemonProcess) -> None:
 
 
 @pytest.mark.usefixtures("as_root")
-@pytest.mark.parametrize(("uid", "gid"), [(1000, 1000), (65534, 65534)])
+@pytest.mark.parametrize(("uid", "gid"), [(FREE, FREE), (65534, 65534)])
 def test_other_uid_child_is_stamped_with_its_uid(daemon: DaemonProcess, uid: int, gid: int) -> None:
     """A forked child that setuid's to another uid gets that uid, gid and its own pid."""
     pids: list[int] = []
@@ -121,7 +125,7 @@ def test_other_uid_child_is_stamped_with_its_uid(daemon: DaemonProcess, uid: int
 
 @pytest.mark.usefixtures("as_root")
 def test_inherited_connection_carries_writer_identity(daemon: DaemonProcess) -> None:
-    """Opened by root, written by a child that dropped to 1000: uid 1000, conn_uid 0."""
+    """Opened by root, written by a child that dropped to a free uid: that uid, conn_uid 0."""
     s = daemon.connect()
     s.sendall(b"<13>from the parent\n")
     parent = os.getpid()
@@ -130,8 +134,8 @@ def test_inherited_connection_carries_writer_identity(daemon: DaemonProcess) -> 
         code = 1
         try:
             os.setgroups([])
-            os.setgid(1000)
-            os.setuid(1000)
+            os.setgid(FREE)
+            os.setuid(FREE)
             s.sendall(b"<13>from the child\n")
             code = 0
         finally:
@@ -140,8 +144,8 @@ def test_inherited_connection_carries_writer_identity(daemon: DaemonProcess) -> 
     assert os.waitstatus_to_exitcode(status) == 0
     s.sendall(b"<13>parent again\n")
     s.close()
-    (child_rec,) = daemon.wait_records(1000, 1)
-    assert (child_rec["uid"], child_rec["gid"], child_rec["pid"]) == (1000, 1000, child_pid)
+    (child_rec,) = daemon.wait_records(FREE, 1)
+    assert (child_rec["uid"], child_rec["gid"], child_rec["pid"]) == (FREE, FREE, child_pid)
     assert (child_rec["conn_uid"], child_rec["conn_pid"]) == (0, parent)
     assert child_rec["msg"] == "from the child"
     assert "exe" not in child_rec  # verified for the connection's peer only
@@ -162,8 +166,8 @@ def test_partial_frame_is_closed_off_when_the_writer_changes(daemon: DaemonProce
         code = 1
         try:
             os.setgroups([])
-            os.setgid(1000)
-            os.setuid(1000)
+            os.setgid(FREE)
+            os.setuid(FREE)
             s.sendall(b"<13>child line\n")
             code = 0
         finally:
@@ -171,7 +175,7 @@ def test_partial_frame_is_closed_off_when_the_writer_changes(daemon: DaemonProce
     _, status = os.waitpid(child_pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     s.close()
-    (child_rec,) = daemon.wait_records(1000, 1)
+    (child_rec,) = daemon.wait_records(FREE, 1)
     assert child_rec["msg"] == "child line"
     (parent_rec,) = daemon.wait_records(ROOT, 1)
     assert parent_rec["msg"] == "parent partial no newline"

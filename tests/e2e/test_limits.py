@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests._daemon import DaemonProcess, poll, world
+from tests._uids import free_uids
 from tests.e2e._limits_helpers import Holder, background_as, payloads, send_as, uid_stats
 
 ROOT = os.geteuid()
-FLOOD, QUIET, OTHER = 2001, 2002, 2003
+FLOOD, QUIET, OTHER = free_uids(3)
 #: gid of the "adm" group on Debian (and most distributions)
 ADM = 4
 

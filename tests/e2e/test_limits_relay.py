@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 from tests._daemon import DaemonProcess, poll, world
+from tests._uids import free_uids, named_uid
 from tests.e2e._limits_helpers import uid_stats
 
-RELAY, TENANT, STRANGER = 2001, 2002, 2003
+RELAY, TENANT, STRANGER = free_uids(3)
 #: a uid with a passwd entry on the test machines (Debian's first user), primary gid 1000
-USER_UID = 1000
+USER_UID = named_uid()
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -28,7 +29,7 @@ CLAIM_CEE = (
 
 @pytest.fixture
 def relay_daemon() -> Iterator[DaemonProcess]:
-    """A daemon where uid 2001 may relay and the tenant's rate is tight."""
+    """A daemon where RELAY may relay and the tenant's rate is tight."""
     with world() as root:
         d = DaemonProcess(
             root,
@@ -107,10 +108,9 @@ def test_claimed_uid_with_passwd_entry_gets_its_primary_gid(relay_daemon: Daemon
     """Without a claimed gid, a relayed record gets the claimed user's primary gid."""
     import pwd
 
-    try:
-        gid = pwd.getpwuid(USER_UID).pw_gid
-    except KeyError:
-        pytest.skip(f"uid {USER_UID} has no passwd entry here")
+    if USER_UID is None:
+        pytest.skip("no user besides root in the passwd database")
+    gid = pwd.getpwuid(USER_UID).pw_gid
     send_as(relay_daemon, RELAY, CLAIM_5424 % USER_UID)
     (rec,) = relay_daemon.wait_records(USER_UID, 1)
     assert (rec["uid"], rec["gid"], rec["relay_uid"]) == (USER_UID, gid, RELAY)

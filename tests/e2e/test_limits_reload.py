@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests._daemon import DaemonProcess, poll, world
+from tests._uids import free_uids
 from tests.e2e._limits_helpers import (
     background_as,
     cli_as,
@@ -23,7 +24,7 @@ from tests.e2e._limits_helpers import (
 from trio_logd.control_client import request_one
 
 ROOT = os.geteuid()
-SENDER, OTHER = 2001, 2002
+SENDER, OTHER = free_uids(2)
 ADM = 4
 
 TIGHT = f"""
@@ -164,7 +165,7 @@ def test_reload_is_for_root_and_admins_only(daemon_: DaemonProcess) -> None:
     out = cli_as(d, OTHER, "reload")
     assert (out.returncode, out.stdout) == (1, ""), out.stderr
     assert out.stderr.startswith("trio-logd: permission denied: reload needs root or membership")
-    assert "(adm); uid 2002 is neither" in out.stderr
+    assert f"(adm); uid {OTHER} is neither" in out.stderr
     admin = cli_as(d, OTHER, "reload", groups=[ADM])
     assert admin.returncode == 0, admin.stderr
     assert admin.stdout == f"reloaded {d.config}: no changes\n"

@@ -25,10 +25,14 @@ import pytest
 
 import trio_logd.cli.logq as logq
 from tests._daemon import PYTHON, DaemonProcess, poll, run_as, world
+from tests._uids import free_uids
 from trio_logd.control_client import ControlConnection, request_one
 
 ROOT = os.geteuid()
-ALICE, BOB = 1000, 1001
+#: Two uids without a passwd entry, found free on this host.
+ALICE, BOB = free_uids(2)
+#: The refusal's hint, from the default [access] readers.
+MAY = "(root and members of the [access] readers groups may: adm)"
 ADM_GID = 4  # "adm": a group listed in the default [access] readers
 
 pytestmark = pytest.mark.usefixtures("as_root")
@@ -105,7 +109,7 @@ def user_records(d: DaemonProcess, uid: int, n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def two_users(daemon: DaemonProcess) -> DaemonProcess:
-    """alice (1000) and bob (1001) have logged three records each."""
+    """alice and bob (two free uids) have logged three records each."""
     send_as(daemon, ALICE, b"<11>alice one", b"<14>alice two", b"<15>alice three")
     send_as(daemon, BOB, b"<11>bob one", b"<14>bob two", b"<15>bob three")
     user_records(daemon, ALICE, 3)
@@ -135,26 +139,22 @@ def test_a_user_reads_own_records_only(two_users: DaemonProcess) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("--uid", "1000"), "logq: permission denied: uid 1001 may not read uid 1000\n"),
-        (("--uid", "1001", "--uid", "0"), "logq: permission denied: uid 1001 may not read uid 0\n"),
-        (
-            ("--all",),
-            "logq: permission denied: uid 1001 may not read all uids "
-            "(root and members of the [access] readers groups may: adm)\n",
-        ),
+        (("--uid", str(ALICE)), f"uid {BOB} may not read uid {ALICE}"),
+        (("--uid", str(BOB), "--uid", "0"), f"uid {BOB} may not read uid 0 (root)"),
+        (("--all",), f"uid {BOB} may not read all uids"),
     ],
 )
 def test_others_records_are_refused(
     two_users: DaemonProcess, argv: tuple[str, ...], message: str
 ) -> None:
-    """Asking for another uid exits 1 with 'permission denied: uid 1001 may not read uid 1000'."""
+    """Asking for another uid exits 1 naming who may not read what, and who may."""
     r = logq_as(BOB, BOB, *argv, *cfg(two_users))
-    assert (r.rc, r.out, r.err) == (1, "", message)
+    assert (r.rc, r.out, r.err) == (1, "", f"logq: permission denied: {message} {MAY}\n")
 
 
 def test_reader_group_member_reads_others(two_users: DaemonProcess) -> None:
     """bob in group adm (a supplementary group, from SO_PEERGROUPS) reads alice's and all."""
-    r = logq_as(BOB, BOB, "--uid", "1000", "-o", "json", *cfg(two_users), groups=(ADM_GID,))
+    r = logq_as(BOB, BOB, "--uid", str(ALICE), "-o", "json", *cfg(two_users), groups=(ADM_GID,))
     assert msgs(r) == ["alice one", "alice two", "alice three"]
     r = logq_as(BOB, BOB, "--all", "-o", "json", *cfg(two_users), groups=(ADM_GID,))
     assert {(rec["uid"], rec["msg"]) for rec in r.records()} >= {
@@ -165,7 +165,7 @@ def test_reader_group_member_reads_others(two_users: DaemonProcess) -> None:
 
 def test_reader_as_primary_group(two_users: DaemonProcess) -> None:
     """A primary gid of adm counts too (SO_PEERCRED's gid)."""
-    r = logq_as(BOB, ADM_GID, "--uid", "1000", "-o", "json", *cfg(two_users))
+    r = logq_as(BOB, ADM_GID, "--uid", str(ALICE), "-o", "json", *cfg(two_users))
     assert msgs(r) == ["alice one", "alice two", "alice three"]
 
 
@@ -175,7 +175,7 @@ def test_root_reads_everything_merged_by_ts(two_users: DaemonProcess) -> None:
     recs = r.records()
     assert [x["ts"] for x in recs] == sorted(x["ts"] for x in recs)
     assert {x["uid"] for x in recs} == {ROOT, ALICE, BOB}
-    both = logq_as(ROOT, 0, "--uid", "1000", "--uid", "bob" if _has_user("bob") else "1001",
+    both = logq_as(ROOT, 0, "--uid", str(ALICE), "--uid", "bob" if _has_user("bob") else str(BOB),
                    "-o", "json", *cfg(two_users))  # fmt: skip
     assert sorted(msgs(both)) == sorted(
         ["alice one", "alice two", "alice three", "bob one", "bob two", "bob three"]
@@ -193,11 +193,11 @@ def _has_user(name: str) -> bool:
 
 def test_no_argument_reaches_another_uids_files(two_users: DaemonProcess) -> None:
     """Path-like or negative uids are refused; raw requests too; the store dir is closed."""
-    for bad in ("../1000", "1000/..", "-1", "1000 ", "./1001"):
+    for bad in (f"../{ALICE}", f"{ALICE}/..", "-1", f"{ALICE} ", f"./{BOB}"):
         r = logq_as(BOB, BOB, "--uid", bad, *cfg(two_users))
         assert (r.rc, r.out) == (2, ""), bad
         assert "no such user" in r.err or "expected a uid" in r.err
-    bad_uids: list[list[object]] = [["../1000"], [-1], [1000.0], ["1000"], [True]]
+    bad_uids: list[list[object]] = [[f"../{ALICE}"], [-1], [float(ALICE)], [str(ALICE)], [True]]
     for uids in bad_uids:
 
         def raw(uids: list[object] = uids) -> None:
@@ -207,7 +207,9 @@ def test_no_argument_reaches_another_uids_files(two_users: DaemonProcess) -> Non
                 assert (reply["type"], reply["code"]) == ("error", "invalid"), reply
 
         run_as(BOB, BOB, raw)
-    r = logq_as(BOB, BOB, "--directory", str(two_users.log_dir), "--uid", "1000", *cfg(two_users))
+    r = logq_as(
+        BOB, BOB, "--directory", str(two_users.log_dir), "--uid", str(ALICE), *cfg(two_users)
+    )
     assert (r.rc, r.out) == (1, "")
     assert "Permission denied" in r.err
 
@@ -414,8 +416,11 @@ def test_follow_shows_a_new_record_within_a_second(follower: tuple[DaemonProcess
 
 def test_follow_of_another_uid_is_refused(daemon: DaemonProcess) -> None:
     """-f is authorized like any query."""
-    r = logq_as(BOB, BOB, "-f", "--uid", "1000", *cfg(daemon))
-    assert (r.rc, r.err) == (1, "logq: permission denied: uid 1001 may not read uid 1000\n")
+    r = logq_as(BOB, BOB, "-f", "--uid", str(ALICE), *cfg(daemon))
+    assert (r.rc, r.err) == (
+        1,
+        f"logq: permission denied: uid {BOB} may not read uid {ALICE} {MAY}\n",
+    )
 
 
 def test_slow_follower_is_told_what_it_missed(daemon: DaemonProcess) -> None:
@@ -459,10 +464,10 @@ def test_directory_returns_the_same_records_as_the_daemon(two_users: DaemonProce
     d.wait_records(ALICE, 53)
     for argv in (
         ("--all",),
-        ("--uid", "1000"),
+        ("--uid", str(ALICE)),
         ("--all", "-n", "7"),
         ("--all", "--grep", "more [1-3]"),
-        ("--uid", "1000", "-p", "warning"),
+        ("--uid", str(ALICE), "-p", "warning"),
     ):
         online = logq_as(ROOT, 0, "-o", "json", *argv, *cfg(d))
         offline = logq_as(ROOT, 0, "-o", "json", "--directory", str(d.log_dir), *argv)
@@ -474,7 +479,7 @@ def test_directory_returns_the_same_records_as_the_daemon(two_users: DaemonProce
 def test_directory_after_the_daemon_stopped(two_users: DaemonProcess) -> None:
     """Offline reading works with no daemon at all; -f does not."""
     assert two_users.stop() == 0
-    r = logq_as(ROOT, 0, "-o", "json", "--directory", str(two_users.log_dir), "--uid", "1001")
+    r = logq_as(ROOT, 0, "-o", "json", "--directory", str(two_users.log_dir), "--uid", str(BOB))
     assert msgs(r) == ["bob one", "bob two", "bob three"]
     r = logq_as(ROOT, 0, "-f", "--directory", str(two_users.log_dir))
     assert r.rc == 2

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import json
 import os
+import pwd
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
 import time
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests._daemon import PYTHON, DaemonProcess, poll, run_as, world
+from tests._uids import free_uids
 from trio_logd.control_client import request_one
 
 ROOT = os.geteuid()
+#: Two uids without a passwd entry (found free on this host), and one with.
+ONE, TWO = free_uids(2)
+NAMED = min((e for e in pwd.getpwall() if e.pw_uid != 0), key=lambda e: e.pw_uid, default=None)
 
-QUOTAS = """
-[limits.uid.1002]
+QUOTAS = f"""
+[limits.uid.{TWO}]
 quota_bytes = "3MiB"
 
-[limits.user.daemon]
+[limits.user.{NAMED.pw_name if NAMED else "nobody-here"}]
 quota_bytes = "5MiB"
 """
 
@@ -67,10 +75,13 @@ def _disk_agrees(d: DaemonProcess, uid: int) -> bool:
 @pytest.mark.usefixtures("as_root")
 def test_stats_counts_exactly_what_each_uid_sent() -> None:
     """Several uids send known frames: stats --json reports their records and bytes exactly."""
+    if NAMED is None:
+        pytest.skip("no user besides root in the passwd database")
+    named = NAMED.pw_uid
     plan = {
-        1: [b"<13>daemon says %d\n" % i for i in range(7)],
-        1001: [b"<14>one-%d\n" % i for i in range(120)],
-        1002: [b"x" * 500 + b"\n" for _ in range(33)],
+        named: [b"<13>named says %d\n" % i for i in range(7)],
+        ONE: [b"<14>one-%d\n" % i for i in range(120)],
+        TWO: [b"x" * 500 + b"\n" for _ in range(33)],
     }
     with world() as root, DaemonProcess(root, extra=QUOTAS) as d:
         for uid, frames in plan.items():
@@ -95,12 +106,12 @@ def test_stats_counts_exactly_what_each_uid_sent() -> None:
             assert got["last_drop"] is None
             # the hash chain's block is written once a second: compare once it is
             poll(functools.partial(_disk_agrees, d, uid))
-        assert items[1]["user"] == "daemon"
-        assert items[1001]["user"] is None
+        assert items[named]["user"] == NAMED.pw_name
+        assert items[ONE]["user"] is None
         assert {uid: items[uid]["quota_bytes"] for uid in plan} == {
-            1: 5 << 20,  # [limits.user.daemon]
-            1001: 128 << 20,  # the embedded default
-            1002: 3 << 20,  # [limits.uid.1002]
+            named: 5 << 20,  # [limits.user.NAME]
+            ONE: 128 << 20,  # the embedded default
+            TWO: 3 << 20,  # [limits.uid.TWO]
         }
         # daemon records (the `started` record of the daemon's uid) are not counted
         assert items[ROOT]["records"] == 0
@@ -114,20 +125,20 @@ def test_stats_counts_exactly_what_each_uid_sent() -> None:
 def test_stats_of_others_only_for_readers() -> None:
     """A uid outside [access] readers/admins sees its own row only; root sees every uid."""
     with world() as root, DaemonProcess(root) as d:
-        run_as(1001, 1001, lambda: _sender(d, [b"<13>mine\n"]))
-        run_as(1002, 1002, lambda: _sender(d, [b"<13>theirs\n"]))
-        poll(lambda: {1001, 1002} <= set(_by_uid(_stats(d))))
+        run_as(ONE, ONE, lambda: _sender(d, [b"<13>mine\n"]))
+        run_as(TWO, TWO, lambda: _sender(d, [b"<13>theirs\n"]))
+        poll(lambda: {ONE, TWO} <= set(_by_uid(_stats(d))))
 
-        def as_1001() -> None:
+        def as_one() -> None:
             reply = request_one(d.control, "stats")
-            assert [item["uid"] for item in reply["uids"]] == [1001]
+            assert [item["uid"] for item in reply["uids"]] == [ONE]
             assert reply["daemon"]["records"] == 2  # totals still cover everyone
             text = request_one(d.control, "metrics")["text"]
-            assert 'uid="1002"' not in text
-            assert 'trio_logd_records_total{uid="1001"} 1' in text
+            assert f'uid="{TWO}"' not in text
+            assert f'trio_logd_records_total{{uid="{ONE}"}} 1' in text
 
-        run_as(1001, 1001, as_1001)
-        assert {1001, 1002} <= set(_by_uid(_stats(d)))
+        run_as(ONE, ONE, as_one)
+        assert {ONE, TWO} <= set(_by_uid(_stats(d)))
 
 
 def test_stats_table_and_metrics_agree(daemon: DaemonProcess) -> None:
@@ -193,36 +204,78 @@ def _screen_text(raw: bytes) -> str:
     return re.sub(r"\x1b(\[[0-9;?]*[A-Za-z]|[()][0-9A-Za-z]|[=>78])", " ", text)
 
 
-def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None:
-    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0."""
-    _sender(daemon, [b"<13>hello top\n"] * 4)
-    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 4)
+@contextlib.contextmanager
+def _top_on_pty(
+    daemon: DaemonProcess, columns: int, interval: str, *, ctrl_c: bool = False
+) -> Iterator[tuple[int, int]]:
+    """`trio-logd top` on a pseudo-terminal of 30 x *columns*; yields the master fd and its pid.
+
+    The size comes from the terminal only (no LINES/COLUMNS), as for a user, so a
+    resize reaches it. On leaving, `q` must end it with exit 0 (with *ctrl_c*: SIGINT,
+    exit 130).
+    """
     master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 160, 0, 0))
-    env = {**os.environ, "TERM": "xterm", "LINES": "30", "COLUMNS": "160"}
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
     proc = subprocess.Popen(
-        [PYTHON, "-m", "trio_logd", "top", "-d", "0.2", "--config", str(daemon.config)],
-        stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+        [PYTHON, "-m", "trio_logd", "top", "-d", interval, "--config", str(daemon.config)],
+        stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )  # fmt: skip
     os.close(slave)
-    seen = b""
-    # curses moves the cursor rather than writing newlines: look for the cells in order
-    row = re.compile(rf"(?<![\d.]){ROOT}\s+root\s+0\s+\S+\s+\S+\s+4\s+52B\s")
     try:
-        deadline = time.monotonic() + 20
-        while not (row.search(_screen_text(seen)) and b"USER" in seen):
-            assert time.monotonic() < deadline, f"no uid row on screen: {_screen_text(seen)!r}"
-            ready, _, _ = select.select([master], [], [], 1)
-            if ready:
-                seen += os.read(master, 65536)
-        os.write(master, b"q")
-        assert proc.wait(timeout=10) == 0
+        yield master, proc.pid
+        if ctrl_c:
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.write(master, b"q")
+        assert proc.wait(timeout=10) == (130 if ctrl_c else 0)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         os.close(master)
-    assert "trio-logd 0.1.0 pid" in _screen_text(seen)
+
+
+def _read_until(master: int, pattern: re.Pattern[str]) -> str:
+    """Read the terminal until *pattern* is on it (escape sequences as spaces)."""
+    seen = b""
+    deadline = time.monotonic() + 20
+    while not pattern.search(_screen_text(seen)):
+        assert time.monotonic() < deadline, f"not on screen: {_screen_text(seen)!r}"
+        ready, _, _ = select.select([master], [], [], 1)
+        if ready:
+            seen += os.read(master, 65536)
+    return _screen_text(seen)
+
+
+def test_top_renders_in_a_terminal_and_quits_on_q(daemon: DaemonProcess) -> None:
+    """`top` in a pseudo-terminal shows the header and a row for the uid; q exits 0,
+    Ctrl-C 130."""
+    _sender(daemon, [b"<13>hello top\n"] * 4)
+    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 4)
+    # curses moves the cursor rather than writing newlines: look for the cells in order
+    row = re.compile(rf"USER.*(?<![\d.]){ROOT}\s+root\s+0\s+\S+\s+\S+\s+4\s+52B\s", re.S)
+    with _top_on_pty(daemon, 160, "0.2") as (master, _):
+        screen = _read_until(master, row)
+    assert "trio-logd 0.1.0 pid" in screen
+    with _top_on_pty(daemon, 160, "0.2", ctrl_c=True) as (master, _):  # Ctrl-C: 130
+        _read_until(master, row)
+
+
+def test_top_fits_the_terminal_and_follows_a_resize(daemon: DaemonProcess) -> None:
+    """`top` at 160 columns shows every column; resized to 80 (SIGWINCH) it redraws at the
+    new width (at once, or at the latest with the next frame): without 1MIN and RECORDS,
+    but with USE, DROPS and LAST DROP."""
+    _sender(daemon, [b"<13>hello top\n"] * 2)
+    poll(lambda: _by_uid(_stats(daemon)).get(ROOT, {}).get("records") == 2)
+    with _top_on_pty(daemon, 160, "1") as (master, pid):
+        # the whole first frame, down to the row's last cell (USE, DROPS, LAST DROP)
+        _read_until(master, re.compile(r"REC/S\s+1MIN\s+RECORDS\s+BYTES.*%\s+-\s+-", re.S))
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+        os.kill(pid, signal.SIGWINCH)  # what the terminal's resize sends
+        _read_until(master, re.compile(r"REC/S\s+BYTES\s+DISK/QUOTA\s+USE\s+DROPS\s+LAST DROP"))
 
 
 def test_top_refuses_without_a_terminal(daemon: DaemonProcess) -> None:

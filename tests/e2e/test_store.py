@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from tests._daemon import DaemonProcess, poll, run_as, world
+from tests._uids import free_uids
 from trio_logd.control_client import request_one
 from trio_logd.store._layout import RotatedName
 
 ROOT = os.geteuid()
-OTHER_UID = 4242
+(OTHER_UID,) = free_uids(1)
 
 
 @contextlib.contextmanager

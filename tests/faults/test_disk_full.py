@@ -7,14 +7,13 @@ reused, the seq gaps exactly the records counted by ``suppressed`` records
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
 
 import orjson
 import pytest
 
 from tests._daemon import DaemonProcess, run_as
+from tests._uids import free_uids
 from tests.faults._store import (
     AckedSender,
     account,
@@ -158,7 +157,7 @@ def test_a_uid_first_seen_during_an_outage_numbers_from_1_and_gets_its_chain(
     """A new uid's first records meet the full disk: seq 1, 2 are the counted drops (also
     across a restart: its count waits in a file made at start), its first record stored is
     seq 3, and its hash chain exists as soon as writing works."""
-    other = _free_uid()
+    (other,) = free_uids(1)
     d = daemon_on(small_fs)
     with d:
         s = AckedSender(d.socket)
@@ -197,21 +196,6 @@ def _start_full_then_free(
         first.close()
         then.close()
     return then
-
-
-def _free_uid() -> int:
-    """A uid with no passwd entry and no process."""
-    running = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            running.add(os.stat(f"/proc/{pid}").st_uid)
-    for uid in range(61000, 62000):
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in running:
-                return uid
-    raise AssertionError("no free uid in 61000..61999")
 
 
 def _send_as(d: DaemonProcess, uid: int, msgs: list[str]) -> tuple[set[str], set[str]]:

@@ -9,16 +9,15 @@ dropped and counted (reason disk) until the space comes back.
 from __future__ import annotations
 
 import os
-import pwd
 import stat
 import subprocess
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests._daemon import DaemonProcess, poll, world
+from tests._uids import free_uids
 from tests.attacks._helpers import run_child, send_as
 from tests.faults.conftest import SmallFs
 from trio_logd.control_client import request_one
@@ -31,29 +30,6 @@ max_file_bytes = 32768
 compress = "none"
 keep_free_bytes = 3145728
 """
-
-
-def _free_uids(n: int) -> list[int]:
-    """*n* uids with no passwd entry and no process running as them."""
-    running: set[int] = set()
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.startswith("Uid:"):
-                running.update(int(x) for x in line.split()[1:])
-    out: list[int] = []
-    for uid in range(61000, 62000):
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in running:
-                out.append(uid)
-                if len(out) == n:
-                    return out
-    pytest.skip("no free uids in 61000..61999")
 
 
 def _stats(d: DaemonProcess) -> dict[int, dict[str, Any]]:
@@ -74,7 +50,7 @@ def test_a_fill_from_outside_deletes_no_recent_record(small_fs: SmallFs) -> None
     """Another uid fills the shared file system below keep_free_bytes: root's and a user's
     records stay (none deleted), the user's next 50 records are dropped and counted as
     disk, and once the filler is gone new records are stored again."""
-    user, filler_uid = _free_uids(2)
+    user, filler_uid = free_uids(2)
     public = small_fs.root / "tmp"
     public.mkdir()
     public.chmod(0o1777)

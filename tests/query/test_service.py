@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import grp
+import pwd
 
 import orjson
 import pytest
 
+from tests._uids import free_uids
 from trio_logd.config import loads
 from trio_logd.errors import AccessDenied
 from trio_logd.query.filters import QuerySpec
@@ -16,6 +18,7 @@ from trio_logd.server._query import (
     authorize_uids,
     encode_records,
     reader_gids,
+    user_names,
 )
 
 CONFIG = loads('[access]\nreaders = ["adm", "no-such-group-here"]\n')
@@ -48,20 +51,25 @@ def test_authorized(uid: int, gids: list[int], spec: QuerySpec, expected: list[i
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (QuerySpec(uids=(1000,)), "permission denied: uid 1001 may not read uid 1000"),
-        (QuerySpec(uids=(1001, 0)), "permission denied: uid 1001 may not read uid 0"),
-        (
-            QuerySpec(all_uids=True),
-            "permission denied: uid 1001 may not read all uids (root and members of the "
-            "[access] readers groups may: adm, no-such-group-here)",
-        ),
+        (QuerySpec(uids=(1000,)), "uid 1001 (bob) may not read uid 1000"),
+        (QuerySpec(uids=(1001, 0)), "uid 1001 (bob) may not read uid 0 (root)"),
+        (QuerySpec(all_uids=True), "uid 1001 (bob) may not read all uids"),
     ],
 )
 def test_refused(spec: QuerySpec, message: str) -> None:
-    """Anyone else is refused with who may not read what."""
+    """Anyone else is refused with who (by uid and name) may not read what, and who may."""
     with pytest.raises(AccessDenied) as info:
-        authorize_uids(CONFIG, 1001, [1001, 100], spec, READERS)
-    assert str(info.value) == message
+        authorize_uids(CONFIG, 1001, [1001, 100], spec, READERS, {1001: "bob", 0: "root"})
+    assert str(info.value) == (
+        f"permission denied: {message} (root and members of the [access] readers groups "
+        "may: adm, no-such-group-here)"
+    )
+
+
+def test_user_names_leaves_out_uids_without_a_name() -> None:
+    """user_names maps the uids that have a passwd entry; the others are left out."""
+    (free,) = free_uids(1)
+    assert user_names([0, free]) == {0: pwd.getpwuid(0).pw_name}
 
 
 def test_follower_buffer_is_bounded_and_counts_what_it_missed() -> None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 
 from trio_logd.client import ClientStatistics, LogdClient
-from trio_logd.client._connect import default_socket_path
+from trio_logd.client._connect import default_socket_path, socket_origin
 from trio_logd.errors import LogdError
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
 
@@ -66,8 +66,15 @@ def send_messages(args: argparse.Namespace) -> int:
         return 2
     try:
         path = args.socket or default_socket_path(args.config)
+        origin = "" if args.socket else f" ({socket_origin(args.config)})"
     except LogdError as exc:
         print(f"trio-logd send: {exc}", file=sys.stderr)
+        return 1
+    if not os.path.lexists(path):  # no daemon there: say so now rather than wait --timeout
+        print(
+            f"trio-logd send: {path}: no such socket: is the daemon running?{origin}",
+            file=sys.stderr,
+        )
         return 1
     try:
         tag = args.tag or pwd.getpwuid(os.getuid()).pw_name

@@ -4,11 +4,18 @@ How this works: one ``stats`` (or ``metrics``) request on the control
 socket; the daemon's pid is taken from ``SO_PEERCRED``, not from the reply.
 :func:`render_table` turns a ``stats`` object into lines of text (pure, so
 ``top`` redraws the same table and tests read it without a daemon).
+
+Given a ``width`` (``top`` passes the terminal's, every frame, so a resize
+takes effect at the next one) the table fits it: the compact column widths
+(:data:`_COMPACT`), then columns dropped in :data:`_DROP_ORDER` until the rest
+fit, the DROPS column taking what is left, cells cut with "…", and the
+summary wrapped at its commas. UID, REC/S, USE and DROPS stay to the end.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -26,7 +33,7 @@ from trio_logd.errors import (
 
 __all__ = ["fetch", "render_table", "show_metrics", "show_stats"]
 
-#: Columns of the per-uid table: (title, width, right-aligned).
+#: Columns of the per-uid table, full width: (title, width, right-aligned).
 _COLUMNS: Final = (
     ("UID", 7, True),
     ("USER", 12, False),
@@ -40,6 +47,70 @@ _COLUMNS: Final = (
     ("DROPS", 24, False),
     ("LAST DROP", 17, False),
 )
+
+
+#: Column widths when a width is given (``top``); LAST DROP then shows only "5m ago".
+_COMPACT: Final = {
+    "UID": 7, "USER": 9, "CONN": 4, "REC/S": 6, "1MIN": 6, "RECORDS": 7, "BYTES": 6,
+    "DISK/QUOTA": 11, "USE": 4, "DROPS": 10, "LAST DROP": 9,
+}  # fmt: skip
+#: Columns left out, in this order, until the rest fit the width.
+_DROP_ORDER: Final = (
+    "1MIN", "RECORDS", "BYTES", "CONN", "LAST DROP", "USER", "DISK/QUOTA",
+)  # fmt: skip
+#: The most the DROPS column takes of spare width.
+_DROPS_MAX: Final = 30
+
+
+class _Layout:
+    """Which columns, how wide: full (no width given) or fitted to a width."""
+
+    def __init__(self, width: int | None) -> None:
+        self.width = width
+        if width is None:
+            self.columns = list(_COLUMNS)
+            return
+        cols = [(title, _COMPACT[title], right) for title, _, right in _COLUMNS]
+        for title in _DROP_ORDER:
+            if self._total(cols) <= width:
+                break
+            cols = [c for c in cols if c[0] != title]
+        spare = width - self._total(cols)
+        if spare > 0:  # the rest to DROPS (the widest, most telling text)
+            cols = [(t, min(_DROPS_MAX, w + spare) if t == "DROPS" else w, r) for t, w, r in cols]
+        self.columns = cols
+
+    @staticmethod
+    def _total(cols: list[tuple[str, int, bool]]) -> int:
+        return sum(w for _, w, _ in cols) + len(cols) - 1
+
+    def row(self, cells: Mapping[str, str]) -> str:
+        out = []
+        for title, width, right in self.columns:
+            cell = cells[title]
+            if self.width is not None and len(cell) > width and title != "UID":
+                cell = cell[: width - 1] + "…"
+            out.append(cell.rjust(width) if right else cell.ljust(width))
+        line = " ".join(out).rstrip()
+        return line if self.width is None else line[: self.width]
+
+    def header(self) -> str:
+        return self.row({title: title for title, _, _ in _COLUMNS})
+
+    def wrap(self, text: str) -> list[str]:
+        """*text* in lines of at most the width, broken after commas."""
+        if self.width is None or len(text) <= self.width:
+            return [text]
+        lines, line = [], ""
+        for part in text.split(", "):
+            candidate = f"{line}, {part}" if line else part
+            if line and len(candidate) >= self.width:  # room for the comma that ends a line
+                lines.append(line + ",")
+                line = part
+            else:
+                line = candidate
+        lines.append(line)
+        return [x[: self.width] for x in lines]
 
 
 class StatsUnavailable(LogdError):
@@ -113,40 +184,42 @@ def _duration(seconds: float) -> str:
     return f"{s}s"
 
 
-def _drops(dropped: Mapping[str, int]) -> str:
-    parts = [f"{reason}:{_count(n)}" for reason, n in sorted(dropped.items()) if n]
+#: Shorter names of drop reasons, for fitted (``top``) tables.
+_SHORT_REASONS: Final = {"connections": "conn"}
+
+
+def _drops(dropped: Mapping[str, int], *, short: bool = False) -> str:
+    names = _SHORT_REASONS if short else {}
+    parts = [
+        f"{names.get(reason, reason)}:{_count(n)}" for reason, n in sorted(dropped.items()) if n
+    ]
     return " ".join(parts) or "-"
 
 
-def _row(cells: list[str]) -> str:
-    out = []
-    for (_, width, right), cell in zip(_COLUMNS, cells, strict=True):
-        out.append(cell.rjust(width) if right else cell.ljust(width))
-    return " ".join(out).rstrip()
-
-
-def _uid_row(item: Mapping[str, Any], now: float) -> str:
+def _uid_row(item: Mapping[str, Any], now: float, layout: _Layout) -> str:
     disk, quota = item.get("disk_bytes", 0), item.get("quota_bytes")
     use = f"{100 * disk / quota:.0f}%" if quota else "-"
     last = item.get("last_drop")
     when = "-"
     if last is not None:
-        when = f"{time.strftime('%H:%M:%S', time.localtime(last))} {_ago(now - last)}"
+        when = _ago(now - last)
+        if layout.width is None:
+            when = f"{time.strftime('%H:%M:%S', time.localtime(last))} {when}"
     user = item.get("user") or "?"
-    return _row(
-        [
-            str(item["uid"]),
-            user if len(user) <= 12 else user[:11] + "…",
-            str(item.get("connections", 0)),
-            _count(item.get("records_per_s", 0.0)),
-            _count(item.get("records_per_s_1m", 0.0)),
-            _count(item.get("records", 0)),
-            _size(item.get("bytes", 0)),
-            f"{_size(disk)}/{_size(quota) if quota else '-'}",
-            use,
-            _drops(item.get("dropped") or {}),
-            when,
-        ]
+    return layout.row(
+        {
+            "UID": str(item["uid"]),
+            "USER": user if len(user) <= 12 else user[:11] + "…",
+            "CONN": str(item.get("connections", 0)),
+            "REC/S": _count(item.get("records_per_s", 0.0)),
+            "1MIN": _count(item.get("records_per_s_1m", 0.0)),
+            "RECORDS": _count(item.get("records", 0)),
+            "BYTES": _size(item.get("bytes", 0)),
+            "DISK/QUOTA": f"{_size(disk)}/{_size(quota) if quota else '-'}",
+            "USE": use,
+            "DROPS": _drops(item.get("dropped") or {}, short=layout.width is not None),
+            "LAST DROP": when,
+        }
     )
 
 
@@ -155,17 +228,23 @@ def sort_key(item: Mapping[str, Any]) -> tuple[float, float, int]:
     return (-item.get("records_per_s", 0.0), -item.get("records_per_s_1m", 0.0), item["uid"])
 
 
-def render_table(stats: Mapping[str, Any], *, now: float | None = None) -> list[str]:
-    """The ``stats`` table: a summary line, a header, one row per uid (busiest first).
+def render_table(
+    stats: Mapping[str, Any], *, now: float | None = None, width: int | None = None
+) -> list[str]:
+    """The ``stats`` table: a summary, a blank line, a header, one row per uid (busiest first).
 
     Args:
         stats: a ``stats`` object (what :func:`fetch` returns).
         now: the wall-clock time for "… ago" (``time.time()`` when ``None``).
+        width: fit lines to this many columns (see the module doc); ``None``:
+            every column at full width.
 
     Returns:
-        Lines without newlines.
+        Lines without newlines. With *width*, the summary may take several
+        lines; the header is the line after the first blank one.
     """
     now = time.time() if now is None else now
+    layout = _Layout(width)
     d: Mapping[str, Any] = stats.get("daemon") or {}
     summary = (
         f"trio-logd {stats.get('version', '?')} pid {stats.get('pid', '?')}, "
@@ -176,15 +255,16 @@ def render_table(stats: Mapping[str, Any], *, now: float | None = None) -> list[
         f"drops {_drops(d.get('dropped') or {})}, "
         f"store errors {d.get('store_errors', 0)}, reloads {d.get('reloads', 0)}"
     )
-    lines = [summary, "", _row([title for title, _, _ in _COLUMNS])]
+    lines = [*layout.wrap(summary), "", layout.header()]
     items = sorted(stats.get("uids") or (), key=sort_key)
-    lines.extend(_uid_row(item, now) for item in items)
+    lines.extend(_uid_row(item, now, layout) for item in items)
     if not items:
         lines.append("(no uid has logged since the daemon started)")
     forward = stats.get("forward") or []
     if forward:
         lines.append("")
-        lines.extend(render_forward_lines(forward, now=now))
+        forward_lines = render_forward_lines(forward, now=now)
+        lines.extend(forward_lines if width is None else [x[:width] for x in forward_lines])
     return lines
 
 
@@ -197,8 +277,9 @@ def show_stats(path: str, *, as_json: bool) -> int:
         return 1
     if as_json:
         print(json.dumps(stats))
-    else:
-        print("\n".join(render_table(stats)))
+    else:  # on a terminal, fit its width as top does; into a pipe, every column
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        print("\n".join(render_table(stats, width=width)))
     return 0
 
 

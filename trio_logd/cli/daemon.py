@@ -8,19 +8,31 @@ usage, 3 ``status``: not running.
 from __future__ import annotations
 
 import argparse
+import errno
 import grp
 import json
 import os
 import pwd
 import socket
+import stat
 import sys
 import time
 from collections.abc import Sequence
 from typing import Final
 
 from trio_logd import __version__
-from trio_logd.client._connect import PeerRefused
-from trio_logd.config import Config, find_config, load
+from trio_logd.cli._exit import run_guarded
+from trio_logd.client._connect import PeerRefused, socket_origin
+from trio_logd.config import (
+    CONFIG_ENV_VAR,
+    SYSTEM_CONFIG_PATH,
+    Config,
+    default_config,
+    find_config,
+    find_config_path,
+    load,
+    load_all_errors,
+)
 from trio_logd.errors import (
     ConfigError,
     ConnectFailed,
@@ -129,6 +141,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         except OSError:  # EACCES, or a backlog that filled up meanwhile: not known to be stale
             stale = False
         why = f"stale socket {path}" if stale else f"no daemon answers on {path}"
+        if not os.path.lexists(path) and not args.control_socket:
+            why += f"; {socket_origin(args.config, 'control_socket')}"
         if args.json:
             print(json.dumps({"running": False, "control_socket": path, "reason": why}))
         else:
@@ -259,6 +273,24 @@ def _group(gid: int) -> str:
         return "?"
 
 
+def _peer_failure(path: str, exc: OSError) -> str:
+    """Why nobody could be asked on *path*, in the words of what *path* is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return str(exc.strerror or exc)
+    if not stat.S_ISSOCK(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a regular file"
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+            kind = "a special file"
+        return f"not a socket ({kind})"
+    if exc.errno == errno.ECONNREFUSED:
+        return "a socket nobody listens on (stale: its server is gone)"
+    if exc.errno == errno.EPROTOTYPE:
+        return "not a stream socket (a datagram socket has no server to name)"
+    return str(exc.strerror or exc)
+
+
 def cmd_peer(args: argparse.Namespace) -> int:
     """Print pid/uid/gid of whoever serves a Unix stream socket."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -267,7 +299,7 @@ def cmd_peer(args: argparse.Namespace) -> int:
         s.connect(args.socket)
         cred = read_peer_cred(s)
     except OSError as exc:
-        _err(f"{args.socket}: {exc.strerror or exc}")
+        _err(f"{args.socket}: {_peer_failure(args.socket, exc)}")
         return EXIT_FAIL
     finally:
         s.close()
@@ -284,17 +316,47 @@ def cmd_peer(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config file."""
-    try:
-        load(args.file)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_FAIL
-    except OSError as exc:
-        _err(f"{args.file}: {exc.strerror or exc}")
-        return EXIT_FAIL
-    print(f"{args.file}: OK")
+    """Validate the config every command finds (or FILE); report every error in it."""
+    if args.file is not None and args.config is not None and args.file != args.config:
+        _err(f"check-config: FILE {args.file!r} and --config {args.config!r}: give one")
+        return EXIT_USAGE
+    path = find_config_path(args.file if args.file is not None else args.config)
+    if path is None:
+        default_config()
+        print(
+            f"no config file ({CONFIG_ENV_VAR} is unset and {SYSTEM_CONFIG_PATH} does not "
+            "exist): the embedded defaults are in use, and they are valid"
+        )
+    else:
+        errors = load_all_errors(path)
+        if errors:
+            for exc in errors:
+                _err(str(exc))
+            _err(f"{path}: {len(errors)} error{'s' if len(errors) > 1 else ''}")
+            return EXIT_FAIL
+        config = load(path)
+    if path is None:  # the defaults keep everything under the current directory
+        return EXIT_OK
+    for warning in config_warnings(config):
+        _err(f"warning: {warning}")
+    print(f"{path}: OK")
     return EXIT_OK
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid in *config* but likely a mistake on this host."""
+    warnings = []
+    log_dir = config.daemon.log_dir
+    parent = os.path.dirname(log_dir)
+    if not os.path.isdir(log_dir) and not os.path.isdir(parent):
+        missing = [parent]
+        while not os.path.isdir(os.path.dirname(missing[-1])):
+            missing.append(os.path.dirname(missing[-1]))
+        warnings.append(
+            f"[daemon] log_dir {log_dir!r}: its parent {parent!r} does not exist; "
+            f"the daemon would create {', '.join(reversed(missing))} (a typo?)"
+        )
+    return warnings
 
 
 # -- stats, top, metrics ----------------------------------------------------
@@ -347,13 +409,20 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``trio-logd`` argument parser."""
+    # `trio-logd --config FILE CMD` and `trio-logd CMD --config FILE` mean the
+    # same (SPEC §9): the subcommands' copy of --config has no default, so an
+    # absent one leaves the top-level value in place instead of resetting it.
+    config_help = (
+        f"config file (default: ${CONFIG_ENV_VAR}, else {SYSTEM_CONFIG_PATH} if it exists, "
+        "else the embedded defaults)"
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="config file (default: discovered)")
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
     p = argparse.ArgumentParser(
         prog="trio-logd",
-        description="An authenticated, syslog-style logging daemon.",
-        parents=[common],
+        description="An authenticated, syslog-style logging daemon. Without a COMMAND: serve.",
     )
+    p.add_argument("--config", metavar="FILE", help=config_help)
     p.add_argument("--version", action="version", version=f"trio-logd {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -395,8 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.set_defaults(func=cmd_peer)
 
-    sp = sub.add_parser("check-config", help="validate a config file")
-    sp.add_argument("file", metavar="FILE")
+    sp = sub.add_parser(
+        "check-config", parents=[common],
+        help="validate a config file (default: the one every command finds)",
+    )  # fmt: skip
+    sp.add_argument("file", metavar="FILE", nargs="?", help="the file (same as --config FILE)")
     sp.set_defaults(func=cmd_check_config)
 
     sp = sub.add_parser("send", parents=[common], help="send records, like logger")
@@ -417,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``trio-logd``."""
+    return run_guarded("trio-logd", lambda: _run(argv))
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
@@ -424,12 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         func = cmd_serve
     try:
         rc: int = func(args)
-    except KeyboardInterrupt:
-        return 130
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_FAIL
-    except LogdError as exc:
+    except LogdError as exc:  # ConfigError included: the message names file, key and reason
         _err(str(exc))
         return EXIT_FAIL
     return rc

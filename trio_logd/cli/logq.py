@@ -24,6 +24,8 @@ from typing import IO, Final
 import orjson
 
 from trio_logd import __version__
+from trio_logd.cli._exit import run_guarded
+from trio_logd.client._connect import PeerRefused, socket_origin
 from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
@@ -258,7 +260,17 @@ def _run_online(
     path = args.socket or os.path.abspath(find_config(args.config).daemon.control_socket)
     write = sink.out.write
     flush = sink.out.flush if spec.follow else None
-    with ControlConnection(path, timeout=None) as conn:
+    try:
+        conn = ControlConnection(path, timeout=None)
+    except PeerRefused:
+        raise
+    except ConnectFailed as exc:
+        if args.socket or os.path.lexists(path):
+            raise
+        # nothing there: say where the path came from (a config not found?)
+        msg = f"{exc}: is the daemon running? ({socket_origin(args.config, 'control_socket')})"
+        raise ConnectFailed(msg) from exc
+    with conn:
         head = len(_RECORD_HEAD)
         for raw in _answer(conn, spec):
             if raw.startswith(_RECORD_HEAD):
@@ -420,6 +432,10 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``logq``."""
+    return run_guarded("logq", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         return run(args)

@@ -20,7 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, TypedDict
 
-from trio_logd.client._connect import PeerRefused, connect, default_socket_path
+from trio_logd.client._connect import (
+    NoSocket,
+    PeerRefused,
+    connect,
+    default_socket_path,
+    socket_origin,
+)
 from trio_logd.client._encode import FrameEncoder
 from trio_logd.client._outbox import Outbox
 from trio_logd.errors import ClientError, ConfigError, ConnectFailed, LogdError
@@ -143,11 +149,14 @@ class ClientBase:
         self._config_error: LogdError | None = None
         self._connects = 0
         self.path: str | None
+        #: where a default path came from, for the message when nothing is there
+        self._origin: str | None = None
         if socket_path is not None:
             self.path = os.fspath(socket_path)
         else:
             try:
                 self.path = default_socket_path(config)
+                self._origin = socket_origin(config)
             except ConfigError as exc:
                 self.path = None
                 self._config_error = exc
@@ -195,6 +204,12 @@ class ClientBase:
                     sock.close()
                     msg = f"{self.path}: could not write the acknowledgement hello"
                     raise ConnectFailed(msg)
+        except NoSocket as exc:  # told at once: the daemon is not there, or the path is wrong
+            origin = f" ({self._origin})" if self._origin else ""
+            msg = f"{exc}: is the daemon running?{origin}"
+            self._last_error = msg
+            self._tell(NoSocket(msg))
+            raise NoSocket(msg) from exc
         except ClientError as exc:
             self._last_error = str(exc)
             if isinstance(exc, PeerRefused):

@@ -23,11 +23,19 @@ import errno
 import os
 import socket
 
-from trio_logd.config import find_config
+from trio_logd.config import CONFIG_ENV_VAR, SYSTEM_CONFIG_PATH, find_config, find_config_path
 from trio_logd.errors import ConnectFailed
 from trio_logd.peer import PeerCred, read_peer_cred
 
-__all__ = ["PeerRefused", "check_server", "connect", "default_socket_path", "trusted_uid"]
+__all__ = [
+    "NoSocket",
+    "PeerRefused",
+    "check_server",
+    "connect",
+    "default_socket_path",
+    "socket_origin",
+    "trusted_uid",
+]
 
 
 class PeerRefused(ConnectFailed):
@@ -37,6 +45,33 @@ class PeerRefused(ConnectFailed):
     down or busy, a normal event during restarts) this may be someone
     squatting the socket path, and is worth telling a human about.
     """
+
+
+class NoSocket(ConnectFailed):
+    """Nothing exists at the socket path: no daemon runs there, or the path is wrong.
+
+    Unlike a refused connection (a daemon restarting) this one is worth
+    telling a human at once, with where the path came from.
+    """
+
+
+def socket_origin(config: str | None = None, key: str = "socket") -> str:
+    """Where the default socket path comes from, for messages: the config file, or why none.
+
+    Args:
+        config: the ``--config`` argument, if any.
+        key: the ``[daemon]`` key the path comes from (``socket``, ``control_socket``).
+    """
+    path = find_config_path(config)
+    if path is None:
+        return (
+            f"the path is the embedded default, relative to the current directory {os.getcwd()}, "
+            f"as no config file was found: no --config, ${CONFIG_ENV_VAR} unset, "
+            f"no {SYSTEM_CONFIG_PATH}"
+        )
+    if config is None and os.environ.get(CONFIG_ENV_VAR):
+        return f"the path is [daemon] {key} of ${CONFIG_ENV_VAR}={path}"
+    return f"the path is [daemon] {key} of {path}"
 
 
 def default_socket_path(config: str | None = None) -> str:
@@ -81,6 +116,7 @@ def connect(path: str, expected_uid: int | None = None) -> socket.socket:
 
     Raises:
         PeerRefused: the server's uid is neither the expected one nor root.
+        NoSocket: nothing exists at *path*.
         ConnectFailed: nothing (or nothing ready) serves *path*.
     """
     sock = socket.socket(
@@ -91,6 +127,9 @@ def connect(path: str, expected_uid: int | None = None) -> socket.socket:
         cred = read_peer_cred(sock)
     except OSError as exc:
         sock.close()
+        if exc.errno == errno.ENOENT:
+            msg = f"{path}: no such socket"
+            raise NoSocket(msg) from exc
         if exc.errno == errno.EAGAIN:
             reason = "the daemon's backlog is full (stopped or overloaded)"
         else:

@@ -1,11 +1,19 @@
 """``LogdHandler``: stdlib ``logging`` to trio-logd.
 
 How this works: the handler turns a ``LogRecord`` into a frame itself,
-without a ``Formatter`` (unless one is set) and without ``logging.Handler``'s
-lock (the client has its own): level → severity from a table, logger name →
-APP-NAME, the attributes ``extra={...}`` added → typed ``fields``, the
-exception → ``exc_type`` and ``exception`` fields, ``record.created`` → the
-header's timestamp. The frame goes to a :class:`LogdClient`'s buffer; the
+without a ``Formatter`` and without ``logging.Handler``'s lock (the client
+has its own): level → severity from a table, logger name → APP-NAME, the
+attributes ``extra={...}`` added → typed ``fields``, the exception →
+``exc_type`` and ``exception`` fields, ``record.created`` → the header's
+timestamp.
+
+The handler starts with a formatter of its own (:data:`MESSAGE_ONLY`), so
+that ``logging.basicConfig(handlers=[LogdHandler()])``, which gives its
+``%(levelname)s:%(name)s:%(message)s`` formatter to every handler that has
+none, leaves this one alone: ``msg`` stays the message, and level and name
+stay in ``sev`` and ``app``. A formatter set on purpose (``setFormatter``,
+``dictConfig``'s ``formatter``) shapes ``msg``; the traceback and stack still
+go to fields only, never into ``msg``. The frame goes to a :class:`LogdClient`'s buffer; the
 client's thread does the I/O. Whatever happens, ``emit`` returns: a record
 that cannot be built is counted as dropped and reported once.
 """
@@ -34,6 +42,17 @@ _N_STANDARD: Final = len(_PLAIN.__dict__)
 _LEVELS: Final = tuple(level_severity(n) for n in range(61))
 
 
+class _MessageOnly(logging.Formatter):
+    """The handler's own formatter: the message, nothing added (see the module doc)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+#: The formatter every handler starts with; ``msg`` is ``record.getMessage()``.
+MESSAGE_ONLY: Final = _MessageOnly()
+
+
 class LogdHandler(logging.Handler):
     """A ``logging.Handler`` that sends records to trio-logd.
 
@@ -44,7 +63,9 @@ class LogdHandler(logging.Handler):
     ``extra={...}`` with their JSON types. An exception (``exc_info``,
     ``logger.exception``) goes in the fields ``exc_type`` and ``exception``
     (the formatted traceback); ``stack_info`` in ``stack``. The message is
-    ``record.getMessage()``, or the set formatter's output.
+    ``record.getMessage()`` (``logging.basicConfig`` does not change that),
+    or the output of a formatter set with ``setFormatter``, without the
+    traceback (that is in the fields).
 
     Never raises into the application and never blocks on I/O: see
     :class:`LogdClient` for the buffer, timeouts and reconnects.
@@ -73,6 +94,7 @@ class LogdHandler(logging.Handler):
         **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(level)
+        self.formatter = MESSAGE_ONLY  # so basicConfig gives it none of its own
         self._owns_client = client is None
         self.client = client or LogdClient(socket_path, **options)
         self._encoder = self.client._encoder
@@ -103,7 +125,7 @@ class LogdHandler(logging.Handler):
                 or record.exc_info
                 or record.stack_info
                 or self.location
-                or self.formatter is not None
+                or self.formatter is not MESSAGE_ONLY
             ):
                 msg, fields = self._slow_parts(record)
             else:
@@ -142,8 +164,12 @@ class LogdHandler(logging.Handler):
             fields["code_line"] = record.lineno
             fields["code_func"] = record.funcName
             fields["thread"] = record.threadName
-        if self.formatter is not None:
-            msg = self.format(record)
+        formatter = self.formatter
+        if formatter is not MESSAGE_ONLY and formatter is not None:
+            # the formatter's text without the traceback or stack it would append
+            bare = logging.makeLogRecord(d)
+            bare.exc_info = bare.exc_text = bare.stack_info = None
+            msg = formatter.format(bare)
         else:
             try:
                 msg = record.getMessage()

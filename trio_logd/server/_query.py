@@ -34,7 +34,7 @@ import os
 import pwd
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,7 +47,14 @@ from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.server._control import ControlCall
 from trio_logd.store.scan import Scanner
 
-__all__ = ["FollowHub", "Follower", "QueryService", "authorize_uids", "reader_gids"]
+__all__ = [
+    "FollowHub",
+    "Follower",
+    "QueryService",
+    "authorize_uids",
+    "reader_gids",
+    "user_names",
+]
 
 log = structlog.get_logger("trio_logd.query")
 
@@ -91,6 +98,17 @@ def reader_gids(config: Config) -> dict[int, str]:
     return out
 
 
+def user_names(uids: Iterable[int]) -> dict[int, str]:
+    """The user names of those *uids* that have one (NSS: call it in a worker thread)."""
+    out: dict[int, str] = {}
+    for uid in uids:
+        try:
+            out[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            continue
+    return out
+
+
 def authorize_uids(
     config: Config,
     caller_uid: int,
@@ -98,6 +116,7 @@ def authorize_uids(
     spec: QuerySpec,
     readers: dict[int, str],
     owned: Collection[int] = (),
+    names: Mapping[int, str] | None = None,
 ) -> list[int] | None:
     """Decide which uids the caller may read for *spec*.
 
@@ -112,26 +131,31 @@ def authorize_uids(
         spec: the query.
         readers: :func:`reader_gids`.
         owned: :func:`owned_uids` for this query.
+        names: user names to show in a refusal (:func:`user_names`).
 
     Returns:
         The uids to read; ``None`` for every uid.
 
     Raises:
-        AccessDenied: "permission denied: uid 1001 may not read uid 1000".
+        AccessDenied: "permission denied: uid 1001 (bob) may not read uid 1000
+            (alice) (root and members of the [access] readers groups may: adm)".
     """
     groups = [readers[g] for g in caller_gids if g in readers]
     if config.is_reader(caller_uid, groups):
         return None if spec.all_uids else list(spec.uids or (caller_uid,))
+    names = names or {}
+
+    def who(uid: int) -> str:
+        return f"uid {uid} ({names[uid]})" if uid in names else f"uid {uid}"
+
+    allowed = ", ".join(config.access.readers) or "none configured"
+    hint = f"(root and members of the [access] readers groups may: {allowed})"
     if spec.all_uids:
-        names = ", ".join(config.access.readers) or "none configured"
-        msg = (
-            f"permission denied: uid {caller_uid} may not read all uids "
-            f"(root and members of the [access] readers groups may: {names})"
-        )
+        msg = f"permission denied: {who(caller_uid)} may not read all uids {hint}"
         raise AccessDenied(msg, uid=caller_uid, what="all")
     for uid in spec.uids:
         if uid != caller_uid and uid not in owned:
-            msg = f"permission denied: uid {caller_uid} may not read uid {uid}"
+            msg = f"permission denied: {who(caller_uid)} may not read {who(uid)} {hint}"
             raise AccessDenied(msg, uid=caller_uid, what=f"uid {uid}")
     if spec.uids:
         return list(spec.uids)
@@ -311,7 +335,11 @@ class QueryService:
         gids = (call.caller.gid, *call.groups)
         ranges = self.delegated(call.caller.uid)
         owned = await trio.to_thread.run_sync(owned_uids, self.log_dir, ranges, spec.uids)
-        uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned)
+        try:
+            uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned)
+        except AccessDenied:  # say it again with user names (NSS, so in a worker thread)
+            names = await trio.to_thread.run_sync(user_names, {call.caller.uid, *spec.uids})
+            uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned, names)
         uid = call.caller.uid
         if self.open_queries.get(uid, 0) >= MAX_QUERIES_PER_UID:
             msg = f"uid {uid} has {MAX_QUERIES_PER_UID} queries open already: close one first"

@@ -20,6 +20,8 @@ import stat
 import time
 from typing import Final, NamedTuple
 
+import structlog
+
 from trio_logd.errors import UnsafeLogDir
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "RotatedName",
     "fsync_dir",
     "link_unnamed",
+    "make_log_dir",
     "make_unnamed",
     "open_dir",
     "open_file",
@@ -40,6 +43,8 @@ __all__ = [
     "sync_step",
     "write_all",
 ]
+
+log = structlog.get_logger("trio_logd.store")
 
 #: The file being appended in each uid directory.
 CURRENT: Final = "current.jsonl"
@@ -134,8 +139,42 @@ def _check_dir(fd: int, what: str) -> None:
         raise UnsafeLogDir(msg)
 
 
+def make_log_dir(path: str) -> list[str]:
+    """Create ``log_dir`` (0700) and any missing parents (mode from the umask).
+
+    Returns:
+        The directories created, outermost first; besides *path* itself these
+        are worth a warning: a typo in ``log_dir`` makes a whole new tree.
+
+    Raises:
+        UnsafeLogDir: a directory cannot be created.
+    """
+    missing: list[str] = []
+    here = os.path.abspath(path)
+    while not os.path.lexists(here):
+        missing.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    created: list[str] = []
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE if directory == missing[0] else 0o777)
+        except FileExistsError:  # made meanwhile (another start): fine, checked below
+            continue
+        except OSError as exc:
+            msg = f"log_dir {path!r}: cannot create {directory!r}: {exc.strerror}"
+            raise UnsafeLogDir(msg) from exc
+        created.append(directory)
+    return created
+
+
 def open_log_dir(path: str) -> int:
     """Create (0700) or open ``log_dir`` and check it is safe to write under.
+
+    Missing parents are created too, and logged as a warning (``log_dir_created``)
+    naming each: a typo should not go unnoticed.
 
     Returns:
         A directory fd; the caller closes it.
@@ -144,11 +183,14 @@ def open_log_dir(path: str) -> int:
         UnsafeLogDir: it is a symlink, not a directory, not owned by the
             daemon's uid, or writable by group or others.
     """
-    try:
-        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
-    except OSError as exc:
-        msg = f"log_dir {path!r}: cannot create: {exc.strerror}"
-        raise UnsafeLogDir(msg) from exc
+    created = make_log_dir(path)
+    if len(created) > 1:
+        log.warning(
+            "log_dir_created",
+            log_dir=path,
+            created=created,
+            hint="its parents were created too: if [daemon] log_dir has a typo, fix it",
+        )
     try:
         fd = os.open(path, _DIR_FLAGS)
     except OSError as exc:
