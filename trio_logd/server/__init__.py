@@ -240,7 +240,7 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
     daemon.control.register("reload", partial(_op_reload, daemon))
-    queries = QueryService(lambda: daemon.config, store.log_dir)
+    queries = QueryService(lambda: daemon.config, store.log_dir, limiter.is_privileged)
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status

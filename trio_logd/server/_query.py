@@ -7,18 +7,35 @@ root and members of an ``[access] readers`` group may read any. The request
 names uids as integers; the store path is built from those integers only.
 
 The scan (``store.scan.Scanner``) never runs in the event loop: the handler
-pulls batches from it in a worker thread, one bounded step per hop (a few
-chunks of a few MiB, at most ``_STEP_SECONDS``), under a limiter shared by
-all queries, then sends them. A slow client therefore slows only its own
-query (``send_all`` waits, nothing more is read), a client that goes away
-stops its scan at the next step, and ``--grep`` runs RE2, whose matching
-time is linear in the text, so no pattern can stall anyone.
+pulls batches from it in a worker thread, one step per hop, then sends them.
+A step is bounded in time (``[control] query_step``: the scan yields after
+every chunk or piece, and the step returns at its deadline) and in bytes
+(``query_buffer_bytes``, taken from the daemon-wide ``query_memory_bytes``
+budget before the step and given back once its batch is sent; the lines
+beyond it wait in the query's ``LineBatch``). So:
+
+* a client that does not read holds its query paused in ``send_all`` with
+  at most its share (plus the chunk its scan is on), never its whole answer;
+* steps run two at a time for all queries together (two cores; the
+  writer's thread keeps its share), and one at a time per uid, so one uid's
+  queries, however costly, leave a thread to everyone else;
+* a client that hangs up cancels its query at once: the EOF watcher
+  cancels the trio scope and the ``LineFilter`` (which then rejects every
+  line, so a step running in a thread ends with the piece it is on; a
+  ``--grep`` program is capped in size, which bounds one record's search);
+* a uid may have ``max_queries_per_uid`` queries and follows open (root and
+  ``[access] admins``: no cap); one more is refused with ``code: "limit"``.
+
+When the last query ends the daemon asks glibc to return freed memory to
+the system (``malloc_trim``): answers come and go in large buffers that
+glibc would otherwise keep.
 
 Follow: a :class:`FollowHub` is the pipeline's one ``written_hook``. It hands
 each uid's freshly stored lines to the followers of that uid, each of which
 keeps a bounded buffer; the hook does O(1) work per follower and never waits.
-A follower that cannot keep up loses what does not fit, counts it, and is
-sent a ``missed`` line with the count before its next records. A follower
+A follower that cannot keep up loses what does not fit (its share,
+``query_buffer_bytes``, or the daemon-wide budget), counts it, and is sent
+a ``missed`` line with the count before its next records. A follower
 subscribes *before* its historic scan opens any file; live lines already
 covered by the scan (``seq`` not above what the scan saw) are dropped, so
 nothing is sent twice and nothing falls between the two.
@@ -27,18 +44,23 @@ nothing is sent twice and nothing falls between the two.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import grp
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final
 
 import structlog
 import trio
 
 from trio_logd.config import Config
-from trio_logd.errors import AccessDenied, LimitExceeded
+from trio_logd.errors import AccessDenied
+from trio_logd.peer import PeerCred
+from trio_logd.query.budget import ByteBudget, LineBatch
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.server._control import ControlCall
 from trio_logd.store.scan import Scanner
@@ -50,14 +72,9 @@ log = structlog.get_logger("trio_logd.query")
 #: Scan steps running at once, all queries together: two cores, and the
 #: writer's thread must keep its share.
 SCAN_THREADS: Final = 2
-#: A worker-thread step returns after this long or this many lines, whichever first.
-_STEP_SECONDS: Final = 0.05
-_STEP_LINES: Final = 4096
-#: Queries (follows included) one uid may have open at once.
-MAX_QUERIES_PER_UID: Final = 16
-#: A follower's buffer of live records not yet sent: by count and by bytes.
+#: A follower's buffer of live records not yet sent, by count (by bytes it is
+#: ``[control] query_buffer_bytes``).
 FOLLOW_BUFFER_RECORDS: Final = 10_000
-FOLLOW_BUFFER_BYTES: Final = 16 << 20
 
 _RECORD_HEAD: Final = b'{"type":"record","record":'
 
@@ -131,11 +148,17 @@ def authorize_uids(
 
 @dataclass(eq=False)
 class Follower:
-    """One ``-f`` stream's buffer of live lines, bounded; overflow is counted."""
+    """One ``-f`` stream's buffer of live lines, bounded; overflow is counted.
+
+    Its bytes are taken from *budget* (the daemon-wide one) when pushed and
+    given back by whoever sends them (:meth:`take` hands them over) or by
+    :meth:`drop`.
+    """
 
     uids: frozenset[int] | None  # None: every uid
+    max_bytes: int
+    budget: ByteBudget
     max_records: int = FOLLOW_BUFFER_RECORDS
-    max_bytes: int = FOLLOW_BUFFER_BYTES
     pending: deque[tuple[int, list[bytes]]] = field(default_factory=deque)
     records: int = 0
     nbytes: int = 0
@@ -149,7 +172,7 @@ class Follower:
             self.missed += len(lines) - max(room, 0)
             lines = lines[: max(room, 0)]
         size = sum(map(len, lines))
-        if lines and self.nbytes + size > self.max_bytes:
+        if lines and (self.nbytes + size > self.max_bytes or not self.budget.try_take(size)):
             self.missed += len(lines)
             lines = []
         if lines:
@@ -158,14 +181,21 @@ class Follower:
             self.nbytes += size
         self.wake.set()
 
-    def take(self) -> tuple[list[tuple[int, list[bytes]]], int]:
-        """Return the buffered lines and the count missed since the last take; reset both."""
+    def take(self) -> tuple[list[tuple[int, list[bytes]]], int, int]:
+        """Return the buffered lines, the count missed since the last take and
+        the budget bytes they hold (the caller releases them); reset all."""
         out = list(self.pending)
-        missed = self.missed
+        missed, nbytes = self.missed, self.nbytes
         self.pending.clear()
         self.records = self.nbytes = self.missed = 0
         self.wake = trio.Event()
-        return out, missed
+        return out, missed, nbytes
+
+    def drop(self) -> None:
+        """Forget what is buffered and give its bytes back (the follower ends)."""
+        self.budget.release(self.nbytes)
+        self.pending.clear()
+        self.records = self.nbytes = 0
 
 
 class FollowHub:
@@ -223,15 +253,50 @@ def _live_filter(
 # --------------------------------------------------------------------------- the operation
 
 
-def _pull(batches: Iterator[list[bytes]]) -> tuple[bytes, int, bool]:
-    """Worker thread: run the scan for one bounded step; return (encoded, count, done)."""
-    deadline = time.monotonic() + _STEP_SECONDS
-    lines: list[bytes] = []
-    for batch in batches:
-        lines.extend(batch)
-        if len(lines) >= _STEP_LINES or time.monotonic() > deadline:
-            return encode_records(lines), len(lines), False
-    return encode_records(lines), len(lines), True
+def run_step(
+    batches: Iterator[list[bytes]],
+    found: LineBatch,
+    filt: LineFilter,
+    *,
+    seconds: float,
+    max_bytes: int,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[bytes, int, bool]:
+    """Worker thread: run the scan for one step; return (encoded batch, lines, done).
+
+    The step pulls batches until it has *max_bytes* of answer, its *seconds*
+    are up, the scan ends or *filt* is cancelled, then cuts one batch of at
+    most *max_bytes* from *found* (the rest waits there for the next step).
+    """
+    deadline = clock() + seconds
+    ended = False
+    while found.nbytes < max_bytes and not filt.cancelled:
+        batch = next(batches, None)
+        if batch is None:
+            ended = True
+            break
+        found.add(batch)
+        if clock() >= deadline:
+            break
+    lines = found.cut(max_bytes)
+    return encode_records(lines), len(lines), ended and not found
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim``, or ``None`` elsewhere (musl, other C libraries)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return lambda: trim(0)
+
+
+#: Returns the memory glibc holds free to the system; run when no query is open.
+_TRIM: Final = _malloc_trim()
 
 
 @dataclass(eq=False)
@@ -241,19 +306,33 @@ class QueryService:
     Args:
         config: returns the running config (it may be reloaded).
         log_dir: the store's root.
+        privileged: whether a caller (credentials, supplementary gids) is
+            root or an ``[access] admins`` member: not held to
+            ``max_queries_per_uid``.
     """
 
     config: Callable[[], Config]
     log_dir: str
+    privileged: Callable[[PeerCred, Sequence[int]], bool] = lambda cred, _groups: cred.uid == 0
     hub: FollowHub = field(default_factory=FollowHub)
     limiter: trio.CapacityLimiter = field(
         default_factory=lambda: trio.CapacityLimiter(SCAN_THREADS)
     )
     open_queries: dict[int, int] = field(default_factory=dict)
+    budget: ByteBudget = field(init=False)
+    _budget_freed: trio.Event = field(default_factory=trio.Event)
+    _uid_steps: dict[int, trio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.budget = ByteBudget(self.config().control.query_memory_bytes)
 
     def status(self) -> dict[str, int]:
-        """Figures for ``trio-logd status``: queries and followers open."""
-        return {"queries": sum(self.open_queries.values()), "followers": len(self.hub)}
+        """Figures for ``trio-logd status``: queries and followers open, answer bytes held."""
+        return {
+            "queries": sum(self.open_queries.values()),
+            "followers": len(self.hub),
+            "query_bytes": self.budget.used,
+        }
 
     async def handle(self, call: ControlCall) -> None:
         """The ``query`` operation (see ``docs/logq.md`` for the protocol)."""
@@ -263,40 +342,97 @@ class QueryService:
         gids = (call.caller.gid, *call.groups)
         uids = authorize_uids(config, call.caller.uid, gids, spec, readers)
         uid = call.caller.uid
-        if self.open_queries.get(uid, 0) >= MAX_QUERIES_PER_UID:
-            msg = f"uid {uid} has {MAX_QUERIES_PER_UID} queries open already: close one first"
-            raise LimitExceeded(msg, uid=uid, limit="queries")
+        cap = config.control.max_queries_per_uid
+        if self.open_queries.get(uid, 0) >= cap and not self.privileged(call.caller, call.groups):
+            msg = (
+                f"uid {uid} has {cap} queries open already ([control] max_queries_per_uid): "
+                f"close one first"
+            )
+            await call.send("error", code="limit", error=msg, limit="max_queries_per_uid")
+            return
         self.open_queries[uid] = self.open_queries.get(uid, 0) + 1
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_eof, call.stream, nursery.cancel_scope)
-                await self._serve(call, spec, uids)
+                cancelled: list[LineFilter] = []  # the scan's filter, once it exists
+                nursery.start_soon(_cancel_on_eof, call.stream, nursery.cancel_scope, cancelled)
+                await self._serve(call, spec, uids, cancelled)
                 nursery.cancel_scope.cancel()
         finally:
             self.open_queries[uid] -= 1
             if not self.open_queries[uid]:
                 del self.open_queries[uid]
+            if not self.open_queries and _TRIM is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await trio.to_thread.run_sync(_TRIM, abandon_on_cancel=True)
 
-    async def _serve(self, call: ControlCall, spec: QuerySpec, uids: list[int] | None) -> None:
+    # -- memory and turns -------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _share(self, nbytes: int) -> AsyncIterator[None]:
+        """Hold *nbytes* of the daemon-wide budget (waiting for them) while inside."""
+        self.budget.total = self.config().control.query_memory_bytes
+        while not self.budget.try_take(nbytes):
+            await self._budget_freed.wait()
+        try:
+            yield
+        finally:
+            self._release(nbytes)
+
+    def _release(self, nbytes: int) -> None:
+        self.budget.release(nbytes)
+        self._budget_freed.set()
+        self._budget_freed = trio.Event()
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, uid: int) -> AsyncIterator[None]:
+        """One step of *uid* at a time: its queries take turns on one thread."""
+        lock = self._uid_steps.get(uid)
+        if lock is None:
+            lock = self._uid_steps[uid] = trio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._uid_steps.pop(uid, None)
+
+    # -- the query --------------------------------------------------------
+
+    async def _serve(
+        self,
+        call: ControlCall,
+        spec: QuerySpec,
+        uids: list[int] | None,
+        cancelled: list[LineFilter],
+    ) -> None:
+        control = self.config().control
         follower: Follower | None = None
         if spec.follow:
-            follower = Follower(None if uids is None else frozenset(uids))
+            follower = Follower(
+                None if uids is None else frozenset(uids), control.query_buffer_bytes, self.budget
+            )
             self.hub.add(follower)  # before any file is opened: nothing falls between
         try:
             scanner = await trio.to_thread.run_sync(
-                Scanner, self.log_dir, uids, spec, limiter=self.limiter
+                partial(
+                    Scanner,
+                    self.log_dir,
+                    uids,
+                    spec,
+                    regex_memory_bytes=control.regex_memory_bytes,
+                    tail_keep_bytes=control.query_buffer_bytes,
+                ),
+                limiter=self.limiter,
             )
+            cancelled.append(scanner.filter)
             await call.send("ok", uids="all" if uids is None else scanner.uids)
             batches = scanner.batches()
+            found = LineBatch()
             sent = 0
             try:
                 while True:
-                    data, n, done = await trio.to_thread.run_sync(
-                        _pull, batches, limiter=self.limiter
-                    )
-                    if data:
-                        await call.send_raw(data)
-                        sent += n
+                    n, done = await self._step(call, batches, found, scanner.filter)
+                    sent += n
                     if done:
                         break
             finally:
@@ -309,25 +445,67 @@ class QueryService:
         finally:
             if follower is not None:
                 self.hub.remove(follower)
+                follower.drop()
+
+    async def _step(
+        self, call: ControlCall, batches: Iterator[list[bytes]], found: LineBatch, filt: LineFilter
+    ) -> tuple[int, bool]:
+        """Run one step of a scan and send its batch, within the query's share.
+
+        Returns:
+            ``(lines sent, the scan is done)``.
+        """
+        control = self.config().control
+        share = control.query_buffer_bytes
+        async with self._share(share):
+            async with self._turn(call.caller.uid):
+                step = partial(
+                    run_step, batches, found, filt, seconds=control.query_step, max_bytes=share
+                )
+                data, n, done = await trio.to_thread.run_sync(step, limiter=self.limiter)
+            over = len(data) - share  # one line longer than the share: held all the same
+            if over > 0:
+                self.budget.take(over)
+            try:
+                if data:
+                    await call.send_raw(data)
+            finally:
+                if over > 0:
+                    self._release(over)
+        return n, done
 
     async def _follow(
         self, call: ControlCall, follower: Follower, filt: LineFilter, last_seqs: dict[int, int]
     ) -> None:
         while True:
             await follower.wake.wait()
-            chunks, missed = follower.take()
-            if missed:
-                await call.send("missed", count=missed)
-            if chunks:
-                data = await trio.to_thread.run_sync(
-                    _live_filter, filt, chunks, last_seqs, limiter=self.limiter
-                )
-                if data:
-                    await call.send_raw(data)
+            chunks, missed, nbytes = follower.take()
+            try:
+                if missed:
+                    await call.send("missed", count=missed)
+                if chunks:
+                    async with self._turn(call.caller.uid):
+                        data = await trio.to_thread.run_sync(
+                            _live_filter, filt, chunks, last_seqs, limiter=self.limiter
+                        )
+                    del chunks
+                    if data:
+                        await call.send_raw(data)
+            finally:
+                self._release(nbytes)
 
 
-async def _cancel_on_eof(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
-    """End the query when the client closes its end (or sends anything more)."""
+async def _cancel_on_eof(
+    stream: trio.SocketStream, scope: trio.CancelScope, filters: list[LineFilter]
+) -> None:
+    """End the query when the client closes its end (or sends anything more).
+
+    The filter of the query's scan (in *filters* once it exists) is cancelled
+    too: a step running in a worker thread cannot be interrupted by trio, so it
+    is told to stop at its next line.
+    """
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.receive_some(1)
+    for filt in filters:
+        filt.cancel()
     scope.cancel()
