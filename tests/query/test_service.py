@@ -83,7 +83,7 @@ def test_follower_buffer_is_bounded_and_counts_what_it_missed() -> None:
 
 
 def test_follower_is_held_to_the_daemon_wide_budget() -> None:
-    """Lines that fit the follower's share but not the daemon-wide budget are missed; drop gives back."""
+    """Lines within a follower's share but over the daemon-wide budget are missed."""
     budget = ByteBudget(1500)
     a, b = Follower(None, 1000, budget), Follower(None, 1000, budget)
     a.push(1, [b"x" * 900])

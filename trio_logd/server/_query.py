@@ -49,7 +49,7 @@ import ctypes.util
 import grp
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
@@ -63,7 +63,7 @@ from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.server._control import ControlCall
-from trio_logd.store.scan import Scanner
+from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
 
 __all__ = ["FollowHub", "Follower", "QueryService", "authorize_uids", "reader_gids"]
 
@@ -75,6 +75,13 @@ SCAN_THREADS: Final = 2
 #: A follower's buffer of live records not yet sent, by count (by bytes it is
 #: ``[control] query_buffer_bytes``).
 FOLLOW_BUFFER_RECORDS: Final = 10_000
+#: Scans of one uid that may hold files and buffers at once (the others wait:
+#: a paused scan lets go of its slot): 16 queries of one uid left unread hold
+#: their answers' shares, not 16 zstd windows of 2 MiB each.
+SCANS_PER_UID: Final = 2
+#: Seconds a client may take to read a batch before its query lets its scan
+#: go (files, zstd's 2 MiB window, read buffers) until it reads again.
+PATIENCE: Final = 0.25
 
 _RECORD_HEAD: Final = b'{"type":"record","record":'
 
@@ -261,12 +268,15 @@ def run_step(
     seconds: float,
     max_bytes: int,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[bytes, int, bool]:
-    """Worker thread: run the scan for one step; return (encoded batch, lines, done).
+) -> tuple[bytes, int, int, bool]:
+    """Worker thread: run the scan for one step.
 
     The step pulls batches until it has *max_bytes* of answer, its *seconds*
     are up, the scan ends or *filt* is cancelled, then cuts one batch of at
     most *max_bytes* from *found* (the rest waits there for the next step).
+
+    Returns:
+        ``(encoded batch, lines in it, seq of its last line or 0, the scan is done)``.
     """
     deadline = clock() + seconds
     ended = False
@@ -279,7 +289,91 @@ def run_step(
         if clock() >= deadline:
             break
     lines = found.cut(max_bytes)
-    return encode_records(lines), len(lines), ended and not found
+    last = line_seq(lines[-1]) if lines else 0
+    return encode_records(lines), len(lines), last, ended and not found
+
+
+class _UidSemaphores:
+    """A semaphore per uid, made when first needed and dropped when unused."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sems: dict[int, tuple[trio.Semaphore, int]] = {}
+
+    def get(self, uid: int) -> trio.Semaphore:
+        """*uid*'s semaphore; :meth:`put` it back when done with it."""
+        sem, users = self._sems.get(uid) or (trio.Semaphore(self.size), 0)
+        self._sems[uid] = (sem, users + 1)
+        return sem
+
+    def put(self, uid: int) -> None:
+        """Done with *uid*'s semaphore (acquired or not)."""
+        sem, users = self._sems[uid]
+        if users > 1:
+            self._sems[uid] = (sem, users - 1)
+        else:
+            del self._sems[uid]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, uid: int) -> AsyncIterator[None]:
+        """Hold one unit of *uid*'s semaphore while inside."""
+        sem = self.get(uid)
+        try:
+            async with sem:
+                yield
+        finally:
+            self.put(uid)
+
+    def __len__(self) -> int:
+        return len(self._sems)
+
+
+@dataclass(eq=False)
+class _Scan:
+    """A query's scan between steps: where it is, and what it found and did not send yet."""
+
+    scanner: Scanner
+    batches: Generator[list[bytes], None, None]
+    #: one of its uid's :data:`SCANS_PER_UID` slots, held while the scan has state
+    slot: trio.Semaphore
+    holds_slot: bool = False
+    found: LineBatch = field(default_factory=LineBatch)
+    #: seq of the last line sent (one uid), where a resumed scan goes on from
+    position: int = 0
+    sent: int = 0
+
+    def let_go(self) -> None:
+        """Close the scan's files, drop its buffers (they are read again on
+        resume) and give its uid's scan slot to another query."""
+        self.batches.close()
+        self.found = LineBatch()
+        self.holds_slot = False
+        self.slot.release()
+
+    def resume(self) -> None:
+        """Open the scan again after :meth:`let_go`, after the last line sent."""
+        self.batches = self.scanner.resume(self.position)
+
+
+async def _send_within(stream: trio.SocketStream, data: bytes, patience: float) -> int:
+    """Send *data* for at most *patience* seconds; return how many bytes went.
+
+    A trio socket's ``send`` is cancelled atomically (nothing or a count is
+    sent), so unlike ``send_all`` this knows where it stopped.
+
+    Raises:
+        trio.BrokenResourceError: the client went away.
+    """
+    view = memoryview(data)
+    sent = 0
+    with trio.move_on_after(patience):
+        try:
+            while sent < len(view):
+                sent += await stream.socket.send(view[sent:])
+        except OSError as exc:
+            msg = f"control client: {exc}"
+            raise trio.BrokenResourceError(msg) from exc
+    return sent
 
 
 def _malloc_trim() -> Callable[[], object] | None:
@@ -295,8 +389,11 @@ def _malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
-#: Returns the memory glibc holds free to the system; run when no query is open.
+#: Returns the memory glibc holds free to the system (a few ms, in a thread).
 _TRIM: Final = _malloc_trim()
+#: Seconds between two trims when queries pause: answers are freed in the
+#: middle of glibc's heaps, which it keeps (40 MiB for 16 paused queries).
+_TRIM_INTERVAL: Final = 0.25
 
 
 @dataclass(eq=False)
@@ -321,7 +418,9 @@ class QueryService:
     open_queries: dict[int, int] = field(default_factory=dict)
     budget: ByteBudget = field(init=False)
     _budget_freed: trio.Event = field(default_factory=trio.Event)
-    _uid_steps: dict[int, trio.Lock] = field(default_factory=dict)
+    _trimmed: float = -_TRIM_INTERVAL
+    _steps: _UidSemaphores = field(default_factory=lambda: _UidSemaphores(1))
+    _scans: _UidSemaphores = field(default_factory=lambda: _UidSemaphores(SCANS_PER_UID))
 
     def __post_init__(self) -> None:
         self.budget = ByteBudget(self.config().control.query_memory_bytes)
@@ -351,19 +450,42 @@ class QueryService:
             await call.send("error", code="limit", error=msg, limit="max_queries_per_uid")
             return
         self.open_queries[uid] = self.open_queries.get(uid, 0) + 1
+        failure: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 cancelled: list[LineFilter] = []  # the scan's filter, once it exists
                 nursery.start_soon(_cancel_on_eof, call.stream, nursery.cancel_scope, cancelled)
                 await self._serve(call, spec, uids, cancelled)
                 nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # one failure (the client went away, a store error): the control
+            # server answers it as any other, raised below, outside this
+            # handler, so that it does not hold the group (and the group it:
+            # a cycle that would keep the query's buffers until a gc run)
+            failure = _only(group)
+            if failure is group:
+                raise
         finally:
             self.open_queries[uid] -= 1
             if not self.open_queries[uid]:
                 del self.open_queries[uid]
-            if not self.open_queries and _TRIM is not None:
+            if not self.open_queries:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await trio.to_thread.run_sync(_TRIM, abandon_on_cancel=True)
+                    await self._trim(force=True)
+        if failure is not None:
+            try:
+                raise failure
+            finally:
+                failure = None
+
+    async def _trim(self, *, force: bool = False) -> None:
+        """Return free memory to the system (glibc): when the last query ends,
+        and when a query pauses (at most every :data:`_TRIM_INTERVAL` s)."""
+        now = trio.current_time()
+        if _TRIM is None or (not force and now - self._trimmed < _TRIM_INTERVAL):
+            return
+        self._trimmed = now
+        await trio.to_thread.run_sync(_TRIM, abandon_on_cancel=True)
 
     # -- memory and turns -------------------------------------------------
 
@@ -386,15 +508,8 @@ class QueryService:
     @contextlib.asynccontextmanager
     async def _turn(self, uid: int) -> AsyncIterator[None]:
         """One step of *uid* at a time: its queries take turns on one thread."""
-        lock = self._uid_steps.get(uid)
-        if lock is None:
-            lock = self._uid_steps[uid] = trio.Lock()
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting:
-                self._uid_steps.pop(uid, None)
+        async with self._steps.hold(uid):
+            yield
 
     # -- the query --------------------------------------------------------
 
@@ -420,26 +535,26 @@ class QueryService:
                     uids,
                     spec,
                     regex_memory_bytes=control.regex_memory_bytes,
-                    tail_keep_bytes=control.query_buffer_bytes,
+                    tail_keep_bytes=min(control.query_buffer_bytes, TAIL_KEEP_BYTES),
                 ),
                 limiter=self.limiter,
             )
             cancelled.append(scanner.filter)
             await call.send("ok", uids="all" if uids is None else scanner.uids)
-            batches = scanner.batches()
-            found = LineBatch()
-            sent = 0
+            scan = _Scan(scanner, scanner.batches(), self._scans.get(call.caller.uid))
             try:
-                while True:
-                    n, done = await self._step(call, batches, found, scanner.filter)
-                    sent += n
-                    if done:
-                        break
+                await scan.slot.acquire()
+                scan.holds_slot = True
+                while not await self._step(call, scan):
+                    pass
             finally:
-                batches.close()
+                scan.batches.close()
                 scanner.close()
+                if scan.holds_slot:
+                    scan.slot.release()
+                self._scans.put(call.caller.uid)
             if follower is None:
-                await call.send("end", records=sent, **scanner.stats.as_dict())
+                await call.send("end", records=scan.sent, **scanner.stats.as_dict())
                 return
             await self._follow(call, follower, scanner.filter, scanner.last_seqs())
         finally:
@@ -447,32 +562,50 @@ class QueryService:
                 self.hub.remove(follower)
                 follower.drop()
 
-    async def _step(
-        self, call: ControlCall, batches: Iterator[list[bytes]], found: LineBatch, filt: LineFilter
-    ) -> tuple[int, bool]:
-        """Run one step of a scan and send its batch, within the query's share.
+    async def _step(self, call: ControlCall, scan: _Scan) -> bool:
+        """Run one step of *scan* and send its batch, within the query's share.
+
+        A client that has not taken the batch within :data:`PATIENCE` makes
+        the scan let go of its files and buffers (one uid's scans: they resume
+        by ``seq``) while the rest of the batch waits for it.
 
         Returns:
-            ``(lines sent, the scan is done)``.
+            Whether the scan is done.
         """
         control = self.config().control
         share = control.query_buffer_bytes
         async with self._share(share):
             async with self._turn(call.caller.uid):
                 step = partial(
-                    run_step, batches, found, filt, seconds=control.query_step, max_bytes=share
+                    run_step,
+                    scan.batches,
+                    scan.found,
+                    scan.scanner.filter,
+                    seconds=control.query_step,
+                    max_bytes=share,
                 )
-                data, n, done = await trio.to_thread.run_sync(step, limiter=self.limiter)
+                data, n, last, done = await trio.to_thread.run_sync(step, limiter=self.limiter)
+            scan.sent += n
+            scan.position = last or scan.position
             over = len(data) - share  # one line longer than the share: held all the same
             if over > 0:
                 self.budget.take(over)
             try:
-                if data:
-                    await call.send_raw(data)
+                went = await _send_within(call.stream, data, PATIENCE)
+                if went < len(data):
+                    paused = not done and scan.scanner.resumable
+                    if paused:
+                        scan.let_go()
+                        await self._trim()
+                    await call.stream.send_all(memoryview(data)[went:])
+                    if paused:
+                        await scan.slot.acquire()
+                        scan.holds_slot = True
+                        scan.resume()
             finally:
                 if over > 0:
                     self._release(over)
-        return n, done
+        return done
 
     async def _follow(
         self, call: ControlCall, follower: Follower, filt: LineFilter, last_seqs: dict[int, int]
@@ -493,6 +626,19 @@ class QueryService:
                         await call.send_raw(data)
             finally:
                 self._release(nbytes)
+
+
+def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception of *group* (nested groups included), or *group* itself."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 async def _cancel_on_eof(

@@ -66,9 +66,10 @@ CHUNK: Final = 256 << 10
 #: filtered in pieces of about this size, each a turn for the caller: a costly
 #: pattern then still yields every few ms, and a deadline is kept.
 PIECE: Final = 32 << 10
-#: Matching lines a tail keeps in memory by default before it switches to
-#: counting (the daemon passes ``[control] query_buffer_bytes``).
-TAIL_KEEP_BYTES: Final = 1 << 20
+#: Matching lines a tail keeps in memory before it switches to counting them
+#: and streaming them in a second pass: ``-n 1000`` of 200-byte records is one
+#: pass, and 16 queries paused half-way through their tails hold 4 MiB.
+TAIL_KEEP_BYTES: Final = 256 << 10
 #: zstd's read size when decompressing (its input buffer).
 _ZSTD_READ: Final = 128 << 10
 #: First backwards read of a current file for ``-n``: 100 lines of 300 bytes.
@@ -478,6 +479,26 @@ class _UidScan:
                 lines = [ln for ln in lines if line_seq(ln) > covered]
             yield lines
 
+    def resume(self, after_seq: int, root_fd: int) -> Iterator[list[bytes]]:
+        """Matching lines after *after_seq*, up to the newest the scan first covered.
+
+        For a scan whose files were let go (its client stopped reading): the
+        directory and files are opened anew, and nothing newer than
+        :attr:`last_seq` is returned (that is for followers), which stays as it was.
+        """
+        end = self.last_seq
+        self.close()
+        self._root, self._opened = root_fd, False
+        try:
+            for lines in self._forward(after_seq + 1, 0):
+                if lines and line_seq(lines[-1]) > end:
+                    yield [ln for ln in lines if line_seq(ln) <= end]
+                    return
+                yield lines
+        finally:
+            self.last_seq = end
+            self.close()
+
     # -- backward ---------------------------------------------------------
 
     def tail_start(self, n: int, keep_bytes: int) -> Iterator[list[bytes]]:
@@ -770,6 +791,34 @@ class Scanner:
                 surplus -= cut
                 batch = batch[cut:]
             yield batch
+
+    @property
+    def resumable(self) -> bool:
+        """Whether :meth:`resume` can pick the scan up again (one uid only)."""
+        return len(self._scans) == 1
+
+    def resume(self, after_seq: int) -> Generator[list[bytes], None, None]:
+        """Batches after *after_seq*, once :meth:`batches` was closed half-way.
+
+        A query whose client stops reading lets its scan go (files, the zstd
+        window, buffers) and picks it up here once the client reads again.
+        One uid only (:attr:`resumable`): ``seq`` is that uid's order.
+
+        Raises:
+            StoreError: the store's root cannot be opened any more.
+        """
+        if self._root is None:
+            try:
+                self._root = os.open(self.log_dir, _DIR_FLAGS)
+            except OSError as exc:
+                raise _store_error(exc, f"cannot open {self.log_dir}") from exc
+        return self._resumed(after_seq, self._root)
+
+    def _resumed(self, after_seq: int, root_fd: int) -> Generator[list[bytes], None, None]:
+        try:
+            yield from self._scans[0].resume(after_seq, root_fd)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Close every file (idempotent)."""
