@@ -67,12 +67,13 @@ MAX_GREP_CHARS: Final = 4096
 #: RE2's memory budget for one compiled pattern (its default is 8 MiB; the
 #: daemon passes ``[control] regex_memory_bytes``).
 RE2_MAX_MEM: Final = 8 << 20
-#: Largest RE2 program (instructions) a ``--grep`` pattern may compile to. The
-#: NFA costs ~3 ns per instruction and byte in the worst case (measured: 5 403
-#: instructions, 16 µs/byte; 18 003, 56 µs/byte), so at this size one 64 KiB
-#: message is searched in well under a second whatever the pattern; ``\pL``
-#: alone is ~1 200, ``(?i)econnreset`` 16.
-MAX_GREP_PROGRAM: Final = 3000
+#: Largest RE2 program (instructions) a ``--grep`` pattern may compile to.
+#: When the DFA thrashes, RE2 costs up to ~9 ns per instruction and byte
+#: (measured on a loaded 2-core host: ``[a-z ]{1,140}[^d]{1,140}c``, 1 683
+#: instructions, 7-15 µs/byte; 18 003, 56 µs/byte), so at this size one
+#: 64 KiB message is searched in about a second at worst, whatever the
+#: pattern; ``\pL`` alone is ~1 200, ``(?i)econnreset`` 16.
+MAX_GREP_PROGRAM: Final = 2000
 #: ``-n`` keeps the last N matching lines in memory until it has them all.
 MAX_LINES: Final = 100_000
 MAX_UIDS: Final = 4096

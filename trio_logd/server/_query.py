@@ -65,7 +65,16 @@ from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.server._control import ControlCall
 from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
 
-__all__ = ["FollowHub", "Follower", "QueryService", "authorize_uids", "reader_gids"]
+__all__ = [
+    "FollowHub",
+    "Follower",
+    "QueryService",
+    "StepResult",
+    "authorize_uids",
+    "pause_after",
+    "reader_gids",
+    "run_step",
+]
 
 log = structlog.get_logger("trio_logd.query")
 
@@ -260,6 +269,17 @@ def _live_filter(
 # --------------------------------------------------------------------------- the operation
 
 
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one scan step gave."""
+
+    data: bytes  #: the batch, encoded as ``record`` lines
+    lines: int  #: lines in it
+    last_seq: int  #: seq of its last line (0 when empty)
+    done: bool  #: the scan has nothing more
+    took: float  #: seconds the step ran (in its thread)
+
+
 def run_step(
     batches: Iterator[list[bytes]],
     found: LineBatch,
@@ -268,17 +288,16 @@ def run_step(
     seconds: float,
     max_bytes: int,
     clock: Callable[[], float] = time.monotonic,
-) -> tuple[bytes, int, int, bool]:
+) -> StepResult:
     """Worker thread: run the scan for one step.
 
     The step pulls batches until it has *max_bytes* of answer, its *seconds*
     are up, the scan ends or *filt* is cancelled, then cuts one batch of at
     most *max_bytes* from *found* (the rest waits there for the next step).
 
-    Returns:
-        ``(encoded batch, lines in it, seq of its last line or 0, the scan is done)``.
     """
-    deadline = clock() + seconds
+    start = clock()
+    deadline = start + seconds
     ended = False
     while found.nbytes < max_bytes and not filt.cancelled:
         batch = next(batches, None)
@@ -290,7 +309,7 @@ def run_step(
             break
     lines = found.cut(max_bytes)
     last = line_seq(lines[-1]) if lines else 0
-    return encode_records(lines), len(lines), last, ended and not found
+    return StepResult(encode_records(lines), len(lines), last, ended and not found, clock() - start)
 
 
 class _UidSemaphores:
@@ -326,6 +345,17 @@ class _UidSemaphores:
 
     def __len__(self) -> int:
         return len(self._sems)
+
+
+def pause_after(took: float, step: float) -> float:
+    """Seconds a uid's next step waits after one that *took* seconds (``query_step`` *step*).
+
+    Nothing for a step within twice its time; past that, the overrun: a query
+    whose records are slow to match (a costly ``--grep``) gets about half of
+    one core, its uid's other queries wait with it, and other uids are not
+    slowed.
+    """
+    return took - step if took > 2 * step else 0.0
 
 
 @dataclass(eq=False)
@@ -584,9 +614,13 @@ class QueryService:
                     seconds=control.query_step,
                     max_bytes=share,
                 )
-                data, n, last, done = await trio.to_thread.run_sync(step, limiter=self.limiter)
-            scan.sent += n
-            scan.position = last or scan.position
+                result = await trio.to_thread.run_sync(step, limiter=self.limiter)
+                # a step that ran over (records slow to match) is paid for by a
+                # pause as long as the overrun: a costly --grep gets half a core
+                await trio.sleep(pause_after(result.took, control.query_step))
+            data, done = result.data, result.done
+            scan.sent += result.lines
+            scan.position = result.last_seq or scan.position
             over = len(data) - share  # one line longer than the share: held all the same
             if over > 0:
                 self.budget.take(over)
