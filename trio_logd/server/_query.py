@@ -570,6 +570,8 @@ class QueryService:
                 limiter=self.limiter,
             )
             cancelled.append(scanner.filter)
+            if follower is not None:  # what is stored after "ok" is live, not history
+                await trio.to_thread.run_sync(scanner.open, limiter=self.limiter)
             await call.send("ok", uids="all" if uids is None else scanner.uids)
             scan = _Scan(scanner, scanner.batches(), self._scans.get(call.caller.uid))
             try:

@@ -256,6 +256,10 @@ class _UidScan:
         self._start_seq = 0
         self._start_offset = 0
 
+    def open(self) -> None:
+        """Open the uid's directory and its current file (once)."""
+        self._open_dir()
+
     def _open_dir(self) -> None:
         """Open the uid's directory and its current file (once, when the scan reaches it)."""
         if self._opened:
@@ -791,6 +795,17 @@ class Scanner:
                 surplus -= cut
                 batch = batch[cut:]
             yield batch
+
+    def open(self) -> None:
+        """Open every uid's directory and current file now, rather than when
+        the scan reaches them: what is stored from now on is newer than the
+        scan (:meth:`last_seqs`), for a follower to send.
+
+        Raises:
+            StoreError: a uid directory cannot be opened.
+        """
+        for s in self._scans:
+            s.open()
 
     @property
     def resumable(self) -> bool:
