@@ -21,6 +21,7 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -111,13 +112,20 @@ def _log_as(daemon: DaemonProcess, uid: int, messages: Callable[[], list[bytes]]
 
 
 class _Attacker:
-    """A child of *uid* that opens queries, reports, and hangs up on command."""
+    """A child of *uid* that opens queries, reports, and hangs up on command.
+
+    Use it as a context manager: leaving it hangs up (and reaps the child)
+    if the test did not, so a failing test leaves no process behind.
+    """
 
     def __init__(self, daemon: DaemonProcess, uid: int, requests: list[dict[str, Any]]) -> None:
         self.ready_r, ready_w = os.pipe()
         go_r, self.go_w = os.pipe()
+        self.done = False
 
         def body() -> None:
+            os.close(self.ready_r)
+            os.close(self.go_w)
             socks = []
             for args in requests:
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -148,17 +156,28 @@ class _Attacker:
         return [decode_response(line) for line in data.strip().split(b"\n")]
 
     def hang_up(self) -> None:
+        """Tell the child to close its connections; reap it."""
+        self.done = True
         os.write(self.go_w, b"x")
         os.close(self.go_w)
         _, status = os.waitpid(self.pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "attacker child failed"
+
+    def __enter__(self) -> _Attacker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.done:
+            self.done = True
+            os.close(self.go_w)  # EOF: the child hangs up and exits
+            os.waitpid(self.pid, 0)
 
 
 def test_unread_queries_hold_their_share_not_their_answer(
     start_daemon: DaemonFactory, attack_report: AttackRow
 ) -> None:
     """16 unread lines:100000 queries over near-maximal records raise RSS by at most
-    64 MiB (each is paused at its 1 MiB share), and it comes back after the hang-up."""
+    64 MiB (each pauses, its scan let go), and it comes back after the hang-up."""
     attacker, bystander_uid = free_uids(2)
     daemon = start_daemon(
         store_extra="max_file_bytes = 2097152",  # rotated, zstd-compressed files too
@@ -177,26 +196,28 @@ def test_unread_queries_hold_their_share_not_their_answer(
     by.wait_stored()
     rss_before = _status_kib(daemon.pid, "VmRSS:") / 1024
 
-    queries = _Attacker(daemon, attacker, [{"lines": 100_000}] * UNREAD_QUERIES)
-    assert {r["type"] for r in queries.first_lines()} == {"ok"}
-    share = 1 << 20  # query_buffer_bytes' default
-    paused = poll(lambda: _queries(daemon)["query_bytes"] >= UNREAD_QUERIES * share, timeout=30)
-    assert paused
-    by.send(20)  # others log meanwhile
-    by.wait_stored()
-    status = request_one(daemon.control, "status")  # root is answered
-    growth = _status_kib(daemon.pid, "VmHWM:") / 1024 - rss_before
-
-    queries.hang_up()
+    with _Attacker(daemon, attacker, [{"lines": 100_000}] * UNREAD_QUERIES) as queries:
+        assert {r["type"] for r in queries.first_lines()} == {"ok"}
+        poll(lambda: _queries(daemon)["paused"] == UNREAD_QUERIES, timeout=30)
+        by.send(20)  # others log meanwhile
+        by.wait_stored()
+        status = request_one(daemon.control, "status")  # root is answered
+        growth = _status_kib(daemon.pid, "VmHWM:") / 1024 - rss_before
+        queries.hang_up()
     poll(lambda: _queries(daemon)["queries"] == 0, timeout=5)
     after = _status_kib(daemon.pid, "VmRSS:") / 1024 - rss_before
     lost = by.lost()
     attack_report.report(
         f"{UNREAD_QUERIES} unread lines:100000 queries over 60 KB records",
-        f"paused at 1 MiB each; RSS +{growth:.0f} MiB peak, {after:+.0f} MiB after hang-up",
+        f"paused, scans let go; RSS +{growth:.0f} MiB peak, {after:+.0f} MiB after hang-up",
         lost,
     )
-    assert status["queries"]["queries"] == UNREAD_QUERIES
+    assert status["queries"] == {
+        "queries": UNREAD_QUERIES,
+        "followers": 0,
+        "paused": UNREAD_QUERIES,
+        "query_bytes": 0,  # a paused query holds no share: only the rest of one line
+    }
     assert growth <= RSS_GROWTH_MIB, f"RSS grew by {growth:.1f} MiB"
     assert after <= RSS_RETURN_MIB, f"RSS still {after:.1f} MiB above the start"
     assert lost == 0
@@ -225,39 +246,14 @@ def test_costly_greps_do_not_starve_others_and_stop_at_hang_up(
     daemon.wait_records(quiet, 50)
 
     slow = {"grep": SLOW_GREP, "case_sensitive": True}
-    greps = _Attacker(daemon, attacker, [slow] * 4 + [{"grep": HUGE_GREP}])
-    *started, refused = greps.first_lines()
-    assert [r["type"] for r in started] == ["ok"] * 4
-    assert (refused["type"], refused["code"]) == ("error", "invalid")
-    assert "too complex" in refused["error"]
-    busy = _cores(daemon.pid, 1.0)
-
-    def tail() -> dict[str, Any]:
-        start = time.monotonic()
-        with ControlConnection(daemon.control, timeout=10) as conn:
-            conn.send("query", lines=3)
-            got = [r["record"]["msg"] for r in conn.responses() if r["type"] == "record"]
-        return {"msgs": got, "seconds": time.monotonic() - start}
-
-    def follow() -> dict[str, Any]:
-        with ControlConnection(daemon.control, timeout=10) as conn:
-            conn.send("query", lines=0, follow=True)
-            responses = conn.responses()
-            assert next(responses)["type"] == "ok"
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(daemon.socket)
-            start = time.monotonic()
-            s.sendall(b"<14>app: fresh\n")
-            for r in responses:
-                if r["type"] == "record":
-                    return {"msg": r["record"]["msg"], "seconds": time.monotonic() - start}
-        raise AssertionError("the follow stream ended")
-
-    n3 = run_child(quiet, tail)
-    f = run_child(quiet, follow)
-    running = _queries(daemon)["queries"]
-    hung_up = time.monotonic()
-    greps.hang_up()
+    with _Attacker(daemon, attacker, [slow] * 4 + [{"grep": HUGE_GREP}]) as greps:
+        *started, refused = greps.first_lines()
+        busy = _cores(daemon.pid, 1.0)
+        n3 = run_child(quiet, partial(_tail, daemon))
+        f = run_child(quiet, partial(_follow, daemon))
+        running = _queries(daemon)["queries"]
+        hung_up = time.monotonic()
+        greps.hang_up()
     poll(lambda: _queries(daemon)["queries"] == 0, timeout=5)
     cancelled = time.monotonic() - hung_up
     time.sleep(max(0.0, 2.0 - (time.monotonic() - hung_up)))
@@ -269,6 +265,9 @@ def test_costly_greps_do_not_starve_others_and_stop_at_hang_up(
         f"CPU {busy:.2f} -> {idle:.2f} cores; the huge pattern refused",
         50 - len([r for r in daemon.records(quiet) if r.get("msg", "").startswith("quiet")]),
     )
+    assert [r["type"] for r in started] == ["ok"] * 4
+    assert (refused["type"], refused["code"]) == ("error", "invalid")
+    assert "too complex" in refused["error"]
     assert n3.rc == 0, n3.err
     assert f.rc == 0, f.err
     assert running == 4
@@ -281,6 +280,31 @@ def test_costly_greps_do_not_starve_others_and_stop_at_hang_up(
     assert idle < 0.1, f"still {idle:.2f} cores 2 s after the hang-up"
 
 
+def _tail(daemon: DaemonProcess) -> dict[str, Any]:
+    """(In a child.) ``-n 3`` of the caller's records and the seconds it took."""
+    start = time.monotonic()
+    with ControlConnection(daemon.control, timeout=10) as conn:
+        conn.send("query", lines=3)
+        got = [r["record"]["msg"] for r in conn.responses() if r["type"] == "record"]
+    return {"msgs": got, "seconds": time.monotonic() - start}
+
+
+def _follow(daemon: DaemonProcess) -> dict[str, Any]:
+    """(In a child.) ``-f``, a new record, and the seconds until the stream shows it."""
+    with ControlConnection(daemon.control, timeout=10) as conn:
+        conn.send("query", lines=0, follow=True)
+        responses = conn.responses()
+        assert next(responses)["type"] == "ok"
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(daemon.socket)
+        start = time.monotonic()
+        s.sendall(b"<14>app: fresh\n")
+        for r in responses:
+            if r["type"] == "record":
+                return {"msg": r["record"]["msg"], "seconds": time.monotonic() - start}
+    raise AssertionError("the follow stream ended")
+
+
 def test_one_uid_may_have_max_queries_per_uid_open(
     start_daemon: DaemonFactory, attack_report: AttackRow
 ) -> None:
@@ -289,12 +313,12 @@ def test_one_uid_may_have_max_queries_per_uid_open(
     daemon = start_daemon()
     _log_as(daemon, attacker, lambda: [b"x" * 60_000 for _ in range(40)])
     daemon.wait_records(attacker, 40, timeout=30)
-    held = _Attacker(daemon, attacker, [{"lines": 100_000}] * 5)
-    answers = held.first_lines()
-    with ControlConnection(daemon.control, timeout=10) as conn:
-        conn.send("query", uids=[attacker], lines=1)
-        root = [r["type"] for r in conn.responses()]
-    held.hang_up()
+    with _Attacker(daemon, attacker, [{"lines": 100_000}] * 5) as held:
+        answers = held.first_lines()
+        with ControlConnection(daemon.control, timeout=10) as conn:
+            conn.send("query", uids=[attacker], lines=1)
+            root = [r["type"] for r in conn.responses()]
+        held.hang_up()
     attack_report.report(
         "5 queries of one uid (cap 4)",
         'the fifth refused: {"type":"error","code":"limit"}; root still served',

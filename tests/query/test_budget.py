@@ -14,7 +14,13 @@ from tests.query._store import T0, Rec, write_uid
 from trio_logd.config import default_config
 from trio_logd.query.budget import RECORD_OVERHEAD, ByteBudget, LineBatch
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
-from trio_logd.server._query import QueryService, encode_records, pause_after, run_step
+from trio_logd.server._query import (
+    QueryService,
+    encode_records,
+    pause_after,
+    run_step,
+    split_sent,
+)
 from trio_logd.store.scan import Scanner
 
 
@@ -156,6 +162,33 @@ def test_resumed_scan_goes_on_after_the_last_line_sent(tmp_path: Path) -> None:
     resumed = [ln for b in scanner.resume(line_seq(first[9])) for ln in b]
     assert first[:10] + resumed == lines[-250:]
     assert scanner.last_seqs() == {1000: 300}
+
+
+def test_split_sent_finds_the_line_being_sent() -> None:
+    """After any number of bytes sent: the rest of that line, the lines done, the last seq."""
+    stored = [
+        b'{"ts":"2026-11-27T20:47:40.123456Z","seq":%d,"msg":"%s"}' % (i, b"m" * i)
+        for i in (7, 8, 9)
+    ]
+    data = encode_records(stored)
+    ends = [i + 1 for i, c in enumerate(data) if c == 0x0A]
+    assert split_sent(data, 0) == (b"", 0, 0)
+    for went in range(1, len(data) + 1):
+        rest, lines, seq = split_sent(data, went)
+        k = next(i for i, e in enumerate(ends) if e >= went)
+        assert rest == data[went : ends[k]]
+        assert (lines, seq) == (k + 1, 7 + k)
+
+
+def test_resumed_tail_starts_no_earlier_than_the_tail(tmp_path: Path) -> None:
+    """A tail let go before anything was sent resumes at its start, not at the first record."""
+    lines = write_uid(tmp_path, 1000, [Rec(T0 + i, f"m {i}") for i in range(300)], per_file=70)
+    scanner = Scanner(str(tmp_path), [1000], QuerySpec(lines=20), tail_keep_bytes=0)
+    batches = scanner.batches()
+    assert next(b for b in batches if b) == lines[-20:]  # found by seq, streamed
+    batches.close()
+    assert [ln for b in scanner.resume(0) for ln in b] == lines[-20:]
+    assert [ln for b in scanner.resume(295) for ln in b] == lines[-5:]
 
 
 async def test_queries_wait_for_the_daemon_wide_budget(tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ __all__ = [
     "pause_after",
     "reader_gids",
     "run_step",
+    "split_sent",
 ]
 
 log = structlog.get_logger("trio_logd.query")
@@ -358,6 +359,34 @@ def pause_after(took: float, step: float) -> float:
     return took - step if took > 2 * step else 0.0
 
 
+def _stored(data: bytes, start: int, end: int) -> bytes:
+    """The stored line inside the ``record`` response line ``data[start:end]`` (no LF)."""
+    return data[start + len(_RECORD_HEAD) : end - 1]
+
+
+def _last_seq(data: bytes) -> int:
+    """The seq of the last record of an encoded batch (0 if empty)."""
+    if not data:
+        return 0
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    return line_seq(_stored(data, start, len(data) - 1))
+
+
+def split_sent(data: bytes, went: int) -> tuple[bytes, int, int]:
+    """Where a batch of ``record`` lines stands after its first *went* bytes were sent.
+
+    Returns:
+        ``(rest, lines, seq)``: the rest of the line being sent (``b""`` at a
+        line's end), the lines complete once it is sent, and the ``seq`` of
+        the last of them (0 when none).
+    """
+    if went <= 0:
+        return b"", 0, 0
+    end = data.find(b"\n", went - 1)  # the end of the line holding the last byte sent
+    start = data.rfind(b"\n", 0, end) + 1
+    return data[went : end + 1], data.count(b"\n", 0, end + 1), line_seq(_stored(data, start, end))
+
+
 @dataclass(eq=False)
 class _Scan:
     """A query's scan between steps: where it is, and what it found and did not send yet."""
@@ -446,6 +475,8 @@ class QueryService:
         default_factory=lambda: trio.CapacityLimiter(SCAN_THREADS)
     )
     open_queries: dict[int, int] = field(default_factory=dict)
+    #: queries waiting for their client to read, holding nothing of the budget
+    paused: int = 0
     budget: ByteBudget = field(init=False)
     _budget_freed: trio.Event = field(default_factory=trio.Event)
     _trimmed: float = -_TRIM_INTERVAL
@@ -456,10 +487,12 @@ class QueryService:
         self.budget = ByteBudget(self.config().control.query_memory_bytes)
 
     def status(self) -> dict[str, int]:
-        """Figures for ``trio-logd status``: queries and followers open, answer bytes held."""
+        """Figures for ``trio-logd status``: queries and followers open, queries
+        paused by their client, answer bytes held."""
         return {
             "queries": sum(self.open_queries.values()),
             "followers": len(self.hub),
+            "paused": self.paused,
             "query_bytes": self.budget.used,
         }
 
@@ -597,15 +630,18 @@ class QueryService:
     async def _step(self, call: ControlCall, scan: _Scan) -> bool:
         """Run one step of *scan* and send its batch, within the query's share.
 
-        A client that has not taken the batch within :data:`PATIENCE` makes
-        the scan let go of its files and buffers (one uid's scans: they resume
-        by ``seq``) while the rest of the batch waits for it.
+        A client that has not taken the batch within :data:`PATIENCE` pauses
+        the query: a scan of one uid lets go of its files and buffers and of
+        its share of the budget, keeping only the rest of the line being sent;
+        once the client has taken that, the scan resumes after it (by ``seq``).
+        A scan of several uids keeps its batch and share while it waits.
 
         Returns:
             Whether the scan is done.
         """
         control = self.config().control
         share = control.query_buffer_bytes
+        before = scan.position
         async with self._share(share):
             async with self._turn(call.caller.uid):
                 step = partial(
@@ -621,27 +657,36 @@ class QueryService:
                 # pause as long as the overrun: a costly --grep gets half a core
                 await trio.sleep(pause_after(result.took, control.query_step))
             data, done = result.data, result.done
-            scan.sent += result.lines
-            scan.position = result.last_seq or scan.position
+            del result
             over = len(data) - share  # one line longer than the share: held all the same
             if over > 0:
                 self.budget.take(over)
             try:
                 went = await _send_within(call.stream, data, PATIENCE)
-                if went < len(data):
-                    paused = not done and scan.scanner.resumable
-                    if paused:
-                        scan.let_go()
-                        await self._trim()
+                if went == len(data) or done or not scan.scanner.resumable:
                     await call.stream.send_all(memoryview(data)[went:])
-                    if paused:
-                        await scan.slot.acquire()
-                        scan.holds_slot = True
-                        scan.resume()
+                    scan.sent += data.count(b"\n")
+                    scan.position = _last_seq(data) or scan.position
+                    return done
+                rest, lines, last = split_sent(data, went)
+                scan.sent += lines
+                scan.position = last or before
+                del data
+                scan.let_go()
             finally:
                 if over > 0:
                     self._release(over)
-        return done
+        # paused, holding only the rest of one line: the share is back in the budget
+        self.paused += 1
+        try:
+            await self._trim()
+            await call.stream.send_all(rest)
+        finally:
+            self.paused -= 1
+        await scan.slot.acquire()
+        scan.holds_slot = True
+        scan.resume()
+        return False
 
     async def _follow(
         self, call: ControlCall, follower: Follower, filt: LineFilter, last_seqs: dict[int, int]

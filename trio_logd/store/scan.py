@@ -494,7 +494,8 @@ class _UidScan:
         self.close()
         self._root, self._opened = root_fd, False
         try:
-            for lines in self._forward(after_seq + 1, 0):
+            # not before the start of a tail (-n N), wherever the caller stands
+            for lines in self._forward(max(after_seq + 1, self._start_seq), 0):
                 if lines and line_seq(lines[-1]) > end:
                     yield [ln for ln in lines if line_seq(ln) <= end]
                     return
