@@ -14,11 +14,18 @@ every chunk or piece, and the step returns at its deadline) and in bytes
 budget before the step and given back once its batch is sent; the lines
 beyond it wait in the query's ``LineBatch``). So:
 
-* a client that does not read holds its query paused in ``send_all`` with
-  at most its share (plus the chunk its scan is on), never its whole answer;
+* a client that has not read a batch within :data:`PATIENCE` pauses its
+  query: a scan of one uid closes its files (and zstd's window), drops its
+  buffers, gives its share back and keeps only the rest of the line being
+  sent; once the client has read that, the scan resumes after it by
+  ``seq`` (``Scanner.resume``). A scan of several uids (root and readers
+  only) keeps its batch and share while it waits;
+* a uid's scans hold files and buffers :data:`SCANS_PER_UID` at a time;
 * steps run two at a time for all queries together (two cores; the
   writer's thread keeps its share), and one at a time per uid, so one uid's
-  queries, however costly, leave a thread to everyone else;
+  queries, however costly, leave a thread to everyone else; a step that ran
+  over its time is followed by a pause as long as the overrun
+  (:func:`pause_after`), so a costly ``--grep`` gets about half a core;
 * a client that hangs up cancels its query at once: the EOF watcher
   cancels the trio scope and the ``LineFilter`` (which then rejects every
   line, so a step running in a thread ends with the piece it is on; a
@@ -26,9 +33,9 @@ beyond it wait in the query's ``LineBatch``). So:
 * a uid may have ``max_queries_per_uid`` queries and follows open (root and
   ``[access] admins``: no cap); one more is refused with ``code: "limit"``.
 
-When the last query ends the daemon asks glibc to return freed memory to
-the system (``malloc_trim``): answers come and go in large buffers that
-glibc would otherwise keep.
+When a query pauses and when the last query ends the daemon asks glibc to
+return freed memory to the system (``malloc_trim``): answers come and go in
+large buffers freed in the middle of glibc's heaps, which it would keep.
 
 Follow: a :class:`FollowHub` is the pipeline's one ``written_hook``. It hands
 each uid's freshly stored lines to the followers of that uid, each of which
