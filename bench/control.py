@@ -22,7 +22,6 @@ entry and no process.
 from __future__ import annotations
 
 import os
-import pwd
 import random
 import socket
 import statistics
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from bench._daemon import BenchDaemon, cpu_seconds
+from tests._daemon import free_uids
 from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.protocol.control import encode_request
 
@@ -42,26 +42,6 @@ BIG_MSG: Final = 60_000
 SLOW_GREP: Final = "[a-z ]{1,140}[^d]{1,140}c"
 SLOW_TEXT: Final = "abefgh xyz0123"
 SLOW_RECORDS: Final = 400
-
-
-def _free_uids(n: int, start: int = 53_000) -> list[int]:
-    busy: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                busy.add(os.stat(f"/proc/{entry}").st_uid)
-            except OSError:
-                continue
-    out: list[int] = []
-    uid = start
-    while len(out) < n:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in busy:
-                out.append(uid)
-        uid += 1
-    return out
 
 
 def _as(uid: int, fn: Callable[[int], None]) -> tuple[int, int]:
@@ -149,7 +129,7 @@ def _queries(d: BenchDaemon) -> dict[str, int]:
 
 
 def _unread_run() -> dict[str, float]:
-    a = _free_uids(1)[0]
+    a = free_uids(1, 53_000)[0]
     with BenchDaemon(
         max_file_bytes=16 << 20, extra=f"[control]\nmax_queries_per_uid = {UNREAD}\n"
     ) as d:
@@ -221,7 +201,7 @@ def _measure_as(uid: int, fn: Callable[[], float]) -> float:
 
 
 def _greps_run() -> dict[str, float]:
-    a, b = _free_uids(2)
+    a, b = free_uids(2, 53_000)
     with BenchDaemon() as d:
         rng = random.Random(3)
         _log(

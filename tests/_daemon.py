@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -26,7 +27,7 @@ import orjson
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
 
-__all__ = ["DaemonProcess", "poll", "run_as", "world"]
+__all__ = ["DaemonProcess", "free_uids", "poll", "run_as", "world"]
 
 PYTHON = sys.executable
 STARTUP_TIMEOUT = 20.0
@@ -264,3 +265,29 @@ def run_as(uid: int, gid: int, fn: Callable[[], None], *, groups: Sequence[int] 
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, f"child as uid {uid} failed"
+
+
+def free_uids(n: int, start: int = 52_000) -> list[int]:
+    """*n* uids from *start* on with no passwd entry and no running process.
+
+    For children that setuid to "another user": a uid taken on the host
+    (an account, a container's mapped range) would mix their records and
+    processes with ours.
+    """
+    busy: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                busy.add(os.stat(f"/proc/{entry}").st_uid)
+            except OSError:
+                continue
+    out: list[int] = []
+    uid = start
+    while len(out) < n:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in busy:
+                out.append(uid)
+        uid += 1
+    return out

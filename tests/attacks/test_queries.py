@@ -16,7 +16,6 @@ picked at run time.
 from __future__ import annotations
 
 import os
-import pwd
 import random
 import socket
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests._daemon import DaemonProcess, poll
+from tests._daemon import DaemonProcess, free_uids, poll
 from tests.attacks._helpers import Bystander, fork_as, run_child
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.control_client import ControlConnection, request_one
@@ -50,27 +49,6 @@ SLOW_GREP = "[a-z ]{1,140}[^d]{1,140}c"
 SLOW_TEXT = "abefgh xyz0123"
 #: The issue's pattern: 18 003 instructions, ~50 µs per byte: refused.
 HUGE_GREP = ".{1,1000}.{1,1000}[cd]"
-
-
-def free_uids(n: int, start: int = 52_000) -> list[int]:
-    """*n* uids with no passwd entry and no running process."""
-    busy: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                busy.add(os.stat(f"/proc/{entry}").st_uid)
-            except OSError:
-                continue
-    out: list[int] = []
-    uid = start
-    while len(out) < n:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            if uid not in busy:
-                out.append(uid)
-        uid += 1
-    return out
 
 
 def _status_kib(pid: int, key: str) -> int:

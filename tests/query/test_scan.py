@@ -14,7 +14,7 @@ from trio_logd.errors import StoreError
 from trio_logd.query.filters import QuerySpec, line_seq
 from trio_logd.query.timespec import ts_bound
 from trio_logd.store import _layout
-from trio_logd.store.scan import PIECE, Scanner, ScanStats, cut_lines
+from trio_logd.store.scan import CHUNK, PIECE, Scanner, ScanStats, cut_lines
 
 SEVS = ["info", "err", "debug", "warning"]
 
@@ -283,3 +283,15 @@ def test_cancelled_filter_ends_its_scan_with_nothing(store: tuple[Path, list[byt
     s.filter.cancel()
     assert first
     assert [ln for b in batches for ln in b] == []
+
+
+def test_tail_of_a_large_file_gives_the_caller_a_turn_per_chunk(tmp_path: Path) -> None:
+    """-n N reads a large current file backwards a chunk at a time, yielding after each."""
+    lines = write_uid(tmp_path, 1000, [Rec(T0 + i, "m" * 1000 + str(i)) for i in range(3000)])
+    size = (tmp_path / "1000" / _layout.CURRENT).stat().st_size
+    s = Scanner(str(tmp_path), [1000], QuerySpec(lines=2900), tail_keep_bytes=0)
+    batches = list(s.batches())
+    assert [ln for b in batches for ln in b] == lines[-2900:]
+    # backwards: 64 KiB, 128 KiB, then CHUNK at a time; forwards: a batch per CHUNK
+    assert sum(1 for b in batches if not b) >= size // CHUNK - 1
+    assert max(sum(map(len, b)) for b in batches) <= CHUNK + 1100  # a chunk and a line
