@@ -14,13 +14,8 @@ from tests.query._store import T0, Rec, write_uid
 from trio_logd.config import default_config
 from trio_logd.query.budget import RECORD_OVERHEAD, ByteBudget, LineBatch
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
-from trio_logd.server._query import (
-    QueryService,
-    encode_records,
-    pause_after,
-    run_step,
-    split_sent,
-)
+from trio_logd.query.steps import encode_records, pause_after, run_step, split_sent
+from trio_logd.server._query import QueryService
 from trio_logd.store.scan import Scanner
 
 
