@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from bench._daemon import BenchDaemon, cpu_seconds
 from tests._daemon import free_uids
+from tests.attacks._helpers import fork_as
 from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.protocol.control import encode_request
 
@@ -47,18 +48,12 @@ SLOW_RECORDS: Final = 400
 def _as(uid: int, fn: Callable[[int], None]) -> tuple[int, int]:
     """Fork a child of *uid* running ``fn(write_fd)``; return (pid, read end of its pipe)."""
     r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            fn(w)
-            code = 0
-        finally:
-            os._exit(code)
+
+    def body() -> None:
+        os.close(r)
+        fn(w)
+
+    pid = fork_as(uid, body)
     os.close(w)
     return pid, r
 
