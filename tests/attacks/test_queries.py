@@ -249,7 +249,9 @@ def test_costly_greps_do_not_starve_others_and_stop_at_hang_up(
     assert n3.rc == 0, n3.err
     assert f.rc == 0, f.err
     assert running == 4
-    assert busy > 0.1, "the greps were not running: the test proves nothing"
+    # still running after seconds (cheap greps end in ms), and spending CPU (the
+    # host may be busy: a low bar): otherwise the test would prove nothing
+    assert busy > 0.05, "the greps were not running"
     assert n3.value["msgs"] == ["quiet 47", "quiet 48", "quiet 49"]
     assert n3.value["seconds"] < 1.0
     assert f.value == {"msg": "fresh", "seconds": f.value["seconds"]}
