@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
+from tests._uids import free_uids
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
 
-__all__ = ["DaemonProcess", "alive", "poll", "run_as", "world"]
+__all__ = ["DaemonProcess", "alive", "free_uids", "poll", "run_as", "world"]
 
 PYTHON = sys.executable
 STARTUP_TIMEOUT = 20.0

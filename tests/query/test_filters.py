@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tests.query._store import T0, Rec, line
 from trio_logd.query.filters import (
     MAX_GREP_CHARS,
+    MAX_GREP_PROGRAM,
     LineFilter,
     QuerySpec,
     compile_grep,
@@ -115,6 +116,35 @@ def test_re2_is_linear_on_a_pathological_pattern() -> None:
     """(a+)+$ against a long run of a's and a b answers at once (no backtracking)."""
     regex, _ = compile_grep("(a+)+$", None)
     assert regex.search("a" * 1_000_000 + "b") is None
+
+
+@pytest.mark.parametrize(
+    "pattern", [".{1,1000}.{1,1000}[cd]", "[^c]{1,300}[^d]{1,300}c", r"\pL{1,50}x"]
+)
+def test_a_pattern_compiling_to_a_big_program_is_refused(pattern: str) -> None:
+    """Past MAX_GREP_PROGRAM instructions (RE2's cost per byte grows with them): refused."""
+    with pytest.raises(ValueError, match=r"too complex: it compiles to \d+ RE2 instructions"):
+        compile_grep(pattern, None)
+    with pytest.raises(ValueError, match="too complex"):
+        QuerySpec.from_request({"grep": pattern})
+
+
+@pytest.mark.parametrize(
+    "pattern", ["disk (full|error)", "(?i)econnreset", r"\pL+ failed", ".{1,100}[cd]", "(a+)+$"]
+)
+def test_everyday_patterns_fit_the_program_cap(pattern: str) -> None:
+    """Ordinary patterns, and costly-but-bounded ones, compile well within the cap."""
+    regex, _ = compile_grep(pattern, None)
+    assert regex.programsize <= MAX_GREP_PROGRAM
+
+
+def test_re2_memory_budget_is_passed_on() -> None:
+    """regex_memory_bytes becomes RE2's max_mem; the filter matches the same either way."""
+    small, _ = compile_grep("fail", None, max_mem=1 << 20)
+    assert small.options.max_mem == 1 << 20
+    filt = LineFilter(QuerySpec(grep="ab+c"), regex_memory_bytes=1 << 20)
+    chunk = line(1000, 1, Rec(T0, "xabbbcx")) + line(1000, 2, Rec(T0, "ac"))
+    assert [line_seq(ln) for ln in filt.filter_lines(chunk)] == [1]
 
 
 def test_smart_case() -> None:

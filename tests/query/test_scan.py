@@ -14,7 +14,7 @@ from trio_logd.errors import StoreError
 from trio_logd.query.filters import QuerySpec, line_seq
 from trio_logd.query.timespec import ts_bound
 from trio_logd.store import _layout
-from trio_logd.store.scan import Scanner, ScanStats
+from trio_logd.store.scan import CHUNK, PIECE, Scanner, ScanStats, cut_lines
 
 SEVS = ["info", "err", "debug", "warning"]
 
@@ -220,3 +220,78 @@ def test_unreadable_directory_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "1000").chmod(0)
     with pytest.raises(StoreError, match="Permission denied"):
         scan(tmp_path, [1000])
+
+
+def _scan_keep(log_dir: Path, uids: list[int] | None, keep: int, **kw: object) -> list[bytes]:
+    s = Scanner(str(log_dir), uids, QuerySpec(**kw), tail_keep_bytes=keep)  # type: ignore[arg-type]
+    return [ln for batch in s.batches() for ln in batch]
+
+
+@pytest.mark.parametrize("keep", [0, 1, 300, 5000, 1 << 20])
+@pytest.mark.parametrize("n", [1, 5, 10, 11, 109, 111, 350, 1000, 5000])
+def test_tail_beyond_its_byte_budget_streams_the_same_lines(
+    store: tuple[Path, list[bytes]], keep: int, n: int
+) -> None:
+    """-n N gives the same last N whether its lines fit in the budget or are found by seq."""
+    log_dir, lines = store
+    assert _scan_keep(log_dir, [1000], keep, lines=n) == lines[-n:]
+    full = [ln for ln in lines if b"ECONNRESET" in ln]
+    assert _scan_keep(log_dir, [1000], keep, lines=n, grep="ECONNRESET") == full[-n:]
+    odd = [ln for ln in lines if orjson.loads(ln)["pid"] == 101]
+    assert _scan_keep(log_dir, [1000], keep, lines=n, pids=(101,)) == odd[-n:]
+
+
+@pytest.mark.parametrize("n", [1, 7, 100, 299, 400, 501, 2000])
+def test_tail_over_several_uids_is_the_last_n_merged(tmp_path: Path, n: int) -> None:
+    """-n N over several uids: the last N of the ts-merged records, each uid counted not kept."""
+    a = write_uid(tmp_path, 1000, _recs(300), per_file=70, suffixes=(".zst", ""))
+    b = write_uid(tmp_path, 1001, _recs(200, step=90, offset=30), per_file=0)
+    merged = sorted(a + b, key=lambda ln: orjson.loads(ln)["ts"])
+    out, _ = scan(tmp_path, [1000, 1001], lines=n)
+    assert out == merged[-n:]
+
+
+def test_tail_yields_between_pieces_when_lines_are_decoded(tmp_path: Path) -> None:
+    """A decoding filter is run on pieces of about PIECE bytes, each followed by a turn."""
+    big = [Rec(T0 + i, "x" * 2000 + f" {i}") for i in range(400)]
+    lines = write_uid(tmp_path, 1000, big, per_file=150, suffixes=(".zst",))
+    s = Scanner(str(tmp_path), [1000], QuerySpec(lines=300, grep="x{3}"), tail_keep_bytes=0)
+    batches = list(s.batches())
+    assert [ln for b in batches for ln in b] == lines[-300:]
+    # 300 lines of ~2.1 KB: ~20 pieces backwards and as many forwards, each a batch
+    assert sum(1 for b in batches if not b) >= 20
+    assert max(sum(map(len, b)) for b in batches) <= PIECE + 2200
+
+
+def test_cut_lines_cuts_at_line_ends() -> None:
+    """Pieces are whole lines of about the size asked; joined they are the chunk."""
+    chunk = b"".join(b"%d %s\n" % (i, b"y" * (i % 50)) for i in range(500))
+    for size in (1, 10, 100, 4096, len(chunk), len(chunk) + 1):
+        pieces = cut_lines(chunk, size)
+        assert b"".join(p for _, p in pieces) == chunk
+        assert all(p.endswith(b"\n") for _, p in pieces)
+        assert [o for o, _ in pieces] == [chunk.index(p) for _, p in pieces]
+        assert all(len(p) < size + 60 for _, p in pieces)
+
+
+def test_cancelled_filter_ends_its_scan_with_nothing(store: tuple[Path, list[bytes]]) -> None:
+    """Once its filter is cancelled, a decoding scan rejects every line."""
+    log_dir, _ = store
+    s = Scanner(str(log_dir), [1000], QuerySpec(grep="message"))
+    batches = s.batches()
+    first = next(b for b in batches if b)
+    s.filter.cancel()
+    assert first
+    assert [ln for b in batches for ln in b] == []
+
+
+def test_tail_of_a_large_file_gives_the_caller_a_turn_per_chunk(tmp_path: Path) -> None:
+    """-n N reads a large current file backwards a chunk at a time, yielding after each."""
+    lines = write_uid(tmp_path, 1000, [Rec(T0 + i, "m" * 1000 + str(i)) for i in range(3000)])
+    size = (tmp_path / "1000" / _layout.CURRENT).stat().st_size
+    s = Scanner(str(tmp_path), [1000], QuerySpec(lines=2900), tail_keep_bytes=0)
+    batches = list(s.batches())
+    assert [ln for b in batches for ln in b] == lines[-2900:]
+    # backwards: 64 KiB, 128 KiB, then CHUNK at a time; forwards: a batch per CHUNK
+    assert sum(1 for b in batches if not b) >= size // CHUNK - 1
+    assert max(sum(map(len, b)) for b in batches) <= CHUNK + 1100  # a chunk and a line

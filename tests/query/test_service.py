@@ -11,6 +11,7 @@ import pytest
 from tests._uids import free_uids
 from trio_logd.config import loads
 from trio_logd.errors import AccessDenied
+from trio_logd.query.budget import ByteBudget
 from trio_logd.query.filters import QuerySpec
 from trio_logd.server._query import (
     Follower,
@@ -74,21 +75,43 @@ def test_user_names_leaves_out_uids_without_a_name() -> None:
 
 def test_follower_buffer_is_bounded_and_counts_what_it_missed() -> None:
     """Past max_records or max_bytes, lines are dropped and counted, never queued."""
-    f = Follower(frozenset({1}), max_records=5, max_bytes=1000)
+    budget = ByteBudget(1 << 20)
+    f = Follower(frozenset({1}), 1000, budget, max_records=5)
     f.push(1, [b"a\n"] * 3)
     f.push(1, [b"b\n"] * 4)  # 2 fit
     f.push(1, [b"c\n"])  # none fit
-    chunks, missed = f.take()
-    assert (chunks, missed) == ([(1, [b"a\n"] * 3), (1, [b"b\n"] * 2)], 3)
+    assert budget.used == 10
+    chunks, missed, nbytes = f.take()
+    assert (chunks, missed, nbytes) == ([(1, [b"a\n"] * 3), (1, [b"b\n"] * 2)], 3, 10)
+    budget.release(nbytes)
     f.push(1, [b"x" * 600, b"y" * 600])  # fits by count, not by bytes
-    assert f.take() == ([], 2)
-    assert f.take() == ([], 0)
+    assert f.take() == ([], 2, 0)
+    assert f.take() == ([], 0, 0)
+    assert budget.used == 0
+
+
+def test_follower_is_held_to_the_daemon_wide_budget() -> None:
+    """Lines within a follower's share but over the daemon-wide budget are missed."""
+    budget = ByteBudget(1500)
+    a, b = Follower(None, 1000, budget), Follower(None, 1000, budget)
+    a.push(1, [b"x" * 900])
+    b.push(1, [b"y" * 900])  # its own share has room; the budget does not
+    assert (budget.used, a.nbytes, b.missed) == (900, 900, 1)
+    a.drop()
+    assert budget.used == 0
+    b.push(1, [b"z" * 900])
+    assert b.take() == ([(1, [b"z" * 900])], 1, 900)
 
 
 async def test_hub_fans_out_by_uid_and_to_everyone() -> None:
     """A uid's lines reach its followers and the all-uids followers, nobody else."""
     hub = FollowHub()
-    mine, other, everyone = Follower(frozenset({1})), Follower(frozenset({2})), Follower(None)
+    budget = ByteBudget(1 << 20)
+    mine, other, everyone = (
+        Follower(frozenset({1}), 1000, budget),
+        Follower(frozenset({2}), 1000, budget),
+        Follower(None, 1000, budget),
+    )
     for f in (mine, other, everyone):
         hub.add(f)
     assert len(hub) == 3
@@ -105,7 +128,7 @@ async def test_hub_fans_out_by_uid_and_to_everyone() -> None:
         hub.remove(f)
     assert len(hub) == 0
     hub.hook(1, [b"l2\n"])
-    assert mine.take() == ([], 0)
+    assert mine.take() == ([], 0, 0)
 
 
 def test_encode_records_embeds_lines_unchanged() -> None:

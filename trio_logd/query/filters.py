@@ -22,9 +22,14 @@ than ``"`` and ``\\``) and, when matching ignores case, only letters whose
 case folding stays within ASCII (not ``k`` or ``s``: U+212A KELVIN SIGN and
 U+017F LONG S fold to them).
 
-``--grep`` uses RE2 (``google-re2``): matching takes time linear in the text,
-so no pattern can stall a scan, and patterns are capped in length
-(:data:`MAX_GREP_CHARS`), which bounds the automaton.
+``--grep`` uses RE2 (``google-re2``): matching takes time linear in the text.
+The factor is the pattern's: when RE2's DFA outgrows its memory budget
+(``[control] regex_memory_bytes``) it falls back to its NFA, whose cost per
+byte grows with the compiled program (``.{1,1000}.{1,1000}[cd]``: 18 003
+instructions, ~50 µs per byte). So a pattern is capped in length
+(:data:`MAX_GREP_CHARS`) and its program in size (:data:`MAX_GREP_PROGRAM`),
+which bounds the time one record's search can take; a scan between records
+stops at once when its query is cancelled (:meth:`LineFilter.cancel`).
 """
 
 from __future__ import annotations
@@ -42,9 +47,11 @@ from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
 
 __all__ = [
     "MAX_GREP_CHARS",
+    "MAX_GREP_PROGRAM",
     "MAX_LINES",
     "MAX_PIDS",
     "MAX_UIDS",
+    "RE2_MAX_MEM",
     "LineFilter",
     "QuerySpec",
     "compile_grep",
@@ -57,8 +64,16 @@ __all__ = [
 #: Longest ``--grep`` pattern: RE2's worst case is O(text x pattern), so the
 #: pattern's length bounds the work per record (a record is at most 16 MiB).
 MAX_GREP_CHARS: Final = 4096
-#: RE2's memory budget for one compiled pattern (its default is 8 MiB).
-_RE2_MAX_MEM: Final = 8 << 20
+#: RE2's memory budget for one compiled pattern (its default is 8 MiB; the
+#: daemon passes ``[control] regex_memory_bytes``).
+RE2_MAX_MEM: Final = 8 << 20
+#: Largest RE2 program (instructions) a ``--grep`` pattern may compile to.
+#: When the DFA thrashes, RE2 costs up to ~9 ns per instruction and byte
+#: (measured on a loaded 2-core host: ``[a-z ]{1,140}[^d]{1,140}c``, 1 683
+#: instructions, 7-15 µs/byte; 18 003, 56 µs/byte), so at this size one
+#: 64 KiB message is searched in about a second at worst, whatever the
+#: pattern; ``\pL`` alone is ~1 200, ``(?i)econnreset`` 16.
+MAX_GREP_PROGRAM: Final = 2000
 #: ``-n`` keeps the last N matching lines in memory until it has them all.
 MAX_LINES: Final = 100_000
 MAX_UIDS: Final = 4096
@@ -135,7 +150,9 @@ def _is_upper_present(pattern: str) -> bool:
     return any(c.isupper() for c in pattern)
 
 
-def compile_grep(pattern: str, case_sensitive: bool | None) -> tuple[Any, bool]:
+def compile_grep(
+    pattern: str, case_sensitive: bool | None, *, max_mem: int = RE2_MAX_MEM
+) -> tuple[Any, bool]:
     """Compile a ``--grep`` pattern with RE2.
 
     Args:
@@ -143,14 +160,16 @@ def compile_grep(pattern: str, case_sensitive: bool | None) -> tuple[Any, bool]:
             lookaround).
         case_sensitive: ``None`` for journalctl's rule: case-sensitive only
             when the pattern has an upper-case letter.
+        max_mem: RE2's memory budget (``max_mem``) for the compiled pattern.
 
     Returns:
         ``(regex, ignore_case)``; the regex is RE2's compiled object
         (untyped: google-re2 has no stubs).
 
     Raises:
-        ValueError: too long, or not a valid RE2 pattern (the message quotes
-            RE2's reason).
+        ValueError: too long, too complex (its program is over
+            :data:`MAX_GREP_PROGRAM` instructions), or not a valid RE2
+            pattern (the message quotes RE2's reason).
     """
     if len(pattern) > MAX_GREP_CHARS:
         msg = f"--grep pattern is {len(pattern)} characters long: expected at most {MAX_GREP_CHARS}"
@@ -158,7 +177,7 @@ def compile_grep(pattern: str, case_sensitive: bool | None) -> tuple[Any, bool]:
     ignore_case = not _is_upper_present(pattern) if case_sensitive is None else not case_sensitive
     options = re2.Options()
     options.log_errors = False
-    options.max_mem = _RE2_MAX_MEM
+    options.max_mem = max_mem
     options.case_sensitive = not ignore_case
     try:
         regex = re2.compile(pattern, options)
@@ -168,6 +187,14 @@ def compile_grep(pattern: str, case_sensitive: bool | None) -> tuple[Any, bool]:
             reason = reason.decode("utf-8", "replace")
         msg = f"invalid --grep pattern {pattern[:80]!r}: {reason}"
         raise ValueError(msg) from None
+    size = regex.programsize
+    if size > MAX_GREP_PROGRAM:
+        msg = (
+            f"--grep pattern {pattern[:80]!r} is too complex: it compiles to {size} RE2 "
+            f"instructions, expected at most {MAX_GREP_PROGRAM} (use fewer or smaller "
+            f"counted repetitions such as {{1,1000}})"
+        )
+        raise ValueError(msg)
     return regex, ignore_case
 
 
@@ -492,14 +519,16 @@ class LineFilter:
 
     Args:
         spec: the query.
+        regex_memory_bytes: RE2's memory budget for ``--grep``.
 
     Attributes:
         since_epoch, until_epoch: the time bounds in epoch seconds (or
             ``None``), to skip whole files by the time span in their names.
         unreadable: lines seen so far that were not JSON objects.
+        cancelled: :meth:`cancel` was called: every line is rejected.
     """
 
-    def __init__(self, spec: QuerySpec) -> None:
+    def __init__(self, spec: QuerySpec, *, regex_memory_bytes: int = RE2_MAX_MEM) -> None:
         self._lo = spec.since.encode() if spec.since is not None else None
         self._hi = spec.until.encode() if spec.until is not None else None
         self.since_epoch = ts_to_epoch(spec.since) if spec.since is not None else None
@@ -518,11 +547,25 @@ class LineFilter:
         self._needle: bytes | None = None
         self._ignore_case = False
         if spec.grep is not None:
-            self._regex, self._ignore_case = compile_grep(spec.grep, spec.case_sensitive)
+            self._regex, self._ignore_case = compile_grep(
+                spec.grep, spec.case_sensitive, max_mem=regex_memory_bytes
+            )
             self._needle = required_literal(spec.grep, ignore_case=self._ignore_case)
         self._must = tuple(must)
         self._decode = bool(self._pids or self._sevs is not None or self._regex is not None)
         self.unreadable = 0
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Reject every line from now on, so that a filter running in another
+        thread ends its chunk at once (the query it serves was cancelled)."""
+        self.cancelled = True
+
+    @property
+    def decodes(self) -> bool:
+        """True when lines are decoded one by one (pid, priority or ``--grep``):
+        a scan then filters small pieces, so that a step ends on time."""
+        return self._decode
 
     @property
     def selects_all(self) -> bool:
@@ -542,7 +585,7 @@ class LineFilter:
         return True
 
     def _check(self, line: bytes) -> bool:
-        if not line:
+        if not line or self.cancelled:
             return False
         ts = line[_TS_START:_TS_END]
         if (self._lo is not None and ts < self._lo) or (self._hi is not None and ts > self._hi):

@@ -272,7 +272,12 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
     daemon.control.register("reload", partial(_op_reload, daemon))
-    queries = QueryService(lambda: daemon.config, store.log_dir, delegated=limiter.delegated_to)
+    queries = QueryService(
+        lambda: daemon.config,
+        store.log_dir,
+        limiter.is_privileged,
+        delegated=limiter.delegated_to,
+    )
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status

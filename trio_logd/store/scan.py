@@ -4,7 +4,8 @@ How this works: a :class:`Scanner` reads the files of the asked uids with a
 ``LineFilter`` (``trio_logd.query.filters``) and yields batches of matching
 record lines, in ``seq`` order per uid and merged by ``ts`` across uids. It
 is a plain generator: the daemon drives it from a worker thread a bounded
-step at a time (every step reads at most one chunk per file), ``logq
+step at a time (it yields after every chunk, or every piece of a chunk when
+lines are decoded one by one, so the caller can stop at a deadline), ``logq
 --directory`` drives it directly, so both return the same records.
 
 What is read, and what is not:
@@ -18,7 +19,12 @@ What is read, and what is not:
 * ``-n N`` reads backwards: the current file from its end in growing
   chunks, then rotated files newest first, and stops once it has N matches.
   (A compressed file cannot be read backwards; it is read forwards keeping
-  only the last matches it still needs.)
+  only the last matches it still needs.) Memory stays bounded in bytes
+  whatever N: the matches are kept only while they fit in ``keep_bytes``;
+  past that the backward pass only counts, notes the ``seq`` (and, in the
+  current file, the offset) where the last N begin, and a forward pass from
+  there streams them. Several uids: each uid's start is found so, then their
+  forward passes are merged and the surplus at the front is dropped.
 
 Files move while we read: the writer rotates ``current.jsonl`` to a
 rotated name, compression replaces ``X.jsonl`` by ``X.jsonl.zst`` and
@@ -46,15 +52,26 @@ from typing import IO, Final
 import zstandard
 
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import LineFilter, QuerySpec, line_seq, line_ts
+from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec, line_seq, line_ts
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.store import _layout
 
-__all__ = ["CHUNK", "ScanStats", "Scanner", "list_uids"]
+__all__ = ["CHUNK", "PIECE", "TAIL_KEEP_BYTES", "ScanStats", "Scanner", "cut_lines", "list_uids"]
 
-#: Bytes read (after decompression) per step: big enough that the filter's
-#: chunk-wide search dominates, small enough to keep a step near 10 ms.
-CHUNK: Final = 4 << 20
+#: Bytes read (after decompression) at a time: big enough that the filter's
+#: chunk-wide search dominates, small enough that a query paused by a client
+#: that does not read holds little (a chunk and its matches).
+CHUNK: Final = 256 << 10
+#: When lines are decoded one by one (pid, priority, ``--grep``) a chunk is
+#: filtered in pieces of about this size, each a turn for the caller: a costly
+#: pattern then still yields every few ms, and a deadline is kept.
+PIECE: Final = 32 << 10
+#: Matching lines a tail keeps in memory before it switches to counting them
+#: and streaming them in a second pass: ``-n 1000`` of 200-byte records is one
+#: pass, and 16 queries paused half-way through their tails hold 4 MiB.
+TAIL_KEEP_BYTES: Final = 256 << 10
+#: zstd's read size when decompressing (its input buffer).
+_ZSTD_READ: Final = 128 << 10
 #: First backwards read of a current file for ``-n``: 100 lines of 300 bytes.
 _FIRST_REVERSE: Final = 64 << 10
 #: Bytes read to find the first or last line's ts and seq.
@@ -149,8 +166,34 @@ def _last_line_head(fd: int, size: int) -> bytes:
     return os.pread(fd, min(_PROBE, end), 0)
 
 
-def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[bytes]:
-    """Complete lines of an uncompressed file, last chunk first (each in file order)."""
+def cut_lines(chunk: bytes, size: int) -> list[tuple[int, bytes]]:
+    """Cut complete lines into pieces of about *size* bytes, at line ends.
+
+    Args:
+        chunk: complete lines, each ending in LF.
+        size: the piece size aimed at; a longer line is a piece of its own.
+
+    Returns:
+        ``(offset in chunk, piece)`` in order; the pieces joined are *chunk*.
+    """
+    if len(chunk) <= size:
+        return [(0, chunk)]
+    out: list[tuple[int, bytes]] = []
+    start, n = 0, len(chunk)
+    while start < n:
+        end = chunk.find(b"\n", min(start + size, n) - 1)
+        end = n if end < 0 else end + 1
+        out.append((start, chunk[start:end]))
+        start = end
+    return out
+
+
+def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[tuple[int, bytes]]:
+    """Complete lines of an uncompressed file, last chunk first (each in file order).
+
+    Yields:
+        ``(offset in the file, chunk)``.
+    """
     end, step = size, _FIRST_REVERSE
     pending = b""  # the start of the later chunk: the end of a line that began earlier
     trim = True  # a torn last line (no LF) is not a record
@@ -173,8 +216,9 @@ def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[bytes]:
                 pending = data
                 continue
             pending, data = data[: k + 1], data[k + 1 :]
+            start += k + 1
         if data:
-            yield data
+            yield start, data
 
 
 def _whole_lines(reads: Iterator[bytes]) -> Iterator[bytes]:
@@ -204,6 +248,17 @@ class _UidScan:
         self._opened = False
         self._dir: int | None = None
         self._current: _Current | None = None
+        #: after :meth:`tail_start`: the matches found (at most N), and either
+        #: the matches themselves (oldest first) or ``None`` when they did
+        #: not fit and :meth:`forward` streams them from the start found
+        self.tail_count = 0
+        self.tail_lines: list[bytes] | None = None
+        self._start_seq = 0
+        self._start_offset = 0
+
+    def open(self) -> None:
+        """Open the uid's directory and its current file (once)."""
+        self._open_dir()
 
     def _open_dir(self) -> None:
         """Open the uid's directory and its current file (once, when the scan reaches it)."""
@@ -286,21 +341,44 @@ class _UidScan:
             out.append(r)
         return out
 
-    def _chunks(self, fd: int, suffix: str, name: str, size: int | None = None) -> Iterator[bytes]:
-        """Complete lines of a whole file (or its first *size* bytes), first chunk first."""
+    def _pieces(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """*chunks*, or their pieces (:func:`cut_lines`) when the filter decodes lines."""
+        if not self.filt.decodes:
+            yield from chunks
+            return
+        for chunk in chunks:
+            for _, piece in cut_lines(chunk, PIECE):
+                yield piece
+
+    def _reverse_pieces(self, fd: int, size: int) -> Iterator[tuple[int, bytes]]:
+        """:func:`_reverse_chunks`, each chunk cut in pieces (newest first) if lines are decoded."""
+        for offset, chunk in _reverse_chunks(fd, size, self.stats):
+            if not self.filt.decodes:
+                yield offset, chunk
+                continue
+            for at, piece in reversed(cut_lines(chunk, PIECE)):
+                yield offset + at, piece
+
+    def _chunks(
+        self, fd: int, suffix: str, name: str, size: int | None = None, start: int = 0
+    ) -> Iterator[bytes]:
+        """Complete lines of a whole file (or its bytes *start* to *size*), first chunk first.
+
+        *start* (uncompressed files only) must be the start of a line.
+        """
         if suffix == "":
-            yield from _whole_lines(self._plain_reads(fd, name, size))
+            yield from self._pieces(_whole_lines(self._plain_reads(fd, name, size, start)))
             return
         stream: IO[bytes]
         raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed below
         try:
             if suffix == ".zst":
                 stream = zstandard.ZstdDecompressor().stream_reader(
-                    raw, read_size=1 << 20, read_across_frames=True
+                    raw, read_size=_ZSTD_READ, read_across_frames=True
                 )
             else:
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-            yield from _whole_lines(self._stream_reads(stream, name))
+            yield from self._pieces(_whole_lines(self._stream_reads(stream, name)))
         finally:
             raw.close()
 
@@ -316,8 +394,7 @@ class _UidScan:
             self.stats.bytes_read += len(data)
             yield data
 
-    def _plain_reads(self, fd: int, name: str, size: int | None) -> Iterator[bytes]:
-        offset = 0
+    def _plain_reads(self, fd: int, name: str, size: int | None, offset: int) -> Iterator[bytes]:
         while size is None or offset < size:
             want = CHUNK if size is None else min(CHUNK, size - offset)
             try:
@@ -329,21 +406,6 @@ class _UidScan:
             offset += len(data)
             self.stats.bytes_read += len(data)
             yield data
-
-    def _last_matches(self, chunks: Iterator[bytes], need: int, below: int | None) -> list[bytes]:
-        """The last *need* matches (seq below *below*) of chunks given newest first."""
-        parts: list[list[bytes]] = []
-        got = 0
-        for chunk in chunks:
-            lines = self.filt.filter_lines(chunk)
-            if below is not None and lines and line_seq(lines[-1]) >= below:
-                lines = [ln for ln in lines if line_seq(ln) < below]
-            if lines:
-                parts.append(lines[-(need - got) :])
-                got += len(parts[-1])
-                if got >= need:
-                    break
-        return [line for lines in reversed(parts) for line in lines]
 
     def _walk(
         self, done: Callable[[_Rotated], bool], *, newest_first: bool = False
@@ -376,19 +438,27 @@ class _UidScan:
 
     # -- forward ----------------------------------------------------------
 
-    def forward(self) -> Iterator[list[bytes]]:
-        """Matching lines, oldest first, in batches (some empty: one per chunk read)."""
+    def forward(self, *, from_tail: bool = False) -> Iterator[list[bytes]]:
+        """Matching lines, oldest first, in batches (some empty: one per chunk read).
+
+        Args:
+            from_tail: start where :meth:`tail_start` found the last N begin.
+        """
         try:
-            yield from self._forward()
+            if from_tail:
+                yield from self._forward(self._start_seq, self._start_offset)
+            else:
+                yield from self._forward(0, 0)
         finally:
             self.close()
 
-    def _forward(self) -> Iterator[list[bytes]]:
+    def _forward(self, start_seq: int, start_offset: int) -> Iterator[list[bytes]]:
         self._open_dir()
         if self._dir is None:
             return
         filt = self.filt
-        covered = 0  # every record up to this seq has been looked at
+        # every record up to this seq has been looked at (or is before the start)
+        covered = max(start_seq - 1, 0)
         with contextlib.closing(self._walk(lambda r: r.span.last_seq <= covered)) as files:
             for r, fd in files:
                 if fd is not None:
@@ -406,59 +476,209 @@ class _UidScan:
             self.stats.files_skipped += 1
             return
         # up to its size when opened: what is appended later is for followers
-        for chunk in self._chunks(cur.fd, "", _layout.CURRENT, cur.size):
+        start = start_offset if covered >= cur.first_seq else 0
+        for chunk in self._chunks(cur.fd, "", _layout.CURRENT, cur.size, start):
             lines = filt.filter_lines(chunk)
             if covered >= cur.first_seq and lines:
                 lines = [ln for ln in lines if line_seq(ln) > covered]
             yield lines
 
+    def resume(self, after_seq: int, root_fd: int) -> Iterator[list[bytes]]:
+        """Matching lines after *after_seq*, up to the newest the scan first covered.
+
+        For a scan whose files were let go (its client stopped reading): the
+        directory and files are opened anew, and nothing newer than
+        :attr:`last_seq` is returned (that is for followers), which stays as it was.
+        """
+        end = self.last_seq
+        self.close()
+        self._root, self._opened = root_fd, False
+        try:
+            # not before the start of a tail (-n N), wherever the caller stands
+            for lines in self._forward(max(after_seq + 1, self._start_seq), 0):
+                if lines and line_seq(lines[-1]) > end:
+                    yield [ln for ln in lines if line_seq(ln) <= end]
+                    return
+                yield lines
+        finally:
+            self.last_seq = end
+            self.close()
+
     # -- backward ---------------------------------------------------------
 
-    def tail(self, n: int) -> list[bytes]:
-        """The last *n* matching lines, oldest first."""
+    def tail_start(self, n: int, keep_bytes: int) -> Iterator[list[bytes]]:
+        """Find where the last *n* matches begin, reading backwards.
+
+        Yields an empty batch after every chunk or piece read (the caller's
+        turn), then sets :attr:`tail_count` and :attr:`tail_lines` (``None``
+        when the matches took more than *keep_bytes*: then
+        ``forward(from_tail=True)`` streams them).
+        """
         self._open_dir()
+        self.tail_count, self.tail_lines = 0, None
         if self._dir is None or n <= 0:
-            return []
+            self.tail_lines = []
+            return
+        tail = _TailCounter(n, keep_bytes)
         filt = self.filt
-        found: list[list[bytes]] = []  # newest first
-        count = 0
         floor: int | None = None  # every record from this seq on has been looked at
         cur = self._current
         if cur is not None:
             if filt.file_may_match(cur.first_ts, cur.last_ts):
-                lines = self._last_matches(_reverse_chunks(cur.fd, cur.size, self.stats), n, None)
-                found.append(lines)
-                count += len(lines)
+                for offset, piece in self._reverse_pieces(cur.fd, cur.size):
+                    if tail.add(filt.filter_lines(piece), offset):
+                        break
+                    yield []
             else:
                 self.stats.files_skipped += 1
             floor = cur.first_seq
-        if count < n:
+        if not tail.done:
             skip = lambda r: floor is not None and r.span.first_seq >= floor  # noqa: E731
             with contextlib.closing(self._walk(skip, newest_first=True)) as files:
                 for r, fd in files:
                     if fd is not None:
-                        lines = self._file_tail(fd, r, n - count, floor)
-                        found.append(lines)
-                        count += len(lines)
+                        yield from self._file_tail(fd, r, tail, floor)
                     floor = r.span.first_seq
-                    if count >= n:
+                    if tail.done:
                         break
-        return [line for lines in reversed(found) for line in lines]
+        self.tail_count = tail.got
+        self.tail_lines = tail.lines()
+        self._start_seq, self._start_offset = tail.start_seq, tail.start_offset
 
-    def _file_tail(self, fd: int, r: _Rotated, need: int, floor: int | None) -> list[bytes]:
-        """The last *need* matches of one rotated file below seq *floor*, oldest first."""
-        if r.span.suffix == "":
-            return self._last_matches(
-                _reverse_chunks(fd, os.fstat(fd).st_size, self.stats), need, floor
-            )
+    def _file_tail(
+        self, fd: int, r: _Rotated, tail: _TailCounter, floor: int | None
+    ) -> Iterator[list[bytes]]:
+        """Count one rotated file's matches below seq *floor* into *tail*, newest first."""
         filt = self.filt
-        keep: deque[bytes] = deque(maxlen=need)
-        for chunk in self._chunks(fd, r.span.suffix, r.name):
-            lines = filt.filter_lines(chunk)
-            if floor is not None and lines and line_seq(lines[-1]) >= floor:
-                lines = [ln for ln in lines if line_seq(ln) < floor]
-            keep.extend(lines)
-        return list(keep)
+        if r.span.suffix == "":
+            for _, piece in self._reverse_pieces(fd, os.fstat(fd).st_size):
+                if tail.add(_below(filt.filter_lines(piece), floor), None):
+                    return
+                yield []
+            return
+        # compressed: forwards, keeping the last matches still needed while they fit
+        need = tail.n - tail.got
+        window = _Window(need, tail.room())
+        count = 0
+        for piece in self._chunks(fd, r.span.suffix, r.name):
+            lines = _below(filt.filter_lines(piece), floor)
+            count += len(lines)
+            window.extend(lines)
+            yield []
+        if count < need or window.lines is not None:
+            tail.add(window.lines if window.lines is not None else [], None, count=count)
+            return
+        # the start is in this file but its lines did not fit: find its seq
+        index = count - need
+        os.lseek(fd, 0, os.SEEK_SET)
+        for piece in self._chunks(fd, r.span.suffix, r.name):
+            lines = _below(filt.filter_lines(piece), floor)
+            if index < len(lines):
+                tail.start_at(line_seq(lines[index]))
+                return
+            index -= len(lines)
+            yield []
+
+
+def _below(lines: list[bytes], floor: int | None) -> list[bytes]:
+    """*lines* with a seq below *floor* (all when *floor* is ``None``)."""
+    if floor is not None and lines and line_seq(lines[-1]) >= floor:
+        return [ln for ln in lines if line_seq(ln) < floor]
+    return lines
+
+
+class _Window:
+    """The last *need* lines of a forward read, while they take at most *room* bytes."""
+
+    def __init__(self, need: int, room: int) -> None:
+        self.need, self.room = need, room
+        self.nbytes = 0
+        self._lines: deque[bytes] | None = deque() if room > 0 else None
+
+    @property
+    def lines(self) -> list[bytes] | None:
+        """The lines kept (oldest first), or ``None`` once they did not fit."""
+        return None if self._lines is None else list(self._lines)
+
+    def extend(self, lines: list[bytes]) -> None:
+        kept = self._lines
+        if kept is None:
+            return
+        for ln in lines[-self.need :]:
+            if len(kept) == self.need:
+                self.nbytes -= len(kept.popleft())
+            kept.append(ln)
+            self.nbytes += len(ln)
+        if self.nbytes > self.room:
+            self._lines = None
+
+
+class _TailCounter:
+    """The backward pass of a tail: matches counted newest first, kept while they fit.
+
+    Pure bookkeeping (no I/O): :meth:`add` takes each piece's matches, newest
+    piece first, until *n* are found; the lines are kept while their bytes stay
+    within *keep_bytes*, else only the ``seq`` (and the current file's offset)
+    where the last *n* begin is noted.
+    """
+
+    def __init__(self, n: int, keep_bytes: int) -> None:
+        self.n, self.keep_bytes = n, keep_bytes
+        self.got = 0
+        self.start_seq = 0  # 0: from the first record (fewer than n matches)
+        self.start_offset = 0
+        self._kept: list[list[bytes]] | None = [] if keep_bytes > 0 else None
+        self._kept_bytes = 0
+
+    @property
+    def done(self) -> bool:
+        """All *n* found."""
+        return self.got >= self.n
+
+    def room(self) -> int:
+        """Bytes that may still be kept (0 once keeping stopped)."""
+        return 0 if self._kept is None else self.keep_bytes - self._kept_bytes
+
+    def add(self, lines: list[bytes], offset: int | None, *, count: int | None = None) -> bool:
+        """Take the matches of the next piece back (in file order); return :attr:`done`.
+
+        Args:
+            lines: the piece's matches (all of them, or the last ones when
+                *count* says how many there were).
+            offset: the piece's offset in the current file (``None`` elsewhere).
+            count: the number of matches when *lines* holds only the last.
+        """
+        total = len(lines) if count is None else count
+        need = self.n - self.got
+        if total >= need:
+            lines = lines[len(lines) - need :] if len(lines) >= need else []
+            if lines:
+                self.start_seq = line_seq(lines[0])
+            self.start_offset = offset or 0
+            total = need
+        self.got += total
+        if self._kept is not None:
+            if len(lines) < total:  # some were not kept: the lines are incomplete
+                self._kept = None
+            else:
+                self._kept_bytes += sum(map(len, lines))
+                if self._kept_bytes > self.keep_bytes:
+                    self._kept = None
+                else:
+                    self._kept.append(lines)
+        return self.done
+
+    def start_at(self, seq: int) -> None:
+        """The last *n* begin at *seq* (found by a second pass); nothing is kept."""
+        self.start_seq, self.start_offset = seq, 0
+        self.got = self.n
+        self._kept = None
+
+    def lines(self) -> list[bytes] | None:
+        """The matches found, oldest first, or ``None`` if they were not kept."""
+        if self._kept is None:
+            return None
+        return [line for lines in reversed(self._kept) for line in lines]
 
 
 def _merge(streams: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
@@ -498,6 +718,10 @@ class Scanner:
         uids: the uids to read, or ``None`` for every uid with a directory.
         spec: the query (its ``uids``/``all_uids`` are not looked at: the
             caller has resolved and authorized them into *uids*).
+        regex_memory_bytes: RE2's memory budget for ``--grep``.
+        tail_keep_bytes: for ``lines`` (one uid): the matching lines kept in
+            memory while finding the last N; past it they are streamed by a
+            second, forward pass.
 
     Raises:
         StoreError: *log_dir* or a uid directory cannot be opened.
@@ -508,11 +732,20 @@ class Scanner:
         filter: the ``LineFilter`` of *spec* (followers reuse it).
     """
 
-    def __init__(self, log_dir: str, uids: Sequence[int] | None, spec: QuerySpec) -> None:
+    def __init__(
+        self,
+        log_dir: str,
+        uids: Sequence[int] | None,
+        spec: QuerySpec,
+        *,
+        regex_memory_bytes: int = RE2_MAX_MEM,
+        tail_keep_bytes: int = TAIL_KEEP_BYTES,
+    ) -> None:
         self.log_dir = log_dir
         self.spec = spec
         self.stats = ScanStats()
-        self.filter = LineFilter(spec)
+        self.filter = LineFilter(spec, regex_memory_bytes=regex_memory_bytes)
+        self._keep_bytes = tail_keep_bytes
         self.uids = list_uids(log_dir) if uids is None else list(uids)
         try:
             self._root: int | None = os.open(log_dir, _DIR_FLAGS)
@@ -542,16 +775,66 @@ class Scanner:
             self.close()
 
     def _tail(self, n: int) -> Iterator[list[bytes]]:
-        # uid by uid, keeping only the last n overall: memory stays near 2n lines
-        merged: list[bytes] = []
-        for s in self._scans:
-            lines = s.tail(n)
+        scans = self._scans
+        if len(scans) == 1:
+            s = scans[0]
+            yield from s.tail_start(n, self._keep_bytes)
+            if s.tail_lines is None:
+                yield from s.forward(from_tail=True)
+                return
             s.close()
-            if lines:
-                merged = list(heapq.merge(merged, lines, key=line_ts))[-n:] if merged else lines
-            yield []  # one uid per step
-        for i in range(0, len(merged), _MERGE_BATCH):
-            yield merged[i : i + _MERGE_BATCH]
+            for i in range(0, len(s.tail_lines), _MERGE_BATCH):
+                yield s.tail_lines[i : i + _MERGE_BATCH]
+            return
+        # each uid's last n (counted, not kept), merged; the surplus in front dropped
+        for s in scans:
+            yield from s.tail_start(n, 0)
+        surplus = sum(s.tail_count for s in scans) - n
+        for batch in _merge([s.forward(from_tail=True) for s in scans]):
+            if surplus > 0 and batch:
+                cut = min(surplus, len(batch))
+                surplus -= cut
+                batch = batch[cut:]
+            yield batch
+
+    def open(self) -> None:
+        """Open every uid's directory and current file now, rather than when
+        the scan reaches them: what is stored from now on is newer than the
+        scan (:meth:`last_seqs`), for a follower to send.
+
+        Raises:
+            StoreError: a uid directory cannot be opened.
+        """
+        for s in self._scans:
+            s.open()
+
+    @property
+    def resumable(self) -> bool:
+        """Whether :meth:`resume` can pick the scan up again (one uid only)."""
+        return len(self._scans) == 1
+
+    def resume(self, after_seq: int) -> Generator[list[bytes], None, None]:
+        """Batches after *after_seq*, once :meth:`batches` was closed half-way.
+
+        A query whose client stops reading lets its scan go (files, the zstd
+        window, buffers) and picks it up here once the client reads again.
+        One uid only (:attr:`resumable`): ``seq`` is that uid's order.
+
+        Raises:
+            StoreError: the store's root cannot be opened any more.
+        """
+        if self._root is None:
+            try:
+                self._root = os.open(self.log_dir, _DIR_FLAGS)
+            except OSError as exc:
+                raise _store_error(exc, f"cannot open {self.log_dir}") from exc
+        return self._resumed(after_seq, self._root)
+
+    def _resumed(self, after_seq: int, root_fd: int) -> Generator[list[bytes], None, None]:
+        try:
+            yield from self._scans[0].resume(after_seq, root_fd)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Close every file (idempotent)."""
