@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from bench._daemon import BenchDaemon, cpu_seconds
-from tests._daemon import free_uids
+from tests._daemon import first_answer, free_uids
 from tests.attacks._helpers import fork_as
 from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.protocol.control import encode_request
@@ -111,7 +111,7 @@ def _open_queries(control: str, requests: list[dict[str, Any]]) -> Callable[[int
             s.sendall(encode_request("query", **args))
             socks.append(s)
         for s in socks:
-            s.recv(4096)
+            first_answer(s)
         os.write(w, b"r")
         time.sleep(3600)  # until killed: the hang-up
 

@@ -26,8 +26,9 @@ import orjson
 from tests._uids import free_uids
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
+from trio_logd.protocol.control import GREETING
 
-__all__ = ["DaemonProcess", "alive", "free_uids", "poll", "run_as", "world"]
+__all__ = ["DaemonProcess", "alive", "first_answer", "free_uids", "poll", "run_as", "world"]
 
 PYTHON = sys.executable
 STARTUP_TIMEOUT = 20.0
@@ -274,3 +275,20 @@ def run_as(uid: int, gid: int, fn: Callable[[], None], *, groups: Sequence[int] 
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, f"child as uid {uid} failed"
+
+
+def first_answer(sock: socket.socket) -> bytes:
+    """The first line a raw control connection gets after the server's greeting.
+
+    Reads at most what it needs (4 KiB at a time); ``b""`` at EOF before one.
+    """
+    buf = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return b""
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            if line + b"\n" != GREETING:
+                return line

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests._daemon import DaemonProcess, free_uids, poll
+from tests._daemon import DaemonProcess, first_answer, free_uids, poll
 from tests.attacks._helpers import Bystander, fork_as, run_child
 from tests.attacks.conftest import AttackRow, DaemonFactory
 from trio_logd.control_client import ControlConnection, request_one
@@ -113,7 +113,7 @@ class _Attacker:
             firsts = []
             for s in socks:  # the first line only: then it stops reading
                 s.settimeout(10)
-                firsts.append(s.recv(4096).split(b"\n", 1)[0])
+                firsts.append(first_answer(s))
             os.write(ready_w, b"\n".join(firsts) + b"\n\n")
             os.read(go_r, 1)  # hang up when told
             for s in socks:

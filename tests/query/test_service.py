@@ -60,7 +60,7 @@ def test_authorized(uid: int, gids: list[int], spec: QuerySpec, expected: list[i
 def test_refused(spec: QuerySpec, message: str) -> None:
     """Anyone else is refused with who (by uid and name) may not read what, and who may."""
     with pytest.raises(AccessDenied) as info:
-        authorize_uids(CONFIG, 1001, [1001, 100], spec, READERS, {1001: "bob", 0: "root"})
+        authorize_uids(CONFIG, 1001, [1001, 100], spec, READERS, names={1001: "bob", 0: "root"})
     assert str(info.value) == (
         f"permission denied: {message} (root and members of the [access] readers groups "
         "may: adm, no-such-group-here)"

@@ -145,6 +145,7 @@ def authorize_uids(
     caller_gids: Sequence[int],
     spec: QuerySpec,
     readers: dict[int, str],
+    *,
     owned: Collection[int] = (),
     names: Mapping[int, str] | None = None,
 ) -> list[int] | None:
@@ -491,10 +492,12 @@ class QueryService:
         ranges = self.delegated(call.caller.uid)
         owned = await trio.to_thread.run_sync(owned_uids, self.log_dir, ranges, spec.uids)
         try:
-            uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned)
+            uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned=owned)
         except AccessDenied:  # say it again with user names (NSS, so in a worker thread)
             names = await trio.to_thread.run_sync(user_names, {call.caller.uid, *spec.uids})
-            uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned, names)
+            uids = authorize_uids(
+                config, call.caller.uid, gids, spec, readers, owned=owned, names=names
+            )
         uid = call.caller.uid
         cap = config.control.max_queries_per_uid
         if self.open_queries.get(uid, 0) >= cap and not self.privileged(call.caller, call.groups):
