@@ -160,21 +160,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"running": True, **reply}))
         return EXIT_OK
     print(f"trio-logd is running (pid {server.pid}, uid {server.uid})")
-    print(f"  version:  {reply.get('version')}")
-    print(f"  uptime:   {_fmt_duration(float(reply.get('uptime', 0)))}")
+    print(f"  version:        {reply.get('version')}")
+    print(f"  uptime:         {_fmt_duration(float(reply.get('uptime', 0)))}")
     started = reply.get("started")
     if isinstance(started, (int, float)):
-        print(f"  since:    {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started))}")
-    print(f"  config:   {reply.get('config') or '(embedded defaults)'}")
+        print(f"  since:          {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started))}")
+    print(f"  config:         {reply.get('config') or '(embedded defaults)'}")
     for name, p in (reply.get("sockets") or {}).items():
-        print(f"  {name + ':':<9} {p}")
-    print(f"  log_dir:  {reply.get('log_dir')}")
-    print(f"  connections: {reply.get('connections')}")
+        print(f"  {name + ':':<15} {p}")
+    print(f"  log_dir:        {reply.get('log_dir')}")
+    print(f"  connections:    {reply.get('connections')}")
     control = reply.get("control") or {}
     if control:
         refused = ", ".join(f"{k} {v}" for k, v in sorted((control.get("refused") or {}).items()))
         print(
-            f"  control:  {control.get('connections')} of {control.get('max_connections')} "
+            f"  control:        {control.get('connections')} of {control.get('max_connections')} "
             f"connections open" + (f"; refused: {refused}" if refused else "")
         )
     fds = reply.get("fds") or {}
@@ -188,23 +188,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     if parts:
         print(
-            f"  fds:      limit {fds.get('limit')}, reserve {fds.get('reserve')}; "
+            f"  fds:            limit {fds.get('limit')}, reserve {fds.get('reserve')}; "
             + "; ".join(parts)
         )
     helper = reply.get("helper") or {}
     if helper:
         running = f"pid {helper['pid']}" if helper.get("pid") else "not running"
         hung = f", killed hung: {helper['hung']}" if helper.get("hung") else ""
-        print(f"  helper:   {running} (starts: {helper.get('starts', 0)}{hung})")
+        print(f"  helper:         {running} (starts: {helper.get('starts', 0)}{hung})")
     store = reply.get("store") or {}
     if store.get("compress_pending"):
         print(f"  waiting for compression: {store['compress_pending']} files")
     if store.get("held"):
         print(f"  refusing new records: {store['held']}")
     for warning in reply.get("warnings") or []:
-        print(f"  warning:  {warning}")
+        print(f"  warning:        {warning}")
     for uid, why in (reply.get("refused_uids") or {}).items():
-        print(f"  refused:  uid {uid}: {why}")
+        print(f"  refused:        uid {uid}: {why}")
     from trio_logd.cli._forward import render_forward_lines
 
     for line in render_forward_lines(reply.get("forward") or []):
