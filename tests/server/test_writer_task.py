@@ -10,17 +10,18 @@ import orjson
 import trio
 import trio.testing
 
-from tests.store._lines import line, lines
+from tests.store._lines import batch, line, lines
 from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
 from trio_logd.server._ingest import IngestContext
-from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
 from trio_logd.store.dropstate import read_drop_file
 from trio_logd.store.reader import read_uid_records
+from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 
 
@@ -42,19 +43,21 @@ class FlakyStore(StoreWriter):
             return self.room
         return 0 if self.full else super().writable_bytes()
 
-    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+    def append(
+        self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None = None
+    ) -> None:
         self.attempts[uid] = self.attempts.get(uid, 0) + 1
         if uid in self.full:
             err = DiskFull(f"writing uid {uid}: no space left on the log file system")
             err.written = 0  # type: ignore[attr-defined]
             raise err
-        super().append(uid, lines, last_seq)
+        super().append(uid, lines, last_seq, runs)
 
 
 def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     st = p.state(uid)
     st.next_seqs(len(items))  # as ingest does; the test lines carry the same seqs
-    p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
+    p.submit(st, batch(items, st.last_seq))
 
 
 def report(reports: DropReports, uid: int, rate_drops: int) -> None:
@@ -185,7 +188,7 @@ async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> Non
         st = p.state(uid)
         seq = st.next_seqs(1)
         line = daemon_record_line(1.0, seq, Stamp(PeerCred(me.pid, uid, 0)), event, **extra)
-        p.submit(st, Batch([line], len(line), seq))
+        p.submit(st, batch([line], seq, event=event))
 
     w = _Writer(p, store, SuppressionTracker(), file_record, None)
     submit(p, 5, lines(1, 6))
@@ -215,7 +218,7 @@ async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> Non
         st = p.state(5)
         st.next_seqs(2)
         items = lines(1, 2)
-        p.submit(st, Batch(items, sum(map(len, items)), 2, on_stored=acks.append))
+        p.submit(st, batch(items, 2, on_stored=acks.append))
         await w.run_round()
         assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
         await w.sync_now()

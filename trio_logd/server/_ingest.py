@@ -174,8 +174,9 @@ class IngestContext:
         """
         st = self.pipeline.state(uid)
         seq = st.next_seqs(1)
-        line = daemon_record_line(time.time(), seq, self.daemon_stamp(uid), event, **extra)
-        self.pipeline.submit(st, Batch([line], len(line), seq, on_stored))
+        ts = format_ts(time.time()).encode()
+        line = daemon_record_line(ts, seq, self.daemon_stamp(uid), event, **extra)
+        self.pipeline.submit(st, Batch([line], len(line), seq, ts, on_stored, event))
 
 
 class _Connection:
@@ -312,7 +313,7 @@ class _Connection:
         st.last_seq = seq
         st.records += len(frames)
         st.bytes += payload
-        batch = Batch(lines, nbytes, seq)
+        batch = Batch(lines, nbytes, seq, ts)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
         self.ctx.pipeline.submit(st, batch)
@@ -418,7 +419,7 @@ class _Connection:
         st.last_seq = seq
         st.records += len(msgs)
         st.bytes += sum(sizes)
-        batch = Batch(lines, nbytes, seq)
+        batch = Batch(lines, nbytes, seq, ts)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
         self.ctx.pipeline.submit(st, batch)

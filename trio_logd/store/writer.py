@@ -46,7 +46,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -55,12 +55,11 @@ import structlog
 from trio_logd.errors import DiskFull, ReadOnlyStore, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
-from trio_logd.record import Stamp, daemon_record_line
+from trio_logd.record import Stamp, daemon_record_line, format_ts
 from trio_logd.store import _compress, _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._line import TS_AT, daemon_event, line_seq
 from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store.dropstate import (
     DROPS_DIR,
@@ -71,6 +70,7 @@ from trio_logd.store.dropstate import (
     write_drop_file,
 )
 from trio_logd.store.retention import StoredFile, UidFiles
+from trio_logd.store.runs import LineRun, Run, RunIndex, runs_of_lines
 
 __all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
 
@@ -221,6 +221,9 @@ class StoreWriter:
         daemon: the daemon's credentials, for the ``rotated`` record that
             :meth:`open` writes when a crash came between a rotation and that
             record (default: this process).
+        error_hooks: called (in the calling thread) with each ``StoreError``
+            that :meth:`append` or :meth:`sync` raises, before it is raised;
+            more can be added to :attr:`error_hooks` later.
 
     Raises:
         ValueError: an argument is out of range.
@@ -235,6 +238,7 @@ class StoreWriter:
         max_file_age: float = 0.0,
         compress: str = "none",
         daemon: PeerCred | None = None,
+        error_hooks: Iterable[Callable[[StoreError], None]] = (),
     ) -> None:
         if fsync not in _FSYNC_POLICIES:
             msg = f"fsync: expected one of {', '.join(_FSYNC_POLICIES)}, got {fsync!r}"
@@ -254,6 +258,8 @@ class StoreWriter:
         self.max_file_age = max_file_age
         self.compress = compress
         self.daemon = daemon or PeerCred(os.getpid(), os.geteuid(), os.getegid())
+        #: observers of the errors of append and sync (the daemon's counters)
+        self.error_hooks: list[Callable[[StoreError], None]] = list(error_hooks)
         #: disk bytes of every uid's files; the quota policy reads it
         self.ledger = QuotaLedger()
         #: uid directories refused at open (unsafe): uid -> reason
@@ -619,8 +625,9 @@ class StoreWriter:
         stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
         seal = read_seal(uf.dir_fd, name)
         sealed = {} if seal is None else {"records": seal.records, "hash": seal.hash}
+        ts = format_ts(time.time()).encode()
         line = daemon_record_line(
-            time.time(),
+            ts,
             seq,
             stamp,
             "rotated",
@@ -632,10 +639,11 @@ class StoreWriter:
             **sealed,
         )
         self._done = 0
+        at = RunIndex([LineRun((line,), seq, ts, "rotated")])
         try:
-            self._write(uf, [line], seq)
+            self._write(uf, [line], at, 0)
         except OSError:
-            self._cut_partial(uf, [line])  # nothing half written stays
+            self._cut_partial(uf, [line], at, 0)  # nothing half written stays
             raise
         if self.fsync != "never":
             os.fdatasync(uf.fd)
@@ -733,13 +741,22 @@ class StoreWriter:
 
     # -- writing ----------------------------------------------------------
 
-    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+    def append(
+        self,
+        uid: int,
+        lines: Sequence[bytes],
+        last_seq: int,
+        runs: Sequence[Run] | None = None,
+    ) -> None:
         """Append complete record lines for *uid*, rotating by size and age.
 
         Args:
             uid: the uid the lines are filed with.
             lines: encoded records, each ending in LF, in ``seq`` order.
             last_seq: the ``seq`` of the last line.
+            runs: what the encoder knew of *lines*, run by run (the daemon's
+                batches): their ``seq``, ``ts`` and daemon events. Without
+                them they are read from each line (``runs_of_lines``).
 
         Raises:
             DiskFull, ReadOnlyStore, UnsafeLogDir, StoreError: not every line
@@ -747,12 +764,23 @@ class StoreWriter:
                 many of the first lines were (whole lines only; the rest of a
                 partly written line is cut off).
         """
+        try:
+            self._append(uid, lines, last_seq, runs)
+        except StoreError as exc:
+            for hook in self.error_hooks:
+                hook(exc)
+            raise
+
+    def _append(
+        self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None
+    ) -> None:
         if not lines:
             return
         if self.held is not None:  # pressure that may not delete young records: drop new ones
             full = DiskFull(f"writing uid {uid}: {self.held}")
             full.written = 0  # type: ignore[attr-defined]
             raise full
+        at = RunIndex(runs if runs is not None else runs_of_lines(lines, last_seq))
         with self._lock:
             self._done = 0
             uf = self._files.get(uid)
@@ -760,8 +788,8 @@ class StoreWriter:
                 if uf is None:
                     uf = self._open_uid(uid, create=True)
                     self._done = 0  # a high-water record written there is not one of these
-                first = line_seq(lines[0])
-                if first is not None and first <= uf.last_seq:
+                first = at.seq(0)
+                if first <= uf.last_seq:
                     msg = (
                         f"uid {uid}: lines numbered from seq {first}, at or below the "
                         f"last seq on disk ({uf.last_seq}): not written"
@@ -783,16 +811,16 @@ class StoreWriter:
                     self._open_current(uf)
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 if uf.size + len(data) <= self.max_file_bytes:
-                    self._write(uf, lines, last_seq, data)
+                    self._write(uf, lines, at, 0, data)
                 else:
-                    self._write_rotating(uf, lines, data)
+                    self._write_rotating(uf, lines, at, data)
             except (UnsafeLogDir, SeqConflict) as exc:
                 exc.written = self._done  # type: ignore[union-attr]
                 raise
             except OSError as exc:
                 written = self._done  # whole writes before the failure (an earlier file)
                 if uf is not None and uf.fd >= 0:
-                    written += self._cut_partial(uf, lines[written:])
+                    written += self._cut_partial(uf, lines, at, written)
                 err = _store_error(exc, f"writing uid {uid}")
                 err.written = written  # type: ignore[attr-defined]
                 raise err from exc
@@ -803,10 +831,13 @@ class StoreWriter:
         self,
         uf: UidFile,
         lines: Sequence[bytes],
-        last_seq: int,
+        at: RunIndex,
+        start: int,
         data: bytes | memoryview | None = None,
     ) -> int:
         """Write *lines* (joined: *data*) to the open current file; return how many (all).
+
+        *lines* are lines ``start…`` of those *at* describes.
 
         On an error ``uf.size`` still counts only what was there before:
         :meth:`_cut_partial` deals with the bytes that made it.
@@ -824,32 +855,36 @@ class StoreWriter:
         ):
             self._spares_wanted.add(uf.uid)  # a busy uid's rotations are coming: prepare_spares
         self.ledger.add(uf.uid, len(data))
-        self._note_written(uf, lines, last_seq)
+        stop = start + len(lines)
+        last_seq = self._note_written(uf, at, start, stop)
         if uf.chain is not None:
-            chained = uf.chain.add(lines, data, last_seq)
+            chained = uf.chain.add(lines, data, last_seq, at.seq(start))
             if chained:
                 self.ledger.add(uf.uid, chained)
         self._done += len(lines)
         return len(lines)
 
-    def _note_written(self, uf: UidFile, lines: Sequence[bytes], last_seq: int) -> None:
+    def _note_written(self, uf: UidFile, at: RunIndex, start: int, stop: int) -> int:
+        """Note lines ``start…stop`` of *at* written to *uf*; return the last one's ``seq``."""
         if not uf.first_ts:
-            uf.first_seq = line_seq(lines[0]) or last_seq
-            uf.first_ts = lines[0][TS_AT]
+            uf.first_seq = at.seq(start)
+            uf.first_ts = at.ts(start)
         if uf.records_since is None:
-            for line in lines:
-                if daemon_event(line) != "rotated":
-                    uf.records_since = epoch_or_now(line[TS_AT])
-                    break
-        uf.last_ts = lines[-1][TS_AT]
-        uf.last_seq = last_seq
+            i = at.first_record(start, stop)
+            if i is not None:
+                uf.records_since = epoch_or_now(at.ts(i))
+        uf.last_ts = at.ts(stop - 1)
+        uf.last_seq = last_seq = at.seq(stop - 1)
         if not uf.dirty:
             uf.dirty = True
             self._dirty.add(uf.uid)
+        return last_seq
 
-    def _write_rotating(self, uf: UidFile, lines: Sequence[bytes], data: bytes) -> int:
-        """Write *lines* (joined: *data*), rotating between two of them whenever the next
-        would overflow.
+    def _write_rotating(
+        self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, data: bytes
+    ) -> int:
+        """Write *lines* (joined: *data*; described by *at*), rotating between two of
+        them whenever the next would overflow.
 
         A file always takes its first record, however long (a ``rotated``
         header does not count as one). The split points are found in *data*
@@ -866,12 +901,11 @@ class StoreWriter:
         fsize = uf.size
         while i < n:
             if not has_records:  # up to and including the first record: taken as they are
-                while i < n:
-                    oi += len(lines[i])
-                    i += 1
-                    if daemon_event(lines[i - 1]) != "rotated":
-                        has_records = True
-                        break
+                k = at.first_record(i, n)
+                stop = n if k is None else k + 1
+                oi += sum(len(line) for line in lines[i:stop])
+                i = stop
+                has_records = k is not None
                 continue
             # the longest run from i that still fits: lines ending at or before `limit`
             limit = min(oc + self.max_file_bytes - fsize, len(data))
@@ -883,25 +917,24 @@ class StoreWriter:
                     continue
                 break
             if i > c:
-                last = line_seq(lines[i - 1]) or uf.last_seq
-                written += self._write(uf, lines[c:i], last, view[oc:oi])
+                written += self._write(uf, lines[c:i], at, c, view[oc:oi])
             self._rotate(uf, "size")
             self._open_current(uf)
             fsize = uf.size
             c, oc = i, oi
             has_records = False
         if i > c:
-            written += self._write(
-                uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq, view[oc:oi]
-            )
+            written += self._write(uf, lines[c:i], at, c, view[oc:oi])
         return written
 
-    def _cut_partial(self, uf: UidFile, unwritten: Sequence[bytes]) -> int:
-        """After a failed write, cut the file back to its last complete line.
+    def _cut_partial(self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, start: int) -> int:
+        """After a failed write of ``lines[start:]`` (described by *at*), cut the file back
+        to its last complete line.
 
         Returns:
-            How many of *unwritten* made it whole before the failure (they stay).
+            How many of ``lines[start:]`` made it whole before the failure (they stay).
         """
+        unwritten = lines[start:]
         try:
             actual = os.fstat(uf.fd).st_size
         except OSError:
@@ -923,9 +956,9 @@ class StoreWriter:
         uf.size = good
         if whole:
             kept = unwritten[:whole]
-            self._note_written(uf, kept, line_seq(kept[-1]) or uf.last_seq)
+            last_seq = self._note_written(uf, at, start, start + whole)
             if uf.chain is not None:
-                uf.chain.add(kept, b"".join(kept), line_seq(kept[-1]) or uf.last_seq)
+                uf.chain.add(kept, b"".join(kept), last_seq, at.seq(start))
         self.ledger.set(uf.uid, self._disk_bytes(uf))
         return whole
 
@@ -1364,9 +1397,14 @@ class StoreWriter:
             DiskFull, ReadOnlyStore, StoreError: a sync failed (those files'
                 data may be lost; what is appended next is synced next time).
         """
-        with self._lock:
-            job = self._begin_sync()
-        self._finish_sync(job)
+        try:
+            with self._lock:
+                job = self._begin_sync()
+            self._finish_sync(job)
+        except StoreError as exc:
+            for hook in self.error_hooks:
+                hook(exc)
+            raise
 
     def _sync_locked(self) -> None:
         self._finish_sync(self._begin_sync())
