@@ -11,11 +11,13 @@ import trio
 import trio.testing
 
 from tests.store._lines import batch, line, lines
+from trio_logd.config import default_config
 from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
 from trio_logd.server._ingest import IngestContext
+from trio_logd.server._limits import Limiter
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
@@ -58,6 +60,13 @@ def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     st = p.state(uid)
     st.next_seqs(len(items))  # as ingest does; the test lines carry the same seqs
     p.submit(st, batch(items, st.last_seq))
+
+
+def ingest(p: Pipeline, tracker: SuppressionTracker | None = None) -> IngestContext:
+    """An ingest context on *p*, with limits on the embedded defaults."""
+    tracker = tracker or SuppressionTracker()
+    limiter = Limiter(default_config(), tracker, lambda uid: 0)
+    return IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), tracker, limiter=limiter)
 
 
 def report(reports: DropReports, uid: int, rate_drops: int) -> None:
@@ -145,7 +154,7 @@ async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
 ) -> None:
     """A `suppressed` record meeting the full disk: not a drop, count back, its seq unused."""
     store, tracker, p, w = full_disk(tmp_path)
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    reports = DropReports(ingest(p, tracker))
     submit(p, 5, lines(1, 2))
     report(reports, 5, 40)  # seq 3, behind the two records
     assert p.state(5).last_seq == 3
@@ -166,7 +175,7 @@ async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted
 ) -> None:
     """A failed `suppressed` record with records numbered after it: its seq counts as a drop."""
     store, tracker, p, w = full_disk(tmp_path)
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    reports = DropReports(ingest(p, tracker))
     report(reports, 5, 7)  # seq 1
     submit(p, 5, lines(2, 3))
     await w.run_round()
@@ -294,7 +303,7 @@ async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
     for uid in (5, 6):
         submit(p, uid, lines(1, 2))
     await _Writer(p, store, SuppressionTracker(), None, None).run_round()
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0)), store)
+    reports = DropReports(ingest(p), store)
     now = trio.current_time()
     reports.tracker.note_drop(5, "rate", 3, now)
     reports.tracker.note_drop(6, "disk", 4, now)
@@ -318,7 +327,7 @@ async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
     left = restarted.load_drops()
     assert (restarted.last_seq(5), restarted.last_seq(6)) == (2, 6)
     q = Pipeline(restarted.last_seq)
-    again = DropReports(IngestContext(q, 65536, PeerCred(os.getpid(), 0, 0)), restarted)
+    again = DropReports(ingest(q), restarted)
     assert again.restore(left, trio.current_time()) == 7
     assert again.unreported() == {5: {"rate": 3}, 6: {"disk": 4}}
     restarted.close()

@@ -40,14 +40,13 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
 import structlog
 import trio
 
-from trio_logd.config import default_config
 from trio_logd.errors import FramingError
 from trio_logd.errors import excerpt as _excerpt
 from trio_logd.limits import SuppressionTracker
@@ -68,7 +67,7 @@ from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
 from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._fdlimit import FdCounters
-from trio_logd.server._limits import OVERFLOW_ID, Limiter
+from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
 __all__ = ["IngestContext", "handle_connection", "serve_listener"]
@@ -114,12 +113,13 @@ class IngestContext:
     daemon: PeerCred
     #: counts every dropped record; ``_suppress.py`` turns counts into records
     suppression: SuppressionTracker = field(default_factory=SuppressionTracker)
+    _: KW_ONLY
+    #: per-uid limits (counting its drops in ``suppression``)
+    limiter: Limiter
     stopping: bool = False
     #: receive cancel scopes of live connections, cancelled at shutdown so
     #: that each connection drains what the kernel holds and stops.
     receivers: set[trio.CancelScope] = field(default_factory=set)
-    #: per-uid limits; ``None`` builds one on the embedded defaults (tests)
-    limiter: Limiter = None  # type: ignore[assignment]
     #: ``[daemon] frame_timeout``: seconds a started frame may take to end; 0 = never
     frame_timeout: float = 30.0
     #: ``[daemon] idle_timeout``: seconds a connection may send nothing; 0 = never
@@ -131,10 +131,6 @@ class IngestContext:
     _last_uid: int = field(default=-1, init=False, repr=False)
     _last_time: float = field(default=-math.inf, init=False, repr=False)
     _prev_time: float = field(default=-math.inf, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.limiter is None:
-            self.limiter = Limiter(default_config(), self.suppression, lambda uid: 0)
 
     def others_active(self, uid: int, now: float) -> bool:
         """Note a read by *uid*; tell whether another uid read within ``ACTIVE_WINDOW``.
@@ -243,32 +239,65 @@ class _Connection:
         account = stamp.account  # a subordinate uid is limited as its owner
         if account != stamp.uid:
             policy = limiter.policies.get(account) or await limiter.policy(account)
-        st = self.ctx.pipeline.state(stamp.uid)
         mono = trio.current_time()
         # slices only help someone else: alone, a uid's reads go whole (cheaper)
         slices = self.ctx.others_active(stamp.uid, mono)
+
+        async def file_admitted(start: int, stop: int) -> None:
+            admitted = frames if not start and stop == len(frames) else frames[start:stop]
+            if slices:
+                await self._file_sliced(admitted, now, stamp)
+            else:
+                self.file_frames(admitted, now, stamp)
+
+        sizes = [len(f.data) for f in frames]
+        await self._admit(stamp, account, policy, sizes, file_admitted, mono)
+
+    async def _admit(
+        self,
+        stamp: Stamp,
+        account: int,
+        policy: UidPolicy,
+        sizes: list[int],
+        file_admitted: Callable[[int, int], Awaitable[None]],
+        mono: float,
+        *,
+        relayed: bool = False,
+    ) -> None:
+        """Admit records of payload *sizes* under *account*'s limits; file those admitted.
+
+        ``file_admitted(start, stop)`` files records ``start…stop``; with
+        ``on_rate = "block"`` the rest waits for tokens (under the policy as
+        a reload leaves it), else it is dropped and counted. After drops a
+        writer's connection pauses (``Limiter.drop_pause``); a relay's
+        (*relayed*) does not, as it carries many uids and one flooding tenant
+        must not slow the others it forwards, but it waits while the claimed
+        uid's queue is full (backpressure per claimed uid too).
+        """
+        limiter = self.ctx.limiter
+        st = self.ctx.pipeline.state(stamp.uid)
+        start = 0
         while True:
-            sizes = [len(f.data) for f in frames]
+            rest = sizes[start:] if start else sizes
             k, wait, pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, mono, account
+                stamp.uid, st.pending_bytes, rest, policy.limits, mono, account
             )
             if k:
-                admitted = frames if k == len(frames) else frames[:k]
-                if slices:
-                    await self._file_sliced(admitted, now, stamp)
-                else:
-                    self.file_frames(admitted, now, stamp)
+                await file_admitted(start, start + k)
             if not wait:
-                self._acked_drop(len(frames) - k, reason)
-                if pause:  # some were dropped: read on later (Limiter.drop_pause)
+                self._acked_drop(len(rest) - k, reason)
+                if relayed:
+                    if st.pending_bytes > UID_PENDING_BYTES:
+                        await st.wait_for_room()
+                elif pause:  # some were dropped: read on later (Limiter.drop_pause)
                     await trio.sleep(pause)
                 return
-            frames = frames[k:]
+            start += k
             try:
                 await trio.sleep(wait)
             except trio.Cancelled:  # shutdown while blocked: what we hold is dropped
-                limiter.note_drop(stamp.uid, "rate", len(frames))
-                self._acked_drop(len(frames), "rate")
+                limiter.note_drop(stamp.uid, "rate", len(sizes) - start)
+                self._acked_drop(len(sizes) - start, "rate")
                 raise
             policy = limiter.policy_nowait(account)  # a reload may have changed it
             mono = trio.current_time()
@@ -295,25 +324,37 @@ class _Connection:
         if stamp is None:
             stamp = self.stamp
         st = self.ctx.pipeline.state(stamp.uid)
-        ts = format_ts(now).encode()
-        frag = stamp.fragment
         pid = stamp.cred.pid
-        seq = st.last_seq
         payloads = list(map(_PAYLOAD, frames))
         claims = None if any(map(_TRUNCATED, frames)) else encode_plain_batch(payloads, pid)
         if claims is None:  # not all plain glibc lines: the general parser
             claims = [
                 sender_json(parse_message(f.data, truncated=f.truncated), pid) for f in frames
             ]
+        self._queue(st, stamp, claims, now, sum(map(len, payloads)))
+
+    def _queue(
+        self, st: UidState, stamp: Stamp, claims: list[bytes], now: float, payload: int
+    ) -> None:
+        """Stamp, number and queue records (their encoded *claims*). No checkpoint.
+
+        Args:
+            st: the uid they are filed with.
+            stamp: their writer's stamp.
+            claims: each record's claimed fields, encoded (``sender_json``).
+            now: when they were received.
+            payload: the bytes they arrived as (the uid's statistics).
+        """
+        ts = format_ts(now).encode()
         head = b'{"ts":"%s","seq":' % ts
+        frag = stamp.fragment
+        seq = st.last_seq
         lines = [b"%s%d,%s,%s}\n" % (head, s, frag, c) for s, c in enumerate(claims, seq + 1)]
         seq += len(lines)
-        nbytes = sum(map(len, lines))
-        payload = sum(map(len, payloads))
         st.last_seq = seq
-        st.records += len(frames)
+        st.records += len(lines)
         st.bytes += payload
-        batch = Batch(lines, nbytes, seq, ts)
+        batch = Batch(lines, sum(map(len, lines)), seq, ts)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
         self.ctx.pipeline.submit(st, batch)
@@ -377,52 +418,17 @@ class _Connection:
     async def _file_run(
         self, run: list[tuple[Stamp, Message, int]], now: float, stamp: Stamp
     ) -> None:
-        limiter = self.ctx.limiter
         st = self.ctx.pipeline.state(stamp.uid)
-        while True:
-            policy = limiter.policy_nowait(stamp.uid)
-            sizes = [size for _stamp, _msg, size in run]
-            k, wait, _pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
-            )
-            if k:
-                self._file_messages(st, [m for _s, m, _z in run[:k]], sizes[:k], now, stamp)
-            if not wait:
-                self._acked_drop(len(run) - k, reason)
-                # no drop pause here: a relay carries many uids, one flooding
-                # tenant must not slow the others it forwards
-                if st.pending_bytes > UID_PENDING_BYTES:  # backpressure per claimed uid too
-                    await st.wait_for_room()
-                return
-            run = run[k:]
-            try:
-                await trio.sleep(wait)
-            except trio.Cancelled:
-                limiter.note_drop(stamp.uid, "rate", len(run))
-                self._acked_drop(len(run), "rate")
-                raise
-
-    def _file_messages(
-        self, st: UidState, msgs: list[Message], sizes: list[int], now: float, stamp: Stamp
-    ) -> None:
-        ts = format_ts(now).encode()
-        frag = stamp.fragment
         pid = stamp.cred.pid
-        seq = st.last_seq
-        lines = []
-        nbytes = 0
-        for msg in msgs:
-            seq += 1
-            line = b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, frag, sender_json(msg, pid))
-            nbytes += len(line)
-            lines.append(line)
-        st.last_seq = seq
-        st.records += len(msgs)
-        st.bytes += sum(sizes)
-        batch = Batch(lines, nbytes, seq, ts)
-        if self.ack is not None:
-            self.ack.queued(batch, len(lines))
-        self.ctx.pipeline.submit(st, batch)
+
+        async def file_admitted(start: int, stop: int) -> None:
+            claims = [sender_json(msg, pid) for _stamp, msg, _size in run[start:stop]]
+            self._queue(st, stamp, claims, now, sum(size for _s, _m, size in run[start:stop]))
+
+        policy = self.ctx.limiter.policy_nowait(stamp.uid)
+        sizes = [size for _stamp, _msg, size in run]
+        mono = trio.current_time()
+        await self._admit(stamp, stamp.uid, policy, sizes, file_admitted, mono, relayed=True)
 
 
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
