@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import trio
 
 from trio_logd import __version__
-from trio_logd.config import Config, Identity, lookup_identity
+from trio_logd.config import Config
+from trio_logd.identity import Identity, lookup_identity
 from trio_logd.limits import DROP_REASONS
 from trio_logd.metrics import render_metrics
 from trio_logd.server._control import ControlCall
