@@ -654,15 +654,12 @@ _LOADING: Final = frozenset(
     ("default_config", "find_config", "find_config_path", "load", "load_all_errors", "loads")
 )
 
-if TYPE_CHECKING:
-    from trio_logd._config_load import (
-        default_config,
-        find_config,
-        find_config_path,
-        load,
-        load_all_errors,
-        loads,
-    )
+if TYPE_CHECKING:  # for the type checker, the same objects as __getattr__ gives
+    from trio_logd import _config_load
+
+    default_config, load_all_errors = _config_load.default_config, _config_load.load_all_errors
+    find_config, find_config_path = _config_load.find_config, _config_load.find_config_path
+    load, loads = _config_load.load, _config_load.loads
 
 
 def __getattr__(name: str) -> object:
