@@ -33,6 +33,7 @@ closed; an idle connection is closed (``docs/security.md``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import math
@@ -40,7 +41,7 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
@@ -70,7 +71,7 @@ from trio_logd.server._fdlimit import FdCounters
 from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
-__all__ = ["IngestContext", "handle_connection", "serve_listener"]
+__all__ = ["Connection", "IngestContext", "handle_connection", "serve_listener"]
 
 #: Frame fields by position (Frame is a NamedTuple), for map() over a read's frames.
 _PAYLOAD: Final = operator.itemgetter(0)
@@ -175,7 +176,7 @@ class IngestContext:
         self.pipeline.submit(st, Batch([line], len(line), seq, ts, on_stored, event))
 
 
-class _Connection:
+class Connection:
     """Per-connection state of the hot path."""
 
     __slots__ = ("ack", "claim_stamps", "conn", "ctx", "decoder", "stamp", "stamps")
@@ -454,14 +455,13 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     st = None
     counted: int | None = None
     try:
-        cred = PeerCred(*read_peer_cred(sock))  # type: ignore[arg-type]
+        cred = PeerCred(*read_peer_cred(sock))
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
-        raw: socket.socket = sock._sock  # type: ignore[attr-defined]
-        if not _within_fd_reserve(ctx, cred, raw):
+        if not _within_fd_reserve(ctx, cred, sock):
             ctx.limiter.note_drop(cred.uid, "connections", 1)
             ctx.pipeline.state(cred.uid)
-            _discard_unread(raw)
-            log.debug("connection_refused_fd_reserve", fd=raw.fileno())
+            _discard_unread(sock)
+            log.debug("connection_refused_fd_reserve", fd=sock.fileno())
             return
         limiter = ctx.limiter
         policy = limiter.policies.get(cred.uid) or await limiter.policy(cred.uid)
@@ -471,18 +471,18 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         if owner is not None:
             account = owner
             policy = limiter.policies.get(owner) or await limiter.policy(owner)
-        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(raw), account):
+        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(sock), account):
             # accepted and closed at once, counted as a drop (and listed in stats)
             ctx.pipeline.state(cred.uid)
-            _discard_unread(raw)
+            _discard_unread(sock)
             log.debug("connection_refused", open=limiter.conns.count(account))
             return
         counted = account
-        ident = read_process_identity(sock, cred.pid)  # type: ignore[arg-type]
+        ident = read_process_identity(sock, cred.pid)
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
         stamp = Stamp(cred, exe=ident.exe, comm=ident.comm, owner=owner, pidns=ident.pidns)
-        conn = _Connection(ctx, cred, stamp)
+        conn = Connection(ctx, cred, stamp)
         log.debug("connection_opened", exe=ident.exe)
         await serve_with_acks(sock, conn, _serve)
     except Exception as exc:  # one client's failure never reaches the shared nursery
@@ -496,7 +496,7 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             await trio.aclose_forcefully(_AsyncCloser(sock))
 
 
-def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, raw: socket.socket) -> bool:
+def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, sock: trio.socket.SocketType) -> bool:
     """Whether the connection's descriptor leaves the reserve alone (``_fdlimit.FdReserve``).
 
     Counts a refusal. The peer's groups are read only when its number is
@@ -505,29 +505,30 @@ def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, raw: socket.socket) -
     fds = ctx.fds
     if fds is None:
         return True
-    fd = raw.fileno()
+    fd = sock.fileno()
     reserve = fds.reserve
     if reserve.admits(fd) or (
         reserve.admits(fd, privileged=True)
-        and ctx.limiter.is_privileged(cred, read_peer_groups(raw))
+        and ctx.limiter.is_privileged(cred, read_peer_groups(sock))
     ):
         return True
     fds.note_refused("ingest")
     return False
 
 
-def _discard_unread(sock: socket.socket) -> None:
+def _discard_unread(sock: trio.socket.SocketType) -> None:
     """Drop what a refused client already sent, so that it sees EOF, not ECONNRESET.
 
     Linux resets the peer of a Unix socket closed with unread data
     (``unix_release_sock``); bytes sent after this still get the reset.
     """
-    for _ in range(_DISCARD_READS):
-        try:
-            if not sock.recv(READ_SIZE, socket.MSG_DONTWAIT):
+    with _borrowed(sock) as raw:
+        for _ in range(_DISCARD_READS):
+            try:
+                if not raw.recv(READ_SIZE, socket.MSG_DONTWAIT):
+                    return
+            except OSError:  # EAGAIN: nothing (more) to drop
                 return
-        except OSError:  # EAGAIN: nothing (more) to drop
-            return
 
 
 class _AsyncCloser(trio.abc.AsyncResource):
@@ -538,10 +539,30 @@ class _AsyncCloser(trio.abc.AsyncResource):
         self._sock.close()
 
 
-async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
+@contextlib.contextmanager
+def _borrowed(sock: trio.socket.SocketType) -> Iterator[socket.socket]:
+    """A stdlib socket on *sock*'s descriptor, to read without trio's wrapper.
+
+    The hot path reads with ``MSG_DONTWAIT`` first and waits only when the
+    socket is empty, with its own deadlines (``_serve``); trio's
+    ``recvmsg`` would need a cancel scope per read. The descriptor is
+    borrowed: released, not closed, at the end (*sock* closes it).
+    """
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        yield raw
+    finally:
+        raw.detach()
+
+
+async def _serve(sock: trio.socket.SocketType, conn: Connection) -> None:
+    with _borrowed(sock) as raw:
+        await _serve_raw(raw, conn)
+
+
+async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
     ctx = conn.ctx
     decoder = conn.decoder
-    raw: socket.socket = sock._sock  # type: ignore[attr-defined]  # read without trio's wrapper
     last_writer = conn.conn
     uid_state = ctx.pipeline.state(conn.conn.uid)
     frame_timeout = ctx.frame_timeout
@@ -625,7 +646,7 @@ async def _wait_readable(raw: socket.socket, ctx: IngestContext, deadline: float
     return not scope.cancelled_caught
 
 
-async def _timed_out(conn: _Connection, frame_deadline: float, now: float) -> None:
+async def _timed_out(conn: Connection, frame_deadline: float, now: float) -> None:
     """The frame or idle deadline passed: file what the open frame holds, then close.
 
     The unfinished frame is filed as far as it arrived, ``truncated``, and one
@@ -669,7 +690,7 @@ async def _timed_out(conn: _Connection, frame_deadline: float, now: float) -> No
     )
 
 
-async def _finish(conn: _Connection, now: float) -> None:
+async def _finish(conn: Connection, now: float) -> None:
     """EOF or shutdown: file whatever partial frame the decoder still holds."""
     try:
         conn.decoder.receive_data(b"")
@@ -679,7 +700,7 @@ async def _finish(conn: _Connection, now: float) -> None:
         _protocol_error(conn, exc, now)
 
 
-def _protocol_error(conn: _Connection, exc: FramingError, now: float) -> None:
+def _protocol_error(conn: Connection, exc: FramingError, now: float) -> None:
     """File one ``protocol_error`` record for the writer; the caller closes."""
     writer = conn.stamp.cred
     log.warning("protocol_error", error=str(exc), writer_uid=writer.uid)

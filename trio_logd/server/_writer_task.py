@@ -58,7 +58,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store._line import with_seq
+from trio_logd.store import with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
