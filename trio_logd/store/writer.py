@@ -39,7 +39,6 @@ found so that numbering continues without reuse.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import math
 import os
@@ -52,7 +51,7 @@ from typing import Final
 
 import structlog
 
-from trio_logd.errors import DiskFull, ReadOnlyStore, SeqConflict, StoreError, UnsafeLogDir
+from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line, format_ts
@@ -61,6 +60,9 @@ from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store._spares import SparePool
+from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
+from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store.dropstate import (
     DROPS_DIR,
     make_drop_file,
@@ -79,25 +81,9 @@ log = structlog.get_logger("trio_logd.store")
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
-#: Spare files (see ``prepare_spares``): a busy uid keeps the files of its
-#: next ``SPARE_ROTATIONS`` rotations ready (two files each), and asks for
-#: more as soon as it uses some. A flood fills a 1 MiB file in ~9 ms, and a
-#: refill takes ~11 ms when the event loop is saturated (two loop turns): with
-#: one rotation's worth, a third of rotations found none and made their files.
-#: At most ``SPARES_MAX_FILES`` descriptors are held in all, and only for uids
-#: whose rounds are big: a quiet uid's rare rotation creates its files itself.
-SPARE_ROTATIONS: Final = 3
-SPARES_PER_UID: Final = 2 * SPARE_ROTATIONS
-SPARES_MAX_FILES: Final = 128
-SPARES_MIN_ROUND: Final = 16 << 10
 #: A uid whose hash chain could not be made (a full disk) tries again at its
 #: next append, at most this often (seconds): one failing create per second.
 CHAIN_RETRY: Final = 1.0
-
-
-#: What one sync covers: per uid, the file fds to ``fdatasync`` and the
-#: directory fd to ``fsync`` (-1: none); the job owns them (dups, or retired).
-SyncJob = list[tuple[int, list[int], int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +181,6 @@ def _name(n: RotatedName) -> str:
     return n.format()
 
 
-def _store_error(exc: OSError, what: str) -> StoreError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"{what}: no space left on the log file system")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return ReadOnlyStore(f"{what}: {exc.strerror}")
-    return StoreError(f"{what}: {exc.strerror}")
-
-
 class StoreWriter:
     """Appends record lines to ``log_dir/<uid>/current.jsonl`` and rotates them.
 
@@ -281,12 +259,8 @@ class StoreWriter:
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._to_compress: deque[tuple[int, RotatedName]] = deque()
-        #: busy uids whose current file will rotate by size and that lack spares
-        self._spares_wanted: set[int] = set()
-        #: False once the file system refused O_TMPFILE or linking one
-        self._spares_work = True
-        #: spare files held now, all uids (at most SPARES_MAX_FILES)
-        self._spare_files = 0
+        #: spare files of coming rotations (``_spares``)
+        self._spares = SparePool()
         #: current files created, not linked from a spare (a uid's first file, or a
         #: rotation that found none ready), since start
         self.files_created = 0
@@ -411,7 +385,7 @@ class StoreWriter:
     def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
         """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
         what = f"{uf.uid}/{_layout.CURRENT}"
-        fd = -1 if recover else self._link_spare(uf, _layout.CURRENT)
+        fd = -1 if recover else self._spares.link(uf, _layout.CURRENT)
         if fd < 0:
             if not recover:
                 self.files_created += 1
@@ -434,20 +408,12 @@ class StoreWriter:
         self._changed_dir(uf)
         self._open_chain(uf, recover=recover)
 
-    # -- spare files --------------------------------------------------------
-    #
-    # Creating a file costs ~0.5 ms on ext4 (the inode), twice per rotation
-    # (current.jsonl, current.chain), in the event loop when appends run
-    # there. So the two files of a uid's next rotation are made ahead, off
-    # the loop, as unnamed files of its directory (``O_TMPFILE``; nothing is
-    # left behind by a crash), and a rotation only links them into place
-    # (``linkat``, ~15 µs). Where the file system has no ``O_TMPFILE`` (or
-    # /proc is not there to link through), files are created as before.
+    # -- spare files (``_spares``) ------------------------------------------
 
     @property
     def spares_wanted(self) -> bool:
         """Some uid nears a rotation and lacks spare files: call :meth:`prepare_spares`."""
-        return bool(self._spares_wanted)
+        return bool(self._spares.wanted)
 
     def spare_jobs(self) -> list[tuple[int, int, int]]:
         """Take the uids :attr:`spares_wanted` names, as jobs for :meth:`add_spares`.
@@ -457,43 +423,19 @@ class StoreWriter:
             (a duplicate of the uid directory's fd: the caller closes it).
         """
         with self._lock:
-            wanted, self._spares_wanted = self._spares_wanted, set()
-            room = SPARES_MAX_FILES - self._spare_files
-            jobs = []
-            files = self._files
-            # the uids with the fewest spares first: a uid with none needs them most
-            for uid in sorted(wanted, key=lambda u: (len(files[u].spares) if u in files else 0, u)):
-                uf = files.get(uid)
-                count = min(SPARES_PER_UID - len(uf.spares), room) if uf else 0
-                if uf is not None and count > 0:
-                    dir_fd = self._dup_or_none(uf.dir_fd)
-                    if dir_fd is None:  # out of descriptors: no spares now
-                        break
-                    jobs.append((uid, dir_fd, count))
-                    room -= count
-            return jobs
+            return self._spares.jobs(self._files, self._dup_or_none)
 
     def add_spares(self, uid: int, fds: Sequence[int], dir_ino: int) -> int:
         """Give *uid* the unnamed files *fds*, made in the directory of inode *dir_ino*.
 
-        Files beyond what the uid or :data:`SPARES_MAX_FILES` allow, or for a
+        Files beyond what the uid or ``SPARES_MAX_FILES`` allow, or for a
         directory that is no longer the uid's, are closed (they vanish).
 
         Returns:
             How many were kept.
         """
         with self._lock:
-            uf = self._files.get(uid)
-            keep = 0
-            if uf is not None and os.fstat(uf.dir_fd).st_ino == dir_ino:
-                keep = min(
-                    len(fds),
-                    SPARES_PER_UID - len(uf.spares),
-                    SPARES_MAX_FILES - self._spare_files,
-                )
-                keep = max(keep, 0)
-                uf.spares.extend(fds[:keep])
-                self._spare_files += keep
+            keep = self._spares.add(self._files.get(uid), list(fds), dir_ino)
         for fd in fds[keep:]:
             os.close(fd)
         return keep
@@ -503,10 +445,7 @@ class StoreWriter:
 
         From then on rotations create their files as before.
         """
-        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            self._spares_work = False
-            return True
-        return False
+        return self._spares.unsupported(error)
 
     def prepare_spares(self) -> int:
         """Make the spare files :attr:`spares_wanted` asks for, in this thread.
@@ -530,29 +469,6 @@ class StoreWriter:
             made += self.add_spares(uid, fds, ino) > 0
         return made
 
-    def _take_spare(self, uf: UidFile) -> int | None:
-        """Take one of *uf*'s spares; a uid that had some rotates often: refill at once."""
-        if not uf.spares:
-            return None
-        self._spare_files -= 1
-        if self._spares_work:
-            self._spares_wanted.add(uf.uid)
-        return uf.spares.pop()
-
-    def _link_spare(self, uf: UidFile, name: str) -> int:
-        """Link a spare file of *uf* into place as *name*; its fd, or -1 (none, or it failed)."""
-        fd = self._take_spare(uf)
-        if fd is None:
-            return -1
-        failed = _layout.link_unnamed(fd, uf.dir_fd, name)
-        if failed:
-            os.close(fd)
-            if failed != errno.EEXIST:  # no /proc, or the file system refuses
-                self._spares_work = False
-                log.warning("spare_files_off", uid=uf.uid, error=os.strerror(failed))
-            return -1
-        return fd
-
     def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
         """Open current.chain beside the current.jsonl just opened (``_chain``).
 
@@ -569,7 +485,7 @@ class StoreWriter:
                     uf.torn[aside[0]] = (aside[1], time.time())
                     log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
             else:
-                spare = self._take_spare(uf)
+                spare = self._spares.take(uf)
                 chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what, spare=spare)
                 self.ledger.add(uf.uid, chain.size)
         except (OSError, UnsafeLogDir) as exc:
@@ -846,14 +762,7 @@ class StoreWriter:
             data = lines[0] if len(lines) == 1 else b"".join(lines)
         _layout.write_all(uf.fd, data)
         uf.size += len(data)
-        if (
-            len(data) >= SPARES_MIN_ROUND
-            and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
-            and len(uf.spares) < SPARES_PER_UID
-            and self._spares_work
-            and self._spare_files < SPARES_MAX_FILES
-        ):
-            self._spares_wanted.add(uf.uid)  # a busy uid's rotations are coming: prepare_spares
+        self._spares.note_write(uf, len(data), uf.size, self.max_file_bytes)
         self.ledger.add(uf.uid, len(data))
         stop = start + len(lines)
         last_seq = self._note_written(uf, at, start, stop)
@@ -1424,26 +1333,13 @@ class StoreWriter:
 
     @staticmethod
     def sync_steps(job: SyncJob) -> list[tuple[int, str, str]]:
-        """What :meth:`finish_sync` does, in order: ``(fd, "data" | "dir", what)``.
-
-        ``data`` is an ``fdatasync``, ``dir`` an ``fsync`` of a directory: files
-        first, then their directory. Stop at the first failure.
-        """
-        steps: list[tuple[int, str, str]] = []
-        for uid, fds, dir_fd in job:
-            steps.extend((fd, "data", f"syncing uid {uid}") for fd in fds)
-            if dir_fd >= 0:
-                steps.append((dir_fd, "dir", f"syncing uid directory {uid}"))
-        return steps
+        """What :meth:`finish_sync` does, in order (``_sync.job_steps``)."""
+        return job_steps(job)
 
     @staticmethod
     def close_sync(job: SyncJob) -> None:
         """Close a job's fds (synced elsewhere)."""
-        for _uid, fds, dir_fd in job:
-            for fd in fds:
-                os.close(fd)
-            if dir_fd >= 0:
-                os.close(dir_fd)
+        close_job(job)
 
     @staticmethod
     def sync_error(exc: OSError, what: str) -> StoreError:
@@ -1464,56 +1360,23 @@ class StoreWriter:
                 continue
             fds, uf.retired = uf.retired, []
             if uf.dirty and uf.fd >= 0:
-                fds.extend(self._dup_for_sync(uf.fd, "data"))
+                fds.extend(dup_for_sync(uf.fd, "data", self._fd_shortage))
             dir_fd = -1
             if uf.dir_dirty:
-                dir_fd = next(iter(self._dup_for_sync(uf.dir_fd, "dir")), -1)
+                dir_fd = next(iter(dup_for_sync(uf.dir_fd, "dir", self._fd_shortage)), -1)
             uf.dirty = uf.dir_dirty = False
             job.append((uid, fds, dir_fd))
         return job
 
     def _dup_or_none(self, fd: int) -> int | None:
-        """``os.dup(fd)``, or ``None`` (counted) when out of descriptors."""
-        try:
-            return os.dup(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
+        """``os.dup(fd)``, or ``None`` (counted: ``on_fd_shortage``) when out of descriptors."""
+        return dup_or_none(fd, self._fd_shortage)
+
+    def _fd_shortage(self) -> None:
         self.on_fd_shortage()
-        return None
-
-    def _dup_for_sync(self, fd: int, kind: str) -> list[int]:
-        """A dup of *fd* for a sync job; out of descriptors, *fd* is synced here instead.
-
-        The in-place sync holds the writer's lock (appends wait for it), but
-        no record is lost and the daemon goes on (EMFILE here once stopped it).
-        An I/O error of that in-place sync goes unreported (it takes both at
-        once); the shortage is counted (``on_fd_shortage``).
-        """
-        dup = self._dup_or_none(fd)
-        if dup is not None:
-            return [dup]
-        with contextlib.suppress(OSError):
-            _layout.sync_step(fd, kind)
-        return []
 
     def _finish_sync(self, job: SyncJob) -> None:
-        """Sync and close the fds of a job (no lock needed: the job owns them).
-
-        Files first, then their directory: a rotated file's data is on disk
-        before its new name is.
-        """
-        error: StoreError | None = None
-        for fd, kind, what in self.sync_steps(job):
-            try:
-                if error is None:
-                    _layout.sync_step(fd, kind)
-            except OSError as exc:
-                error = _store_error(exc, what)
-            finally:
-                os.close(fd)
-        if error is not None:
-            raise error
+        run_job(job)
 
     def usage(self, uid: int) -> int:
         """Return the disk bytes of all *uid*'s files (current, rotated, torn tails)."""
@@ -1552,7 +1415,7 @@ class StoreWriter:
                         uf.chain = None
                     os.close(uf.dir_fd)
                 self._files.clear()
-                self._spare_files = 0
+                self._spares.files = 0
                 if self._drops_dir is not None:
                     os.close(self._drops_dir)
                     self._drops_dir = None
