@@ -47,7 +47,6 @@ import math
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -58,9 +57,10 @@ from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line, format_ts
-from trio_logd.store import _compress, _layout, _owner, _recover
+from trio_logd.store import _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
+from trio_logd.store._compression import CompressionQueue, CompressJob
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store._spares import SparePool
@@ -87,22 +87,6 @@ _UNLIMITED: Final = 1 << 62
 #: A uid whose hash chain could not be made (a full disk) tries again at its
 #: next append, at most this often (seconds): one failing create per second.
 CHAIN_RETRY: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class CompressJob:
-    """A rotated file to compress (:meth:`StoreWriter.next_compression`)."""
-
-    uid: int
-    name: RotatedName
-    #: a duplicate of the uid directory's fd, closed when the job ends
-    dir_fd: int
-    #: ``gzip`` or ``zstd``
-    method: str
-    #: sync the compressed file and the directory (``fsync`` is not ``never``)
-    sync: bool
-    #: how to name the uid directory in errors
-    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +245,7 @@ class StoreWriter:
         #: uids with data, rotated files or directory changes not yet synced
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
-        self._to_compress: deque[tuple[int, RotatedName]] = deque()
+        self._compression = CompressionQueue(self, compress, sync=fsync != "never")
         #: spare files of coming rotations (``_spares``)
         self._spares = SparePool()
         #: current files created, not linked from a spare (a uid's first file, or a
@@ -380,7 +364,8 @@ class StoreWriter:
         uf.torn.update(scan.torn)
         uf.chains.update(scan.chains)
         if self.compress != "none":
-            self._to_compress.extend((uf.uid, name) for name in scan.uncompressed)
+            for name in scan.uncompressed:
+                self._compression.add(uf.uid, name)
 
     def _suffix(self) -> str:
         return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
@@ -948,7 +933,7 @@ class StoreWriter:
         uf.records_since = None
         self._rotations.append(rot)
         if self.compress != "none":
-            self._to_compress.append((uf.uid, name))
+            self._compression.add(uf.uid, name)
         return rot
 
     def _retire_chain(self, uf: UidFile, chain: ChainWriter, name: RotatedName) -> None:
@@ -1043,14 +1028,11 @@ class StoreWriter:
 
     def compress_pending(self) -> int:
         """Return how many rotated files wait for compression."""
-        return len(self._to_compress)
+        return len(self._compression)
 
     def oldest_compression(self) -> int | None:
         """When the oldest file waiting for compression ends (epoch seconds); ``None``: none."""
-        try:
-            return self._to_compress[0][1].last_time
-        except IndexError:
-            return None
+        return self._compression.oldest()
 
     def next_compression(self) -> CompressJob | None:
         """Take the oldest rotated file waiting for compression, as a job.
@@ -1064,22 +1046,7 @@ class StoreWriter:
             when the job ends), or ``None`` when nothing waits. Files deleted
             by retention since their rotation are skipped.
         """
-        while True:
-            try:
-                uid, name = self._to_compress.popleft()
-            except IndexError:
-                return None
-            with self._lock:
-                uf = self._files.get(uid)
-                if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
-                    continue
-                dir_fd = self._dup_or_none(uf.dir_fd)
-            if dir_fd is None:  # out of descriptors: the file waits for the next pass
-                self._to_compress.appendleft((uid, name))
-                return None
-            return CompressJob(
-                uid, name, dir_fd, self.compress, self.fsync != "never", f"uid directory {uid}"
-            )
+        return self._compression.next()
 
     def compression_done(
         self, job: CompressJob, result: tuple[RotatedName, int] | None
@@ -1089,42 +1056,19 @@ class StoreWriter:
         Returns:
             The compressed file's name, or ``None``.
         """
-        os.close(job.dir_fd)
-        if result is None:
-            return None
-        new, size = result
-        with self._lock:
-            uf = self._files.get(job.uid)
-            if uf is not None:
-                if job.name.key in uf.rotated:
-                    uf.rotated[job.name.key] = (new, size)
-                self.ledger.set(job.uid, self._disk_bytes(uf))
-        return new
+        return self._compression.done(job, result)
 
     def requeue_compression(self, job: CompressJob) -> None:
         """End *job* undone: its file waits again, first in line."""
-        os.close(job.dir_fd)
-        self._to_compress.appendleft((job.uid, job.name))
+        self._compression.requeue(job)
 
     def compression_failed(self, job: CompressJob, exc: OSError | StoreError) -> None:
-        """End *job*, which raised *exc*; raise what the caller reports.
-
-        A file gone meanwhile (``FileNotFoundError``: retention deleted it)
-        ends the job quietly. Another ``OSError`` (a full disk) leaves the
-        file uncompressed and queued again (retry after a cool-down); an
-        unsafe file is not retried.
+        """End *job*, which raised *exc* (``CompressionQueue.failed``).
 
         Raises:
             StoreError: unless the file was gone.
         """
-        if isinstance(exc, FileNotFoundError):
-            self.compression_done(job, None)
-            return
-        if isinstance(exc, StoreError):
-            os.close(job.dir_fd)
-            raise exc
-        self.requeue_compression(job)
-        raise _store_error(exc, f"compressing {job.uid}/{job.name.format()}") from exc
+        self._compression.failed(job, exc)
 
     def compress_next(self) -> RotatedName | None:
         """Compress the oldest rotated file waiting for it, in this thread.
@@ -1136,17 +1080,26 @@ class StoreWriter:
             StoreError: compression failed; the file stays uncompressed and is
                 queued again (call later: a full disk needs a cool-down).
         """
-        job = self.next_compression()
-        if job is None:
-            return None
-        try:
-            result = _compress.compress_file(
-                job.dir_fd, job.name, job.method, sync=job.sync, what=job.what
-            )
-        except (OSError, StoreError) as exc:
-            self.compression_failed(job, exc)
-            return None
-        return self.compression_done(job, result)
+        return self._compression.compress_next()
+
+    def rotated_dir_fd(self, uid: int, name: RotatedName) -> int | None:
+        """For the compression queue: a dup of *uid*'s directory fd while *name* is its
+        rotated file (``None``: deleted since; -1: out of descriptors)."""
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
+                return None
+            dir_fd = self._dup_or_none(uf.dir_fd)
+        return -1 if dir_fd is None else dir_fd
+
+    def compressed(self, uid: int, name: RotatedName, new: RotatedName, size: int) -> None:
+        """For the compression queue: *name* of *uid* is now *new*, *size* bytes."""
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is not None:
+                if name.key in uf.rotated:
+                    uf.rotated[name.key] = (new, size)
+                self.ledger.set(uid, self._disk_bytes(uf))
 
     def snapshot(self) -> list[UidFiles]:
         """What retention decides on: every uid's files, oldest first."""
