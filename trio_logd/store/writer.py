@@ -9,8 +9,8 @@ another worker thread. One lock serialises the methods that touch the open
 files, the index of rotated files and the ledger; compressing a file runs
 outside the lock, so a compression never stalls the writer. The writer is
 told what it needs of the lines it appends (``runs``); spare files of coming
-rotations (``_spares``) and the jobs that sync outside the lock (``_sync``)
-are modules of their own, which it calls under its lock.
+rotations (``_spares``), the jobs that sync outside the lock (``_sync``) and
+the queue of files to compress (``_compression``) are modules of their own.
 
 Invariants:
 
