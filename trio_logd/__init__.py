@@ -17,13 +17,9 @@ from trio_logd.errors import (
     LogdError,
     ParseError,
     ProtocolError,
-    QuotaExceeded,
-    RateLimited,
     ReadOnlyStore,
-    SendTimeout,
     StoreError,
     StoreInUse,
-    TooManyConnections,
     UnsafeLogDir,
 )
 
@@ -40,13 +36,9 @@ __all__ = [
     "LogdError",
     "ParseError",
     "ProtocolError",
-    "QuotaExceeded",
-    "RateLimited",
     "ReadOnlyStore",
-    "SendTimeout",
     "StoreError",
     "StoreInUse",
-    "TooManyConnections",
     "UnsafeLogDir",
     "__version__",
 ]

@@ -3,7 +3,7 @@
 It sends one request and yields the response lines (see
 ``trio_logd.protocol.control`` for the protocol). Before sending, it checks
 with ``SO_PEERCRED`` who serves the socket, by the rule the client shim uses
-for the ingest socket (``client._connect.trusted_uid``: root, or the owner of
+for the ingest socket (``client.check_server``: root, or the owner of
 the socket's directory, or ``expected_uid``, or our own uid), so that whoever squats the path
 can neither read a query nor feed ``logq`` records of its own making.
 
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
-from trio_logd.client._connect import check_server
+from trio_logd.client import check_server
 from trio_logd.errors import (
     ConnectFailed,
     ControlRefused,

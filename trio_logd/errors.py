@@ -4,11 +4,12 @@
 
     LogdError
     ├── ProtocolError    FramingError, ParseError       (bad client bytes: offset, excerpt)
-    ├── LimitExceeded    RateLimited, QuotaExceeded, TooManyConnections    (uid, limit)
+    ├── LimitExceeded    (uid, limit)   a request over a cap (records over one are
+                                        dropped and counted, never raised)
     ├── StoreError       DiskFull, ReadOnlyStore, UnsafeLogDir, StoreInUse, SeqConflict
     ├── ConfigError      (file, key, reason)
     ├── AccessDenied     (control socket: who asked, for what)
-    └── ClientError      ConnectFailed, SendTimeout     (client shim)
+    └── ClientError      ConnectFailed                  (client shim)
                          ConnectFailed: DaemonBusy, NotControlSocket, ControlRefused
 
 Defined outcomes of bad input (truncation, replacement characters, ``suppressed``
@@ -34,14 +35,10 @@ __all__ = [
     "NotControlSocket",
     "ParseError",
     "ProtocolError",
-    "QuotaExceeded",
-    "RateLimited",
     "ReadOnlyStore",
-    "SendTimeout",
     "SeqConflict",
     "StoreError",
     "StoreInUse",
-    "TooManyConnections",
     "UnsafeLogDir",
     "excerpt",
 ]
@@ -96,18 +93,6 @@ class LimitExceeded(LogdError):
         super().__init__(message)
         self.uid = uid
         self.limit = limit
-
-
-class RateLimited(LimitExceeded):
-    """A uid sent more records or bytes than its token bucket allows."""
-
-
-class QuotaExceeded(LimitExceeded):
-    """A uid's files would exceed its ``quota_bytes`` and its policy is ``drop``."""
-
-
-class TooManyConnections(LimitExceeded):
-    """A connection was refused by the per-uid or the global connection cap."""
 
 
 class StoreError(LogdError):
@@ -211,7 +196,3 @@ class ControlRefused(ConnectFailed):
         super().__init__(message)
         self.code = code
         self.limit = limit
-
-
-class SendTimeout(ClientError):
-    """A send (or an acknowledgement) did not complete within the client's timeout."""

@@ -17,11 +17,12 @@ import os
 import signal
 import socket
 import struct
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 __all__ = [
     "OVERFLOW_ID",
     "SCM_CREDENTIALS_SPACE",
+    "HasSockopts",
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
@@ -65,7 +66,13 @@ class ProcessIdentity(NamedTuple):
     pidns: bool | None = None
 
 
-def read_peer_cred(sock: socket.socket) -> PeerCred:
+class HasSockopts(Protocol):
+    """A socket (stdlib or ``trio.socket``): what the readers here need of it."""
+
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+
+def read_peer_cred(sock: HasSockopts) -> PeerCred:
     """Return ``SO_PEERCRED`` of a connected Unix socket.
 
     Args:
@@ -81,7 +88,7 @@ def read_peer_cred(sock: socket.socket) -> PeerCred:
     return PeerCred(*_UCRED.unpack(raw))
 
 
-def read_peer_groups(sock: socket.socket) -> tuple[int, ...]:
+def read_peer_groups(sock: HasSockopts) -> tuple[int, ...]:
     """Return the peer's supplementary groups from ``SO_PEERGROUPS``.
 
     The list comes from the kernel (the peer's credentials at connect time),
@@ -99,7 +106,7 @@ def read_peer_groups(sock: socket.socket) -> tuple[int, ...]:
         return struct.unpack(f"{len(raw) // 4}I", raw)
 
 
-def open_peer_pidfd(sock: socket.socket) -> int | None:
+def open_peer_pidfd(sock: HasSockopts) -> int | None:
     """Return a pidfd for the peer (``SO_PEERPIDFD``), or ``None`` where unsupported."""
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4)
@@ -109,7 +116,7 @@ def open_peer_pidfd(sock: socket.socket) -> int | None:
     return fd if fd >= 0 else None
 
 
-def read_process_identity(sock: socket.socket, pid: int) -> ProcessIdentity:
+def read_process_identity(sock: HasSockopts, pid: int) -> ProcessIdentity:
     """Read the peer's ``exe`` and ``comm``, verified through a pidfd.
 
     We read ``/proc/PID/exe`` and ``/proc/PID/comm`` and then check, through

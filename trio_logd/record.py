@@ -194,11 +194,14 @@ def encode_line(ts: bytes, seq: int, stamp: bytes, claims: bytes) -> bytes:
     return b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, stamp, claims)
 
 
-def daemon_record_line(ts: float, seq: int, stamp: Stamp, event: str, **extra: Any) -> bytes:
+def daemon_record_line(
+    ts: float | bytes, seq: int, stamp: Stamp, event: str, **extra: Any
+) -> bytes:
     """Encode one of the daemon's own records (``event`` set, ``sev`` info or above).
 
     Args:
-        ts: receive/creation time (epoch seconds).
+        ts: receive/creation time (epoch seconds, or already formatted:
+            ``format_ts(…).encode()``).
         seq: the per-uid sequence number of the uid the record is filed with.
         stamp: the daemon's own credentials, filed with the uid concerned
             (a ``Stamp`` whose ``uid`` is that uid and ``pid`` the daemon's).
@@ -209,7 +212,9 @@ def daemon_record_line(ts: float, seq: int, stamp: Stamp, event: str, **extra: A
     claims: dict[str, Any] = {"fac": "syslog", "sev": sev, "app": "trio-logd", "event": event}
     claims.update(extra)
     claims.setdefault("msg", event)
-    return encode_line(format_ts(ts).encode(), seq, stamp.fragment, json_safe(_dumps(claims))[1:-1])
+    if not isinstance(ts, bytes):
+        ts = format_ts(ts).encode()
+    return encode_line(ts, seq, stamp.fragment, json_safe(_dumps(claims))[1:-1])
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,10 +169,10 @@ async def test_drops_are_numbered_in_order_with_stored_records() -> None:
     async with trio.open_nursery() as nursery:
         slot = AckSlot(a, nursery)
         assert slot.hello([Frame(b"\x00trio-logd ack 1", False)]) == []
-        first = Batch([b"1\n", b"2\n"], 4, 2)
+        first = Batch([b"1\n", b"2\n"], 4, 2, b"")
         slot.queued(first, 2)
         slot.dropped(3, "rate")
-        second = Batch([b"6\n"], 2, 3)
+        second = Batch([b"6\n"], 2, 3, b"")
         slot.queued(second, 1)
         assert second.on_stored is not None
         assert first.on_stored is not None
@@ -192,7 +192,7 @@ async def test_a_client_that_never_reads_is_cut_off() -> None:
         slot = AckSlot(a, nursery)
         slot.on = True  # acknowledged mode without its writer: nothing is ever written
         for _ in range(ACK_BACKLOG_LIMIT + 1):
-            batch = Batch([b"x\n"], 2, 1)
+            batch = Batch([b"x\n"], 2, 1, b"")
             slot.queued(batch, 1)
             assert batch.on_stored is not None
             batch.on_stored(1)

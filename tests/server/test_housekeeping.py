@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from tests.store._lines import line, lines, names
+from tests.store._lines import batch, line, lines, names
 from trio_logd.server._housekeeping import COMPRESS_DEFER_MAX, COMPRESS_YIELD, Housekeeper
-from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._pipeline import Pipeline
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
@@ -94,7 +94,7 @@ def _young_store(tmp_path: Path, age: float = 0.0) -> StoreWriter:
 def _saturated(store: StoreWriter) -> Pipeline:
     """A pipeline with a full round of records waiting for the writer."""
     pipeline = Pipeline(store.last_seq, round_bytes=2 * LINE)
-    pipeline.submit(pipeline.state(6), Batch(lines(1, 2), 2 * LINE, 2))
+    pipeline.submit(pipeline.state(6), batch(lines(1, 2), 2))
     return pipeline
 
 

@@ -18,7 +18,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.protocol.framing import Frame
 from trio_logd.record import Stamp
-from trio_logd.server._ingest import IngestContext, _Connection
+from trio_logd.server._ingest import Connection, IngestContext
 from trio_logd.server._limits import (
     BUCKET_PRUNE_INTERVAL,
     UNKNOWN,
@@ -96,7 +96,7 @@ async def test_drop_admits_burst_then_rate_and_counts_the_rest(
 ) -> None:
     """on_rate=drop: never more than burst + rate*t filed; filed + dropped = sent, exactly."""
     ctx = make_ctx(make_config("drop"))
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     start = trio.current_time()
     sent = 0
     for _ in range(50):
@@ -116,12 +116,12 @@ async def test_drop_pauses_the_uids_reading(autojump_clock: trio.testing.MockClo
     """After a read with drops the uid's connections pause: one such read per 10 ms per uid,
     whatever the number of connections; another uid is not paused."""
     ctx = make_ctx(make_config("drop"))
-    one, two = (_Connection(ctx, ALICE, Stamp(ALICE)) for _ in range(2))
-    bob = _Connection(ctx, BOB, Stamp(BOB))
+    one, two = (Connection(ctx, ALICE, Stamp(ALICE)) for _ in range(2))
+    bob = Connection(ctx, BOB, Stamp(BOB))
     done: dict[str, float] = {}
     start = trio.current_time()
 
-    async def read(name: str, conn: _Connection, n: int) -> None:
+    async def read(name: str, conn: Connection, n: int) -> None:
         await conn.file(frames(n), 0.0)
         done[name] = trio.current_time() - start
 
@@ -140,7 +140,7 @@ async def test_block_waits_for_tokens_and_loses_nothing(
 ) -> None:
     """on_rate=block: the batch is filed in steps as tokens come; the task sleeps meanwhile."""
     ctx = make_ctx(make_config("block"))
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     start = trio.current_time()
     await conn.file(frames(1000), 0.0)
     took = trio.current_time() - start
@@ -160,8 +160,8 @@ async def test_block_of_one_uid_does_not_hold_another(
 ) -> None:
     """While alice's connection waits for tokens, bob's records are filed at once."""
     ctx = make_ctx(make_config("block"))
-    alice = _Connection(ctx, ALICE, Stamp(ALICE))
-    bob = _Connection(ctx, BOB, Stamp(BOB))
+    alice = Connection(ctx, ALICE, Stamp(ALICE))
+    bob = Connection(ctx, BOB, Stamp(BOB))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(alice.file, frames(500), 0.0)
         await trio.testing.wait_all_tasks_blocked()
@@ -178,7 +178,7 @@ async def test_cancelled_while_blocked_counts_what_it_held(
 ) -> None:
     """Shutdown cancels a blocked connection: the records it held are counted as dropped."""
     ctx = make_ctx(make_config("block"))
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     with trio.move_on_after(1.0):
         await conn.file(frames(1000), 0.0)
     assert filed(ctx, 1000) + ctx.suppression.dropped(1000)["rate"] == 1000
@@ -191,7 +191,7 @@ async def test_quota_drop_drops_whole_batches_once_over() -> None:
     usage = {1000: 0}
     config = make_config("drop", '[limits.uid.1000]\nquota_bytes = 1000\non_quota = "drop"\n')
     ctx = make_ctx(config, usage)
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     await conn.file(frames(3), 0.0)
     assert filed(ctx, 1000) == 3
     usage[1000] = 1000 - ctx.pipeline.state(1000).pending_bytes  # on disk + queued = quota
@@ -286,7 +286,7 @@ async def test_apply_keeps_bucket_balance_and_open_connections(
     """A reload to a larger burst adds no tokens; connections stay counted over a lower cap."""
     ctx = make_ctx(make_config("drop"))
     limiter = ctx.limiter
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     await conn.file(frames(10), 0.0)  # empties the bucket of 10
     alice = await limiter.policy(1000)
     assert limiter.open_connection(ALICE, alice, lambda: ())
@@ -306,7 +306,7 @@ async def test_relay_files_claims_under_the_claimed_uid() -> None:
     """A may_claim writer's claimed records go to the claimed uid's queue, stamped with
     relay_uid/relay_pid, and spend that uid's tokens; unclaimed ones stay the relay's."""
     ctx = make_ctx(make_config("drop"))
-    conn = _Connection(ctx, RELAY, Stamp(RELAY))
+    conn = Connection(ctx, RELAY, Stamp(RELAY))
     claim = b'<14>1 - - app - - [logd-claim@32473 uid="1000" pid="9"] hi'
     await conn.file([Frame(claim, False)] * 12 + [Frame(b"<13>mine", False)], 0.0)
     assert (filed(ctx, 1000), filed(ctx, 2000)) == (10, 1)
@@ -321,7 +321,7 @@ async def test_relay_files_claims_under_the_claimed_uid() -> None:
 async def test_non_relay_claim_stays_a_claim() -> None:
     """Without may_claim the element is never read: the record is the writer's, fields intact."""
     ctx = make_ctx(make_config("drop"))
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     await conn.file([Frame(b'<14>1 - - app - - [logd-claim@32473 uid="0"] x', False)], 0.0)
     assert (filed(ctx, 1000), filed(ctx, 0)) == (1, 0)
     line = ctx.pipeline.state(1000).pending[0].lines[0]
@@ -334,7 +334,7 @@ async def test_reload_reaches_a_connection_between_batches(
 ) -> None:
     """New limits apply to a live connection at its next batch (policy read per batch)."""
     ctx = make_ctx(make_config(on_rate))
-    conn = _Connection(ctx, ALICE, Stamp(ALICE))
+    conn = Connection(ctx, ALICE, Stamp(ALICE))
     await conn.file(frames(10), 0.0)
     loose = make_config(on_rate, "[limits.uid.1000]\nrate_messages = 1000000\n")
     ctx.limiter.apply(Prepared(loose, {}, frozenset()))
@@ -386,8 +386,8 @@ async def test_idle_uids_buckets_are_forgotten_but_a_busy_ones_are_kept(
     BUCKET_PRUNE_INTERVAL, and keeps one that is still being drained."""
     ctx = make_ctx(make_config("drop"))
     limiter = ctx.limiter
-    alice = _Connection(ctx, ALICE, Stamp(ALICE))
-    bob = _Connection(ctx, BOB, Stamp(BOB))
+    alice = Connection(ctx, ALICE, Stamp(ALICE))
+    bob = Connection(ctx, BOB, Stamp(BOB))
     await alice.file(frames(5), 0.0)
     await bob.file(frames(5), 0.0)
     assert len(limiter.rate) == 2

@@ -9,7 +9,7 @@ from trio_logd.server._pipeline import Batch, Pipeline
 
 
 def batch(uid_tag: str, n: int, size: int, last_seq: int) -> Batch:
-    return Batch([f"{uid_tag}{i}".encode() for i in range(n)], size, last_seq)
+    return Batch([f"{uid_tag}{i}".encode() for i in range(n)], size, last_seq, b"")
 
 
 def test_seq_continues_from_the_store() -> None:

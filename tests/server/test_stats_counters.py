@@ -11,22 +11,26 @@ from trio_logd.server._stats import DaemonCounters, count_store_errors
 from trio_logd.store.writer import StoreWriter
 
 
-def test_store_errors_from_append_and_sync_are_counted(tmp_path: Path) -> None:
-    """Each StoreError out of append or sync counts once and still reaches the caller."""
-    store = StoreWriter(str(tmp_path / "log"))
-    calls: list[str] = []
+class FailingStore(StoreWriter):
+    """A store whose appends for uid 13 and whose syncs fail, below the public methods."""
 
-    def append(uid: int, lines: object, last_seq: int) -> None:
-        calls.append("append")
+    def __init__(self, log_dir: str) -> None:
+        super().__init__(log_dir)
+        self.calls: list[str] = []
+
+    def _append(self, uid: int, lines: object, last_seq: int, runs: object) -> None:
+        self.calls.append("append")
         if uid == 13:
             raise DiskFull("writing uid 13: no space left")
 
-    def sync() -> None:
-        calls.append("sync")
+    def _finish_sync(self, job: object) -> None:
+        self.calls.append("sync")
         raise ReadOnlyStore("syncing uid 13: read-only")
 
-    store.append = append  # type: ignore[method-assign]
-    store.sync = sync  # type: ignore[method-assign]
+
+def test_store_errors_from_append_and_sync_are_counted(tmp_path: Path) -> None:
+    """Each StoreError out of append or sync counts once and still reaches the caller."""
+    store = FailingStore(str(tmp_path / "log"))
     counters = DaemonCounters()
     count_store_errors(store, counters)
     store.append(1, [b"x\n"], 1)
@@ -34,7 +38,7 @@ def test_store_errors_from_append_and_sync_are_counted(tmp_path: Path) -> None:
         store.append(13, [b"x\n"], 1)
     with pytest.raises(ReadOnlyStore):
         store.sync()
-    assert calls == ["append", "append", "sync"]
+    assert store.calls == ["append", "append", "sync"]
     assert counters.store_errors == 2
 
 

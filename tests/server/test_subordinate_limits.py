@@ -9,7 +9,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.protocol.framing import Frame
 from trio_logd.record import Stamp
-from trio_logd.server._ingest import IngestContext, _Connection
+from trio_logd.server._ingest import Connection, IngestContext
 from trio_logd.server._limits import UNKNOWN, Limiter, UidIdentity
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.subids import SubidFiles, parse_subids
@@ -102,7 +102,7 @@ async def test_subordinate_uids_share_the_owners_bucket() -> None:
         owner = limiter.owner_of(
             cred, limiter.policies.get(cred.uid) or await limiter.policy(cred.uid)
         )
-        conn = _Connection(ctx, cred, Stamp(cred, owner=owner))
+        conn = Connection(ctx, cred, Stamp(cred, owner=owner))
         await conn.file([Frame(b"<13>x", False)] * 8, 0.0)
     filed = [ctx.pipeline.state(BASE + k).records for k in (0, 1)]
     assert filed == [8, 2]

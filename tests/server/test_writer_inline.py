@@ -9,9 +9,9 @@ from pathlib import Path
 
 import trio
 
-from tests.store._lines import lines
+from tests.store._lines import batch, lines
 from trio_logd.limits import SuppressionTracker
-from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._writer_task import (
     INLINE_ROUND_LIMIT,
     SLOW_ROUNDS,
@@ -19,6 +19,7 @@ from trio_logd.server._writer_task import (
     _Writer,
 )
 from trio_logd.store.reader import read_uid_records
+from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 
 
@@ -30,11 +31,13 @@ class ThreadNotingStore(StoreWriter):
         self.threads: list[bool] = []  # True: the event loop's (main) thread
         self.delay = 0.0
 
-    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+    def append(
+        self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None = None
+    ) -> None:
         self.threads.append(threading.current_thread() is threading.main_thread())
         if self.delay:
             time.sleep(self.delay)  # a disk that pushes back
-        super().append(uid, lines, last_seq)
+        super().append(uid, lines, last_seq, runs)
 
 
 async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
@@ -56,7 +59,7 @@ async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
         store.delay = delay
         st = p.state(5)
         st.next_seqs(1)
-        p.submit(st, Batch(lines(seq, seq), 100, seq))
+        p.submit(st, batch(lines(seq, seq), seq))
         await writer.run_round()
 
     slow = INLINE_ROUND_LIMIT * 2
@@ -85,7 +88,7 @@ async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
     writer = _Writer(p, always, SuppressionTracker(), None, None)
     st = p.state(5)
     st.next_seqs(1)
-    p.submit(st, Batch(lines(1, 1), 100, 1))
+    p.submit(st, batch(lines(1, 1), 1))
     await writer.run_round()
     assert always.threads == [False]
     always.close()

@@ -10,17 +10,20 @@ import orjson
 import trio
 import trio.testing
 
-from tests.store._lines import line, lines
+from tests.store._lines import batch, line, lines
+from trio_logd.config import default_config
 from trio_logd.errors import DiskFull
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line
 from trio_logd.server._ingest import IngestContext
-from trio_logd.server._pipeline import Batch, Pipeline
+from trio_logd.server._limits import Limiter
+from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
 from trio_logd.store.dropstate import read_drop_file
 from trio_logd.store.reader import read_uid_records
+from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 
 
@@ -42,19 +45,28 @@ class FlakyStore(StoreWriter):
             return self.room
         return 0 if self.full else super().writable_bytes()
 
-    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+    def append(
+        self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None = None
+    ) -> None:
         self.attempts[uid] = self.attempts.get(uid, 0) + 1
         if uid in self.full:
             err = DiskFull(f"writing uid {uid}: no space left on the log file system")
             err.written = 0  # type: ignore[attr-defined]
             raise err
-        super().append(uid, lines, last_seq)
+        super().append(uid, lines, last_seq, runs)
 
 
 def submit(p: Pipeline, uid: int, items: list[bytes]) -> None:
     st = p.state(uid)
     st.next_seqs(len(items))  # as ingest does; the test lines carry the same seqs
-    p.submit(st, Batch(items, sum(map(len, items)), st.last_seq))
+    p.submit(st, batch(items, st.last_seq))
+
+
+def ingest(p: Pipeline, tracker: SuppressionTracker | None = None) -> IngestContext:
+    """An ingest context on *p*, with limits on the embedded defaults."""
+    tracker = tracker or SuppressionTracker()
+    limiter = Limiter(default_config(), tracker, lambda uid: 0)
+    return IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), tracker, limiter=limiter)
 
 
 def report(reports: DropReports, uid: int, rate_drops: int) -> None:
@@ -142,7 +154,7 @@ async def test_an_unwritable_suppressed_record_gives_back_its_count_and_its_seq(
 ) -> None:
     """A `suppressed` record meeting the full disk: not a drop, count back, its seq unused."""
     store, tracker, p, w = full_disk(tmp_path)
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    reports = DropReports(ingest(p, tracker))
     submit(p, 5, lines(1, 2))
     report(reports, 5, 40)  # seq 3, behind the two records
     assert p.state(5).last_seq == 3
@@ -163,7 +175,7 @@ async def test_a_lost_suppressed_record_that_cannot_give_back_its_seq_is_counted
 ) -> None:
     """A failed `suppressed` record with records numbered after it: its seq counts as a drop."""
     store, tracker, p, w = full_disk(tmp_path)
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0), suppression=tracker))
+    reports = DropReports(ingest(p, tracker))
     report(reports, 5, 7)  # seq 1
     submit(p, 5, lines(2, 3))
     await w.run_round()
@@ -185,7 +197,7 @@ async def test_rotations_are_followed_by_a_rotated_record(tmp_path: Path) -> Non
         st = p.state(uid)
         seq = st.next_seqs(1)
         line = daemon_record_line(1.0, seq, Stamp(PeerCred(me.pid, uid, 0)), event, **extra)
-        p.submit(st, Batch([line], len(line), seq))
+        p.submit(st, batch([line], seq, event=event))
 
     w = _Writer(p, store, SuppressionTracker(), file_record, None)
     submit(p, 5, lines(1, 6))
@@ -215,7 +227,7 @@ async def test_fsync_batch_acknowledges_only_after_a_sync(tmp_path: Path) -> Non
         st = p.state(5)
         st.next_seqs(2)
         items = lines(1, 2)
-        p.submit(st, Batch(items, sum(map(len, items)), 2, on_stored=acks.append))
+        p.submit(st, batch(items, 2, on_stored=acks.append))
         await w.run_round()
         assert (policy, acks, st.stored) == (policy, acked_after_write, 2)
         await w.sync_now()
@@ -291,7 +303,7 @@ async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
     for uid in (5, 6):
         submit(p, uid, lines(1, 2))
     await _Writer(p, store, SuppressionTracker(), None, None).run_round()
-    reports = DropReports(IngestContext(p, 65536, PeerCred(os.getpid(), 0, 0)), store)
+    reports = DropReports(ingest(p), store)
     now = trio.current_time()
     reports.tracker.note_drop(5, "rate", 3, now)
     reports.tracker.note_drop(6, "disk", 4, now)
@@ -315,7 +327,7 @@ async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
     left = restarted.load_drops()
     assert (restarted.last_seq(5), restarted.last_seq(6)) == (2, 6)
     q = Pipeline(restarted.last_seq)
-    again = DropReports(IngestContext(q, 65536, PeerCred(os.getpid(), 0, 0)), restarted)
+    again = DropReports(ingest(q), restarted)
     assert again.restore(left, trio.current_time()) == 7
     assert again.unreported() == {5: {"rate": 3}, 6: {"disk": 4}}
     restarted.close()

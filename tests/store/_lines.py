@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line, format_ts
+from trio_logd.server._pipeline import Batch
+from trio_logd.store._line import TS_AT
 from trio_logd.store.writer import StoreWriter
 
 #: 2026-11-27T20:47:40Z
@@ -35,6 +38,17 @@ def lines(first: int, last: int, ts: float = T0, msg: str = "") -> list[bytes]:
 def daemon_line(seq: int, event: str, ts: float = T0, uid: int = 5, **extra: object) -> bytes:
     """One of the daemon's own records."""
     return daemon_record_line(ts, seq, Stamp(PeerCred(os.getpid(), uid, 0)), event, **extra)
+
+
+def batch(
+    items: list[bytes],
+    last_seq: int,
+    *,
+    event: str | None = None,
+    on_stored: Callable[[int], None] | None = None,
+) -> Batch:
+    """A pipeline batch of *items* (received at one time, as ingest makes them)."""
+    return Batch(items, sum(map(len, items)), last_seq, items[0][TS_AT], on_stored, event)
 
 
 def seqs(records: object) -> list[int]:

@@ -22,7 +22,7 @@ from tests.store._lines import (
     seal_hash,
     seqs,
 )
-from trio_logd.store import writer as writer_module
+from trio_logd.store import _spares as spares_module
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.reader import read_uid_records
 from trio_logd.store.verify import verify_store
@@ -241,7 +241,7 @@ def test_rotation_links_the_files_made_ahead(
     """For a busy uid whose file will rotate, prepare_spares makes the unnamed files of its
     next two rotations; a rotation links two of them into place as the new current.jsonl
     and current.chain; the store verifies clean."""
-    monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 2 * LINE)  # rounds of 2 are big
+    monkeypatch.setattr(spares_module, "SPARES_MIN_ROUND", 2 * LINE)  # rounds of 2 are big
     w = StoreWriter(str(tmp_path), max_file_bytes=20 * LINE)
     w.open()
     w.append(5, lines(1, 2), 2)
@@ -255,7 +255,7 @@ def test_rotation_links_the_files_made_ahead(
     assert w.prepare_spares() == 1
     assert set(os.listdir(d)) == before  # unnamed: nothing to see, nothing left by a crash
     spare_inodes = {os.fstat(fd).st_ino for fd in w._files[5].spares}
-    assert len(spare_inodes) == 2 * writer_module.SPARE_ROTATIONS
+    assert len(spare_inodes) == 2 * spares_module.SPARE_ROTATIONS
     w.append(5, lines(6, 25), 25)  # rotates after seq 20
     linked = {(d / "current.jsonl").stat().st_ino, (d / "current.chain").stat().st_ino}
     assert linked < spare_inodes
@@ -264,8 +264,8 @@ def test_rotation_links_the_files_made_ahead(
     assert ((d / "current.chain").stat().st_mode & 0o777) == 0o600
     w.append(5, lines(26, 27), 27)  # the new file is busy too: the pool is filled up again
     assert w.prepare_spares() == 1
-    assert len(w._files[5].spares) == 2 * writer_module.SPARE_ROTATIONS
-    assert w._spare_files == 2 * writer_module.SPARE_ROTATIONS
+    assert len(w._files[5].spares) == 2 * spares_module.SPARE_ROTATIONS
+    assert w._spares.files == 2 * spares_module.SPARE_ROTATIONS
     w.close()  # unused spares are closed: they vanish
     assert set(os.listdir(d)) == {"current.jsonl", "current.chain"} | {
         n for n in os.listdir(d) if n.endswith((".jsonl", ".chain"))
@@ -277,24 +277,24 @@ def test_rotation_links_the_files_made_ahead(
 def test_spare_files_are_bounded_in_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At most SPARES_MAX_FILES spare files are held, whatever the number of busy uids;
     a uid that used its spares makes room for another."""
-    monkeypatch.setattr(writer_module, "SPARES_MIN_ROUND", 0)
-    monkeypatch.setattr(writer_module, "SPARES_MAX_FILES", 2 * writer_module.SPARE_ROTATIONS)
+    monkeypatch.setattr(spares_module, "SPARES_MIN_ROUND", 0)
+    monkeypatch.setattr(spares_module, "SPARES_MAX_FILES", 2 * spares_module.SPARE_ROTATIONS)
     w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE)
     w.open()
     w.append(5, lines(1, 6), 6)
     w.append(6, lines(1, 6), 6)
     assert w.prepare_spares() == 1
-    assert w._spare_files == writer_module.SPARES_MAX_FILES
+    assert w._spares.files == spares_module.SPARES_MAX_FILES
     holder = 5 if w._files[5].spares else 6
     other = 11 - holder
     assert not w._files[other].spares
     w.append(other, lines(7, 7), 7)
     assert w.spares_wanted is False  # not asked for while the cap is reached
     w.append(holder, lines(7, 11), 11)  # rotates: two spares are used (1 line after it)
-    assert w._spare_files == writer_module.SPARES_MAX_FILES - 2
+    assert w._spares.files == spares_module.SPARES_MAX_FILES - 2
     w.append(other, [line(8)], 8)
     assert w.spares_wanted
     assert w.prepare_spares() == 1
     assert len(w._files[other].spares) == 2
-    assert w._spare_files == writer_module.SPARES_MAX_FILES
+    assert w._spares.files == spares_module.SPARES_MAX_FILES
     w.close()

@@ -13,8 +13,7 @@ import pwd
 import sys
 from collections.abc import Iterable
 
-from trio_logd.client import ClientStatistics, LogdClient
-from trio_logd.client._connect import default_socket_path, socket_origin
+from trio_logd.client import ClientStatistics, LogdClient, default_socket_path, socket_origin
 from trio_logd.errors import LogdError
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
 

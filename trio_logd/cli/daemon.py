@@ -22,7 +22,7 @@ from typing import Final
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
-from trio_logd.client._connect import PeerRefused, socket_origin
+from trio_logd.client import PeerRefused, socket_origin
 from trio_logd.config import (
     CONFIG_ENV_VAR,
     SYSTEM_CONFIG_PATH,
@@ -122,7 +122,7 @@ def _fmt_duration(seconds: float) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     """Report whether the daemon runs, its pid (from SO_PEERCRED), uptime and sockets."""
     from trio_logd.control_client import request_one
-    from trio_logd.server._sockets import probe_socket
+    from trio_logd.server import probe_socket
 
     try:
         path = _control_path(args)

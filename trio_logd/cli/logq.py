@@ -25,7 +25,7 @@ import orjson
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
-from trio_logd.client._connect import PeerRefused, socket_origin
+from trio_logd.client import PeerRefused, socket_origin
 from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError

@@ -63,7 +63,7 @@ from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.writer import StoreWriter
 
-__all__ = ["AlreadyRunning", "Daemon", "serve"]
+__all__ = ["AlreadyRunning", "Daemon", "probe_socket", "serve"]
 
 log = structlog.get_logger("trio_logd.server")
 

@@ -168,8 +168,8 @@ class ControlServer:
         counted: int | None = None
         try:
             sock = stream.socket
-            caller = read_peer_cred(sock)  # type: ignore[arg-type]
-            groups = read_peer_groups(sock)  # type: ignore[arg-type]
+            caller = read_peer_cred(sock)
+            groups = read_peer_groups(sock)
             privileged = self.is_privileged(caller, groups)
             refusal = self._admit(stream, caller, privileged)
             structlog.contextvars.bind_contextvars(ctl=next(_ids), caller_uid=caller.uid)

@@ -10,7 +10,7 @@ connection, so there is no ``conn_uid``/``conn_pid``, and no pidfd, so no
 throughput: docs/ingest-datagram.md). A turn's datagrams are grouped by
 writer (keyed by the raw credentials), each writer's in the order sent: one
 admission and one batch per writer per turn, filed by the same code as a
-stream read (``_ingest._Connection.file_frames``). Records of one turn share
+stream read (``_ingest.Connection.file_frames``). Records of one turn share
 their receive time; two writers' records within one turn (~64 datagrams)
 are numbered writer by writer. Grouping consecutive datagrams only gave runs
 of 1.8 datagrams with four senders, and a ``file_frames`` call per run cost
@@ -58,7 +58,7 @@ from trio_logd.peer import (
 )
 from trio_logd.protocol.framing import Frame
 from trio_logd.record import Stamp
-from trio_logd.server._ingest import SLICE_RECORDS, IngestContext, _Connection
+from trio_logd.server._ingest import SLICE_RECORDS, Connection, IngestContext
 from trio_logd.server._pipeline import UID_PENDING_BYTES, UidState
 
 __all__ = ["DatagramReader", "serve_datagrams"]
@@ -110,7 +110,7 @@ class DatagramReader:
         #: per writer (the raw SCM_CREDENTIALS bytes): its stamp
         self.stamps: dict[bytes, Stamp] = {}
         #: files records exactly as a stream connection does (no ack, no relay)
-        self._filer = _Connection(ctx, ctx.daemon, Stamp(ctx.daemon))
+        self._filer = Connection(ctx, ctx.daemon, Stamp(ctx.daemon))
         self._looking: set[int] = set()
         self._nursery: trio.Nursery | None = None
         #: datagrams read so far (tests, benchmarks)

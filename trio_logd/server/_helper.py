@@ -43,7 +43,7 @@ import trio
 
 import trio_logd
 from trio_logd.errors import UnsafeLogDir
-from trio_logd.store._layout import RotatedName
+from trio_logd.store import RotatedName
 from trio_logd.store.helper import MAX_FDS, MAX_MESSAGE, MAX_SPARES
 
 __all__ = [

@@ -33,6 +33,7 @@ closed; an idle connection is closed (``docs/security.md``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import math
@@ -40,14 +41,13 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
 import structlog
 import trio
 
-from trio_logd.config import default_config
 from trio_logd.errors import FramingError
 from trio_logd.errors import excerpt as _excerpt
 from trio_logd.limits import SuppressionTracker
@@ -68,10 +68,10 @@ from trio_logd.protocol.parse import parse_message
 from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
 from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._fdlimit import FdCounters
-from trio_logd.server._limits import OVERFLOW_ID, Limiter
+from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
-__all__ = ["IngestContext", "handle_connection", "serve_listener"]
+__all__ = ["Connection", "IngestContext", "handle_connection", "serve_listener"]
 
 #: Frame fields by position (Frame is a NamedTuple), for map() over a read's frames.
 _PAYLOAD: Final = operator.itemgetter(0)
@@ -114,12 +114,13 @@ class IngestContext:
     daemon: PeerCred
     #: counts every dropped record; ``_suppress.py`` turns counts into records
     suppression: SuppressionTracker = field(default_factory=SuppressionTracker)
+    _: KW_ONLY
+    #: per-uid limits (counting its drops in ``suppression``)
+    limiter: Limiter
     stopping: bool = False
     #: receive cancel scopes of live connections, cancelled at shutdown so
     #: that each connection drains what the kernel holds and stops.
     receivers: set[trio.CancelScope] = field(default_factory=set)
-    #: per-uid limits; ``None`` builds one on the embedded defaults (tests)
-    limiter: Limiter = None  # type: ignore[assignment]
     #: ``[daemon] frame_timeout``: seconds a started frame may take to end; 0 = never
     frame_timeout: float = 30.0
     #: ``[daemon] idle_timeout``: seconds a connection may send nothing; 0 = never
@@ -131,10 +132,6 @@ class IngestContext:
     _last_uid: int = field(default=-1, init=False, repr=False)
     _last_time: float = field(default=-math.inf, init=False, repr=False)
     _prev_time: float = field(default=-math.inf, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.limiter is None:
-            self.limiter = Limiter(default_config(), self.suppression, lambda uid: 0)
 
     def others_active(self, uid: int, now: float) -> bool:
         """Note a read by *uid*; tell whether another uid read within ``ACTIVE_WINDOW``.
@@ -174,11 +171,12 @@ class IngestContext:
         """
         st = self.pipeline.state(uid)
         seq = st.next_seqs(1)
-        line = daemon_record_line(time.time(), seq, self.daemon_stamp(uid), event, **extra)
-        self.pipeline.submit(st, Batch([line], len(line), seq, on_stored))
+        ts = format_ts(time.time()).encode()
+        line = daemon_record_line(ts, seq, self.daemon_stamp(uid), event, **extra)
+        self.pipeline.submit(st, Batch([line], len(line), seq, ts, on_stored, event))
 
 
-class _Connection:
+class Connection:
     """Per-connection state of the hot path."""
 
     __slots__ = ("ack", "claim_stamps", "conn", "ctx", "decoder", "stamp", "stamps")
@@ -242,32 +240,65 @@ class _Connection:
         account = stamp.account  # a subordinate uid is limited as its owner
         if account != stamp.uid:
             policy = limiter.policies.get(account) or await limiter.policy(account)
-        st = self.ctx.pipeline.state(stamp.uid)
         mono = trio.current_time()
         # slices only help someone else: alone, a uid's reads go whole (cheaper)
         slices = self.ctx.others_active(stamp.uid, mono)
+
+        async def file_admitted(start: int, stop: int) -> None:
+            admitted = frames if not start and stop == len(frames) else frames[start:stop]
+            if slices:
+                await self._file_sliced(admitted, now, stamp)
+            else:
+                self.file_frames(admitted, now, stamp)
+
+        sizes = [len(f.data) for f in frames]
+        await self._admit(stamp, account, policy, sizes, file_admitted, mono)
+
+    async def _admit(
+        self,
+        stamp: Stamp,
+        account: int,
+        policy: UidPolicy,
+        sizes: list[int],
+        file_admitted: Callable[[int, int], Awaitable[None]],
+        mono: float,
+        *,
+        relayed: bool = False,
+    ) -> None:
+        """Admit records of payload *sizes* under *account*'s limits; file those admitted.
+
+        ``file_admitted(start, stop)`` files records ``start…stop``; with
+        ``on_rate = "block"`` the rest waits for tokens (under the policy as
+        a reload leaves it), else it is dropped and counted. After drops a
+        writer's connection pauses (``Limiter.drop_pause``); a relay's
+        (*relayed*) does not, as it carries many uids and one flooding tenant
+        must not slow the others it forwards, but it waits while the claimed
+        uid's queue is full (backpressure per claimed uid too).
+        """
+        limiter = self.ctx.limiter
+        st = self.ctx.pipeline.state(stamp.uid)
+        start = 0
         while True:
-            sizes = [len(f.data) for f in frames]
+            rest = sizes[start:] if start else sizes
             k, wait, pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, mono, account
+                stamp.uid, st.pending_bytes, rest, policy.limits, mono, account
             )
             if k:
-                admitted = frames if k == len(frames) else frames[:k]
-                if slices:
-                    await self._file_sliced(admitted, now, stamp)
-                else:
-                    self.file_frames(admitted, now, stamp)
+                await file_admitted(start, start + k)
             if not wait:
-                self._acked_drop(len(frames) - k, reason)
-                if pause:  # some were dropped: read on later (Limiter.drop_pause)
+                self._acked_drop(len(rest) - k, reason)
+                if relayed:
+                    if st.pending_bytes > UID_PENDING_BYTES:
+                        await st.wait_for_room()
+                elif pause:  # some were dropped: read on later (Limiter.drop_pause)
                     await trio.sleep(pause)
                 return
-            frames = frames[k:]
+            start += k
             try:
                 await trio.sleep(wait)
             except trio.Cancelled:  # shutdown while blocked: what we hold is dropped
-                limiter.note_drop(stamp.uid, "rate", len(frames))
-                self._acked_drop(len(frames), "rate")
+                limiter.note_drop(stamp.uid, "rate", len(sizes) - start)
+                self._acked_drop(len(sizes) - start, "rate")
                 raise
             policy = limiter.policy_nowait(account)  # a reload may have changed it
             mono = trio.current_time()
@@ -294,25 +325,37 @@ class _Connection:
         if stamp is None:
             stamp = self.stamp
         st = self.ctx.pipeline.state(stamp.uid)
-        ts = format_ts(now).encode()
-        frag = stamp.fragment
         pid = stamp.cred.pid
-        seq = st.last_seq
         payloads = list(map(_PAYLOAD, frames))
         claims = None if any(map(_TRUNCATED, frames)) else encode_plain_batch(payloads, pid)
         if claims is None:  # not all plain glibc lines: the general parser
             claims = [
                 sender_json(parse_message(f.data, truncated=f.truncated), pid) for f in frames
             ]
+        self._queue(st, stamp, claims, now, sum(map(len, payloads)))
+
+    def _queue(
+        self, st: UidState, stamp: Stamp, claims: list[bytes], now: float, payload: int
+    ) -> None:
+        """Stamp, number and queue records (their encoded *claims*). No checkpoint.
+
+        Args:
+            st: the uid they are filed with.
+            stamp: their writer's stamp.
+            claims: each record's claimed fields, encoded (``sender_json``).
+            now: when they were received.
+            payload: the bytes they arrived as (the uid's statistics).
+        """
+        ts = format_ts(now).encode()
         head = b'{"ts":"%s","seq":' % ts
+        frag = stamp.fragment
+        seq = st.last_seq
         lines = [b"%s%d,%s,%s}\n" % (head, s, frag, c) for s, c in enumerate(claims, seq + 1)]
         seq += len(lines)
-        nbytes = sum(map(len, lines))
-        payload = sum(map(len, payloads))
         st.last_seq = seq
-        st.records += len(frames)
+        st.records += len(lines)
         st.bytes += payload
-        batch = Batch(lines, nbytes, seq)
+        batch = Batch(lines, sum(map(len, lines)), seq, ts)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
         self.ctx.pipeline.submit(st, batch)
@@ -376,52 +419,17 @@ class _Connection:
     async def _file_run(
         self, run: list[tuple[Stamp, Message, int]], now: float, stamp: Stamp
     ) -> None:
-        limiter = self.ctx.limiter
         st = self.ctx.pipeline.state(stamp.uid)
-        while True:
-            policy = limiter.policy_nowait(stamp.uid)
-            sizes = [size for _stamp, _msg, size in run]
-            k, wait, _pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, trio.current_time()
-            )
-            if k:
-                self._file_messages(st, [m for _s, m, _z in run[:k]], sizes[:k], now, stamp)
-            if not wait:
-                self._acked_drop(len(run) - k, reason)
-                # no drop pause here: a relay carries many uids, one flooding
-                # tenant must not slow the others it forwards
-                if st.pending_bytes > UID_PENDING_BYTES:  # backpressure per claimed uid too
-                    await st.wait_for_room()
-                return
-            run = run[k:]
-            try:
-                await trio.sleep(wait)
-            except trio.Cancelled:
-                limiter.note_drop(stamp.uid, "rate", len(run))
-                self._acked_drop(len(run), "rate")
-                raise
-
-    def _file_messages(
-        self, st: UidState, msgs: list[Message], sizes: list[int], now: float, stamp: Stamp
-    ) -> None:
-        ts = format_ts(now).encode()
-        frag = stamp.fragment
         pid = stamp.cred.pid
-        seq = st.last_seq
-        lines = []
-        nbytes = 0
-        for msg in msgs:
-            seq += 1
-            line = b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, frag, sender_json(msg, pid))
-            nbytes += len(line)
-            lines.append(line)
-        st.last_seq = seq
-        st.records += len(msgs)
-        st.bytes += sum(sizes)
-        batch = Batch(lines, nbytes, seq)
-        if self.ack is not None:
-            self.ack.queued(batch, len(lines))
-        self.ctx.pipeline.submit(st, batch)
+
+        async def file_admitted(start: int, stop: int) -> None:
+            claims = [sender_json(msg, pid) for _stamp, msg, _size in run[start:stop]]
+            self._queue(st, stamp, claims, now, sum(size for _s, _m, size in run[start:stop]))
+
+        policy = self.ctx.limiter.policy_nowait(stamp.uid)
+        sizes = [size for _stamp, _msg, size in run]
+        mono = trio.current_time()
+        await self._admit(stamp, stamp.uid, policy, sizes, file_admitted, mono, relayed=True)
 
 
 def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
@@ -447,14 +455,13 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     st = None
     counted: int | None = None
     try:
-        cred = PeerCred(*read_peer_cred(sock))  # type: ignore[arg-type]
+        cred = PeerCred(*read_peer_cred(sock))
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
-        raw: socket.socket = sock._sock  # type: ignore[attr-defined]
-        if not _within_fd_reserve(ctx, cred, raw):
+        if not _within_fd_reserve(ctx, cred, sock):
             ctx.limiter.note_drop(cred.uid, "connections", 1)
             ctx.pipeline.state(cred.uid)
-            _discard_unread(raw)
-            log.debug("connection_refused_fd_reserve", fd=raw.fileno())
+            _discard_unread(sock)
+            log.debug("connection_refused_fd_reserve", fd=sock.fileno())
             return
         limiter = ctx.limiter
         policy = limiter.policies.get(cred.uid) or await limiter.policy(cred.uid)
@@ -464,18 +471,18 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         if owner is not None:
             account = owner
             policy = limiter.policies.get(owner) or await limiter.policy(owner)
-        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(raw), account):
+        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(sock), account):
             # accepted and closed at once, counted as a drop (and listed in stats)
             ctx.pipeline.state(cred.uid)
-            _discard_unread(raw)
+            _discard_unread(sock)
             log.debug("connection_refused", open=limiter.conns.count(account))
             return
         counted = account
-        ident = read_process_identity(sock, cred.pid)  # type: ignore[arg-type]
+        ident = read_process_identity(sock, cred.pid)
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
         stamp = Stamp(cred, exe=ident.exe, comm=ident.comm, owner=owner, pidns=ident.pidns)
-        conn = _Connection(ctx, cred, stamp)
+        conn = Connection(ctx, cred, stamp)
         log.debug("connection_opened", exe=ident.exe)
         await serve_with_acks(sock, conn, _serve)
     except Exception as exc:  # one client's failure never reaches the shared nursery
@@ -489,7 +496,7 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             await trio.aclose_forcefully(_AsyncCloser(sock))
 
 
-def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, raw: socket.socket) -> bool:
+def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, sock: trio.socket.SocketType) -> bool:
     """Whether the connection's descriptor leaves the reserve alone (``_fdlimit.FdReserve``).
 
     Counts a refusal. The peer's groups are read only when its number is
@@ -498,29 +505,30 @@ def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, raw: socket.socket) -
     fds = ctx.fds
     if fds is None:
         return True
-    fd = raw.fileno()
+    fd = sock.fileno()
     reserve = fds.reserve
     if reserve.admits(fd) or (
         reserve.admits(fd, privileged=True)
-        and ctx.limiter.is_privileged(cred, read_peer_groups(raw))
+        and ctx.limiter.is_privileged(cred, read_peer_groups(sock))
     ):
         return True
     fds.note_refused("ingest")
     return False
 
 
-def _discard_unread(sock: socket.socket) -> None:
+def _discard_unread(sock: trio.socket.SocketType) -> None:
     """Drop what a refused client already sent, so that it sees EOF, not ECONNRESET.
 
     Linux resets the peer of a Unix socket closed with unread data
     (``unix_release_sock``); bytes sent after this still get the reset.
     """
-    for _ in range(_DISCARD_READS):
-        try:
-            if not sock.recv(READ_SIZE, socket.MSG_DONTWAIT):
+    with _borrowed(sock) as raw:
+        for _ in range(_DISCARD_READS):
+            try:
+                if not raw.recv(READ_SIZE, socket.MSG_DONTWAIT):
+                    return
+            except OSError:  # EAGAIN: nothing (more) to drop
                 return
-        except OSError:  # EAGAIN: nothing (more) to drop
-            return
 
 
 class _AsyncCloser(trio.abc.AsyncResource):
@@ -531,10 +539,30 @@ class _AsyncCloser(trio.abc.AsyncResource):
         self._sock.close()
 
 
-async def _serve(sock: trio.socket.SocketType, conn: _Connection) -> None:
+@contextlib.contextmanager
+def _borrowed(sock: trio.socket.SocketType) -> Iterator[socket.socket]:
+    """A stdlib socket on *sock*'s descriptor, to read without trio's wrapper.
+
+    The hot path reads with ``MSG_DONTWAIT`` first and waits only when the
+    socket is empty, with its own deadlines (``_serve``); trio's
+    ``recvmsg`` would need a cancel scope per read. The descriptor is
+    borrowed: released, not closed, at the end (*sock* closes it).
+    """
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        yield raw
+    finally:
+        raw.detach()
+
+
+async def _serve(sock: trio.socket.SocketType, conn: Connection) -> None:
+    with _borrowed(sock) as raw:
+        await _serve_raw(raw, conn)
+
+
+async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
     ctx = conn.ctx
     decoder = conn.decoder
-    raw: socket.socket = sock._sock  # type: ignore[attr-defined]  # read without trio's wrapper
     last_writer = conn.conn
     uid_state = ctx.pipeline.state(conn.conn.uid)
     frame_timeout = ctx.frame_timeout
@@ -618,7 +646,7 @@ async def _wait_readable(raw: socket.socket, ctx: IngestContext, deadline: float
     return not scope.cancelled_caught
 
 
-async def _timed_out(conn: _Connection, frame_deadline: float, now: float) -> None:
+async def _timed_out(conn: Connection, frame_deadline: float, now: float) -> None:
     """The frame or idle deadline passed: file what the open frame holds, then close.
 
     The unfinished frame is filed as far as it arrived, ``truncated``, and one
@@ -662,7 +690,7 @@ async def _timed_out(conn: _Connection, frame_deadline: float, now: float) -> No
     )
 
 
-async def _finish(conn: _Connection, now: float) -> None:
+async def _finish(conn: Connection, now: float) -> None:
     """EOF or shutdown: file whatever partial frame the decoder still holds."""
     try:
         conn.decoder.receive_data(b"")
@@ -672,7 +700,7 @@ async def _finish(conn: _Connection, now: float) -> None:
         _protocol_error(conn, exc, now)
 
 
-def _protocol_error(conn: _Connection, exc: FramingError, now: float) -> None:
+def _protocol_error(conn: Connection, exc: FramingError, now: float) -> None:
     """File one ``protocol_error`` record for the writer; the caller closes."""
     writer = conn.stamp.cred
     log.warning("protocol_error", error=str(exc), writer_uid=writer.uid)

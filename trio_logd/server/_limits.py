@@ -55,7 +55,8 @@ from typing import Final, NamedTuple
 import structlog
 import trio
 
-from trio_logd.config import Config, Limits, lookup_identity
+from trio_logd.config import Config, Limits
+from trio_logd.identity import lookup_identity
 from trio_logd.limits import ConnectionCounter, DropReason, RateLimiter, SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.subids import FileStamp, SubidFiles, file_stamp, load_subids

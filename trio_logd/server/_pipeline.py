@@ -37,15 +37,28 @@ UID_PENDING_BYTES: Final = 1024 * 1024
 
 @dataclass(slots=True)
 class Batch:
-    """Encoded record lines of one uid, contiguous in ``seq``."""
+    """Encoded record lines of one uid, contiguous in ``seq``, received at one time.
+
+    It is a ``store.Run``: the writer learns from it, not from the bytes, the
+    lines' ``seq`` range, their ``ts`` and whether it is a daemon record.
+    """
 
     lines: list[bytes]
     nbytes: int
     last_seq: int
+    #: the lines' ``ts``, as encoded in each of them
+    ts: bytes
     #: called by the writer once the batch is settled, with how many of its
     #: first lines were stored (and synced per policy): ``len(lines)`` when
     #: all, ``0`` when none; the others were dropped (reason ``disk``).
     on_stored: Callable[[int], None] | None = None
+    #: the ``event`` of a daemon record (then the batch's only line), else ``None``
+    event: str | None = None
+
+    @property
+    def first_seq(self) -> int:
+        """The ``seq`` of the first line."""
+        return self.last_seq - len(self.lines) + 1
 
 
 @dataclass(slots=True, eq=False)

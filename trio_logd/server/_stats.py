@@ -18,7 +18,6 @@ anyone else sees the daemon-wide figures and their own uid only.
 
 from __future__ import annotations
 
-import functools
 import grp
 import threading
 import time
@@ -29,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 import trio
 
 from trio_logd import __version__
-from trio_logd.config import Config, Identity, lookup_identity
-from trio_logd.errors import StoreError
+from trio_logd.config import Config
+from trio_logd.identity import Identity, lookup_identity
 from trio_logd.limits import DROP_REASONS
 from trio_logd.metrics import render_metrics
 from trio_logd.server._control import ControlCall
@@ -77,27 +76,14 @@ class DaemonCounters:
             self.reload_failures += 1
 
 
-def _counting(fn: Callable[_P, _R], counters: DaemonCounters) -> Callable[_P, _R]:
-    @functools.wraps(fn)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(*args, **kwargs)
-        except StoreError:
-            counters.note_store_error()
-            raise
-
-    return wrapper
-
-
 def count_store_errors(store: StoreWriter, counters: DaemonCounters) -> None:
     """Count the ``StoreError``\\s that *store*'s ``append`` and ``sync`` raise.
 
     The writer task already handles those errors (the records count as
-    dropped, reason ``disk``); wrapping the two methods counts them without
-    touching the store or the writer.
+    dropped, reason ``disk``); the store's ``error_hooks`` tell the counters
+    too, without the writer knowing.
     """
-    store.append = _counting(store.append, counters)  # type: ignore[method-assign]
-    store.sync = _counting(store.sync, counters)  # type: ignore[method-assign]
+    store.error_hooks.append(lambda _exc: counters.note_store_error())
 
 
 def _resolve(config: Config, uids: Iterable[int]) -> dict[int, tuple[Identity, int]]:

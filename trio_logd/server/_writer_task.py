@@ -58,7 +58,7 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store._line import daemon_event, line_seq, with_seq
+from trio_logd.store import with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
@@ -133,7 +133,7 @@ def _write_round(
                 if out.mark:  # numbered from 0 without knowing it: none of it may be written
                     outcomes.append(out)
                     continue
-            store.append(st.uid, lines, batches[-1].last_seq)
+            store.append(st.uid, lines, batches[-1].last_seq, batches)
             out.written = len(lines)
         except SeqConflict as exc:
             out.error = exc
@@ -143,13 +143,6 @@ def _write_round(
             out.written = getattr(exc, "written", 0)
         outcomes.append(out)
     return outcomes, store.take_rotations()
-
-
-def _suppressed_seq(line: bytes) -> int | None:
-    """The ``seq`` of a ``suppressed`` record line; ``None`` for any other line."""
-    if daemon_event(line) != "suppressed":
-        return None
-    return line_seq(line)
 
 
 def _settle(batches: list[Batch], stored: int) -> None:
@@ -272,12 +265,10 @@ class _Writer:
             if skip >= len(lines):
                 skip -= len(lines)
                 continue
-            for line in lines[skip:]:
-                seq = _suppressed_seq(line)
-                if seq is None:
-                    n += 1
-                else:
-                    given.append(seq)
+            if b.event == "suppressed":  # a batch of its own
+                given.append(b.last_seq)
+            else:
+                n += len(lines) - skip
             skip = 0
         for seq in reversed(given):
             if seq == st.last_seq:
@@ -436,12 +427,14 @@ class _Writer:
         assert out.mark is not None
         first = 1
         if isinstance(out.error, SeqConflict):  # numbered wrong from this round on
-            first = line_seq(out.batches[0].lines[0]) or 1
+            first = out.batches[0].first_seq
         offset = st.renumber(out.mark, first)
         log.warning("seq_renumbered", uid=st.uid, mark=out.mark, offset=offset)
         if offset:
             for b in (*out.batches, *st.pending):
-                b.lines = [with_seq(line, (line_seq(line) or 0) + offset) for line in b.lines]
+                b.lines = [
+                    with_seq(line, s + offset) for s, line in enumerate(b.lines, b.first_seq)
+                ]
                 b.last_seq += offset
         self.pipeline.put_back(st, out.batches)
         if out.error is None:

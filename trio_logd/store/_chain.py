@@ -394,14 +394,24 @@ class ChainWriter:
         self._failing = False
         self._unsealed = size
 
-    def add(self, lines: Sequence[bytes], data: bytes | memoryview, last_seq: int) -> int:
+    def add(
+        self,
+        lines: Sequence[bytes],
+        data: bytes | memoryview,
+        last_seq: int,
+        first: int | None = None,
+    ) -> int:
         """Chain lines just appended to the record file (*data*: them, joined).
+
+        *first* is the first line's ``seq`` if the caller knows it (else it is
+        read from the line).
 
         Returns:
             Bytes written to the chain file (a block was closed), usually 0.
         """
         n = len(lines)
-        first = line_seq(lines[0])
+        if first is None:
+            first = line_seq(lines[0])
         if first is None or last_seq - first + 1 != n:
             return self._add_irregular(lines, data)
         written = 0

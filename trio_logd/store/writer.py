@@ -7,7 +7,10 @@ housekeeping task calls :meth:`~StoreWriter.rotate`,
 :meth:`~StoreWriter.compress_next` and :meth:`~StoreWriter.delete` from
 another worker thread. One lock serialises the methods that touch the open
 files, the index of rotated files and the ledger; compressing a file runs
-outside the lock, so a compression never stalls the writer.
+outside the lock, so a compression never stalls the writer. The writer is
+told what it needs of the lines it appends (``runs``); spare files of coming
+rotations (``_spares``), the jobs that sync outside the lock (``_sync``) and
+the queue of files to compress (``_compression``) are modules of their own.
 
 Invariants:
 
@@ -39,29 +42,30 @@ found so that numbering continues without reuse.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import math
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
 
-from trio_logd.errors import DiskFull, ReadOnlyStore, SeqConflict, StoreError, UnsafeLogDir
+from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
-from trio_logd.record import Stamp, daemon_record_line
-from trio_logd.store import _compress, _layout, _owner, _recover
+from trio_logd.record import Stamp, daemon_record_line, format_ts
+from trio_logd.store import _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
+from trio_logd.store._compression import CompressionQueue, CompressJob
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._line import TS_AT, daemon_event, line_seq
 from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store._spares import SparePool
+from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
+from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store.dropstate import (
     DROPS_DIR,
     make_drop_file,
@@ -71,6 +75,7 @@ from trio_logd.store.dropstate import (
     write_drop_file,
 )
 from trio_logd.store.retention import StoredFile, UidFiles
+from trio_logd.store.runs import LineRun, Run, RunIndex, runs_of_lines
 
 __all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
 
@@ -79,41 +84,9 @@ log = structlog.get_logger("trio_logd.store")
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
-#: Spare files (see ``prepare_spares``): a busy uid keeps the files of its
-#: next ``SPARE_ROTATIONS`` rotations ready (two files each), and asks for
-#: more as soon as it uses some. A flood fills a 1 MiB file in ~9 ms, and a
-#: refill takes ~11 ms when the event loop is saturated (two loop turns): with
-#: one rotation's worth, a third of rotations found none and made their files.
-#: At most ``SPARES_MAX_FILES`` descriptors are held in all, and only for uids
-#: whose rounds are big: a quiet uid's rare rotation creates its files itself.
-SPARE_ROTATIONS: Final = 3
-SPARES_PER_UID: Final = 2 * SPARE_ROTATIONS
-SPARES_MAX_FILES: Final = 128
-SPARES_MIN_ROUND: Final = 16 << 10
 #: A uid whose hash chain could not be made (a full disk) tries again at its
 #: next append, at most this often (seconds): one failing create per second.
 CHAIN_RETRY: Final = 1.0
-
-
-#: What one sync covers: per uid, the file fds to ``fdatasync`` and the
-#: directory fd to ``fsync`` (-1: none); the job owns them (dups, or retired).
-SyncJob = list[tuple[int, list[int], int]]
-
-
-@dataclass(frozen=True, slots=True)
-class CompressJob:
-    """A rotated file to compress (:meth:`StoreWriter.next_compression`)."""
-
-    uid: int
-    name: RotatedName
-    #: a duplicate of the uid directory's fd, closed when the job ends
-    dir_fd: int
-    #: ``gzip`` or ``zstd``
-    method: str
-    #: sync the compressed file and the directory (``fsync`` is not ``never``)
-    sync: bool
-    #: how to name the uid directory in errors
-    what: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,14 +168,6 @@ def _name(n: RotatedName) -> str:
     return n.format()
 
 
-def _store_error(exc: OSError, what: str) -> StoreError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFull(f"{what}: no space left on the log file system")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return ReadOnlyStore(f"{what}: {exc.strerror}")
-    return StoreError(f"{what}: {exc.strerror}")
-
-
 class StoreWriter:
     """Appends record lines to ``log_dir/<uid>/current.jsonl`` and rotates them.
 
@@ -221,6 +186,9 @@ class StoreWriter:
         daemon: the daemon's credentials, for the ``rotated`` record that
             :meth:`open` writes when a crash came between a rotation and that
             record (default: this process).
+        error_hooks: called (in the calling thread) with each ``StoreError``
+            that :meth:`append` or :meth:`sync` raises, before it is raised;
+            more can be added to :attr:`error_hooks` later.
 
     Raises:
         ValueError: an argument is out of range.
@@ -235,6 +203,7 @@ class StoreWriter:
         max_file_age: float = 0.0,
         compress: str = "none",
         daemon: PeerCred | None = None,
+        error_hooks: Iterable[Callable[[StoreError], None]] = (),
     ) -> None:
         if fsync not in _FSYNC_POLICIES:
             msg = f"fsync: expected one of {', '.join(_FSYNC_POLICIES)}, got {fsync!r}"
@@ -254,6 +223,8 @@ class StoreWriter:
         self.max_file_age = max_file_age
         self.compress = compress
         self.daemon = daemon or PeerCred(os.getpid(), os.geteuid(), os.getegid())
+        #: observers of the errors of append and sync (the daemon's counters)
+        self.error_hooks: list[Callable[[StoreError], None]] = list(error_hooks)
         #: disk bytes of every uid's files; the quota policy reads it
         self.ledger = QuotaLedger()
         #: uid directories refused at open (unsafe): uid -> reason
@@ -274,13 +245,9 @@ class StoreWriter:
         #: uids with data, rotated files or directory changes not yet synced
         self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
-        self._to_compress: deque[tuple[int, RotatedName]] = deque()
-        #: busy uids whose current file will rotate by size and that lack spares
-        self._spares_wanted: set[int] = set()
-        #: False once the file system refused O_TMPFILE or linking one
-        self._spares_work = True
-        #: spare files held now, all uids (at most SPARES_MAX_FILES)
-        self._spare_files = 0
+        self._compression = CompressionQueue(self, compress, sync=fsync != "never")
+        #: spare files of coming rotations (``_spares``)
+        self._spares = SparePool()
         #: current files created, not linked from a spare (a uid's first file, or a
         #: rotation that found none ready), since start
         self.files_created = 0
@@ -397,7 +364,8 @@ class StoreWriter:
         uf.torn.update(scan.torn)
         uf.chains.update(scan.chains)
         if self.compress != "none":
-            self._to_compress.extend((uf.uid, name) for name in scan.uncompressed)
+            for name in scan.uncompressed:
+                self._compression.add(uf.uid, name)
 
     def _suffix(self) -> str:
         return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
@@ -405,7 +373,7 @@ class StoreWriter:
     def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
         """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
         what = f"{uf.uid}/{_layout.CURRENT}"
-        fd = -1 if recover else self._link_spare(uf, _layout.CURRENT)
+        fd = -1 if recover else self._spares.link(uf, _layout.CURRENT)
         if fd < 0:
             if not recover:
                 self.files_created += 1
@@ -428,20 +396,12 @@ class StoreWriter:
         self._changed_dir(uf)
         self._open_chain(uf, recover=recover)
 
-    # -- spare files --------------------------------------------------------
-    #
-    # Creating a file costs ~0.5 ms on ext4 (the inode), twice per rotation
-    # (current.jsonl, current.chain), in the event loop when appends run
-    # there. So the two files of a uid's next rotation are made ahead, off
-    # the loop, as unnamed files of its directory (``O_TMPFILE``; nothing is
-    # left behind by a crash), and a rotation only links them into place
-    # (``linkat``, ~15 µs). Where the file system has no ``O_TMPFILE`` (or
-    # /proc is not there to link through), files are created as before.
+    # -- spare files (``_spares``) ------------------------------------------
 
     @property
     def spares_wanted(self) -> bool:
         """Some uid nears a rotation and lacks spare files: call :meth:`prepare_spares`."""
-        return bool(self._spares_wanted)
+        return bool(self._spares.wanted)
 
     def spare_jobs(self) -> list[tuple[int, int, int]]:
         """Take the uids :attr:`spares_wanted` names, as jobs for :meth:`add_spares`.
@@ -451,43 +411,19 @@ class StoreWriter:
             (a duplicate of the uid directory's fd: the caller closes it).
         """
         with self._lock:
-            wanted, self._spares_wanted = self._spares_wanted, set()
-            room = SPARES_MAX_FILES - self._spare_files
-            jobs = []
-            files = self._files
-            # the uids with the fewest spares first: a uid with none needs them most
-            for uid in sorted(wanted, key=lambda u: (len(files[u].spares) if u in files else 0, u)):
-                uf = files.get(uid)
-                count = min(SPARES_PER_UID - len(uf.spares), room) if uf else 0
-                if uf is not None and count > 0:
-                    dir_fd = self._dup_or_none(uf.dir_fd)
-                    if dir_fd is None:  # out of descriptors: no spares now
-                        break
-                    jobs.append((uid, dir_fd, count))
-                    room -= count
-            return jobs
+            return self._spares.jobs(self._files, self._dup_or_none)
 
     def add_spares(self, uid: int, fds: Sequence[int], dir_ino: int) -> int:
         """Give *uid* the unnamed files *fds*, made in the directory of inode *dir_ino*.
 
-        Files beyond what the uid or :data:`SPARES_MAX_FILES` allow, or for a
+        Files beyond what the uid or ``SPARES_MAX_FILES`` allow, or for a
         directory that is no longer the uid's, are closed (they vanish).
 
         Returns:
             How many were kept.
         """
         with self._lock:
-            uf = self._files.get(uid)
-            keep = 0
-            if uf is not None and os.fstat(uf.dir_fd).st_ino == dir_ino:
-                keep = min(
-                    len(fds),
-                    SPARES_PER_UID - len(uf.spares),
-                    SPARES_MAX_FILES - self._spare_files,
-                )
-                keep = max(keep, 0)
-                uf.spares.extend(fds[:keep])
-                self._spare_files += keep
+            keep = self._spares.add(self._files.get(uid), list(fds), dir_ino)
         for fd in fds[keep:]:
             os.close(fd)
         return keep
@@ -497,10 +433,7 @@ class StoreWriter:
 
         From then on rotations create their files as before.
         """
-        if error.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-            self._spares_work = False
-            return True
-        return False
+        return self._spares.unsupported(error)
 
     def prepare_spares(self) -> int:
         """Make the spare files :attr:`spares_wanted` asks for, in this thread.
@@ -524,29 +457,6 @@ class StoreWriter:
             made += self.add_spares(uid, fds, ino) > 0
         return made
 
-    def _take_spare(self, uf: UidFile) -> int | None:
-        """Take one of *uf*'s spares; a uid that had some rotates often: refill at once."""
-        if not uf.spares:
-            return None
-        self._spare_files -= 1
-        if self._spares_work:
-            self._spares_wanted.add(uf.uid)
-        return uf.spares.pop()
-
-    def _link_spare(self, uf: UidFile, name: str) -> int:
-        """Link a spare file of *uf* into place as *name*; its fd, or -1 (none, or it failed)."""
-        fd = self._take_spare(uf)
-        if fd is None:
-            return -1
-        failed = _layout.link_unnamed(fd, uf.dir_fd, name)
-        if failed:
-            os.close(fd)
-            if failed != errno.EEXIST:  # no /proc, or the file system refuses
-                self._spares_work = False
-                log.warning("spare_files_off", uid=uf.uid, error=os.strerror(failed))
-            return -1
-        return fd
-
     def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
         """Open current.chain beside the current.jsonl just opened (``_chain``).
 
@@ -563,7 +473,7 @@ class StoreWriter:
                     uf.torn[aside[0]] = (aside[1], time.time())
                     log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
             else:
-                spare = self._take_spare(uf)
+                spare = self._spares.take(uf)
                 chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what, spare=spare)
                 self.ledger.add(uf.uid, chain.size)
         except (OSError, UnsafeLogDir) as exc:
@@ -619,8 +529,9 @@ class StoreWriter:
         stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
         seal = read_seal(uf.dir_fd, name)
         sealed = {} if seal is None else {"records": seal.records, "hash": seal.hash}
+        ts = format_ts(time.time()).encode()
         line = daemon_record_line(
-            time.time(),
+            ts,
             seq,
             stamp,
             "rotated",
@@ -632,10 +543,11 @@ class StoreWriter:
             **sealed,
         )
         self._done = 0
+        at = RunIndex([LineRun((line,), seq, ts, "rotated")])
         try:
-            self._write(uf, [line], seq)
+            self._write(uf, [line], at, 0)
         except OSError:
-            self._cut_partial(uf, [line])  # nothing half written stays
+            self._cut_partial(uf, [line], at, 0)  # nothing half written stays
             raise
         if self.fsync != "never":
             os.fdatasync(uf.fd)
@@ -733,13 +645,22 @@ class StoreWriter:
 
     # -- writing ----------------------------------------------------------
 
-    def append(self, uid: int, lines: Sequence[bytes], last_seq: int) -> None:
+    def append(
+        self,
+        uid: int,
+        lines: Sequence[bytes],
+        last_seq: int,
+        runs: Sequence[Run] | None = None,
+    ) -> None:
         """Append complete record lines for *uid*, rotating by size and age.
 
         Args:
             uid: the uid the lines are filed with.
             lines: encoded records, each ending in LF, in ``seq`` order.
             last_seq: the ``seq`` of the last line.
+            runs: what the encoder knew of *lines*, run by run (the daemon's
+                batches): their ``seq``, ``ts`` and daemon events. Without
+                them they are read from each line (``runs_of_lines``).
 
         Raises:
             DiskFull, ReadOnlyStore, UnsafeLogDir, StoreError: not every line
@@ -747,12 +668,23 @@ class StoreWriter:
                 many of the first lines were (whole lines only; the rest of a
                 partly written line is cut off).
         """
+        try:
+            self._append(uid, lines, last_seq, runs)
+        except StoreError as exc:
+            for hook in self.error_hooks:
+                hook(exc)
+            raise
+
+    def _append(
+        self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None
+    ) -> None:
         if not lines:
             return
         if self.held is not None:  # pressure that may not delete young records: drop new ones
             full = DiskFull(f"writing uid {uid}: {self.held}")
             full.written = 0  # type: ignore[attr-defined]
             raise full
+        at = RunIndex(runs if runs is not None else runs_of_lines(lines, last_seq))
         with self._lock:
             self._done = 0
             uf = self._files.get(uid)
@@ -760,8 +692,8 @@ class StoreWriter:
                 if uf is None:
                     uf = self._open_uid(uid, create=True)
                     self._done = 0  # a high-water record written there is not one of these
-                first = line_seq(lines[0])
-                if first is not None and first <= uf.last_seq:
+                first = at.seq(0)
+                if first <= uf.last_seq:
                     msg = (
                         f"uid {uid}: lines numbered from seq {first}, at or below the "
                         f"last seq on disk ({uf.last_seq}): not written"
@@ -783,16 +715,16 @@ class StoreWriter:
                     self._open_current(uf)
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 if uf.size + len(data) <= self.max_file_bytes:
-                    self._write(uf, lines, last_seq, data)
+                    self._write(uf, lines, at, 0, data)
                 else:
-                    self._write_rotating(uf, lines, data)
+                    self._write_rotating(uf, lines, at, data)
             except (UnsafeLogDir, SeqConflict) as exc:
                 exc.written = self._done  # type: ignore[union-attr]
                 raise
             except OSError as exc:
                 written = self._done  # whole writes before the failure (an earlier file)
                 if uf is not None and uf.fd >= 0:
-                    written += self._cut_partial(uf, lines[written:])
+                    written += self._cut_partial(uf, lines, at, written)
                 err = _store_error(exc, f"writing uid {uid}")
                 err.written = written  # type: ignore[attr-defined]
                 raise err from exc
@@ -803,10 +735,13 @@ class StoreWriter:
         self,
         uf: UidFile,
         lines: Sequence[bytes],
-        last_seq: int,
+        at: RunIndex,
+        start: int,
         data: bytes | memoryview | None = None,
     ) -> int:
         """Write *lines* (joined: *data*) to the open current file; return how many (all).
+
+        *lines* are lines ``start…`` of those *at* describes.
 
         On an error ``uf.size`` still counts only what was there before:
         :meth:`_cut_partial` deals with the bytes that made it.
@@ -815,41 +750,38 @@ class StoreWriter:
             data = lines[0] if len(lines) == 1 else b"".join(lines)
         _layout.write_all(uf.fd, data)
         uf.size += len(data)
-        if (
-            len(data) >= SPARES_MIN_ROUND
-            and uf.size > self.max_file_bytes >> 3  # a file that will rotate, not a huge one
-            and len(uf.spares) < SPARES_PER_UID
-            and self._spares_work
-            and self._spare_files < SPARES_MAX_FILES
-        ):
-            self._spares_wanted.add(uf.uid)  # a busy uid's rotations are coming: prepare_spares
+        self._spares.note_write(uf, len(data), uf.size, self.max_file_bytes)
         self.ledger.add(uf.uid, len(data))
-        self._note_written(uf, lines, last_seq)
+        stop = start + len(lines)
+        last_seq = self._note_written(uf, at, start, stop)
         if uf.chain is not None:
-            chained = uf.chain.add(lines, data, last_seq)
+            chained = uf.chain.add(lines, data, last_seq, at.seq(start))
             if chained:
                 self.ledger.add(uf.uid, chained)
         self._done += len(lines)
         return len(lines)
 
-    def _note_written(self, uf: UidFile, lines: Sequence[bytes], last_seq: int) -> None:
+    def _note_written(self, uf: UidFile, at: RunIndex, start: int, stop: int) -> int:
+        """Note lines ``start…stop`` of *at* written to *uf*; return the last one's ``seq``."""
         if not uf.first_ts:
-            uf.first_seq = line_seq(lines[0]) or last_seq
-            uf.first_ts = lines[0][TS_AT]
+            uf.first_seq = at.seq(start)
+            uf.first_ts = at.ts(start)
         if uf.records_since is None:
-            for line in lines:
-                if daemon_event(line) != "rotated":
-                    uf.records_since = epoch_or_now(line[TS_AT])
-                    break
-        uf.last_ts = lines[-1][TS_AT]
-        uf.last_seq = last_seq
+            i = at.first_record(start, stop)
+            if i is not None:
+                uf.records_since = epoch_or_now(at.ts(i))
+        uf.last_ts = at.ts(stop - 1)
+        uf.last_seq = last_seq = at.seq(stop - 1)
         if not uf.dirty:
             uf.dirty = True
             self._dirty.add(uf.uid)
+        return last_seq
 
-    def _write_rotating(self, uf: UidFile, lines: Sequence[bytes], data: bytes) -> int:
-        """Write *lines* (joined: *data*), rotating between two of them whenever the next
-        would overflow.
+    def _write_rotating(
+        self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, data: bytes
+    ) -> int:
+        """Write *lines* (joined: *data*; described by *at*), rotating between two of
+        them whenever the next would overflow.
 
         A file always takes its first record, however long (a ``rotated``
         header does not count as one). The split points are found in *data*
@@ -866,12 +798,11 @@ class StoreWriter:
         fsize = uf.size
         while i < n:
             if not has_records:  # up to and including the first record: taken as they are
-                while i < n:
-                    oi += len(lines[i])
-                    i += 1
-                    if daemon_event(lines[i - 1]) != "rotated":
-                        has_records = True
-                        break
+                k = at.first_record(i, n)
+                stop = n if k is None else k + 1
+                oi += sum(len(line) for line in lines[i:stop])
+                i = stop
+                has_records = k is not None
                 continue
             # the longest run from i that still fits: lines ending at or before `limit`
             limit = min(oc + self.max_file_bytes - fsize, len(data))
@@ -883,25 +814,24 @@ class StoreWriter:
                     continue
                 break
             if i > c:
-                last = line_seq(lines[i - 1]) or uf.last_seq
-                written += self._write(uf, lines[c:i], last, view[oc:oi])
+                written += self._write(uf, lines[c:i], at, c, view[oc:oi])
             self._rotate(uf, "size")
             self._open_current(uf)
             fsize = uf.size
             c, oc = i, oi
             has_records = False
         if i > c:
-            written += self._write(
-                uf, lines[c:i], line_seq(lines[i - 1]) or uf.last_seq, view[oc:oi]
-            )
+            written += self._write(uf, lines[c:i], at, c, view[oc:oi])
         return written
 
-    def _cut_partial(self, uf: UidFile, unwritten: Sequence[bytes]) -> int:
-        """After a failed write, cut the file back to its last complete line.
+    def _cut_partial(self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, start: int) -> int:
+        """After a failed write of ``lines[start:]`` (described by *at*), cut the file back
+        to its last complete line.
 
         Returns:
-            How many of *unwritten* made it whole before the failure (they stay).
+            How many of ``lines[start:]`` made it whole before the failure (they stay).
         """
+        unwritten = lines[start:]
         try:
             actual = os.fstat(uf.fd).st_size
         except OSError:
@@ -923,9 +853,9 @@ class StoreWriter:
         uf.size = good
         if whole:
             kept = unwritten[:whole]
-            self._note_written(uf, kept, line_seq(kept[-1]) or uf.last_seq)
+            last_seq = self._note_written(uf, at, start, start + whole)
             if uf.chain is not None:
-                uf.chain.add(kept, b"".join(kept), line_seq(kept[-1]) or uf.last_seq)
+                uf.chain.add(kept, b"".join(kept), last_seq, at.seq(start))
         self.ledger.set(uf.uid, self._disk_bytes(uf))
         return whole
 
@@ -1003,7 +933,7 @@ class StoreWriter:
         uf.records_since = None
         self._rotations.append(rot)
         if self.compress != "none":
-            self._to_compress.append((uf.uid, name))
+            self._compression.add(uf.uid, name)
         return rot
 
     def _retire_chain(self, uf: UidFile, chain: ChainWriter, name: RotatedName) -> None:
@@ -1098,14 +1028,11 @@ class StoreWriter:
 
     def compress_pending(self) -> int:
         """Return how many rotated files wait for compression."""
-        return len(self._to_compress)
+        return len(self._compression)
 
     def oldest_compression(self) -> int | None:
         """When the oldest file waiting for compression ends (epoch seconds); ``None``: none."""
-        try:
-            return self._to_compress[0][1].last_time
-        except IndexError:
-            return None
+        return self._compression.oldest()
 
     def next_compression(self) -> CompressJob | None:
         """Take the oldest rotated file waiting for compression, as a job.
@@ -1119,22 +1046,7 @@ class StoreWriter:
             when the job ends), or ``None`` when nothing waits. Files deleted
             by retention since their rotation are skipped.
         """
-        while True:
-            try:
-                uid, name = self._to_compress.popleft()
-            except IndexError:
-                return None
-            with self._lock:
-                uf = self._files.get(uid)
-                if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
-                    continue
-                dir_fd = self._dup_or_none(uf.dir_fd)
-            if dir_fd is None:  # out of descriptors: the file waits for the next pass
-                self._to_compress.appendleft((uid, name))
-                return None
-            return CompressJob(
-                uid, name, dir_fd, self.compress, self.fsync != "never", f"uid directory {uid}"
-            )
+        return self._compression.next()
 
     def compression_done(
         self, job: CompressJob, result: tuple[RotatedName, int] | None
@@ -1144,42 +1056,19 @@ class StoreWriter:
         Returns:
             The compressed file's name, or ``None``.
         """
-        os.close(job.dir_fd)
-        if result is None:
-            return None
-        new, size = result
-        with self._lock:
-            uf = self._files.get(job.uid)
-            if uf is not None:
-                if job.name.key in uf.rotated:
-                    uf.rotated[job.name.key] = (new, size)
-                self.ledger.set(job.uid, self._disk_bytes(uf))
-        return new
+        return self._compression.done(job, result)
 
     def requeue_compression(self, job: CompressJob) -> None:
         """End *job* undone: its file waits again, first in line."""
-        os.close(job.dir_fd)
-        self._to_compress.appendleft((job.uid, job.name))
+        self._compression.requeue(job)
 
     def compression_failed(self, job: CompressJob, exc: OSError | StoreError) -> None:
-        """End *job*, which raised *exc*; raise what the caller reports.
-
-        A file gone meanwhile (``FileNotFoundError``: retention deleted it)
-        ends the job quietly. Another ``OSError`` (a full disk) leaves the
-        file uncompressed and queued again (retry after a cool-down); an
-        unsafe file is not retried.
+        """End *job*, which raised *exc* (``CompressionQueue.failed``).
 
         Raises:
             StoreError: unless the file was gone.
         """
-        if isinstance(exc, FileNotFoundError):
-            self.compression_done(job, None)
-            return
-        if isinstance(exc, StoreError):
-            os.close(job.dir_fd)
-            raise exc
-        self.requeue_compression(job)
-        raise _store_error(exc, f"compressing {job.uid}/{job.name.format()}") from exc
+        self._compression.failed(job, exc)
 
     def compress_next(self) -> RotatedName | None:
         """Compress the oldest rotated file waiting for it, in this thread.
@@ -1191,17 +1080,26 @@ class StoreWriter:
             StoreError: compression failed; the file stays uncompressed and is
                 queued again (call later: a full disk needs a cool-down).
         """
-        job = self.next_compression()
-        if job is None:
-            return None
-        try:
-            result = _compress.compress_file(
-                job.dir_fd, job.name, job.method, sync=job.sync, what=job.what
-            )
-        except (OSError, StoreError) as exc:
-            self.compression_failed(job, exc)
-            return None
-        return self.compression_done(job, result)
+        return self._compression.compress_next()
+
+    def rotated_dir_fd(self, uid: int, name: RotatedName) -> int | None:
+        """For the compression queue: a dup of *uid*'s directory fd while *name* is its
+        rotated file (``None``: deleted since; -1: out of descriptors)."""
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is None or uf.rotated.get(name.key, (None, 0))[0] != name:
+                return None
+            dir_fd = self._dup_or_none(uf.dir_fd)
+        return -1 if dir_fd is None else dir_fd
+
+    def compressed(self, uid: int, name: RotatedName, new: RotatedName, size: int) -> None:
+        """For the compression queue: *name* of *uid* is now *new*, *size* bytes."""
+        with self._lock:
+            uf = self._files.get(uid)
+            if uf is not None:
+                if name.key in uf.rotated:
+                    uf.rotated[name.key] = (new, size)
+                self.ledger.set(uid, self._disk_bytes(uf))
 
     def snapshot(self) -> list[UidFiles]:
         """What retention decides on: every uid's files, oldest first."""
@@ -1364,9 +1262,14 @@ class StoreWriter:
             DiskFull, ReadOnlyStore, StoreError: a sync failed (those files'
                 data may be lost; what is appended next is synced next time).
         """
-        with self._lock:
-            job = self._begin_sync()
-        self._finish_sync(job)
+        try:
+            with self._lock:
+                job = self._begin_sync()
+            self._finish_sync(job)
+        except StoreError as exc:
+            for hook in self.error_hooks:
+                hook(exc)
+            raise
 
     def _sync_locked(self) -> None:
         self._finish_sync(self._begin_sync())
@@ -1386,26 +1289,13 @@ class StoreWriter:
 
     @staticmethod
     def sync_steps(job: SyncJob) -> list[tuple[int, str, str]]:
-        """What :meth:`finish_sync` does, in order: ``(fd, "data" | "dir", what)``.
-
-        ``data`` is an ``fdatasync``, ``dir`` an ``fsync`` of a directory: files
-        first, then their directory. Stop at the first failure.
-        """
-        steps: list[tuple[int, str, str]] = []
-        for uid, fds, dir_fd in job:
-            steps.extend((fd, "data", f"syncing uid {uid}") for fd in fds)
-            if dir_fd >= 0:
-                steps.append((dir_fd, "dir", f"syncing uid directory {uid}"))
-        return steps
+        """What :meth:`finish_sync` does, in order (``_sync.job_steps``)."""
+        return job_steps(job)
 
     @staticmethod
     def close_sync(job: SyncJob) -> None:
         """Close a job's fds (synced elsewhere)."""
-        for _uid, fds, dir_fd in job:
-            for fd in fds:
-                os.close(fd)
-            if dir_fd >= 0:
-                os.close(dir_fd)
+        close_job(job)
 
     @staticmethod
     def sync_error(exc: OSError, what: str) -> StoreError:
@@ -1426,56 +1316,23 @@ class StoreWriter:
                 continue
             fds, uf.retired = uf.retired, []
             if uf.dirty and uf.fd >= 0:
-                fds.extend(self._dup_for_sync(uf.fd, "data"))
+                fds.extend(dup_for_sync(uf.fd, "data", self._fd_shortage))
             dir_fd = -1
             if uf.dir_dirty:
-                dir_fd = next(iter(self._dup_for_sync(uf.dir_fd, "dir")), -1)
+                dir_fd = next(iter(dup_for_sync(uf.dir_fd, "dir", self._fd_shortage)), -1)
             uf.dirty = uf.dir_dirty = False
             job.append((uid, fds, dir_fd))
         return job
 
     def _dup_or_none(self, fd: int) -> int | None:
-        """``os.dup(fd)``, or ``None`` (counted) when out of descriptors."""
-        try:
-            return os.dup(fd)
-        except OSError as exc:
-            if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                raise
+        """``os.dup(fd)``, or ``None`` (counted: ``on_fd_shortage``) when out of descriptors."""
+        return dup_or_none(fd, self._fd_shortage)
+
+    def _fd_shortage(self) -> None:
         self.on_fd_shortage()
-        return None
-
-    def _dup_for_sync(self, fd: int, kind: str) -> list[int]:
-        """A dup of *fd* for a sync job; out of descriptors, *fd* is synced here instead.
-
-        The in-place sync holds the writer's lock (appends wait for it), but
-        no record is lost and the daemon goes on (EMFILE here once stopped it).
-        An I/O error of that in-place sync goes unreported (it takes both at
-        once); the shortage is counted (``on_fd_shortage``).
-        """
-        dup = self._dup_or_none(fd)
-        if dup is not None:
-            return [dup]
-        with contextlib.suppress(OSError):
-            _layout.sync_step(fd, kind)
-        return []
 
     def _finish_sync(self, job: SyncJob) -> None:
-        """Sync and close the fds of a job (no lock needed: the job owns them).
-
-        Files first, then their directory: a rotated file's data is on disk
-        before its new name is.
-        """
-        error: StoreError | None = None
-        for fd, kind, what in self.sync_steps(job):
-            try:
-                if error is None:
-                    _layout.sync_step(fd, kind)
-            except OSError as exc:
-                error = _store_error(exc, what)
-            finally:
-                os.close(fd)
-        if error is not None:
-            raise error
+        run_job(job)
 
     def usage(self, uid: int) -> int:
         """Return the disk bytes of all *uid*'s files (current, rotated, torn tails)."""
@@ -1514,7 +1371,7 @@ class StoreWriter:
                         uf.chain = None
                     os.close(uf.dir_fd)
                 self._files.clear()
-                self._spare_files = 0
+                self._spares.files = 0
                 if self._drops_dir is not None:
                     os.close(self._drops_dir)
                     self._drops_dir = None
