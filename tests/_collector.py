@@ -8,11 +8,23 @@ RFC 5425, when given certificate files). Whatever arrives is written to
 (``RSYSLOG_SyslogProtocol23Format``: the STRUCTURED-DATA is rsyslog's own
 rendering of what it parsed). It is stopped or killed by its pid, never by
 name. ``tests/setup-debian.sh`` (run by ``make test``) installs rsyslog.
+
+With ``parse=True`` it also runs the parsers a collector runs to read
+structured data, with their defaults: ``mmpstrucdata`` (RFC 5424 SD into
+``$!rfc5424-sd``, SD-IDs lowercased) and ``mmjsonparse`` (an ``@cee:`` MSG
+into ``$!``), and writes the resulting ``$!`` tree as one JSON object per
+message (:meth:`Rsyslog.trees`).
+
+:class:`SyslogNg` is syslog-ng's ``syslog()`` source (its RFC 5424 parser),
+run from the Debian package that ``tests/setup-debian.sh`` unpacks under
+``tests/.peers/syslog-ng`` (it conflicts with rsyslog as a package); each
+message is written as ``$(format-json)`` of its SDATA and MESSAGE.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -25,7 +37,15 @@ from typing import Any
 from tests._daemon import poll
 from trio_logd.protocol.rfc5424 import parse_rfc5424
 
-__all__ = ["RSYSLOGD", "Rsyslog", "TlsServer", "free_port", "rsyslog_missing"]
+__all__ = [
+    "RSYSLOGD",
+    "Rsyslog",
+    "SyslogNg",
+    "TlsServer",
+    "free_port",
+    "rsyslog_missing",
+    "syslog_ng_missing",
+]
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
 
@@ -68,7 +88,18 @@ module(load="imtcp"{tls_module})
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="forwarded")
 ruleset(name="forwarded") {{
     action(type="omfile" file="{out}" template="RSYSLOG_SyslogProtocol23Format")
-}}
+{parsers}}}
+"""
+#: The parsers with their defaults, and the $! tree they leave, one JSON object a line.
+_PARSERS = """\
+    action(type="mmpstrucdata")
+    action(type="mmjsonparse")
+    action(type="omfile" file="{tree}" template="logd_tree")
+"""
+_PARSER_MODULES = """\
+module(load="mmpstrucdata")
+module(load="mmjsonparse")
+template(name="logd_tree" type="string" string="%$!%\\n")
 """
 
 
@@ -81,7 +112,14 @@ class Rsyslog:
         port: the port (a free one when ``None``); kept across restarts.
     """
 
-    def __init__(self, root: Path, *, tls: TlsServer | None = None, port: int | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        tls: TlsServer | None = None,
+        port: int | None = None,
+        parse: bool = False,
+    ):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -89,6 +127,7 @@ class Rsyslog:
         self.pid_file = root / "rsyslogd.pid"
         self.stderr_path = root / "rsyslogd.stderr"
         self.config = root / "rsyslog.conf"
+        self.tree = root / "tree.jsonl"
         tls_global = tls_module = ""
         if tls is not None:
             tls_global = (
@@ -100,15 +139,15 @@ class Rsyslog:
                 f' streamDriver.name="gtls" streamDriver.mode="1"'
                 f' streamDriver.authMode="{tls.auth_mode}"'
             )
-        self.config.write_text(
-            _CONFIG.format(
-                root=root,
-                port=self.port,
-                out=self.out,
-                tls_global=tls_global,
-                tls_module=tls_module,
-            )
+        text = _CONFIG.format(
+            root=root,
+            port=self.port,
+            out=self.out,
+            tls_global=tls_global,
+            tls_module=tls_module,
+            parsers=_PARSERS.format(tree=self.tree) if parse else "",
         )
+        self.config.write_text(_PARSER_MODULES + text if parse else text)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -120,32 +159,8 @@ class Rsyslog:
         """Start it and wait until its port accepts connections."""
         assert os.access(RSYSLOGD, os.X_OK), f"{RSYSLOGD} missing: run tests/setup-debian.sh"
         assert self.proc is None, "already started (stop it first)"
-        with open(self.stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(
-                [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)],
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-                cwd=self.root,
-            )
-
-        def listening() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                msg = f"rsyslogd exited with {self.proc.returncode}: {self.stderr()}"
-                self.proc = None
-                raise AssertionError(msg)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        try:
-            poll(listening, timeout=20)
-        except BaseException:
-            self.kill()  # a collector that did not come up is not left behind
-            raise
+        argv = [RSYSLOGD, "-n", "-f", str(self.config), "-i", str(self.pid_file)]
+        self.proc = _spawn_listening(argv, self.root, self.port, self.stderr_path)
         return self
 
     def stop(self) -> None:
@@ -157,15 +172,7 @@ class Rsyslog:
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _end(self.proc, sig)
         self.proc = None
         with contextlib.suppress(FileNotFoundError):
             self.pid_file.unlink()
@@ -205,7 +212,142 @@ class Rsyslog:
             )
         return out
 
+    def trees(self) -> list[dict[str, Any]]:
+        """With ``parse=True``: each message's ``$!`` tree after mmpstrucdata and mmjsonparse."""
+        return _json_lines(self.tree)
+
     def __enter__(self) -> Rsyslog:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _spawn_listening(
+    argv: list[str], root: Path, port: int, stderr_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a collector and wait until 127.0.0.1:*port* accepts; killed if it does not."""
+    with open(stderr_path, "ab") as err:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, cwd=root, env=env
+        )
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            said = stderr_path.read_text(errors="replace")
+            msg = f"{Path(argv[0]).name} exited with {proc.returncode}: {said}"
+            raise AssertionError(msg)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        poll(listening, timeout=20)
+    except BaseException:
+        _end(proc, signal.SIGKILL)  # a collector that did not come up is not left behind
+        raise
+    return proc
+
+
+def _end(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    """Signal *proc* by its pid and reap it (SIGKILL after 20 s)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of *path*, each a JSON object (a repeated key: the last one wins)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data.decode("utf-8", "replace").split("\n")[:-1]]
+
+
+#: Where tests/setup-debian.sh unpacks syslog-ng-core and the libraries it needs.
+SYSLOG_NG_ROOT = Path(__file__).parent / ".peers" / "syslog-ng"
+SYSLOG_NG = SYSLOG_NG_ROOT / "usr" / "sbin" / "syslog-ng"
+
+
+def syslog_ng_missing() -> str | None:
+    """Why the syslog-ng tests cannot run here, or ``None`` when they can."""
+    if os.access(SYSLOG_NG, os.X_OK):
+        return None
+    return f"{SYSLOG_NG} is not unpacked (tests/setup-debian.sh, run as root by `make test`)"
+
+
+_SYSLOG_NG_CONFIG = """\
+@version: 3.38
+options {{ stats_freq(0); }};
+source s_net {{ syslog(ip("127.0.0.1") port({port}) transport("tcp")); }};
+destination d_json {{
+    file("{out}" template("$(format-json --key .SDATA.* --key MESSAGE --key PID)\\n"));
+}};
+log {{ source(s_net); destination(d_json); }};
+"""
+
+
+class SyslogNg:
+    """A ``syslog-ng -F`` collector of our own on ``127.0.0.1:port`` (RFC 5424 over TCP).
+
+    Args:
+        root: a private directory for its config, state, output and logs.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.out = root / "out.jsonl"
+        self.config = root / "syslog-ng.conf"
+        self.config.write_text(_SYSLOG_NG_CONFIG.format(port=self.port, out=self.out))
+        self.stderr_path = root / "syslog-ng.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``, as a ``[[forward]] address``."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> SyslogNg:
+        """Start it from the unpacked package and wait until its port accepts connections."""
+        assert syslog_ng_missing() is None, syslog_ng_missing()
+        libs = ("usr/lib/syslog-ng", "usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+        env = {**os.environ, "LD_LIBRARY_PATH": ":".join(str(SYSLOG_NG_ROOT / d) for d in libs)}
+        r = self.root
+        argv = [
+            str(SYSLOG_NG), "-F", "--no-caps", "-f", str(self.config),
+            "-R", str(r / "persist"), "-p", str(r / "pid"), "-c", str(r / "ctl"),
+            f"--module-path={SYSLOG_NG_ROOT / 'usr/lib/syslog-ng/3.38'}",
+        ]  # fmt: skip
+        self.proc = _spawn_listening(argv, r, self.port, self.stderr_path, env)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM by pid and reap (SIGKILL after 20 s)."""
+        _end(self.proc, signal.SIGTERM)
+        self.proc = None
+
+    def stderr(self) -> str:
+        """What syslog-ng said on stdout/stderr."""
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message received: ``_SDATA`` (SD-ID -> params), ``MESSAGE``, ``PID``."""
+        return _json_lines(self.out)
+
+    def __enter__(self) -> SyslogNg:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -64,12 +64,12 @@ def test_no_ancillary_data_means_none() -> None:
 def test_process_identity_is_read_through_a_pidfd(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
-    """exe and comm of the peer (ourselves) come back verified."""
+    """exe and comm of the peer (ourselves) come back verified; it is in our pid namespace."""
     _cli, srv = pair
     ident = read_process_identity(srv, os.getpid())
     with open("/proc/self/comm") as f:
         comm = f.read().strip()
-    assert ident == ProcessIdentity(os.path.realpath(sys.executable), comm)
+    assert ident == ProcessIdentity(os.path.realpath(sys.executable), comm, False)
 
 
 def test_process_identity_of_an_unknown_pid_is_left_out(

@@ -60,6 +60,7 @@ __all__ = [
     "LOG_LEVELS",
     "ON_QUOTA_CHOICES",
     "ON_RATE_CHOICES",
+    "SUBORDINATE_IDS_CHOICES",
     "SYSTEM_CONFIG_PATH",
     "AccessConfig",
     "Compress",
@@ -91,12 +92,18 @@ OnQuota = Literal["rotate", "drop"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 ForwardProtocol = Literal["tcp", "tls"]
 ForwardStart = Literal["oldest", "now"]
+SubordinateIds = Literal["owner", "separate"]
 
 COMPRESS_CHOICES: Final[tuple[Compress, ...]] = ("none", "gzip", "zstd")
 FSYNC_CHOICES: Final[tuple[FsyncPolicy, ...]] = ("never", "batch", "always")
 ON_RATE_CHOICES: Final[tuple[OnRate, ...]] = ("drop", "block")
 ON_QUOTA_CHOICES: Final[tuple[OnQuota, ...]] = ("rotate", "drop")
 LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error")
+SUBORDINATE_IDS_CHOICES: Final[tuple[SubordinateIds, ...]] = ("owner", "separate")
+#: Where the subordinate-id files are when ``[identity]`` leaves them ``""``
+#: (tests point these at files of their own: never the host's).
+SUBUID_ENV: Final = "TRIO_LOGD_SUBUID_FILE"
+SUBGID_ENV: Final = "TRIO_LOGD_SUBGID_FILE"
 FORWARD_PROTOCOLS: Final[tuple[ForwardProtocol, ...]] = ("tcp", "tls")
 FORWARD_STARTS: Final[tuple[ForwardStart, ...]] = ("oldest", "now")
 
@@ -286,11 +293,18 @@ class AccessConfig:
 
 @dataclass(frozen=True, slots=True)
 class IdentityConfig:
-    """``[identity]``: relays that may submit records on behalf of other uids.
+    """``[identity]``: relays that may submit records on behalf of other uids; subordinate ids.
 
     Attributes:
         may_claim: entries ``"user:NAME"``, ``"uid:N"`` or ``"group:NAME"``,
             as written in the file.
+        subordinate_ids: ``"owner"``: a uid delegated to a user in
+            ``subuid_file`` (a gid in ``subgid_file``) is limited as that user,
+            its records carry ``owner_uid`` and she may read them;
+            ``"separate"``: such ids are users of their own.
+        subuid_file: ``subuid(5)``; ``""`` in the file means the default,
+            ``$TRIO_LOGD_SUBUID_FILE`` or else ``/etc/subuid``.
+        subgid_file: ``subgid(5)``; likewise (``$TRIO_LOGD_SUBGID_FILE``).
         claim_uids: the ``uid:N`` entries, parsed.
         claim_users: the ``user:NAME`` entries.
         claim_groups: the ``group:NAME`` entries.
@@ -301,6 +315,9 @@ class IdentityConfig:
     """
 
     may_claim: tuple[str, ...]
+    subordinate_ids: SubordinateIds = "owner"
+    subuid_file: str = "/etc/subuid"
+    subgid_file: str = "/etc/subgid"
     claim_uids: frozenset[int] = field(init=False, repr=False, compare=False)
     claim_users: frozenset[str] = field(init=False, repr=False, compare=False)
     claim_groups: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -1372,7 +1389,16 @@ def _read_control(table: _Table) -> ControlConfig:
 
 
 def _read_identity(table: _Table) -> IdentityConfig:
-    return IdentityConfig(may_claim=table.get("may_claim", _claims))
+    optional_path = _optional_path(table.ctx.base_dir)
+    subuid = table.get("subuid_file", optional_path)
+    subgid = table.get("subgid_file", optional_path)
+    return IdentityConfig(
+        may_claim=table.get("may_claim", _claims),
+        subordinate_ids=table.get("subordinate_ids", _choice(SUBORDINATE_IDS_CHOICES)),
+        # the environment names the files only where the config does not (tests)
+        subuid_file=subuid or os.environ.get(SUBUID_ENV) or "/etc/subuid",
+        subgid_file=subgid or os.environ.get(SUBGID_ENV) or "/etc/subgid",
+    )
 
 
 def _split_address(address: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ out, never guessed.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ __all__ = [
     "read_peer_cred",
     "read_peer_groups",
     "read_process_identity",
+    "read_writer_pidns",
 ]
 
 #: ``SO_PEERPIDFD`` from <asm-generic/socket.h> (Linux 6.5); Python 3.11 lacks the name.
@@ -52,10 +54,15 @@ class PeerCred(NamedTuple):
 
 
 class ProcessIdentity(NamedTuple):
-    """What ``/proc`` said about a peer, each ``None`` when it could not be verified."""
+    """What ``/proc`` said about a peer, each ``None`` when it could not be verified.
+
+    ``pidns`` is ``True`` when the peer is in another pid namespace than the
+    daemon (a descendant one: the kernel reports pid 0 for the others).
+    """
 
     exe: str | None
     comm: str | None
+    pidns: bool | None = None
 
 
 def read_peer_cred(sock: socket.socket) -> PeerCred:
@@ -133,15 +140,95 @@ def read_process_identity(sock: socket.socket, pid: int) -> ProcessIdentity:
                 comm: str | None = f.read(64).rstrip(b"\n").decode("utf-8", "replace")
         except OSError:
             comm = None
-        try:
-            signal.pidfd_send_signal(pidfd, 0)
-        except ProcessLookupError:  # ESRCH: gone, the pid may name another process now
+        pidns = _in_other_pidns(pid)
+        if not _alive(pidfd):  # gone: the pid may name another process now
             return ProcessIdentity(None, None)
-        except PermissionError:
-            pass  # EPERM (an unprivileged daemon, another uid's process): alive
-        return ProcessIdentity(exe, comm)
+        return ProcessIdentity(exe, comm, pidns)
     finally:
         os.close(pidfd)
+
+
+def read_writer_pidns(pid: int) -> bool | None:
+    """Whether the process *pid* (a writer's ``SCM_CREDENTIALS``) is in another pid namespace.
+
+    For a writer other than the connection's peer there is no pidfd from the
+    socket: one is opened on the pid now (``pidfd_open``), the namespace read,
+    and the pidfd checked to be still alive, so that the answer is about the
+    process that holds the pid from before the read to after it. A writer
+    that exited before we looked (and whose pid was then reused) is the one
+    case this cannot tell apart (docs/security.md).
+
+    Returns:
+        ``True``/``False``; ``None`` when it cannot be verified (gone, no
+        pidfd support, a ``/proc`` of another pid namespace).
+    """
+    if pid <= 0:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        pidns = _in_other_pidns(pid)
+        return pidns if _alive(pidfd) else None
+    finally:
+        os.close(pidfd)
+
+
+def _alive(pidfd: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:  # ESRCH
+        return False
+    except PermissionError:
+        pass  # EPERM (an unprivileged daemon, another uid's process): alive
+    return True
+
+
+def _nspid(path: str) -> list[str] | None:
+    """The ``NSpid:`` line of a ``/proc/…/status`` file, split, or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            status = f.read(8192)
+    except OSError:
+        return None
+    start = status.find(b"\nNSpid:")
+    if start < 0:
+        return None
+    end = status.find(b"\n", start + 1)
+    return status[start + 7 : end if end >= 0 else None].decode("ascii", "replace").split()
+
+
+@functools.cache
+def _own_pidns_depth() -> int | None:
+    """How many pid namespaces ``/proc`` shows the daemon in; ``None`` if /proc is not ours.
+
+    ``/proc/PID/status`` lists a process's pid in every namespace from the
+    one ``/proc`` was mounted for down to its own (``NSpid``). When that
+    first pid is not our own, this ``/proc`` belongs to another namespace
+    and its pids are not the ones the kernel reports to us.
+    """
+    nspid = _nspid("/proc/self/status")
+    if not nspid or nspid[0] != str(os.getpid()):
+        return None
+    return len(nspid)
+
+
+def _in_other_pidns(pid: int) -> bool | None:
+    """Whether *pid* (a pid in our namespace) is in a deeper pid namespace than ours.
+
+    A pid the kernel reports to us is in our namespace or a descendant (any
+    other peer is reported as pid 0), so one more ``NSpid`` entry than ours
+    means another namespace. ``NSpid`` is world-readable, unlike
+    ``/proc/PID/ns/pid`` (ptrace access), so an unprivileged daemon can read it.
+    """
+    own = _own_pidns_depth()
+    if own is None:
+        return None
+    nspid = _nspid(f"/proc/{pid}/status")
+    if not nspid:
+        return None
+    return len(nspid) > own
 
 
 def creds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> PeerCred | None:

@@ -49,7 +49,7 @@ __all__ = [
 TRUSTED_KEYS: Final = frozenset(
     {
         "ts", "seq", "uid", "gid", "pid", "conn_uid", "conn_pid", "relay_uid",
-        "relay_pid", "exe", "comm", "event", "count", "reason",
+        "relay_pid", "exe", "comm", "owner_uid", "pidns", "event", "count", "reason",
     }
 )  # fmt: skip
 
@@ -109,9 +109,17 @@ class Stamp:
         comm: verified command name, or ``None``.
         relay: trusted credentials of a relay that submitted on behalf of
             *writer* (``[identity] may_claim``), or ``None``.
+        owner: the user *writer*'s uid is delegated to (``/etc/subuid``),
+            whose limits it counts against: written as ``owner_uid``.
+        pidns: *writer* is in another pid namespace than the daemon: written
+            as ``"pidns": true``.
+
+    Attributes:
+        account: the uid whose limits the records count against (*owner*, else
+            the writer's uid).
     """
 
-    __slots__ = ("cred", "fragment", "uid")
+    __slots__ = ("account", "cred", "fragment", "uid")
 
     def __init__(
         self,
@@ -121,9 +129,12 @@ class Stamp:
         exe: str | None = None,
         comm: str | None = None,
         relay: PeerCred | None = None,
+        owner: int | None = None,
+        pidns: bool | None = None,
     ) -> None:
         self.cred = writer
         self.uid = writer.uid
+        self.account = writer.uid if owner is None else owner
         parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}
         if conn is not None and (conn.uid != writer.uid or conn.pid != writer.pid):
             parts["conn_uid"] = conn.uid
@@ -135,6 +146,10 @@ class Stamp:
             parts["exe"] = exe
         if comm is not None:
             parts["comm"] = comm
+        if owner is not None:
+            parts["owner_uid"] = owner
+        if pidns:
+            parts["pidns"] = True
         # '{"uid":1,...}' -> '"uid":1,...' : spliced between seq and the claims
         # comm is set by the process itself and exe names any file: escaped too
         self.fragment: bytes = json_safe(_dumps(parts))[1:-1]
@@ -219,6 +234,8 @@ class Record:
     relay_pid: int | None = None
     exe: str | None = None
     comm: str | None = None
+    owner_uid: int | None = None
+    pidns: bool | None = None
     app: str | None = None
     host: str | None = None
     msgid: str | None = None

@@ -110,3 +110,38 @@ def test_global_pressure_spares_drop_uids_and_rotates_a_lone_current_file() -> N
     policy = RetentionPolicy(max_age=0, max_bytes=1000, keep_free_bytes=0)
     plan = plan_retention(uids, policy, quotas({1: (10**9, "drop")}), now=T0, free_bytes=None)
     assert plan == Plan(rotate=(2,))
+
+
+SUBORDINATE = {50: 1, 51: 1, 52: 1}
+
+
+def owner_of(u: int) -> int:
+    return SUBORDINATE.get(u, u)
+
+
+def test_subordinate_uids_share_their_owners_quota() -> None:
+    """An owner's subordinate uids are held to her quota together, the oldest file first."""
+    uids = [
+        uid(1, 10, 100, newest=T0 + 5),
+        uid(50, 10, 100, 100, newest=T0),
+        uid(51, 10, 100, newest=T0 + 2),
+    ]
+    quota = quotas({u: (250, "rotate") for u in (1, 50, 51)})
+    assert plan_retention(uids, OFF, quota, now=T0, free_bytes=None) == Plan()  # each alone fits
+    plan = plan_retention(uids, OFF, quota, now=T0, free_bytes=None, account_for=owner_of)
+    assert names(plan) == ["f50-0", "f50-1"]
+    assert plan.rotate == ()
+
+
+def test_global_pressure_takes_from_the_largest_account() -> None:
+    """Spread over subordinate uids, an owner is still the largest user under max_bytes."""
+    uids = [
+        uid(2, 0, 100, 100, 100),
+        *(uid(u, 0, 50, 50, 50, newest=T0 + 10) for u in (50, 51, 52)),
+    ]
+    policy = RetentionPolicy(max_age=0, max_bytes=650, keep_free_bytes=0)
+    alone = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=None)
+    assert names(alone) == ["f2-0"]  # uid 2 (300 bytes) is the largest uid: it lost 100
+    plan = plan_retention(uids, policy, quotas({}), now=T0, free_bytes=None, account_for=owner_of)
+    # owner 1's account holds 450 bytes: its two oldest files, whichever uid's they are
+    assert names(plan) == ["f50-0", "f51-0"]

@@ -13,25 +13,28 @@ How this works: a record line is decoded once (orjson) and laid out as
 * ``[logd@32473 …]`` (:data:`SD_ID`) holds what the daemon and the kernel
   vouch for: ``uid gid pid seq`` first, then every other top-level field
   the daemon wrote (``exe comm conn_uid conn_pid relay_uid relay_pid
-  truncated event count reason`` …). A sender cannot write a top-level
+  owner_uid pidns truncated event count reason`` …). A sender cannot write a top-level
   field (SPEC §3), so nothing in this element is a claim.
 * ``[logd-claims@32473 …]`` (:data:`CLAIMS_SD_ID`) holds the header claims
   that the trusted header replaced: ``host``, ``claimed_pid``, ``claimed_ts``.
 * The sender's ``fields``: an element it sent in RFC 5424 form under a
   private SD-ID (``name@PEN``) is passed through as it was; anything else
   (``@cee:`` keys, IANA names such as ``origin`` or ``meta``, malformed
-  elements, and any SD-ID of ours, ``logd…@32473``, which a sender may not
-  use) becomes a parameter of ``[logd-fields@32473 …]``
-  (:data:`FIELDS_SD_ID`): a string as it is, any other JSON value as its
-  compact JSON text. So a collector trusts exactly one element, and no
-  sender can forge it.
+  elements, and any SD-ID of ours, ``logd…@32473`` in any case and with any
+  sub-identifier (``protocol/reserved.py``), which a sender may not use)
+  becomes a parameter of ``[logd-fields@32473 …]`` (:data:`FIELDS_SD_ID`):
+  a string as it is, any other JSON value as its compact JSON text. So a
+  collector trusts exactly one element, also one that lowercases SD-IDs
+  (rsyslog's ``mmpstrucdata``), and no sender can forge it.
 * SD-NAMEs are at most 32 printable ASCII characters without ``= ] "`` and
   space (§6.3.2); a field name that is not one is mended (other characters
   become ``_``, cut at 32). PARAM-VALUEs escape ``"``, ``\\`` and ``]``
   (§6.3.3). Header fields that are not PRINTUSASCII have the other
   characters replaced by ``_`` and are cut to their RFC lengths.
 * ``MSG`` is the record's ``msg`` in UTF-8, without a BOM (MSG-ANY; rsyslog
-  and syslog-ng read UTF-8 either way).
+  and syslog-ng read UTF-8 either way). A ``msg`` that a collector would read
+  as ``@cee:`` JSON (the daemon did not: it would be in ``fields``) gets a
+  backslash in front (``reserved.inert_text``).
 
 Decoding (``orjson.loads``) is the caller's, so that records a filter
 drops are never encoded.
@@ -50,6 +53,7 @@ from typing import Any, Final
 import orjson
 
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
+from trio_logd.protocol.reserved import inert_text, is_reserved
 
 __all__ = [
     "CLAIMS_SD_ID",
@@ -69,8 +73,6 @@ CLAIMS_SD_ID: Final = "logd-claims@32473"
 #: The SD-ID of the sender's structured fields that are not SD elements of their own.
 FIELDS_SD_ID: Final = "logd-fields@32473"
 
-#: SD-IDs a sender's element may not pass through under: ours.
-_RESERVED_ID: Final = re.compile(r"logd[^@]*@32473")
 #: RFC 5424 §6.3.2: SD-NAME = 1*32PRINTUSASCII except '=', SP, ']', %d34 (")
 _SD_NAME: Final = re.compile(r"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]{1,32}")
 _NOT_SD_NAME_CHAR: Final = re.compile(r"[^\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]")
@@ -101,7 +103,9 @@ _TRUSTED_FIRST: Final = ("uid", "gid", "pid", "seq")
 _HEADER_CLAIMS: Final = ("host", "claimed_pid", "claimed_ts")
 _SKIP_TRUSTED: Final = _CLAIM_KEYS | {"ts", *_TRUSTED_FIRST}
 #: Trusted keys of a plain record besides uid, gid, pid and seq, in order.
-_PLAIN_TRUSTED: Final = ("conn_uid", "conn_pid", "relay_uid", "relay_pid", "exe", "comm")
+_PLAIN_TRUSTED: Final = (
+    "conn_uid", "conn_pid", "relay_uid", "relay_pid", "exe", "comm", "owner_uid", "pidns",
+)  # fmt: skip
 #: The keys a plain record may have: the fast path of ``make_encoder``.
 _PLAIN_KEYS: Final = frozenset(
     {"ts", *_TRUSTED_FIRST, *_PLAIN_TRUSTED, *(_CLAIM_KEYS - {"fields"})}
@@ -155,7 +159,7 @@ def _element(sd_id: str, params: Iterable[tuple[str, object]]) -> str:
 
 def _is_sd_element(key: str, value: object) -> bool:
     """A sender's element that passes through: a private, not reserved SD-ID with string params."""
-    if not (_SD_NAME.fullmatch(key) and _PRIVATE_ID.fullmatch(key)) or _RESERVED_ID.fullmatch(key):
+    if not (_SD_NAME.fullmatch(key) and _PRIVATE_ID.fullmatch(key)) or is_reserved(key):
         return False
     if not isinstance(value, dict) or not value:
         return False
@@ -208,7 +212,7 @@ def _general(host: str, rec: Mapping[str, Any]) -> str:
         else:
             sd += _element(FIELDS_SD_ID, [("fields", fields)])
     text = get("msg")
-    body = f" {text}" if isinstance(text, str) and text else ""
+    body = f" {inert_text(text)}" if isinstance(text, str) and text else ""
     return (
         f"<{pri}>1 {get('ts', '-')} {host} {_header(get('app'), _APP_MAX)} "
         f"{get('pid', '-')} {_header(get('msgid'), _MSGID_MAX)} {sd or '-'}{body}"
@@ -251,11 +255,11 @@ def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
         if not plain(rec):
             return _general(host, rec).encode()
         get = rec.get
-        # everything _plain_parts formats (13 lookups cost less than slicing the line)
+        # everything _plain_parts formats (15 lookups cost less than slicing the line)
         key = (
             get("uid"), get("gid"), get("pid"), get("conn_uid"), get("conn_pid"),
             get("relay_uid"), get("relay_pid"), get("exe"), get("comm"),
-            get("fac"), get("sev"), get("app"), get("msgid"),
+            get("owner_uid"), get("pidns"), get("fac"), get("sev"), get("app"), get("msgid"),
         )  # fmt: skip
         parts = cache.get(key)
         if parts is None:
@@ -273,7 +277,7 @@ def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
         else:
             claims = ""
         text = get("msg")
-        body = f" {text}" if isinstance(text, str) and text else ""
+        body = f" {inert_text(text)}" if isinstance(text, str) and text else ""
         return f"{head}{get('ts', '-')}{mid}{get('seq', '')}{tail}{claims}{body}".encode()
 
     return encode
@@ -366,7 +370,7 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
             else:
                 sd = b""
             text = get("msg")
-            body = (" " + text).encode() if isinstance(text, str) and text else b""
+            body = (" " + inert_text(text)).encode() if isinstance(text, str) and text else b""
             m = b"".join(
                 (parts[0], line[_TS_SLICE], parts[1], line[_SEQ_START:e], parts[2], sd, body)
             )

@@ -11,6 +11,7 @@ or, in any payload, with the same element as a key of an ``@cee:`` object::
     <14>app: @cee: {"logd-claim@32473": {"uid": 1000, "pid": 42}, "msg": "text"}
 
 Both arrive in ``Message.fields`` under the SD-ID :data:`CLAIM_SD_ID`
+(compared case-insensitively, as every name of ours: ``protocol/reserved.py``)
 (RFC 5424 §6.3.2 "name@<private enterprise number>"; 32473 is the number
 RFC 5612 reserves for documentation, so it can never collide with a real
 vendor's SD-ID). Parameters:
@@ -36,6 +37,7 @@ import re
 from typing import Any, Final, NamedTuple
 
 from trio_logd.protocol.message import Message
+from trio_logd.protocol.reserved import reserved_name
 
 __all__ = ["CLAIM_SD_ID", "Claim", "take_claim"]
 
@@ -89,7 +91,13 @@ def take_claim(msg: Message) -> tuple[Claim, Message] | None:
     fields = msg.fields
     if not fields:
         return None
-    element: Any = fields.get(CLAIM_SD_ID)
+    # the element's name compared as collectors compare ours (protocol/reserved.py):
+    # one claim element in whatever case; two spellings of it are no claim
+    keys = [k for k in fields if reserved_name(k) == CLAIM_SD_ID]
+    if len(keys) != 1:
+        return None
+    key = keys[0]
+    element: Any = fields[key]
     if type(element) is not dict or "uid" not in element or not _PARAMS.issuperset(element):
         return None
     uid = _number(element["uid"], MAX_ID)
@@ -97,5 +105,5 @@ def take_claim(msg: Message) -> tuple[Claim, Message] | None:
     pid = _number(element["pid"], MAX_PID) if "pid" in element else None
     if uid is None or (gid is None and "gid" in element) or (pid is None and "pid" in element):
         return None
-    rest = {k: v for k, v in fields.items() if k != CLAIM_SD_ID}
+    rest = {k: v for k, v in fields.items() if k != key}
     return Claim(uid, gid, pid), msg._replace(fields=rest or None)

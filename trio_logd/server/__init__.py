@@ -244,7 +244,7 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("status", partial(_op_status, daemon))
     daemon.control.register("stats", partial(_op_stats, daemon))
     daemon.control.register("reload", partial(_op_reload, daemon))
-    queries = QueryService(lambda: daemon.config, store.log_dir)
+    queries = QueryService(lambda: daemon.config, store.log_dir, delegated=limiter.delegated_to)
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
     daemon.extra_status["queries"] = queries.status
@@ -398,6 +398,7 @@ async def _run_tasks(
             daemon.pipeline,
             ctx.file_daemon_record,
             helper=helper,
+            account_for=ctx.limiter.account_for,
         )
         await root.start(
             serve_store,
@@ -427,6 +428,7 @@ async def _run_tasks(
                     await handlers.start(serve_datagrams, datagram.sock, ctx)
                 front.start_soon(serve_suppressions, ctx.suppression, ctx)
                 front.start_soon(ctx.limiter.serve_pruning)
+                front.start_soon(ctx.limiter.serve_subid_watch)
                 if shutdown_trigger is not None:
                     front.start_soon(_wait_and_set, shutdown_trigger, daemon.shutdown)
                 daemon.task_nursery = front

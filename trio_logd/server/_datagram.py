@@ -50,7 +50,12 @@ from typing import Final
 import structlog
 import trio
 
-from trio_logd.peer import SCM_CREDENTIALS_SPACE, PeerCred, creds_from_ancdata
+from trio_logd.peer import (
+    SCM_CREDENTIALS_SPACE,
+    PeerCred,
+    creds_from_ancdata,
+    read_writer_pidns,
+)
 from trio_logd.protocol.framing import Frame
 from trio_logd.record import Stamp
 from trio_logd.server._ingest import SLICE_RECORDS, IngestContext, _Connection
@@ -163,13 +168,16 @@ class DatagramReader:
         for key, frames in by_writer.items():
             stamp = self._stamp(key)
             uid = stamp.uid
-            policy = limiter.policies.get(uid)
+            account = stamp.account  # a subordinate uid is limited as its owner
+            policy = limiter.policies.get(account)
             if policy is None:
-                self._look_up(uid)
-                policy = limiter.policy_nowait(uid)
+                self._look_up(account)
+                policy = limiter.policy_nowait(account)
             st = ctx.pipeline.state(uid)
             sizes = [len(f.data) for f in frames]
-            k, _reason = limiter.admit_nowait(uid, st.pending_bytes, sizes, policy.limits, mono)
+            k, _reason = limiter.admit_nowait(
+                uid, st.pending_bytes, sizes, policy.limits, mono, account
+            )
             if not k:
                 continue
             ctx.others_active(uid, mono)
@@ -182,7 +190,13 @@ class DatagramReader:
         stamp = self.stamps.get(key)
         if stamp is None:  # decoded once per writer, as peer.py decodes ancillary data
             anc = [(socket.SOL_SOCKET, _SCM_CREDENTIALS, key)] if key else []
-            stamp = Stamp(creds_from_ancdata(anc) or UNKNOWN_WRITER)
+            cred = creds_from_ancdata(anc) or UNKNOWN_WRITER
+            policy = self.ctx.limiter.policies.get(cred.uid)
+            if policy is None:  # its owner is known once its policy is: not kept till then
+                self._look_up(cred.uid)
+                return Stamp(cred)
+            owner = self.ctx.limiter.owner_of(cred, policy)
+            stamp = Stamp(cred, owner=owner, pidns=read_writer_pidns(cred.pid))
             if len(self.stamps) >= MAX_STAMPS:
                 self.stamps.clear()
             self.stamps[key] = stamp

@@ -157,6 +157,8 @@ class Housekeeper:
         pipeline: to file ``rotated`` records through.
         file_record: ``IngestContext.file_daemon_record``.
         interval: seconds between passes when not woken.
+        account_for: *uid* -> the uid whose quota its files count against
+            (``Limiter.account_for``; subordinate uids); ``None``: its own.
         helper: the store's helper process, where files are compressed
             (``None``, or while it does not run: in a thread of our own).
     """
@@ -171,10 +173,12 @@ class Housekeeper:
         *,
         interval: float = INTERVAL,
         helper: StoreHelper | None = None,
+        account_for: Callable[[int], int] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.quota_for = quota_for
+        self.account_for = account_for
         self.pipeline = pipeline
         self.file_record = file_record
         self.interval = interval
@@ -270,7 +274,12 @@ class Housekeeper:
             log.warning("statvfs_failed", error=str(exc))
             free = None
         plan = plan_retention(
-            store.snapshot(), self.policy, self.quota_for, now=now, free_bytes=free
+            store.snapshot(),
+            self.policy,
+            self.quota_for,
+            now=now,
+            free_bytes=free,
+            account_for=self.account_for,
         )
         rotations += store.rotate_many(plan.rotate, "quota")
         keep_free = self.policy.keep_free_bytes

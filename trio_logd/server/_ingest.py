@@ -58,6 +58,7 @@ from trio_logd.peer import (
     read_peer_cred,
     read_peer_groups,
     read_process_identity,
+    read_writer_pidns,
 )
 from trio_logd.protocol.claim import Claim, take_claim
 from trio_logd.protocol.fastpath import encode_plain_batch
@@ -191,12 +192,18 @@ class _Connection:
         partial = self.decoder.close_partial()
         if partial is not None:
             await self.file([partial], now)
-        await self.ctx.limiter.policy(writer.uid)
+        limiter = self.ctx.limiter
+        policy = await limiter.policy(writer.uid)
         stamp = self.stamps.get(writer)
         if stamp is None:
+            owner = limiter.owner_of(writer, policy)
+            if owner is not None:
+                await limiter.policy(owner)
             # exe/comm were verified for the connection's peer only: for another
-            # writer they would be a guess, so they are left out.
-            stamp = Stamp(writer, self.conn)
+            # writer they would be a guess, so they are left out. Its pid
+            # namespace is read through a pidfd opened on its pid now.
+            pidns = read_writer_pidns(writer.pid)
+            stamp = Stamp(writer, self.conn, owner=owner, pidns=pidns)
             if len(self.stamps) < 64:
                 self.stamps[writer] = stamp
         self.stamp = stamp
@@ -221,6 +228,9 @@ class _Connection:
         if policy.may_claim:
             await self._file_relayed(frames, now, stamp)
             return
+        account = stamp.account  # a subordinate uid is limited as its owner
+        if account != stamp.uid:
+            policy = limiter.policies.get(account) or await limiter.policy(account)
         st = self.ctx.pipeline.state(stamp.uid)
         mono = trio.current_time()
         # slices only help someone else: alone, a uid's reads go whole (cheaper)
@@ -228,7 +238,7 @@ class _Connection:
         while True:
             sizes = [len(f.data) for f in frames]
             k, wait, pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, sizes, policy.limits, mono
+                stamp.uid, st.pending_bytes, sizes, policy.limits, mono, account
             )
             if k:
                 admitted = frames if k == len(frames) else frames[:k]
@@ -248,7 +258,7 @@ class _Connection:
                 limiter.note_drop(stamp.uid, "rate", len(frames))
                 self._acked_drop(len(frames), "rate")
                 raise
-            policy = limiter.policy_nowait(stamp.uid)  # a reload may have changed it
+            policy = limiter.policy_nowait(account)  # a reload may have changed it
             mono = trio.current_time()
 
     async def _file_sliced(self, frames: list[Frame], now: float, stamp: Stamp) -> None:
@@ -435,18 +445,26 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             _discard_unread(raw)
             log.debug("connection_refused_fd_reserve", fd=raw.fileno())
             return
-        policy = ctx.limiter.policies.get(cred.uid) or await ctx.limiter.policy(cred.uid)
-        if not ctx.limiter.open_connection(cred, policy, lambda: read_peer_groups(raw)):
+        limiter = ctx.limiter
+        policy = limiter.policies.get(cred.uid) or await limiter.policy(cred.uid)
+        # a subordinate uid (/etc/subuid) is counted under its owner's cap
+        owner = limiter.owner_of(cred, policy)
+        account = cred.uid
+        if owner is not None:
+            account = owner
+            policy = limiter.policies.get(owner) or await limiter.policy(owner)
+        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(raw), account):
             # accepted and closed at once, counted as a drop (and listed in stats)
             ctx.pipeline.state(cred.uid)
             _discard_unread(raw)
-            log.debug("connection_refused", open=ctx.limiter.conns.count(cred.uid))
+            log.debug("connection_refused", open=limiter.conns.count(account))
             return
-        counted = cred.uid
+        counted = account
         ident = read_process_identity(sock, cred.pid)  # type: ignore[arg-type]
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
-        conn = _Connection(ctx, cred, Stamp(cred, exe=ident.exe, comm=ident.comm))
+        stamp = Stamp(cred, exe=ident.exe, comm=ident.comm, owner=owner, pidns=ident.pidns)
+        conn = _Connection(ctx, cred, stamp)
         log.debug("connection_opened", exe=ident.exe)
         await serve_with_acks(sock, conn, _serve)
     except Exception as exc:  # one client's failure never reaches the shared nursery

@@ -26,6 +26,16 @@ decided from the kernel's view of the peer (its gid and ``SO_PEERGROUPS``),
 compared with the admins' gids resolved when the config was loaded. Peer
 groups are read only when the ordinary cap is reached.
 
+Subordinate ids (``[identity] subordinate_ids = "owner"``, ``subids.py``):
+a uid delegated to a user in ``/etc/subuid`` (a gid in ``/etc/subgid``) is
+limited as that user. ``owner_of`` decides it at accept and when a
+connection's writer changes (two bisects); the connection is then counted,
+and its batches admitted, under the owner's uid (the *account*): her
+``max_connections``, her token buckets, her ``quota_bytes`` over her files
+and her subordinate uids' together. Drops are still counted for the uid
+whose records they were. The tables are read by ``prepare`` (start, reload)
+and by ``serve_subid_watch`` when a file's stamp changes.
+
 Reload: ``prepare`` (async, NSS in a worker thread) re-resolves every known
 uid and the admins' gids for a new config; ``apply`` (sync, no checkpoint)
 swaps the config and policies in one step. Buckets keep their balance: the
@@ -48,6 +58,10 @@ import trio
 from trio_logd.config import Config, Limits, lookup_identity
 from trio_logd.limits import ConnectionCounter, DropReason, RateLimiter, SuppressionTracker
 from trio_logd.peer import PeerCred
+from trio_logd.subids import FileStamp, SubidFiles, file_stamp, load_subids
+
+#: No subordinate ids (``"separate"``, or before the files are read).
+EMPTY_SUBIDS: Final = SubidFiles()
 
 __all__ = [
     "OVERFLOW_ID",
@@ -83,6 +97,8 @@ MAX_BLOCK_GATHER: Final = 0.02
 DROP_PAUSE: Final = 0.01
 #: The table of uids' next read times is cleaned once it has this many.
 _RESUME_PRUNE: Final = 1024
+#: Seconds between two looks at whether ``/etc/subuid`` or ``/etc/subgid`` changed.
+SUBID_CHECK_INTERVAL: Final = 2.0
 #: Seconds between passes that forget the token buckets of idle uids (their
 #: buckets refilled: exactly what a new uid gets), so that uids that come and
 #: go (containers, user namespaces) do not grow the daemon.
@@ -127,12 +143,15 @@ class UidPolicy:
         limits: its resolved limits (``Config.limits_for``).
         may_claim: whether it may relay records for other uids.
         gid: its primary gid (for relayed records without a ``gid``).
+        named: it has a user name (a passwd entry): then it is a user of its
+            own, never anybody's subordinate id.
     """
 
     uid: int
     limits: Limits
     may_claim: bool
     gid: int | None
+    named: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +161,7 @@ class Prepared:
     config: Config
     identities: dict[int, UidIdentity]
     admin_gids: frozenset[int]
+    subids: SubidFiles = EMPTY_SUBIDS
 
 
 def resolve_uid(uid: int) -> UidIdentity:
@@ -179,7 +199,23 @@ def _policy(config: Config, uid: int, ident: UidIdentity) -> UidPolicy:
         limits=config.limits_for(uid, user=ident.user, groups=ident.groups),
         may_claim=config.may_claim_for(uid, user=ident.user, groups=ident.groups),
         gid=ident.gid,
+        named=ident.user is not None,
     )
+
+
+def _subid_paths(config: Config) -> tuple[str, str]:
+    return config.identity.subuid_file, config.identity.subgid_file
+
+
+def _subid_stamps(config: Config) -> tuple[FileStamp | None, ...]:
+    return tuple(map(file_stamp, _subid_paths(config)))
+
+
+def _load_subids(config: Config) -> SubidFiles:
+    """The subordinate-id tables *config* asks for (none with ``"separate"``). Blocks."""
+    if config.identity.subordinate_ids != "owner":
+        return EMPTY_SUBIDS
+    return load_subids(_subid_paths(config))
 
 
 class Limiter:
@@ -217,6 +253,12 @@ class Limiter:
         #: NSS answers looked up by quota_for in worker threads
         self._thread_identities: dict[int, UidIdentity] = {}
         self.admin_gids: frozenset[int] = frozenset()
+        #: ``/etc/subuid`` and ``/etc/subgid`` as last read (``[identity] subordinate_ids``)
+        self.subids = EMPTY_SUBIDS
+        #: subordinate uid -> its owner, for the writers seen (and their files' quota)
+        self.accounts: dict[int, int] = {}
+        #: owner -> the subordinate uids seen counting against her limits
+        self.members: dict[int, set[int]] = {}
 
     # -- policies ---------------------------------------------------------------
 
@@ -254,6 +296,73 @@ class Limiter:
             policy = _policy(self.config, uid, UNKNOWN)
         return policy
 
+    def owner_of(self, cred: PeerCred, policy: UidPolicy) -> int | None:
+        """The user whose limits *cred*'s records count against, if not its own uid.
+
+        With ``[identity] subordinate_ids = "owner"``: the owner of the uid's
+        range in ``/etc/subuid``, else of the gid's in ``/etc/subgid``; never
+        for a uid with a passwd entry of its own. Two bisects, no I/O: call it
+        at accept and when a connection's writer changes, not per record.
+
+        Args:
+            cred: the writer's kernel credentials.
+            policy: the uid's own policy (whether it has a user name).
+
+        Returns:
+            The owner's uid, or ``None``: the uid counts as itself.
+        """
+        if policy.named or self.config.identity.subordinate_ids != "owner":
+            return None
+        owner = self.subids.uids.owner_of(cred.uid)
+        if owner is None:
+            owner = self.subids.gids.owner_of(cred.gid)
+        if owner is None or owner == cred.uid:
+            return None
+        if self.accounts.get(cred.uid) != owner:
+            self.accounts[cred.uid] = owner
+            self.members.setdefault(owner, set()).add(cred.uid)
+        return owner
+
+    def delegated_to(self, uid: int) -> tuple[tuple[int, int], ...]:
+        """The ``(start, end)`` uid ranges delegated to *uid* whose records it may read."""
+        if self.config.identity.subordinate_ids != "owner":
+            return ()
+        return self.subids.uids.ranges_of(uid)
+
+    def account_for(self, uid: int) -> int:
+        """The uid whose quota *uid*'s files count against (the housekeeper's view).
+
+        Called from a worker thread: a uid not seen writing since start is
+        looked up in ``/etc/subuid`` and, for the passwd check, in NSS here.
+        """
+        owner = self.accounts.get(uid)
+        if owner is not None:
+            return owner
+        if self.config.identity.subordinate_ids != "owner":
+            return uid
+        owner = self.subids.uids.owner_of(uid)
+        if owner is None or owner == uid or self._thread_identity(uid).user is not None:
+            return uid
+        return owner
+
+    def _thread_identity(self, uid: int) -> UidIdentity:
+        known = self._thread_identities
+        ident = known.get(uid)
+        if ident is None:
+            try:
+                ident = self._resolve(uid)
+            except Exception:  # as in _lookup: NSS failures never fail retention
+                ident = UNKNOWN
+            known[uid] = ident
+        return ident
+
+    def usage_of(self, account: int) -> int:
+        """Disk bytes of *account*'s files and of its subordinate uids' files."""
+        members = self.members.get(account)
+        if not members:
+            return self.usage(account)
+        return self.usage(account) + sum(map(self.usage, members))
+
     def quota_for(self, uid: int) -> tuple[int, str]:
         """Return *uid*'s ``(quota_bytes, on_quota)``, for the store's retention.
 
@@ -262,19 +371,12 @@ class Limiter:
         up in NSS here, in the calling thread, and remembered apart from the
         event loop's cache (a reload forgets those answers).
         """
+        uid = self.account_for(uid)  # a subordinate uid has its owner's quota
         policy = self.policies.get(uid)
         if policy is not None:
             limits = policy.limits
         else:
-            known = self._thread_identities
-            ident = known.get(uid)
-            if ident is None:
-                try:
-                    ident = self._resolve(uid)
-                except Exception:  # as in _lookup: NSS failures never fail retention
-                    ident = UNKNOWN
-                known[uid] = ident
-            limits = _policy(self.config, uid, ident).limits
+            limits = _policy(self.config, uid, self._thread_identity(uid)).limits
         return limits.quota_bytes, limits.on_quota
 
     def quota_nowait(self, uid: int) -> int:
@@ -289,7 +391,13 @@ class Limiter:
     # -- admission --------------------------------------------------------------
 
     def admit(
-        self, uid: int, pending_bytes: int, sizes: Sequence[int], limits: Limits, now: float
+        self,
+        uid: int,
+        pending_bytes: int,
+        sizes: Sequence[int],
+        limits: Limits,
+        now: float,
+        account: int | None = None,
     ) -> Admission:
         """Decide one batch of *uid*'s records: how many to file now, and how long to wait.
 
@@ -300,6 +408,9 @@ class Limiter:
             sizes: payload bytes of each record, in order.
             limits: the uid's resolved limits.
             now: monotonic seconds (``trio.current_time()``).
+            account: the uid whose limits these are (its owner, for a
+                subordinate uid: ``owner_of``); *uid* when ``None``. Buckets
+                and quota are the account's; drops are counted for *uid*.
 
         Returns:
             File ``sizes[:admitted]`` now. ``retry > 0`` (``on_rate =
@@ -309,16 +420,17 @@ class Limiter:
             reads again (see :meth:`drop_pause`).
         """
         n = len(sizes)
-        if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
+        key = uid if account is None else account
+        if limits.on_quota == "drop" and self.usage_of(key) + pending_bytes >= limits.quota_bytes:
             self.suppression.note_drop(uid, "quota", n, now)
-            return Admission(0, 0.0, self.drop_pause(uid, limits, now), "quota")
-        k = self.rate.admit(uid, sizes, limits, now)
+            return Admission(0, 0.0, self.drop_pause(key, limits, now), "quota")
+        k = self.rate.admit(key, sizes, limits, now)
         if k == n:
             return Admission(k, 0.0, 0.0)
         if limits.on_rate == "drop":
             self.suppression.note_drop(uid, "rate", n - k, now)
-            return Admission(k, 0.0, self.drop_pause(uid, limits, now), "rate")
-        wait = self.rate.delay_for(uid, sizes[k], limits, now)
+            return Admission(k, 0.0, self.drop_pause(key, limits, now), "rate")
+        wait = self.rate.delay_for(key, sizes[k], limits, now)
         if not math.isfinite(wait):  # cannot happen with a validated config (burst >= 1)
             return Admission(k, 1.0, 0.0)
         # Wake for a handful of records, not for each: at 10 000/s a wake per token
@@ -329,7 +441,13 @@ class Limiter:
         return Admission(k, max(MIN_BLOCK_WAIT, wait + gather), 0.0)
 
     def admit_nowait(
-        self, uid: int, pending_bytes: int, sizes: Sequence[int], limits: Limits, now: float
+        self,
+        uid: int,
+        pending_bytes: int,
+        sizes: Sequence[int],
+        limits: Limits,
+        now: float,
+        account: int | None = None,
     ) -> tuple[int, DropReason | None]:
         """Decide a batch that cannot wait: records off the shared datagram socket.
 
@@ -342,10 +460,11 @@ class Limiter:
             File ``sizes[:admitted]``; the rest was dropped for the reason given.
         """
         n = len(sizes)
-        if limits.on_quota == "drop" and self.usage(uid) + pending_bytes >= limits.quota_bytes:
+        key = uid if account is None else account
+        if limits.on_quota == "drop" and self.usage_of(key) + pending_bytes >= limits.quota_bytes:
             self.suppression.note_drop(uid, "quota", n, now)
             return 0, "quota"
-        k = self.rate.admit(uid, sizes, limits, now)
+        k = self.rate.admit(key, sizes, limits, now)
         if k == n:
             return k, None
         self.suppression.note_drop(uid, "rate", n - k, now)
@@ -392,15 +511,22 @@ class Limiter:
         return cred.uid == 0 or cred.gid in admins or not admins.isdisjoint(groups)
 
     def open_connection(
-        self, cred: PeerCred, policy: UidPolicy, groups: Callable[[], Sequence[int]]
+        self,
+        cred: PeerCred,
+        policy: UidPolicy,
+        groups: Callable[[], Sequence[int]],
+        account: int | None = None,
     ) -> bool:
         """Count a new connection of ``cred.uid`` if the caps allow it.
 
         Args:
             cred: the connection's ``SO_PEERCRED``.
-            policy: the uid's policy (its ``max_connections``).
+            policy: the account's policy (its ``max_connections``).
             groups: reads the peer's supplementary gids; called only when the
                 ordinary share of the global cap is used up.
+            account: the uid the connection counts under (the owner of a
+                subordinate uid); ``cred.uid`` when ``None``. Pair with
+                ``close_connection(account)``.
 
         Returns:
             ``True`` if counted (pair with :meth:`close_connection`); ``False``
@@ -411,7 +537,8 @@ class Limiter:
         privileged = False
         if self.conns.total >= d.max_connections - d.connection_headroom:
             privileged = self.is_privileged(cred, groups())
-        if self.conns.try_open(cred.uid, policy.limits.max_connections, privileged=privileged):
+        key = cred.uid if account is None else account
+        if self.conns.try_open(key, policy.limits.max_connections, privileged=privileged):
             return True
         self.note_drop(cred.uid, "connections", 1)
         return False
@@ -433,20 +560,22 @@ class Limiter:
         """
         uids = list(self._identities)
 
-        def lookup_all() -> tuple[dict[int, UidIdentity], frozenset[int]]:
+        def lookup_all() -> tuple[dict[int, UidIdentity], frozenset[int], SubidFiles]:
             found: dict[int, UidIdentity] = {}
             for uid in uids:
                 try:
                     found[uid] = self._resolve(uid)
                 except Exception:  # as in _lookup: NSS failures never fail a reload
                     found[uid] = UNKNOWN
-            return found, resolve_gids(config.access.admins)
+            return found, resolve_gids(config.access.admins), _load_subids(config)
 
         with trio.move_on_after(LOOKUP_TIMEOUT * 2):
-            found, admin_gids = await trio.to_thread.run_sync(lookup_all, abandon_on_cancel=True)
-            return Prepared(config, found, admin_gids)
+            found, admin_gids, subids = await trio.to_thread.run_sync(
+                lookup_all, abandon_on_cancel=True
+            )
+            return Prepared(config, found, admin_gids, subids)
         log.warning("identity_lookup_timeout", uids=len(uids), timeout=LOOKUP_TIMEOUT * 2)
-        return Prepared(config, dict(self._identities), self.admin_gids)
+        return Prepared(config, dict(self._identities), self.admin_gids, self.subids)
 
     def apply(self, prepared: Prepared) -> None:
         """Put a prepared config in force. Sync: connections see all of it or none.
@@ -465,7 +594,51 @@ class Limiter:
         self._identities = identities
         self.policies = {uid: _policy(config, uid, ident) for uid, ident in identities.items()}
         self._thread_identities = {}
+        self.set_subids(prepared.subids)
         self.rate.reconfigure(lambda uid: self.policy_nowait(uid).limits, trio.current_time())
+
+    def set_subids(self, subids: SubidFiles) -> None:
+        """Put subordinate-id tables in force: new connections and writers see them.
+
+        The owners learned from writers are looked up again in the new
+        ``/etc/subuid`` table (quota and retention follow it at once); a
+        connection open now stays counted under the owner it was accepted
+        under until it closes.
+        """
+        if subids == self.subids:
+            return
+        log.info(
+            "subordinate_ids_read",
+            subuid_ranges=len(subids.uids),
+            subgid_ranges=len(subids.gids),
+            skipped=subids.uids.skipped + subids.gids.skipped,
+        )
+        self.subids = subids
+        accounts: dict[int, int] = {}
+        members: dict[int, set[int]] = {}
+        for uid in self.accounts:
+            owner = subids.uids.owner_of(uid)
+            if owner is not None and owner != uid:
+                accounts[uid] = owner
+                members.setdefault(owner, set()).add(uid)
+        self.accounts, self.members = accounts, members
+
+    async def serve_subid_watch(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Re-read ``/etc/subuid`` and ``/etc/subgid`` within :data:`SUBID_CHECK_INTERVAL`
+        of a change (their stamps, off the event loop), for ever."""
+        task_status.started()
+        while True:
+            await trio.sleep(SUBID_CHECK_INTERVAL)
+            config = self.config
+            if config.identity.subordinate_ids != "owner":
+                continue
+            stamps = await trio.to_thread.run_sync(_subid_stamps, config)
+            if stamps != self.subids.stamps:
+                subids = await trio.to_thread.run_sync(_load_subids, config)
+                if self.config is config:  # a reload in between read them itself
+                    self.set_subids(subids)
 
     async def serve_pruning(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

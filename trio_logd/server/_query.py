@@ -2,8 +2,10 @@
 
 How this works: the request is validated (``QuerySpec.from_request``) and
 authorized from the connection's kernel credentials only: ``SO_PEERCRED``
-(uid, primary gid) and ``SO_PEERGROUPS``. A uid may read its own records;
-root and members of an ``[access] readers`` group may read any. The request
+(uid, primary gid) and ``SO_PEERGROUPS``. A uid may read its own records
+and, with ``[identity] subordinate_ids = "owner"``, those of the uids
+delegated to it in ``/etc/subuid``; root and members of an ``[access]
+readers`` group may read any. The request
 names uids as integers; the store path is built from those integers only.
 
 The scan (``store.scan.Scanner``) never runs in the event loop: the handler
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import os
+import pwd
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -93,8 +97,13 @@ def authorize_uids(
     caller_gids: Sequence[int],
     spec: QuerySpec,
     readers: dict[int, str],
+    owned: Collection[int] = (),
 ) -> list[int] | None:
     """Decide which uids the caller may read for *spec*.
+
+    A user may read her subordinate uids' records (``[identity]
+    subordinate_ids = "owner"``): *owned* lists those the query concerns,
+    and a query without uids reads them with her own.
 
     Args:
         config: the running config (``is_reader``).
@@ -102,6 +111,7 @@ def authorize_uids(
         caller_gids: the primary gid and ``SO_PEERGROUPS``.
         spec: the query.
         readers: :func:`reader_gids`.
+        owned: :func:`owned_uids` for this query.
 
     Returns:
         The uids to read; ``None`` for every uid.
@@ -120,10 +130,46 @@ def authorize_uids(
         )
         raise AccessDenied(msg, uid=caller_uid, what="all")
     for uid in spec.uids:
-        if uid != caller_uid:
+        if uid != caller_uid and uid not in owned:
             msg = f"permission denied: uid {caller_uid} may not read uid {uid}"
             raise AccessDenied(msg, uid=caller_uid, what=f"uid {uid}")
-    return [caller_uid]
+    if spec.uids:
+        return list(spec.uids)
+    return [caller_uid, *sorted(owned)]
+
+
+def owned_uids(
+    log_dir: str, ranges: Sequence[tuple[int, int]], wanted: Sequence[int]
+) -> frozenset[int]:
+    """The caller's subordinate uids (in *ranges*) that a query concerns. Blocks: a thread.
+
+    Args:
+        log_dir: the store's root (uids with records have a directory there).
+        ranges: the ``(start, end)`` ranges delegated to the caller.
+        wanted: the uids the query names; none: every uid with records.
+
+    Returns:
+        Those in *ranges* without a passwd entry of their own (a user's uid
+        inside a range is that user's, never the range owner's).
+    """
+    if not ranges:
+        return frozenset()
+    if wanted:
+        candidates: Iterable[int] = wanted
+    else:
+        try:
+            names = os.listdir(log_dir)
+        except OSError:
+            names = []
+        candidates = (int(n) for n in names if n.isascii() and n.isdigit())
+    out = set()
+    for uid in candidates:
+        if any(start <= uid < end for start, end in ranges):
+            try:
+                pwd.getpwuid(uid)
+            except (KeyError, OverflowError):
+                out.add(uid)
+    return frozenset(out)
 
 
 # --------------------------------------------------------------------------- follow
@@ -250,6 +296,8 @@ class QueryService:
         default_factory=lambda: trio.CapacityLimiter(SCAN_THREADS)
     )
     open_queries: dict[int, int] = field(default_factory=dict)
+    #: a uid -> the subordinate-id ranges delegated to it (``Limiter.delegated_to``)
+    delegated: Callable[[int], Sequence[tuple[int, int]]] = lambda uid: ()
 
     def status(self) -> dict[str, int]:
         """Figures for ``trio-logd status``: queries and followers open."""
@@ -261,7 +309,9 @@ class QueryService:
         config = self.config()
         readers = await trio.to_thread.run_sync(reader_gids, config)
         gids = (call.caller.gid, *call.groups)
-        uids = authorize_uids(config, call.caller.uid, gids, spec, readers)
+        ranges = self.delegated(call.caller.uid)
+        owned = await trio.to_thread.run_sync(owned_uids, self.log_dir, ranges, spec.uids)
+        uids = authorize_uids(config, call.caller.uid, gids, spec, readers, owned)
         uid = call.caller.uid
         if self.open_queries.get(uid, 0) >= MAX_QUERIES_PER_UID:
             msg = f"uid {uid} has {MAX_QUERIES_PER_UID} queries open already: close one first"

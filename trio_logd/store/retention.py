@@ -22,6 +22,13 @@ and touches no file; the store carries the plan out. The rules, in order:
    ``rotate`` uid has nothing left but its current file, that file is
    rotated.
 
+Subordinate uids (``account_for``, docs/limits.md): the uids that count
+against one user's limits (her own and her ``/etc/subuid`` uids) are one
+*account* for rules 2 and 3: their files together are held to her quota,
+and the account's oldest file goes first. So delegated uids neither
+multiply her quota nor make her look smaller under global pressure. An
+account of one uid is exactly the rules above.
+
 One file is never deleted: a uid's newest rotated file while its current
 file is empty, because then it holds the uid's last ``seq`` (the store's
 invariant that ``seq`` is never reused; the ``rotated`` record that follows
@@ -104,7 +111,7 @@ class Plan:
 
 
 class _Uid:
-    __slots__ = ("current", "files", "policy", "quota", "uid", "usage")
+    __slots__ = ("account", "current", "files", "policy", "quota", "uid", "usage")
 
     def __init__(self, u: UidFiles, quota: int, policy: str) -> None:
         self.uid = u.uid
@@ -113,6 +120,7 @@ class _Uid:
         self.usage = u.usage
         self.quota = quota
         self.policy = policy
+        self.account = u.uid
 
     def deletable(self) -> list[StoredFile]:
         """Files that may go, oldest first: all but the high-water file while current is empty."""
@@ -129,6 +137,43 @@ class _Uid:
         self.usage -= f.size
 
 
+class _Account:
+    """Uids counted together (one user and her subordinate uids), for rules 2 and 3."""
+
+    __slots__ = ("account", "members")
+
+    def __init__(self, account: int, members: list[_Uid]) -> None:
+        self.account = account
+        self.members = members
+
+    @property
+    def usage(self) -> int:
+        return sum(m.usage for m in self.members)
+
+    def oldest(self) -> tuple[_Uid, StoredFile] | None:
+        """The member and file that go first: the oldest deletable file of them all."""
+        if len(self.members) == 1:  # the uid's own order (torn tails first)
+            u = self.members[0]
+            files = u.deletable()
+            return (u, files[0]) if files else None
+        best: tuple[_Uid, StoredFile] | None = None
+        for u in self.members:
+            files = u.deletable()
+            if files and (best is None or files[0].newest < best[1].newest):
+                best = (u, files[0])
+        return best
+
+
+def _accounts(state: list[_Uid], account_for: Callable[[int], int] | None) -> list[_Account]:
+    if account_for is None:
+        return [_Account(u.uid, [u]) for u in state]
+    by_account: dict[int, list[_Uid]] = {}
+    for u in state:
+        u.account = account_for(u.uid)
+        by_account.setdefault(u.account, []).append(u)
+    return [_Account(a, members) for a, members in by_account.items()]
+
+
 def plan_retention(
     uids: Sequence[UidFiles],
     policy: RetentionPolicy,
@@ -136,6 +181,7 @@ def plan_retention(
     *,
     now: float,
     free_bytes: int | None,
+    account_for: Callable[[int], int] | None = None,
 ) -> Plan:
     """Decide what retention deletes and rotates (see the module doc for the rules).
 
@@ -146,6 +192,9 @@ def plan_retention(
         now: epoch seconds.
         free_bytes: free space on the file system of ``log_dir``, or
             ``None`` when unknown (``keep_free_bytes`` is then not applied).
+        account_for: *uid* -> the uid whose quota its files count against
+            (its owner, for a subordinate uid); ``None``: every uid is its own.
+            *quota_for* must give the members of an account its quota.
 
     Returns:
         The plan; empty when every rule is met.
@@ -165,32 +214,36 @@ def plan_retention(
             for f in [f for f in u.deletable() if f.newest < cutoff]:
                 drop(u, f)
 
-    # 2. per-uid quota
-    for u in state:
-        if u.policy != "rotate" or u.usage <= u.quota:
-            continue
-        for f in list(u.deletable()):
-            if u.usage <= u.quota:
-                break
-            drop(u, f)
-        if u.current > u.quota:
-            rotate.append(u.uid)
+    accounts = _accounts(state, account_for)
 
-    # 3. global pressure: one file at a time from the largest user
+    # 2. per-account quota (per uid, but for subordinate uids)
+    for a in accounts:
+        head = a.members[0]
+        if head.policy != "rotate" or a.usage <= head.quota:
+            continue
+        while a.usage > head.quota and (found := a.oldest()) is not None:
+            drop(*found)
+        # the current files hold the rest: too large alone, or (subordinate
+        # uids) together still over the account's quota
+        over = len(a.members) > 1 and a.usage > head.quota
+        rotate.extend(u.uid for u in a.members if u.current > head.quota or (over and u.current))
+
+    # 3. global pressure: one file at a time from the largest account
     total = sum(u.usage for u in state)
     need = total - policy.max_bytes
     if free_bytes is not None and policy.keep_free_bytes > 0:
         need = max(need, policy.keep_free_bytes - free_bytes)
-    candidates = [u for u in state if u.policy == "rotate"]
+    candidates = [a for a in accounts if a.members[0].policy == "rotate"]
     while need > 0 and candidates:
-        u = min(candidates, key=lambda c: (-c.usage, c.uid))
-        files = u.deletable()
-        if files:
-            need -= files[0].size
-            drop(u, files[0])
+        a = min(candidates, key=lambda c: (-c.usage, c.account))
+        found = a.oldest()
+        if found is not None:
+            need -= found[1].size
+            drop(*found)
             continue
-        candidates.remove(u)
-        if u.current > 0 and u.uid not in rotate:
-            rotate.append(u.uid)
-            need -= u.current  # deleted by a later plan, once rotated
+        candidates.remove(a)
+        for u in a.members:
+            if u.current > 0 and u.uid not in rotate:
+                rotate.append(u.uid)
+                need -= u.current  # deleted by a later plan, once rotated
     return Plan(tuple(delete), tuple(rotate))
