@@ -98,7 +98,8 @@ template(name="logd_props" type="list" option.jsonf="on") {
     property(outname="fac" name="syslogfacility-text" format="jsonf")
     property(outname="sev" name="syslogseverity-text" format="jsonf")
     property(outname="host" name="hostname" format="jsonf")
-    property(outname="fromhost" name="fromhost-ip" format="jsonf")
+    property(outname="fromhost" name="fromhost" format="jsonf")
+    property(outname="fromhost_ip" name="fromhost-ip" format="jsonf")
     property(outname="tag" name="syslogtag" format="jsonf")
     property(outname="app" name="app-name" format="jsonf")
     property(outname="procid" name="procid" format="jsonf")
@@ -331,7 +332,7 @@ log {{ source(s_net); destination(d_json); }};
 _SYSLOG_NG_TEMPLATE = "$(format-json --key .SDATA.* --key MESSAGE --key PID)"
 #: With ``properties=True``: syslog-ng's parse of each message (its macros).
 _SYSLOG_NG_PROPERTIES = (
-    "$(format-json --key .SDATA.* fac=$FACILITY sev=$LEVEL host=$HOST host_from=$HOST_FROM"
+    "$(format-json --key .SDATA.* pri=$PRI fac=$FACILITY sev=$LEVEL host=$HOST host_from=$HOST_FROM"
     " app=$PROGRAM pid=$PID msgid=$MSGID ts=$S_ISODATE received=$R_ISODATE msg=$MESSAGE)"
 )
 

@@ -261,6 +261,14 @@ def test_sysloghandler_stream_through_the_decoder() -> None:
             id="tag-over-48-characters-is-no-tag",
         ),
         pytest.param(
+            b"<182>2022-08-17T05:02:28.217 mymachine su: 'su root' failed",
+            Message(
+                "local6", "info", "'su root' failed", app="su", host="mymachine",
+                claimed_ts="2022-08-17T05:02:28.217",
+            ),
+            id="rfc3339-without-offset",
+        ),
+        pytest.param(
             b"<13>Nov 27 20:47:40 std::bad_alloc thrown",
             Message("user", "notice", "std::bad_alloc thrown", claimed_ts="Nov 27 20:47:40"),
             id="double-colon-is-no-tag",

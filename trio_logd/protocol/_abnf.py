@@ -97,10 +97,13 @@ _FIELD_CHAR = r"[^\x00-\x20\x7f-\x9f]"
 #
 # The timestamp is only a claim kept as text (claimed_ts), so field ranges are
 # not checked, only the shape. Deviations, as RFC 3339 §5.6 and rsyslog allow:
-# lowercase "t"/"z", and up to 9 fraction digits (nanosecond clocks).
+# lowercase "t"/"z", and up to 9 fraction digits (nanosecond clocks); and, as
+# rsyslog and syslog-ng both read it (their test suites send it), no
+# TIME-OFFSET at all ("2009-10-16T11:51:56"): refusing it would make the whole
+# header the message.
 _RFC3339_TIMESTAMP = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 
 # Each field must end at a space (or the end of the
