@@ -201,7 +201,7 @@ def fuzz_claim(data: bytes) -> None:
     assert claim.gid is None or 0 <= claim.gid <= MAX_ID
     assert claim.pid is None or 0 <= claim.pid <= MAX_PID
     assert msg.fields is not None
-    # the claim element in whatever case (protocol/reserved.py): exactly one was taken
+    # the claim element is found case-insensitively (protocol/reserved.py)
     others = {k: v for k, v in msg.fields.items() if reserved_name(k) != CLAIM_SD_ID}
     assert rest.fields == (others or None)
     assert rest._replace(fields=msg.fields) == msg

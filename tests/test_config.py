@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pwd
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from trio_logd import config as config_module
 from trio_logd._units import parse_duration, parse_size
 from trio_logd.config import (
+    SUBGID_ENV,
+    SUBUID_ENV,
     AccessConfig,
     Config,
     DaemonConfig,
@@ -90,7 +93,31 @@ def test_embedded_defaults_are_documented_values() -> None:
         limits_user={},
         limits_group={},
         access=AccessConfig(readers=("adm",), admins=()),
-        identity=IdentityConfig(may_claim=()),
+        # the suite names test files in the environment (tests/conftest.py)
+        identity=IdentityConfig(
+            may_claim=(),
+            subordinate_ids="owner",
+            subuid_file=os.environ[SUBUID_ENV],
+            subgid_file=os.environ[SUBGID_ENV],
+        ),
+    )
+
+
+def test_subordinate_id_files_from_config_environment_or_etc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """subuid_file/subgid_file: the config's path, else the environment's, else /etc's."""
+    given = load_text('[identity]\nsubuid_file = "/x/subuid"\nsubordinate_ids = "separate"\n')
+    assert (given.identity.subuid_file, given.identity.subgid_file) == (
+        "/x/subuid", os.environ[SUBGID_ENV],
+    )  # fmt: skip
+    assert given.identity.subordinate_ids == "separate"
+    monkeypatch.delenv(SUBUID_ENV)
+    monkeypatch.delenv(SUBGID_ENV)
+    plain = load_text("")
+    assert (plain.identity.subuid_file, plain.identity.subgid_file) == (
+        "/etc/subuid",
+        "/etc/subgid",
     )
 
 

@@ -14,14 +14,14 @@ namespace gets no ``pidns``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
 
 from tests._daemon import DaemonProcess
-from tests.attacks._helpers import ATTACKER, Bystander, run_child, send_as, wait_records
+from tests.attacks._helpers import ATTACKER, Bystander, send_as, wait_records
 from tests.attacks.conftest import AttackRow
 
 pytestmark = pytest.mark.usefixtures("as_root")
@@ -30,7 +30,9 @@ UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 SYSTEM_PYTHON = "/usr/bin/python3"  # a child of another uid may not reach the venv's
 
 #: Runs as pid 1 of a new pid namespace: forks another process of its own,
-#: then writes one record naming that process's pid and one as itself.
+#: then writes one record naming that process's pid and one as itself. Both
+#: stay alive until stdin ends: the daemon looks at a writer's namespace when
+#: it reads the bytes, and one that is gone by then cannot be verified.
 FORGER = r"""
 import json, os, socket, struct, sys
 
@@ -55,30 +57,41 @@ forged = struct.pack("iII", kid, os.getuid(), os.getgid())
 s.sendmsg([b"<14>forger: as my other process\n"],
           [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, forged)])
 s.sendmsg([b"<14>forger: as myself\n"])
+print(json.dumps({"me": host_pid(), "kid": kid_pids}), flush=True)
+sys.stdin.read()
 s.close()
 os.close(hold_w)
 os.waitpid(kid, 0)
-print(json.dumps({"me": host_pid(), "kid": kid_pids}))
 """
 
 
-def _forge(daemon: DaemonProcess) -> dict[str, Any]:
-    def child() -> dict[str, Any]:
-        done = subprocess.run(
-            [UNSHARE, "-Urpf", SYSTEM_PYTHON, "-c", FORGER, daemon.socket],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        value: dict[str, Any] = json.loads(done.stdout)
-        return value
+def _as_attacker() -> None:
+    os.setgroups([])
+    os.setgid(ATTACKER)
+    os.setuid(ATTACKER)
 
-    got = run_child(ATTACKER, child)
-    assert got.rc == 0, got.err
-    value: dict[str, Any] = got.value
-    return value
+
+class Forger:
+    """``unshare -Urpf`` as the attacker, running :data:`FORGER` until :meth:`release`."""
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.proc = subprocess.Popen(
+            [UNSHARE, "-Urpf", SYSTEM_PYTHON, "-c", FORGER, daemon.socket],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_as_attacker,  # exec'd after: only the system python is needed
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, self.proc.stderr.read() if self.proc.stderr else b""
+        #: host and namespace pids of the forger and of its other process
+        self.pids: dict[str, list[int]] = json.loads(line)
+
+    def release(self) -> None:
+        """Let both processes exit; they must exit 0."""
+        _out, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
 
 
 def test_pid_named_inside_own_pid_namespace_is_flagged(
@@ -87,7 +100,12 @@ def test_pid_named_inside_own_pid_namespace_is_flagged(
     """unshare -Urpf, then SCM_CREDENTIALS naming another own process: uid kept, pidns: true."""
     by = Bystander(daemon)
     by.send(3)
-    pids = _forge(daemon)
+    forger = Forger(daemon)
+    try:
+        recs = wait_records(daemon, ATTACKER, 2)
+    finally:
+        forger.release()
+    pids = forger.pids
     plain = send_as(daemon, ATTACKER, [b"<14>plain: outside\n"])
     by.send(3)
     recs = wait_records(daemon, ATTACKER, 3)

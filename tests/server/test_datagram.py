@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import os
+import pwd
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,7 @@ from trio_logd.server._ingest import IngestContext
 from trio_logd.server._limits import UNKNOWN, Limiter, UidIdentity
 from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._sockets import bind_unix
+from trio_logd.subids import SubidFiles, parse_subids
 
 ME = PeerCred(os.getpid(), os.geteuid(), os.getegid())
 NOBODY = 65534
@@ -289,3 +291,26 @@ async def test_shutdown_files_what_the_kernel_still_holds(sock_path: str) -> Non
             send(sock_path, *(b"<13>late %d" % i for i in range(10)))
             ctx.stop_receiving()
         assert len(queued(ctx, ME.uid)) == 10
+
+
+async def test_a_subordinate_uid_pays_from_its_owners_bucket(sock_path: str) -> None:
+    """A uid delegated to us in /etc/subuid: its datagrams come out of our burst, owner_uid set."""
+    taken = {p.pw_uid for p in pwd.getpwall()}
+    sub = next(u for u in range(400_000, 500_000) if u not in taken)
+    ctx = make_ctx()
+    limiter = ctx.limiter
+    limiter.seed({sub: UNKNOWN})
+    limiter.set_subids(SubidFiles(parse_subids(f"{ME.uid}:{sub}:1\n", lambda name: None)))
+    bound = bind_unix(sock_path, kind=socket.SOCK_DGRAM, mode=0o666, passcred=True)
+    with bound.sock:
+        bound.sock.setblocking(False)
+        reader = DatagramReader(ctx, bound.sock)
+        send(sock_path, *(b"<13>owner %d" % i for i in range(6)))
+        run_as(sub, sub, lambda: send(sock_path, *(b"<13>sub %d" % i for i in range(6))))
+        n, by_writer = reader.read_turn()
+        assert n == 12
+        reader.file(by_writer, 0.0)
+    subs = queued(ctx, sub)
+    assert len(queued(ctx, ME.uid)) + len(subs) == 10  # one burst (10) for both
+    assert dict(ctx.suppression.dropped(sub)) == {"rate": 2}
+    assert {(r["uid"], r["owner_uid"]) for r in subs} == {(sub, ME.uid)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from trio_logd.config import Config, loads
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
@@ -129,3 +131,19 @@ def test_new_tables_rebuild_the_owners_seen() -> None:
     assert limiter.accounts == {BASE + 1: OWNER}
     limiter.set_subids(SubidFiles())
     assert (limiter.accounts, limiter.members, limiter.account_for(BASE + 1)) == ({}, {}, BASE + 1)
+
+
+async def test_reload_reads_the_files_it_names(tmp_path: Path) -> None:
+    """prepare/apply (start and reload) read subuid_file; "separate" reads nothing."""
+    subuid = tmp_path / "subuid"
+    subuid.write_text(f"{OWNER}:{BASE}:10\n")
+    names_ = f'subuid_file = "{subuid}"\nsubgid_file = "{tmp_path / "none"}"\n'
+    config = loads(CONFIG.format(mode="owner", on_quota="rotate") + names_, base_dir="/")
+    limiter = Limiter(config, SuppressionTracker(), lambda uid: 0, resolve=names)
+    limiter.apply(await limiter.prepare(config))
+    assert (limiter.subids.uids.owner_of(BASE + 9), limiter.delegated_to(OWNER)) == (
+        OWNER, ((BASE, BASE + 10),),
+    )  # fmt: skip
+    separate = loads(CONFIG.format(mode="separate", on_quota="rotate") + names_, base_dir="/")
+    limiter.apply(await limiter.prepare(separate))
+    assert len(limiter.subids.uids) == 0
