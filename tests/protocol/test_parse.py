@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from trio_logd.protocol.framing import Frame, FrameDecoder
@@ -585,3 +587,18 @@ def test_frame_to_message() -> None:
     assert parse_message(frame.data, truncated=frame.truncated) == Message(
         "user", "notice", "xxxxxxx", app="app", truncated=True
     )
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [b"<13>", b"<13>Nov 27 20:47:40 ", b"<13>Nov 27 20:47:40 host ", b"<13>2024-01-01T00:00:00 "],
+)
+def test_header_patterns_stay_linear_on_long_runs(prefix: bytes) -> None:
+    """64 KiB runs of header characters (host, TAG, IPv6, PID) parse in well under a second."""
+    runs = [b" ", b":", b"0:", b"a", b"a[", b"a[1]", b"0::", b"a ", b"A:", b"%", b"(x)"]
+    for run in runs:
+        payload = prefix + run * (65536 // len(run))
+        start = time.process_time()
+        parse_message(payload)
+        # linear: ~1 ms; a pattern that backtracks over the run takes seconds
+        assert time.process_time() - start < 0.25, run
