@@ -86,9 +86,34 @@ _CONFIG = """\
 global(workDirectory="{root}" maxMessageSize="256k"{tls_global})
 module(load="imtcp"{tls_module})
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="forwarded")
-ruleset(name="forwarded") {{
+ruleset(name="forwarded"{ruleset_parsers}) {{
     action(type="omfile" file="{out}" template="RSYSLOG_SyslogProtocol23Format")
 {parsers}}}
+"""
+#: With ``properties=True``: rsyslog's parse of each message, as one JSON
+#: object a line (its own property names; ``sd`` is mmpstrucdata's tree).
+_PROPERTIES = """\
+template(name="logd_props" type="list" option.jsonf="on") {
+    property(outname="pri" name="pri" format="jsonf")
+    property(outname="fac" name="syslogfacility-text" format="jsonf")
+    property(outname="sev" name="syslogseverity-text" format="jsonf")
+    property(outname="host" name="hostname" format="jsonf")
+    property(outname="fromhost" name="fromhost" format="jsonf")
+    property(outname="fromhost_ip" name="fromhost-ip" format="jsonf")
+    property(outname="tag" name="syslogtag" format="jsonf")
+    property(outname="app" name="app-name" format="jsonf")
+    property(outname="procid" name="procid" format="jsonf")
+    property(outname="msgid" name="msgid" format="jsonf")
+    property(outname="ts" name="timereported" dateFormat="rfc3339" format="jsonf")
+    property(outname="received" name="timegenerated" dateFormat="rfc3339" format="jsonf")
+    property(outname="msg" name="msg" format="jsonf")
+    property(outname="sd" name="$!rfc5424-sd" format="jsonf")
+    property(outname="raw" name="rawmsg" format="jsonf")
+}
+"""
+_PROPERTIES_ACTIONS = """\
+    action(type="mmpstrucdata" sd_name.lowercase="off")
+    action(type="omfile" file="{props}" template="logd_props")
 """
 #: The parsers with their defaults, and the $! tree they leave, one JSON object a line.
 _PARSERS = """\
@@ -119,6 +144,7 @@ class Rsyslog:
         tls: TlsServer | None = None,
         port: int | None = None,
         parse: bool = False,
+        properties: bool = False,
     ):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -128,6 +154,7 @@ class Rsyslog:
         self.stderr_path = root / "rsyslogd.stderr"
         self.config = root / "rsyslog.conf"
         self.tree = root / "tree.jsonl"
+        self.props = root / "props.jsonl"
         tls_global = tls_module = ""
         if tls is not None:
             tls_global = (
@@ -145,8 +172,13 @@ class Rsyslog:
             out=self.out,
             tls_global=tls_global,
             tls_module=tls_module,
-            parsers=_PARSERS.format(tree=self.tree) if parse else "",
+            parsers=(_PARSERS.format(tree=self.tree) if parse else "")
+            + (_PROPERTIES_ACTIONS.format(props=self.props) if properties else ""),
+            # the RFC 5424 parser, then RFC 3164 (rsyslog's default chain, named)
+            ruleset_parsers=' parser=["rsyslog.rfc5424", "rsyslog.rfc3164"]' if properties else "",
         )
+        if properties and not parse:
+            text = 'module(load="mmpstrucdata")\n' + _PROPERTIES + text
         self.config.write_text(_PARSER_MODULES + text if parse else text)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -211,6 +243,10 @@ class Rsyslog:
                 }
             )
         return out
+
+    def properties(self) -> list[dict[str, Any]]:
+        """With ``properties=True``: each message's properties as rsyslog parsed them."""
+        return _json_lines(self.props)
 
     def trees(self) -> list[dict[str, Any]]:
         """With ``parse=True``: each message's ``$!`` tree after mmpstrucdata and mmjsonparse."""
@@ -286,13 +322,19 @@ def syslog_ng_missing() -> str | None:
 
 _SYSLOG_NG_CONFIG = """\
 @version: 3.38
-options {{ stats_freq(0); }};
+options {{ stats_freq(0); use_dns(no); keep_hostname(yes); }};
 source s_net {{ syslog(ip("127.0.0.1") port({port}) transport("tcp")); }};
 destination d_json {{
-    file("{out}" template("$(format-json --key .SDATA.* --key MESSAGE --key PID)\\n"));
+    file("{out}" template("{template}\\n"));
 }};
 log {{ source(s_net); destination(d_json); }};
 """
+_SYSLOG_NG_TEMPLATE = "$(format-json --key .SDATA.* --key MESSAGE --key PID)"
+#: With ``properties=True``: syslog-ng's parse of each message (its macros).
+_SYSLOG_NG_PROPERTIES = (
+    "$(format-json --key .SDATA.* pri=$PRI fac=$FACILITY sev=$LEVEL host=$HOST host_from=$HOST_FROM"
+    " app=$PROGRAM pid=$PID msgid=$MSGID ts=$S_ISODATE received=$R_ISODATE msg=$MESSAGE)"
+)
 
 
 class SyslogNg:
@@ -302,13 +344,16 @@ class SyslogNg:
         root: a private directory for its config, state, output and logs.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, properties: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.out = root / "out.jsonl"
         self.config = root / "syslog-ng.conf"
-        self.config.write_text(_SYSLOG_NG_CONFIG.format(port=self.port, out=self.out))
+        template = _SYSLOG_NG_PROPERTIES if properties else _SYSLOG_NG_TEMPLATE
+        self.config.write_text(
+            _SYSLOG_NG_CONFIG.format(port=self.port, out=self.out, template=template)
+        )
         self.stderr_path = root / "syslog-ng.stderr"
         self.proc: subprocess.Popen[bytes] | None = None
 

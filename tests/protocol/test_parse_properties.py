@@ -141,8 +141,10 @@ def test_rfc5424_round_trip(
 
 # -- RFC 3164 round trip ---------------------------------------------------------------
 
-_TAG = st.from_regex(r"\A[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{0,47}\Z")
-_HOST = st.from_regex(r"\A[A-Za-z0-9._-]{1,40}\Z")
+# TAG: printable ASCII but '[', ']' and ':', not starting with '@' (sshd(pam_unix),
+# %PIX-7-710005); HOSTNAME: a name, or an IPv6 address
+_TAG = st.from_regex(r"\A[!-9;-?A-Z\\^-~][!-9;-Z\\^-~]{0,47}\Z")
+_HOST = st.from_regex(r"\A[A-Za-z0-9._%@/-]{1,40}\Z") | st.ip_addresses(v=6).map(str)
 
 
 @settings(max_examples=800, deadline=None)
@@ -192,6 +194,7 @@ _GLIBC_LIKE = st.builds(
     st.one_of(
         st.text(alphabet="abz019_./+-", min_size=1, max_size=50),
         st.text(alphabet="ab1_./@+-:[] ", min_size=0, max_size=12),
+        st.text(alphabet='a(%)"\\#é', min_size=1, max_size=12),
     ),
     _mostly("[123]", "", "[12345678901]", "[x]", "[]"),
     _mostly(": ", ":", "::", " ", ": :", ""),

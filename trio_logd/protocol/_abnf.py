@@ -97,10 +97,13 @@ _FIELD_CHAR = r"[^\x00-\x20\x7f-\x9f]"
 #
 # The timestamp is only a claim kept as text (claimed_ts), so field ranges are
 # not checked, only the shape. Deviations, as RFC 3339 §5.6 and rsyslog allow:
-# lowercase "t"/"z", and up to 9 fraction digits (nanosecond clocks).
+# lowercase "t"/"z", and up to 9 fraction digits (nanosecond clocks); and, as
+# rsyslog and syslog-ng both read it (their test suites send it), no
+# TIME-OFFSET at all ("2009-10-16T11:51:56"): refusing it would make the whole
+# header the message.
 _RFC3339_TIMESTAMP = (
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"
-    r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:\.[0-9]{1,9})?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})?"
 )
 
 # Each field must end at a space (or the end of the
@@ -154,50 +157,72 @@ BOM: Final = "\ufeff"
 #
 #   TIMESTAMP = Mmm SP dd SP hh:mm:ss    ; §4.1.2, dd space-padded ("Nov  7")
 #
-# Deviations, all accepted by rsyslog's pmrfc3164: an unpadded day ("Nov 7"),
-# fraction digits after the seconds, a year after the day ("Nov 27 2024
-# 20:47:40", some network gear), and an RFC 3339 timestamp instead of the BSD
-# one (rsyslog, syslog-ng with ts-format(iso)). Month names are matched as
-# RFC 3164 spells them (rsyslog ignores case; no local sender needs that, and
-# a case-insensitive group costs a quarter of the match time).
+# Deviations, all accepted by rsyslog's pmrfc3164 and syslog-ng: an unpadded
+# day ("Nov 7"), fraction digits after the seconds, a year after the day
+# ("Nov 27 2024 20:47:40", some network gear), month names in any case
+# ("AUG 10", rsyslog's parsertest corpus), a ':' right after the timestamp
+# ("May 21 2017 00:00:00: %ASA-4-...", Cisco ASA), and an RFC 3339 timestamp
+# instead of the BSD one (rsyslog, syslog-ng with ts-format(iso)). The glibc
+# pattern below spells the month names as RFC 3164 does (case-sensitive: a
+# case-insensitive group costs a quarter of its match time); the others go to
+# RFC3164_PAYLOAD, which takes any case.
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _BSD_TIMESTAMP = (
-    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +[0-9]{1,2}(?: [0-9]{4})?"
+    r"(?i:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +[0-9]{1,2}(?: [0-9]{4})?"
     r" [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
 )
 
-#   HOSTNAME: §4.1.2 "the hostname [...] MUST NOT contain any embedded spaces"
+#   HOSTNAME: §4.1.2 "The HOSTNAME field will contain only the hostname, the
+#   IPv4 address, or the IPv6 address of the originator [...] MUST NOT
+#   contain any embedded spaces"
 #
-# We take host-name characters (RFC 1123 letters, digits, '-', plus '.' and
-# '_' seen in the wild). ':' is left out on purpose: with it, "root: hi: x"
-# would read as host "root:" and tag "hi". IPv6 literals are therefore not
-# recognised as hosts; on a local Unix socket senders hardly ever send one.
-_HOSTNAME = r"[A-Za-z0-9._-]{1,255}+"
+# A host name of RFC 1123 letters, digits, '-', plus what real senders put
+# there ('.', '_', '%', '@', '/': rsyslog's tests have "host@x", "%bzorp",
+# "host/name"), or an IPv6 address (hex digits, '.' and at least two ':',
+# "0002::", "fe80::1", "::ffff:10.0.0.1"). Otherwise ':' is never part of a
+# host name, so "root: hi: x" is TAG "root", not host "root:" and TAG "hi".
+# An IPv6 address is tried first, without the "not a TAG" test below: "0::1"
+# starts like TAG "0" (an address never ends in a single ':', a TAG does).
+_HOSTNAME = r"[A-Za-z0-9._%@/-]{1,255}+"
+_IPV6_HOST = r"(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]{2,255}+(?<![^:]:)"
 
 #   TAG: §4.1.3 "The TAG is a string of ABNF alphanumeric characters that
 #   MUST NOT exceed 32 characters. Any non-alphanumeric character will
 #   terminate the TAG field and will be assumed to be the starting portion
 #   of the CONTENT field." In practice: "prog[pid]: " or "prog: ".
 #
-# Deviations: up to 48 characters (RFC 5424 APP-NAME, rsyslog's limit is
-# larger still), and besides letters and digits the characters seen in real
-# program names: '_' '.' '/' '-' '@' '+' ("postfix/smtpd", "python3.11",
-# "systemd-logind", "user@1000"); '@' not first, so that "@cee: {...}" (the
-# CEE cookie, see cee.py) is never read as a tag. The bracketed PID is any run
-# of up to 128 characters other than ']', space or control (RFC 5424 PROCID
-# length); 1 to 10 ASCII digits are captured apart (pidnum), so the parser
-# makes an int without testing the text again (see rfc5424.claimed_pid).
-_TAG = r"[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{0,47}+"
+# Deviations, as rsyslog and syslog-ng read real senders: up to 48
+# characters (RFC 5424 APP-NAME), and any printable ASCII character but '[',
+# ']' and ':' ("sshd(pam_unix)", "%PIX-7-710005",
+# "postfix/smtpd", "python3.11", "user@1000"); '@' not first, so that
+# "@cee: {...}" (the CEE cookie, see cee.py) is never read as a tag. '[PID]'
+# and ':' end it. Non-ASCII characters are not taken: no sender's program
+# name needs them, and a tag is shown beside other fields, where a
+# right-to-left override (U+202E) would disguise them. The bracketed PID is any run of up to 128
+# characters other than ']', space or control (RFC 5424 PROCID length); 1 to
+# 10 ASCII digits are captured apart (pidnum), so the parser makes an int
+# without testing the text again (see rfc5424.claimed_pid).
+# _PLAIN_TAG is the subset the glibc pattern and the fast path take: ASCII,
+# without '"' and '\' (the fast path copies it into JSON unescaped).
+_TAG = r"[\x21-\x39\x3b-\x3f\x41-\x5a\x5c\x5e-\x7e][\x21-\x39\x3b-\x5a\x5c\x5e-\x7e]{0,47}+"
+_PLAIN_TAG = r"[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{0,47}+"
 _PID = r"[^\]\x00-\x20\x7f]{1,128}+"
 _PIDNUM = r"[0-9]{1,10}+"
 
 # PRI, then the header, every part of it optional:
-# - TIMESTAMP, then spaces (or the end of the payload);
-# - HOSTNAME, only after a TIMESTAMP and only when a TAG follows it, so a
-#   first word of the message is never mistaken for a host name;
+# - TIMESTAMP (after any spaces: "<167> Mar  7 ..."), an optional ':', then
+#   spaces (or the end of the payload);
+# - HOSTNAME, only after a TIMESTAMP: the word after it (RFC 3164 §4.1.2 and
+#   §5.4 example 2, "<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!" has HOSTNAME
+#   10.0.0.99 and no TAG) unless that word is itself a TAG ("prog:",
+#   "prog[1]:", glibc's syslog(3), which sends no HOSTNAME);
 # - TAG, optional [PID], ":", then one optional space. Without a timestamp the
 #   ":" must be followed by a space (or the end): "<14>myapp: text" has a tag,
 #   "<14>http://example.com is down" has none. With a timestamp, a second ':'
-#   right after it still means "no tag" ("fe80::1 ...", "std::vector ...").
+#   right after it still means "no tag" ("std::vector ..."), and "TAG[PID]"
+#   followed by a space or the end is a TAG without the ':' (§4.1.3: '['
+#   ends a TAG). A word without '[PID]' or ':' is never a TAG (rsyslog and
+#   syslog-ng take it as one after a HOSTNAME; it is the message's first word).
 # HOSTNAME, TAG and PID use possessive quantifiers ({m,n}+, Python 3.11): none
 # of them can contain what follows it, so giving back characters could never
 # help a match, only cost time (a third of it on a glibc line).
@@ -208,21 +233,22 @@ _PIDNUM = r"[0-9]{1,10}+"
 # common payload, matched first by a pattern without alternatives for the
 # optional parts: 1.3 us against 2.2 us for RFC3164_PAYLOAD on a 120-byte
 # line (CPython 3.11). It accepts a subset of what RFC3164_PAYLOAD accepts and
-# gives the same groups where it matches (no host: a host needs "word SP"
-# before the TAG, which this pattern never matches); anything else falls
+# gives the same groups where it matches (no host: a host name must be
+# followed by a space, and a TAG here is followed by '[' or ':'; an IPv6
+# host, "0:0::1 ", is excluded by a look-ahead); anything else falls
 # through to RFC3164_PAYLOAD. tests/protocol/test_parse_properties.py checks
 # the equivalence. Groups: pri, ts, app, pidnum.
 RFC3164_GLIBC: Final = re.compile(
     rf"{_PRI}"
-    r"(?P<ts>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-9][0-9]"
+    rf"(?P<ts>{_MONTH} [ 0-9][0-9]"
     r" [0-9]{2}:[0-9]{2}:[0-9]{2}) "
-    rf"(?P<app>{_TAG})(?:\[(?P<pidnum>{_PIDNUM})\])?:(?!:) ?"
+    rf"(?!{_IPV6_HOST}(?: |\Z))(?P<app>{_PLAIN_TAG})(?:\[(?P<pidnum>{_PIDNUM})\])?:(?!:) ?"
 )
 
 RFC3164_PAYLOAD: Final = re.compile(
     rf"{_PRI}"
-    rf"(?:(?P<ts>{_BSD_TIMESTAMP}|{_RFC3339_TIMESTAMP})(?: +|\Z)"
-    rf"(?:(?P<host>{_HOSTNAME}) +(?={_TAG}(?:\[{_PID}\])?:))?)?"
+    rf"(?: *+(?P<ts>{_BSD_TIMESTAMP}|{_RFC3339_TIMESTAMP}):?(?: +|\Z)"
+    rf"(?:(?P<host>{_IPV6_HOST}(?= |\Z)|(?!{_TAG}(?:\[{_PID}\])?:(?!:)){_HOSTNAME})(?: +|\Z))?)?"
     rf"(?:(?P<app>{_TAG})(?:\[(?:(?P<pidnum>{_PIDNUM})|(?P<pid>{_PID}))\])?"
-    r":(?(ts)(?!:) ?|(?: |\Z)))?"
+    r"(?::(?(ts)(?!:) ?|(?: |\Z))|(?(ts)(?<=\])(?: |\Z)|(?!))))?"
 )

@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from trio_logd.protocol._abnf import _PIDNUM, _TAG
+from trio_logd.protocol._abnf import _IPV6_HOST, _PIDNUM, _PLAIN_TAG
 from trio_logd.protocol.rfc5424 import PRI_NAMES
 
 __all__ = ["encode_plain_batch"]
@@ -39,7 +39,8 @@ _PLAIN: Final = re.compile(
     rb"^<([1-9][0-9]{0,2}|0)>"
     rb"((?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ 0-9][0-9]"
     rb" [0-9]{2}:[0-9]{2}:[0-9]{2}) "
-    rb"(" + _TAG.encode() + rb")(?:\[(" + _PIDNUM.encode() + rb")\])?:(?!:) ?+"
+    rb"(?!" + _IPV6_HOST.encode() + rb"[ \n])"  # an IPv6 HOSTNAME, not a TAG
+    rb"(" + _PLAIN_TAG.encode() + rb")(?:\[(" + _PIDNUM.encode() + rb")\])?:(?!:) ?+"
     rb"(?!@cee:)([ !#-\[\]-~]*+)\n",
     re.MULTILINE,
 )

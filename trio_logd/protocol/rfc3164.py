@@ -1,7 +1,8 @@
 """RFC 3164 payloads, as real senders write them: ``<PRI>[TIMESTAMP ][HOST ][TAG: ]MSG``.
 
-Lenient like rsyslog's pmrfc3164, but never mistaking a word of the message
-for a host name. What the common senders put after PRI::
+Lenient like rsyslog's pmrfc3164 and syslog-ng, checked against both on a
+corpus of their own test messages (docs/parsing.md). What the common senders
+put after PRI::
 
     glibc syslog(3)            Nov 27 20:47:40 myprog[123]: text
     util-linux logger -u SOCK  Nov 27 20:47:40 root: hello
@@ -14,18 +15,25 @@ Rules (the grammar and its deviations are in ``_abnf.py``):
 - Without a valid PRI (missing, ``<>``, ``<192>``, ``<1999>``) the payload is
   ``user.notice`` and all of it is the message: no header is read, since
   without PRI "Note: x" is just text.
-- TIMESTAMP is optional: BSD (``Nov 27 20:47:40``) or RFC 3339; kept as text in
+- TIMESTAMP is optional: BSD (``Nov 27 20:47:40``, month in any case) or
+  RFC 3339, after any spaces, maybe followed by ``:``; kept as text in
   ``claimed_ts``.
-- HOSTNAME is taken only after a TIMESTAMP and only when the next word is a
-  TAG; otherwise the word belongs to the message.
-- TAG (``app``) is up to 48 of ``A-Z a-z 0-9 _ . / @ + -`` (not starting
-  with ``@``, so ``@cee:`` is no tag), an optional ``[PID]`` (``claimed_pid``:
-  an int for 1 to 10 ASCII digits, else the text), then ``:`` and one
-  optional space. Without a TIMESTAMP the ``:`` must be followed by a space or
-  end the payload, so that ``http://...`` is not a tag; with one, it must not
-  be followed by a second ``:`` (``fe80::1``, ``std::``). A message that
-  itself starts with ``word: `` and was sent without a tag is ambiguous; like
-  rsyslog we read a tag.
+- HOSTNAME is read only after a TIMESTAMP: the next word, unless that word
+  is itself a TAG (``prog:``, ``prog[1]:``, glibc's lines, which carry no
+  host). As RFC 3164 §5.4 reads ``<13>Feb  5 17:32:18 10.0.0.99 Use the
+  BFG!``: host ``10.0.0.99``, no TAG. A host name is letters, digits and
+  ``. _ - % @ /``, or an IPv6 address (``0002::``, ``fe80::1``).
+- TAG (``app``) is up to 48 printable ASCII characters other than ``[``,
+  ``]`` and ``:`` (``sshd(pam_unix)``, ``%PIX-7-710005``), not starting with
+  ``@`` (so ``@cee:`` is no tag), an optional ``[PID]`` (``claimed_pid``: an
+  int for 1 to 10 ASCII digits, else the text), then ``:`` and one optional
+  space. Without a TIMESTAMP the ``:`` must be followed by a space or end
+  the payload, so that ``http://...`` is not a tag; with one, it must not be
+  followed by a second ``:`` (``std::``), and ``TAG[PID]`` followed by a
+  space needs no ``:``. A word with neither ``[PID]`` nor ``:`` is never a
+  TAG (rsyslog and syslog-ng disagree: docs/parsing.md). A message that
+  itself starts with ``word: `` and was sent without a tag is ambiguous;
+  like rsyslog we read a tag.
 - The rest is MSG, kept exactly (control characters included); ``@cee:`` in
   it is read by :mod:`.cee`.
 """
