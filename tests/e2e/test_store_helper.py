@@ -60,7 +60,7 @@ def test_the_helper_is_a_child_that_compresses_and_ends_with_the_daemon() -> Non
         assert _ppid(pid) == d.pid
         assert helper["starts"] == 1
         out = subprocess.run(d.command("status"), capture_output=True, text=True, check=True)
-        assert f"helper:   pid {pid} (starts: 1)" in out.stdout
+        assert f"helper:         pid {pid} (starts: 1)" in out.stdout
         _send(d, [f"record {i:05d} " + "x" * 200 for i in range(3000)])
         d.wait_records(ROOT, 3000, timeout=30)
         poll(lambda: _all_compressed(d, 8), timeout=30)

@@ -111,7 +111,7 @@ def test_status_warns_when_log_dir_shares_a_file_system_with_tmp() -> None:
         pytest.skip("the test directories are not on the file system of a world-writable /tmp")
     with world() as root, DaemonProcess(root) as d:
         out = subprocess.run(d.command("status"), capture_output=True, text=True, check=True)
-        warning = f"  warning:  log_dir {d.log_dir} shares its file system with /tmp"
+        warning = f"  warning:        log_dir {d.log_dir} shares its file system with /tmp"
         assert warning in out.stdout
         assert "give log_dir a file system of its own" in out.stdout
         assert "log_dir_shares_file_system" in d.stderr()
