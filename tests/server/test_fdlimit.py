@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
 
-from trio_logd.server._fdlimit import FdCounters, FdReserve, raise_nofile_limit
+import trio
+
+from trio_logd.server._fdlimit import (
+    FdCounters,
+    FdReserve,
+    out_of_fds,
+    raise_nofile_limit,
+)
+from trio_logd.server._helper import StoreHelper
 
 
 def test_soft_limit_is_raised_to_the_hard_limit() -> None:
@@ -63,3 +72,51 @@ def test_counters_snapshot_and_shortage_errors() -> None:
         "refused": {"ingest": 2},
         "exhausted": {"store": 1},
     }
+
+
+def test_out_of_fds_finds_emfile_through_causes_and_groups() -> None:
+    """EMFILE/ENFILE is found as the error, its cause, its context or in a group; others not."""
+    emfile = OSError(errno.EMFILE, "Too many open files")
+    wrapped = RuntimeError("cannot connect")
+    wrapped.__cause__ = ExceptionGroup("attempts", [OSError(errno.ECONNREFUSED, "x"), emfile])
+    assert out_of_fds(emfile)
+    assert out_of_fds(OSError(errno.ENFILE, "File table overflow"))
+    assert out_of_fds(wrapped)
+    assert not out_of_fds(OSError(errno.ECONNREFUSED, "refused"))
+    assert not out_of_fds(RuntimeError("no errno"))
+    assert not out_of_fds(None)
+
+
+def test_a_helper_start_without_descriptors_is_counted() -> None:
+    """A store helper that cannot make its socket pairs (EMFILE) says so once and starts none."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: use up every descriptor, then try to start a helper
+        code = 1
+        try:
+            seen: list[int] = []
+            helper = StoreHelper(on_fd_shortage=lambda: seen.append(1))
+            _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+            held = []
+            try:
+                while True:
+                    held.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                pass
+            for fd in held[:5]:  # trio's run takes 3 (epoll, its wake-up pair); the pairs need 6
+                os.close(fd)
+            started = trio.run(helper.start)
+            for fd in held[5:]:
+                os.close(fd)
+            os.write(w, json.dumps([started, len(seen)]).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    out = os.read(r, 4096).decode()
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    started, counted = json.loads(out)
+    assert (started, counted) == (False, 1)

@@ -350,6 +350,8 @@ async def _serve(
     daemon.extra_status["fds"] = counters.snapshot
     daemon.extra_stats["fds"] = counters.snapshot
     daemon.store.on_fd_shortage = partial(counters.note_exhausted, "store")
+    if daemon.forward is not None:
+        daemon.forward.on_fd_shortage = partial(counters.note_exhausted, "forward")
     wanted = config.daemon.max_connections + config.control.max_connections + FD_RESERVE
     if fds.soft < wanted:
         log.warning(
@@ -425,7 +427,10 @@ async def _run(
 ) -> None:
     ingest_sock = trio.socket.from_stdlib_socket(ingest.sock)
     control_sock = trio.socket.from_stdlib_socket(control.sock)
-    helper = StoreHelper()
+    fds = daemon.ingest.fds
+    helper = StoreHelper(
+        on_fd_shortage=partial(fds.note_exhausted, "helper") if fds else lambda: None
+    )
     await helper.start()  # compression, spare files and syncs, outside our GIL
     daemon.extra_status["helper"] = helper.status
     daemon.extra_status["store"] = lambda: {

@@ -25,6 +25,7 @@ and the metrics.
 
 from __future__ import annotations
 
+import errno
 import resource
 import threading
 from typing import Any, Final, NamedTuple
@@ -44,6 +45,31 @@ FD_RESERVE: Final = 256
 #: Where the hard limit is "unlimited", soft may still go no higher than this
 #: (``/proc/sys/fs/nr_open``, whose default is 1048576).
 _NR_OPEN: Final = "/proc/sys/fs/nr_open"
+
+
+#: errno values that mean "out of descriptors" (the process's, or the system's)
+FD_SHORTAGE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+def out_of_fds(exc: BaseException | None) -> bool:
+    """Tell whether *exc*, or an exception it was raised from, is EMFILE/ENFILE.
+
+    Follows ``__cause__``/``__context__`` and the members of exception
+    groups (trio's connect attempts raise groups), at most 16 steps deep.
+    """
+    todo = [exc]
+    for _ in range(16):
+        if not todo:
+            return False
+        e = todo.pop()
+        if e is None:
+            continue
+        if isinstance(e, OSError) and e.errno in FD_SHORTAGE_ERRNOS:
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        todo.extend((e.__cause__, e.__context__))
+    return False
 
 
 class FdLimit(NamedTuple):

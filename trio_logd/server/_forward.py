@@ -60,6 +60,7 @@ from trio_logd.forward import (
 )
 from trio_logd.query.filters import line_seq
 from trio_logd.record import format_ts
+from trio_logd.server._fdlimit import out_of_fds
 from trio_logd.server._forward_link import (
     Link,
     LinkError,
@@ -140,6 +141,8 @@ class Destination:
         limiter: trio.CapacityLimiter,
     ) -> None:
         self.config = config
+        #: called when a connection attempt found no descriptor (counted)
+        self.on_fd_shortage: Callable[[], None] = lambda: None
         self.name = config.name
         self.filter = RecordFilter.build(
             uids=config.uids, min_severity=config.min_severity, facilities=config.facilities
@@ -243,6 +246,8 @@ class Destination:
                     link = await self._connect()
                 except LinkError as exc:
                     self._note_error(str(exc))
+                    if out_of_fds(exc):
+                        self.on_fd_shortage()
                     log_.warning("forward_connect_failed", error=str(exc))
                 except Exception as exc:  # a bug: retried like a failure, the daemon goes on
                     self._note_error(f"internal error: {exc!r}")
@@ -550,6 +555,16 @@ class ForwardService:
         self.destinations = [
             Destination(c, store.log_dir, self.known_last, name, limiter) for c in configs
         ]
+
+    @property
+    def on_fd_shortage(self) -> Callable[[], None]:
+        """Called when a destination's connection attempt found no descriptor."""
+        return self.destinations[0].on_fd_shortage if self.destinations else lambda: None
+
+    @on_fd_shortage.setter
+    def on_fd_shortage(self, callback: Callable[[], None]) -> None:
+        for d in self.destinations:
+            d.on_fd_shortage = callback
 
     def hook(self, uid: int, lines: list[bytes]) -> None:
         """``Pipeline.written_hooks`` entry: note the uid's new last seq. O(destinations)."""

@@ -34,6 +34,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +44,7 @@ import trio
 
 import trio_logd
 from trio_logd.errors import UnsafeLogDir
+from trio_logd.server._fdlimit import out_of_fds
 from trio_logd.store import RotatedName
 from trio_logd.store.helper import MAX_FDS, MAX_MESSAGE, MAX_SPARES
 
@@ -106,8 +108,11 @@ class StoreHelper:
         command: list[str] | None = None,
         sync_deadline: float = SYNC_DEADLINE,
         compress_deadline: float = COMPRESS_DEADLINE,
+        on_fd_shortage: Callable[[], None] = lambda: None,
     ) -> None:
         self.nice = nice
+        #: called when a start finds no descriptors for its socket pairs (counted)
+        self.on_fd_shortage = on_fd_shortage
         self.sync_deadline = sync_deadline
         self._deadlines = {
             _COMPRESS: compress_deadline,
@@ -156,6 +161,8 @@ class StoreHelper:
             for a, b in pairs:
                 a.close()
                 b.close()
+            if out_of_fds(exc):
+                self.on_fd_shortage()
             log.error("helper_start_failed", error=str(exc), fallback="worker threads")
             return False
         theirs = [b.fileno() for _a, b in pairs]
