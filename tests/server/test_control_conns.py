@@ -108,6 +108,21 @@ async def test_per_uid_cap_refuses_with_one_json_line() -> None:
         assert await greeted(again)
 
 
+async def test_connections_count_against_the_account_the_server_is_given() -> None:
+    """account_for decides whose per-uid cap a connection uses (a subordinate uid's owner)."""
+    who = _Who()
+    server = make_server(who, max_connections_per_uid=2)
+    server.account_for = lambda cred: 4242
+    async with serving(server) as nursery:
+        held = [await connect(server, nursery) for _ in range(2)]
+        assert [await greeted(c) for c in held] == [True, True]
+        assert server.conns.count(4242) == 2
+        with trio.fail_after(5):
+            lines = await read_all(await connect(server, nursery))
+        assert lines[0]["limit"] == "max_connections_per_uid"
+        assert "uid 4242 (the owner of uid " in lines[0]["error"]
+
+
 async def test_headroom_lets_root_in_when_the_ordinary_share_is_full() -> None:
     """Ordinary callers fill max_connections - headroom; a privileged one still gets in."""
     who = _Who()

@@ -147,3 +147,14 @@ async def test_reload_reads_the_files_it_names(tmp_path: Path) -> None:
     separate = loads(CONFIG.format(mode="separate", on_quota="rotate") + names_, base_dir="/")
     limiter.apply(await limiter.prepare(separate))
     assert len(limiter.subids.uids) == 0
+
+
+def test_control_connections_count_against_the_owner() -> None:
+    """A subordinate uid's control connections use its owner's cap, seen or not at ingest."""
+    limiter = make_limiter(make_config())
+    assert limiter.control_account(sub(1)) == OWNER  # policy known (seeded)
+    assert limiter.control_account(sub(77)) == OWNER  # never seen: the range decides
+    assert limiter.control_account(sub(5)) == BASE + 5  # bob has a passwd entry
+    assert limiter.control_account(PeerCred(9, 7, 7)) == 7
+    separate = make_limiter(make_config(mode="separate"))
+    assert separate.control_account(sub(77)) == BASE + 77

@@ -262,7 +262,11 @@ def build_daemon(config: Config) -> Daemon:
         suppression=suppression,
         limiter=limiter,
     )
-    control = ControlServer(settings=config.control, is_privileged=limiter.is_privileged)
+    control = ControlServer(
+        settings=config.control,
+        is_privileged=limiter.is_privileged,
+        account_for=limiter.control_account,
+    )
     daemon = Daemon(config, store, pipeline, ingest, control)
     daemon.reports = DropReports(ingest, store)
     daemon.reloader.hooks.append(lambda _old, new: control.configure(new.control))

@@ -97,6 +97,9 @@ class ControlServer:
     ops: dict[str, OpHandler] = field(default_factory=dict)
     settings: ControlConfig = DEFAULT_CONTROL
     is_privileged: Callable[[PeerCred, Sequence[int]], bool] = _root_only
+    #: the uid whose per-uid cap a connection counts against (its owner's for a
+    #: subordinate uid: ``Limiter.control_account``); no checkpoint, no I/O
+    account_for: Callable[[PeerCred], int] = lambda cred: cred.uid
     fds: FdCounters | None = None
     #: control connections closed for sending too little in time, by limit
     timeouts: dict[str, int] = field(default_factory=dict)
@@ -131,7 +134,9 @@ class ControlServer:
             "timeouts": dict(self.timeouts),
         }
 
-    def _admit(self, stream: trio.SocketStream, caller: PeerCred, privileged: bool) -> bytes | None:
+    def _admit(
+        self, stream: trio.SocketStream, caller: PeerCred, account: int, privileged: bool
+    ) -> bytes | None:
         """Count a new connection in; ``None`` if admitted, else the refusal line. No checkpoint."""
         c = self.settings
         if self.fds is not None and not self.fds.reserve.admits(
@@ -146,13 +151,16 @@ class ControlServer:
             return encode_response(
                 "error", code="too_many_connections", limit="fd_reserve", error=error
             )
-        limit = self.conns.try_open(caller.uid, privileged=privileged)
+        limit = self.conns.try_open(account, privileged=privileged)
         if limit is None:
             return None
         if limit == "max_connections_per_uid":
+            whose = f"uid {account}" + (
+                f" (the owner of uid {caller.uid})" if account != caller.uid else ""
+            )
             error = (
-                f"too many control connections of uid {caller.uid}: "
-                f"{self.conns.count(caller.uid)} open, [control] max_connections_per_uid = "
+                f"too many control connections of {whose}: "
+                f"{self.conns.count(account)} open, [control] max_connections_per_uid = "
                 f"{c.max_connections_per_uid}"
             )
         else:
@@ -171,14 +179,15 @@ class ControlServer:
             caller = read_peer_cred(sock)
             groups = read_peer_groups(sock)
             privileged = self.is_privileged(caller, groups)
-            refusal = self._admit(stream, caller, privileged)
+            account = self.account_for(caller)
+            refusal = self._admit(stream, caller, account, privileged)
             structlog.contextvars.bind_contextvars(ctl=next(_ids), caller_uid=caller.uid)
             if refusal is not None:
-                log.debug("control_refused", open=self.conns.count(caller.uid))
+                log.debug("control_refused", open=self.conns.count(account))
                 with trio.move_on_after(GREET_TIMEOUT):
                     await stream.send_all(refusal)
                 return
-            counted = caller.uid
+            counted = account
             c = self.settings
             start = trio.current_time()
             with trio.move_on_after(GREET_TIMEOUT):

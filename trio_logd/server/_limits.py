@@ -324,6 +324,26 @@ class Limiter:
             self.members.setdefault(owner, set()).add(cred.uid)
         return owner
 
+    def control_account(self, cred: PeerCred) -> int:
+        """The uid a control connection counts against: its owner's, for a subordinate uid.
+
+        No I/O (it runs before the connection's first checkpoint): a uid whose
+        policy is known is decided as at ingest (:meth:`owner_of`); one not
+        seen yet counts against the owner of its ``/etc/subuid`` (or
+        ``/etc/subgid``) range, if any, without the passwd check, so that
+        subordinate uids never multiply the per-uid control cap.
+        """
+        policy = self.policies.get(cred.uid)
+        if policy is not None:
+            owner = self.owner_of(cred, policy)
+            return cred.uid if owner is None else owner
+        if self.config.identity.subordinate_ids != "owner":
+            return cred.uid
+        owner = self.subids.uids.owner_of(cred.uid)
+        if owner is None:
+            owner = self.subids.gids.owner_of(cred.gid)
+        return cred.uid if owner is None else owner
+
     def delegated_to(self, uid: int) -> tuple[tuple[int, int], ...]:
         """The ``(start, end)`` uid ranges delegated to *uid* whose records it may read."""
         if self.config.identity.subordinate_ids != "owner":
