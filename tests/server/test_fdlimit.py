@@ -6,6 +6,8 @@ import errno
 import json
 import os
 import resource
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -18,18 +20,16 @@ from trio_logd.server._fdlimit import (
 from trio_logd.server._helper import StoreHelper
 
 
-def test_soft_limit_is_raised_to_the_hard_limit() -> None:
-    """A process started with soft 64 ends with soft == hard, and says what it was."""
+def in_child_with_soft_limit_64(body: Callable[[], object]) -> Any:
+    """Run *body* in a forked child whose soft RLIMIT_NOFILE is 64; its JSON result."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: lower the soft limit, then raise it as the daemon does
+    if pid == 0:
         code = 1
         try:
             _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-            got = raise_nofile_limit()
-            now = resource.getrlimit(resource.RLIMIT_NOFILE)
-            os.write(w, json.dumps([list(got), list(now), hard]).encode())
+            os.write(w, json.dumps(body()).encode())
             code = 0
         finally:
             os._exit(code)
@@ -38,7 +38,18 @@ def test_soft_limit_is_raised_to_the_hard_limit() -> None:
     os.close(r)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    got, now, hard = json.loads(out)
+    return json.loads(out)
+
+
+def test_soft_limit_is_raised_to_the_hard_limit() -> None:
+    """A process started with soft 64 ends with soft == hard, and says what it was."""
+
+    def body() -> object:  # lower the soft limit (done), then raise it as the daemon does
+        got = raise_nofile_limit()
+        now = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return [list(got), list(now), resource.getrlimit(resource.RLIMIT_NOFILE)[1]]
+
+    got, now, hard = in_child_with_soft_limit_64(body)
     if hard == resource.RLIM_INFINITY:
         assert (got[0], got[1]) == (64, now[0])
         assert now[0] > 64
@@ -89,34 +100,22 @@ def test_out_of_fds_finds_emfile_through_causes_and_groups() -> None:
 
 def test_a_helper_start_without_descriptors_is_counted() -> None:
     """A store helper that cannot make its socket pairs (EMFILE) says so once and starts none."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: use up every descriptor, then try to start a helper
-        code = 1
+
+    def body() -> object:  # use up every descriptor, then try to start a helper
+        seen: list[int] = []
+        helper = StoreHelper(on_fd_shortage=lambda: seen.append(1))
+        held = []
         try:
-            seen: list[int] = []
-            helper = StoreHelper(on_fd_shortage=lambda: seen.append(1))
-            _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
-            held = []
-            try:
-                while True:
-                    held.append(os.open("/dev/null", os.O_RDONLY))
-            except OSError:
-                pass
-            for fd in held[:5]:  # trio's run takes 3 (epoll, its wake-up pair); the pairs need 6
-                os.close(fd)
-            started = trio.run(helper.start)
-            for fd in held[5:]:
-                os.close(fd)
-            os.write(w, json.dumps([started, len(seen)]).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    out = os.read(r, 4096).decode()
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    started, counted = json.loads(out)
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        for fd in held[:5]:  # trio's run takes 3 (epoll, its wake-up pair); the pairs need 6
+            os.close(fd)
+        started = trio.run(helper.start)
+        for fd in held[5:]:
+            os.close(fd)
+        return [started, len(seen)]
+
+    started, counted = in_child_with_soft_limit_64(body)
     assert (started, counted) == (False, 1)
