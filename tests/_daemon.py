@@ -28,7 +28,16 @@ from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
 from trio_logd.protocol.control import GREETING
 
-__all__ = ["DaemonProcess", "alive", "first_answer", "free_uids", "poll", "run_as", "world"]
+__all__ = [
+    "DaemonProcess",
+    "alive",
+    "config_text",
+    "first_answer",
+    "free_uids",
+    "poll",
+    "run_as",
+    "world",
+]
 
 PYTHON = sys.executable
 STARTUP_TIMEOUT = 20.0
@@ -98,6 +107,31 @@ burst_bytes = 1000000000
 """
 
 
+def config_text(
+    root: Path,
+    *,
+    daemon_extra: str = "",
+    store_extra: str = "",
+    limits_extra: str = "",
+    extra: str = "",
+) -> str:
+    """The test config of a world at *root*, with extra TOML lines for each table.
+
+    ``keep_free_bytes`` is 0 unless *store_extra* sets it: the embedded 256 MiB
+    would make a test depend on the host's free space (``pressure_min_age``
+    then drops records).
+    """
+    if "keep_free_bytes" not in store_extra:
+        store_extra += "\nkeep_free_bytes = 0"
+    return DEFAULT_TOML.format(
+        root=root,
+        daemon_extra=daemon_extra,
+        store_extra=store_extra,
+        limits_extra=limits_extra,
+        extra=extra,
+    )
+
+
 class DaemonProcess:
     """A ``trio-logd serve`` subprocess on a private world directory.
 
@@ -121,14 +155,9 @@ class DaemonProcess:
         self.socket = str(root / "run" / "log.sock")
         self.control = str(root / "run" / "ctl.sock")
         self.log_dir = root / "var" / "log"
-        if "keep_free_bytes" not in store_extra:
-            # the embedded 256 MiB would make a test depend on the host's free
-            # space (pressure_min_age then drops records): tests that want the
-            # reserve set it themselves
-            store_extra += "\nkeep_free_bytes = 0"
         self.config.write_text(
-            DEFAULT_TOML.format(
-                root=root,
+            config_text(
+                root,
                 daemon_extra=daemon_extra,
                 store_extra=store_extra,
                 limits_extra=limits_extra,

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from tests._daemon import DEFAULT_TOML, DaemonProcess, poll
+from tests._daemon import DaemonProcess, config_text, poll
 from trio_logd.cli.daemon import main
 from trio_logd.config import default_config
 from trio_logd.control_client import request_one
@@ -210,9 +210,7 @@ class Holder:
 
 def rewrite_config(d: DaemonProcess, **parts: str) -> None:
     """Rewrite *d*'s config file (same sockets and log_dir) with other extra TOML."""
-    values = {"daemon_extra": "", "store_extra": "", "limits_extra": "", "extra": ""}
-    values.update(parts)
-    d.config.write_text(DEFAULT_TOML.format(root=d.root, **values))
+    d.config.write_text(config_text(d.root, **parts))
 
 
 def cli_as(
