@@ -6,10 +6,10 @@ import errno
 import json
 import os
 import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
-
-import trio
 
 from trio_logd.server._fdlimit import (
     FdCounters,
@@ -17,7 +17,6 @@ from trio_logd.server._fdlimit import (
     out_of_fds,
     raise_nofile_limit,
 )
-from trio_logd.server._helper import StoreHelper
 
 
 def in_child_with_soft_limit_64(body: Callable[[], object]) -> Any:
@@ -98,28 +97,39 @@ def test_out_of_fds_finds_emfile_through_causes_and_groups() -> None:
     assert not out_of_fds(None)
 
 
+_HELPER_WITHOUT_FDS = """
+import json, os, resource, trio
+from trio_logd.server._helper import StoreHelper
+seen = []
+helper = StoreHelper(on_fd_shortage=lambda: seen.append(1))
+top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (top + 17, hard))
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+for fd in held[:5]:  # trio's run takes 3 (epoll, its wake-up pair); the pairs need 6
+    os.close(fd)
+started = trio.run(helper.start)
+for fd in held[5:]:
+    os.close(fd)
+print(json.dumps([started, len(seen)]))
+"""
+
+
 def test_a_helper_start_without_descriptors_is_counted() -> None:
     """A store helper that cannot make its socket pairs (EMFILE) says so once and starts none."""
-
-    def body() -> object:  # use up every descriptor, then try to start a helper
-        seen: list[int] = []
-        helper = StoreHelper(on_fd_shortage=lambda: seen.append(1))
-        # a few free numbers above what this process (pytest) holds, then none
-        top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top + 17, hard))
-        held = []
-        try:
-            while True:
-                held.append(os.open("/dev/null", os.O_RDONLY))
-        except OSError:
-            pass
-        for fd in held[:5]:  # trio's run takes 3 (epoll, its wake-up pair); the pairs need 6
-            os.close(fd)
-        started = trio.run(helper.start)
-        for fd in held[5:]:
-            os.close(fd)
-        return [started, len(seen)]
-
-    started, counted = in_child_with_soft_limit_64(body)
+    # a fresh interpreter: its descriptors are few and known (pytest's are neither)
+    done = subprocess.run(
+        [sys.executable, "-c", _HELPER_WITHOUT_FDS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    started, counted = json.loads(done.stdout.splitlines()[-1])  # after the daemon's log line
     assert (started, counted) == (False, 1)
