@@ -312,12 +312,10 @@ class Limiter:
         Returns:
             The owner's uid, or ``None``: the uid counts as itself.
         """
-        if policy.named or self.config.identity.subordinate_ids != "owner":
+        if policy.named:
             return None
-        owner = self.subids.uids.owner_of(cred.uid)
+        owner = self._range_owner(cred)
         if owner is None:
-            owner = self.subids.gids.owner_of(cred.gid)
-        if owner is None or owner == cred.uid:
             return None
         if self.accounts.get(cred.uid) != owner:
             self.accounts[cred.uid] = owner
@@ -334,15 +332,17 @@ class Limiter:
         subordinate uids never multiply the per-uid control cap.
         """
         policy = self.policies.get(cred.uid)
-        if policy is not None:
-            owner = self.owner_of(cred, policy)
-            return cred.uid if owner is None else owner
+        owner = self._range_owner(cred) if policy is None else self.owner_of(cred, policy)
+        return cred.uid if owner is None else owner
+
+    def _range_owner(self, cred: PeerCred) -> int | None:
+        """The owner of *cred*'s ``/etc/subuid`` (else ``/etc/subgid``) range; no passwd check."""
         if self.config.identity.subordinate_ids != "owner":
-            return cred.uid
+            return None
         owner = self.subids.uids.owner_of(cred.uid)
         if owner is None:
             owner = self.subids.gids.owner_of(cred.gid)
-        return cred.uid if owner is None else owner
+        return None if owner == cred.uid else owner
 
     def delegated_to(self, uid: int) -> tuple[tuple[int, int], ...]:
         """The ``(start, end)`` uid ranges delegated to *uid* whose records it may read."""
