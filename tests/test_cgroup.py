@@ -54,7 +54,10 @@ def test_cgroup_path(text: bytes, expected: str | None) -> None:
             UnitNames("postgresql@15-main.service", "system-postgresql.slice"),
         ),
         # below the unit: a delegated service's own cgroups say nothing
-        ("/system.slice/docker.service/evil.slice/sshd.service", UnitNames("docker.service", "system.slice")),
+        (
+            "/system.slice/docker.service/evil.slice/sshd.service",
+            UnitNames("docker.service", "system.slice"),
+        ),
         ("/system.slice/foo.mount", UnitNames("foo.mount", "system.slice")),
         ("/system.slice/_cpu.service", UnitNames("cpu.service", "system.slice")),
         # a user's service manager: the names below are the user's own
