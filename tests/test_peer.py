@@ -10,15 +10,33 @@ from pathlib import Path
 
 import pytest
 
+from trio_logd.cgroup import cgroup_path, unit_names
 from trio_logd.peer import (
+    NO_ATTRIBUTION,
     SCM_CREDENTIALS_SPACE,
+    Attribution,
     PeerCred,
     ProcessIdentity,
     creds_from_ancdata,
+    decode_label,
     read_peer_cred,
     read_peer_groups,
     read_process_identity,
+    read_writer_identity,
 )
+
+
+def _own_attribution() -> Attribution:
+    """What /proc says about this process, read directly."""
+    with open("/proc/self/cgroup", "rb") as f:
+        path = cgroup_path(f.read())
+    audit = []
+    for name in ("loginuid", "sessionid"):
+        with open(f"/proc/self/{name}") as f:
+            value = int(f.read())
+        audit.append(None if value == 4294967295 else value)
+    names = unit_names(path) if path is not None else unit_names("")
+    return Attribution(path, *names, loginuid=audit[0], session=audit[1])
 
 
 @pytest.fixture
@@ -69,7 +87,9 @@ def test_process_identity_is_read_through_a_pidfd(
     ident = read_process_identity(srv, os.getpid())
     with open("/proc/self/comm") as f:
         comm = f.read().strip()
-    assert ident == ProcessIdentity(os.path.realpath(sys.executable), comm, False)
+    assert ident == ProcessIdentity(
+        os.path.realpath(sys.executable), comm, False, _own_attribution()
+    )
 
 
 def test_process_identity_of_an_unknown_pid_is_left_out(
@@ -99,6 +119,53 @@ def test_process_identity_of_a_dead_peer_is_left_out(tmp_path: Path) -> None:
     finally:
         srv.close()
         lst.close()
+
+
+def test_writer_identity_is_verified() -> None:
+    """A live writer's attribution is read; a dead one's, or a pid with another uid, is not."""
+    me = PeerCred(os.getpid(), os.getuid(), os.getgid())
+    assert read_writer_identity(me) == ProcessIdentity(None, None, False, _own_attribution())
+    other_uid = PeerCred(os.getpid(), os.getuid() + 12345, os.getgid())
+    assert read_writer_identity(other_uid) == ProcessIdentity(None, None)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert read_writer_identity(PeerCred(pid, os.getuid(), os.getgid())) == ProcessIdentity(
+        None, None
+    )
+    assert read_writer_identity(PeerCred(0, 0, 0)) == ProcessIdentity(None, None)
+
+
+def test_attribution_fields_leave_out_unknowns() -> None:
+    """Attribution.fields names only what is known, by the record's keys."""
+    assert NO_ATTRIBUTION.fields() == {}
+    a = Attribution("/system.slice/a.service", "a.service", "system.slice", loginuid=0)
+    assert a.fields() == {
+        "cgroup": "/system.slice/a.service",
+        "unit": "a.service",
+        "slice": "system.slice",
+        "loginuid": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            b"unconfined_u:unconfined_r:unconfined_t:s0\0",
+            "unconfined_u:unconfined_r:unconfined_t:s0",
+        ),
+        (b"/usr/bin/foo (enforce)", "/usr/bin/foo (enforce)"),
+        (b"", None),
+        (b"\0", None),
+        (b"a\xffb\0junk", "a\ufffdb"),
+        (b"x" * 4096, None),
+    ],
+)
+def test_decode_label(raw: bytes, expected: str | None) -> None:
+    """A label ends at its NUL, keeps invalid UTF-8 replaced; empty or huge gives none."""
+    assert decode_label(raw) == expected
 
 
 def test_peer_groups_come_from_the_kernel(pair: tuple[socket.socket, socket.socket]) -> None:

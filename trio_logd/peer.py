@@ -4,31 +4,40 @@ How this works: ``SO_PEERCRED`` gives the pid/uid/gid of whoever called
 ``connect()`` (or ``listen()``, for the client's view of a server);
 ``SCM_CREDENTIALS`` ancillary data (with ``SO_PASSCRED`` on the listener) gives
 the credentials of the process that wrote each read's bytes. Neither can be
-forged by an unprivileged process. ``exe`` and ``comm`` come from ``/proc`` and
-are only trusted when a pidfd (``SO_PEERPIDFD``, Linux >= 6.5) proves that the
-pid still names the same process after we read them; otherwise they are left
-out, never guessed.
+forged by an unprivileged process. ``exe`` and ``comm``, and the
+:class:`Attribution` (cgroup and the systemd names in it, audit login uid and
+session), come from ``/proc`` and are only trusted when a pidfd
+(``SO_PEERPIDFD``, Linux >= 6.5) proves that the pid still names the same
+process after we read them; otherwise they are left out, never guessed. The
+LSM label comes from the kernel with the socket (``SO_PEERSEC``).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
 import socket
 import struct
-from typing import Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
+
+from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
 
 __all__ = [
+    "NO_ATTRIBUTION",
     "OVERFLOW_ID",
     "SCM_CREDENTIALS_SPACE",
+    "Attribution",
     "HasSockopts",
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
     "read_peer_cred",
     "read_peer_groups",
+    "read_peer_label",
     "read_process_identity",
+    "read_writer_identity",
     "read_writer_pidns",
 ]
 
@@ -44,6 +53,14 @@ SCM_CREDENTIALS_SPACE: Final = socket.CMSG_SPACE(_UCRED.size)
 #: The kernel's overflow uid/gid (/proc/sys/kernel/overflowuid): an id that is
 #: not mapped into our user namespace. With pid 0 it means "unknown".
 OVERFLOW_ID: Final = 65534
+#: ``AUDIT_UID_UNSET`` / the unset session id: ``(unsigned)-1`` (include/linux/audit.h).
+AUDIT_UNSET: Final = 4294967295
+#: Bytes of ``/proc/PID/cgroup`` read: every hierarchy's line, and a v2 path
+#: well past ``MAX_CGROUP_BYTES`` (a longer file is cut: no ``cgroup``).
+_CGROUP_READ: Final = 65536
+#: The longest LSM label kept (SELinux contexts are < 256 bytes, AppArmor
+#: profile names < 4 KiB); a longer one is left out.
+MAX_LABEL_BYTES: Final = 4096
 
 
 class PeerCred(NamedTuple):
@@ -52,6 +69,33 @@ class PeerCred(NamedTuple):
     pid: int
     uid: int
     gid: int
+
+
+class Attribution(NamedTuple):
+    """Which service, login and security context a writer belongs to (each ``None``: unknown).
+
+    ``cgroup`` is the writer's cgroup v2 path; ``unit``/``slice`` or
+    ``user_unit``/``user_slice`` are read from it (``cgroup.unit_names``);
+    ``loginuid``/``session`` are the audit login uid and session id (left
+    out when unset); ``label`` is the LSM security label.
+    """
+
+    cgroup: str | None = None
+    unit: str | None = None
+    slice: str | None = None
+    user_unit: str | None = None
+    user_slice: str | None = None
+    loginuid: int | None = None
+    session: int | None = None
+    label: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The known ones, by their record keys (``cgroup``, ``unit`` …)."""
+        return {k: v for k, v in zip(self._fields, self, strict=True) if v is not None}
+
+
+#: Nothing known.
+NO_ATTRIBUTION: Final = Attribution()
 
 
 class ProcessIdentity(NamedTuple):
@@ -64,6 +108,7 @@ class ProcessIdentity(NamedTuple):
     exe: str | None
     comm: str | None
     pidns: bool | None = None
+    attribution: Attribution = NO_ATTRIBUTION
 
 
 class HasSockopts(Protocol):
@@ -116,14 +161,77 @@ def open_peer_pidfd(sock: HasSockopts) -> int | None:
     return fd if fd >= 0 else None
 
 
-def read_process_identity(sock: HasSockopts, pid: int) -> ProcessIdentity:
-    """Read the peer's ``exe`` and ``comm``, verified through a pidfd.
+def read_peer_label(sock: HasSockopts) -> str | None:
+    """Return the peer's LSM security label (``SO_PEERSEC``), or ``None``.
 
-    We read ``/proc/PID/exe`` and ``/proc/PID/comm`` and then check, through
-    the pidfd the kernel bound to the socket's peer, that the process is still
-    alive: if it is, the pid cannot have been recycled in between, so what we
-    read belongs to the sender. Without a pidfd (kernel < 6.5) nothing can be
-    verified and both fields are ``None``.
+    The kernel takes it from the peer's credentials at ``connect()``; a host
+    without an LSM that provides one (SELinux, AppArmor, Smack) answers
+    ``ENOPROTOOPT``, remembered so that later connections skip the call.
+    """
+    global _peersec_missing  # a fact about the kernel, learned once
+    if _peersec_missing:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERSEC, MAX_LABEL_BYTES)
+    except OSError as exc:
+        if exc.errno == errno.ENOPROTOOPT:
+            _peersec_missing = True
+        return None
+    return decode_label(raw)
+
+
+_peersec_missing = False
+
+
+def decode_label(raw: bytes) -> str | None:
+    """An LSM label as the kernel gives it (maybe NUL-terminated), as text; ``None`` if empty."""
+    raw = raw.split(b"\0", 1)[0]
+    if not raw or len(raw) >= MAX_LABEL_BYTES:
+        return None
+    return raw.decode("utf-8", "replace")
+
+
+def _read_small(path: str, size: int) -> bytes | None:
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(size)
+    except OSError:
+        return None
+
+
+def _audit_id(raw: bytes | None) -> int | None:
+    if raw is None or not raw.strip().isdigit():
+        return None
+    value = int(raw)
+    return None if value == AUDIT_UNSET else value
+
+
+def _read_attribution(pid: int, label: str | None) -> Attribution:
+    """Read a process's cgroup, login uid and session from ``/proc`` (verify after!)."""
+    raw = _read_small(f"/proc/{pid}/cgroup", _CGROUP_READ)
+    path = None if raw is None else cgroup_path(raw)
+    names = NO_NAMES if path is None else unit_names(path)
+    if path is not None and len(path.encode()) > MAX_CGROUP_BYTES:
+        path = None  # too long to put in every record; its names were read
+    return Attribution(
+        path,
+        *names,
+        loginuid=_audit_id(_read_small(f"/proc/{pid}/loginuid", 16)),
+        session=_audit_id(_read_small(f"/proc/{pid}/sessionid", 16)),
+        label=label,
+    )
+
+
+def read_process_identity(sock: HasSockopts, pid: int) -> ProcessIdentity:
+    """Read the peer's ``exe``, ``comm`` and attribution, verified through a pidfd.
+
+    We read ``/proc/PID/exe``, ``comm``, ``cgroup``, ``loginuid`` and
+    ``sessionid`` and then check, through the pidfd the kernel bound to the
+    socket's peer, that the process is still alive: if it is, the pid cannot
+    have been recycled in between, so what we read belongs to the sender.
+    Without a pidfd (kernel < 6.5) nothing can be verified and those fields
+    are ``None``. The label (``SO_PEERSEC``) needs no pidfd: the kernel
+    keeps it with the socket.
 
     Args:
         sock: the accepted connection.
@@ -132,11 +240,13 @@ def read_process_identity(sock: HasSockopts, pid: int) -> ProcessIdentity:
     Returns:
         The verified fields; each is ``None`` when unreadable or unverifiable.
     """
+    label = read_peer_label(sock)
+    unverified = ProcessIdentity(None, None, None, Attribution(label=label))
     if pid <= 0:
-        return ProcessIdentity(None, None)
+        return unverified
     pidfd = open_peer_pidfd(sock)
     if pidfd is None:
-        return ProcessIdentity(None, None)
+        return unverified
     try:
         try:
             exe: str | None = os.readlink(f"/proc/{pid}/exe")
@@ -148,11 +258,57 @@ def read_process_identity(sock: HasSockopts, pid: int) -> ProcessIdentity:
         except OSError:
             comm = None
         pidns = _in_other_pidns(pid)
+        attribution = _read_attribution(pid, label)
         if not _alive(pidfd):  # gone: the pid may name another process now
-            return ProcessIdentity(None, None)
-        return ProcessIdentity(exe, comm, pidns)
+            return unverified
+        return ProcessIdentity(exe, comm, pidns, attribution)
     finally:
         os.close(pidfd)
+
+
+def read_writer_identity(writer: PeerCred) -> ProcessIdentity:
+    """Read a writer's pid namespace and attribution (no ``exe``/``comm``: see below).
+
+    For a writer other than the connection's peer (``SCM_CREDENTIALS`` of a
+    read) there is no pidfd from the socket: one is opened on the pid now
+    (``pidfd_open``), ``/proc`` read, and the pidfd checked to be still
+    alive and the process to hold the writer's uid (real, effective, saved
+    or file-system), so that the answer is about a process that held the
+    pid from before the read to after it. A writer that exited before we
+    looked, whose pid was then reused by a process of the same uid, is the
+    one case this cannot tell apart (docs/security.md); ``exe``/``comm``
+    stay out, as before.
+
+    Returns:
+        ``exe``/``comm`` ``None``; ``pidns`` and the attribution, each
+        ``None`` when it cannot be verified (gone, no pidfd support, another
+        uid on the pid, a ``/proc`` of another pid namespace).
+    """
+    pid = writer.pid
+    if pid <= 0:
+        return ProcessIdentity(None, None)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return ProcessIdentity(None, None)
+    try:
+        pidns = _in_other_pidns(pid)
+        attribution = _read_attribution(pid, None)
+        if not _alive(pidfd) or not _holds_uid(pid, writer.uid):
+            return ProcessIdentity(None, None)
+        return ProcessIdentity(None, None, pidns, attribution)
+    finally:
+        os.close(pidfd)
+
+
+def _holds_uid(pid: int, uid: int) -> bool:
+    """Whether *uid* is one of the process's four uids (``Uid:`` of ``/proc/PID/status``)."""
+    status = _read_small(f"/proc/{pid}/status", 8192) or b""
+    start = status.find(b"\nUid:")
+    if start < 0:
+        return False
+    end = status.find(b"\n", start + 1)
+    return str(uid).encode() in status[start + 5 : end].split()
 
 
 def read_writer_pidns(pid: int) -> bool | None:

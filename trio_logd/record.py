@@ -30,7 +30,7 @@ from typing import Any, Final
 
 import orjson
 
-from trio_logd.peer import PeerCred
+from trio_logd.peer import NO_ATTRIBUTION, Attribution, PeerCred
 from trio_logd.protocol.message import Message
 
 __all__ = [
@@ -50,6 +50,7 @@ TRUSTED_KEYS: Final = frozenset(
     {
         "ts", "seq", "uid", "gid", "pid", "conn_uid", "conn_pid", "relay_uid",
         "relay_pid", "exe", "comm", "owner_uid", "pidns", "event", "count", "reason",
+        "cgroup", "unit", "slice", "user_unit", "user_slice", "loginuid", "session", "label",
     }
 )  # fmt: skip
 
@@ -113,13 +114,17 @@ class Stamp:
             whose limits it counts against: written as ``owner_uid``.
         pidns: *writer* is in another pid namespace than the daemon: written
             as ``"pidns": true``.
+        attribution: *writer*'s verified cgroup, unit, slice, user unit and
+            slice, login uid, session and label: each known one written under
+            its own key (``peer.Attribution``).
 
     Attributes:
         account: the uid whose limits the records count against (*owner*, else
             the writer's uid).
+        unit: the writer's system unit (``[limits.unit."GLOB"]``), or ``None``.
     """
 
-    __slots__ = ("account", "cred", "fragment", "uid")
+    __slots__ = ("account", "cred", "fragment", "uid", "unit")
 
     def __init__(
         self,
@@ -131,8 +136,10 @@ class Stamp:
         relay: PeerCred | None = None,
         owner: int | None = None,
         pidns: bool | None = None,
+        attribution: Attribution = NO_ATTRIBUTION,
     ) -> None:
         self.cred = writer
+        self.unit = attribution.unit
         self.uid = writer.uid
         self.account = writer.uid if owner is None else owner
         parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}
@@ -150,8 +157,11 @@ class Stamp:
             parts["owner_uid"] = owner
         if pidns:
             parts["pidns"] = True
+        if attribution is not NO_ATTRIBUTION:
+            parts.update(attribution.fields())
         # '{"uid":1,...}' -> '"uid":1,...' : spliced between seq and the claims
-        # comm is set by the process itself and exe names any file: escaped too
+        # comm is set by the process itself, exe names any file and a user
+        # names her own cgroups: escaped too
         self.fragment: bytes = json_safe(_dumps(parts))[1:-1]
 
 

@@ -58,7 +58,7 @@ from trio_logd.peer import (
     read_peer_cred,
     read_peer_groups,
     read_process_identity,
-    read_writer_pidns,
+    read_writer_identity,
 )
 from trio_logd.protocol.claim import Claim, take_claim
 from trio_logd.protocol.fastpath import encode_plain_batch
@@ -210,9 +210,12 @@ class Connection:
                 await limiter.policy(owner)
             # exe/comm were verified for the connection's peer only: for another
             # writer they would be a guess, so they are left out. Its pid
-            # namespace is read through a pidfd opened on its pid now.
-            pidns = read_writer_pidns(writer.pid)
-            stamp = Stamp(writer, self.conn, owner=owner, pidns=pidns)
+            # namespace and attribution are read through a pidfd opened on its
+            # pid now (peer.read_writer_identity).
+            ident = read_writer_identity(writer)
+            stamp = Stamp(
+                writer, self.conn, owner=owner, pidns=ident.pidns, attribution=ident.attribution
+            )
             if len(self.stamps) < 64:
                 self.stamps[writer] = stamp
         self.stamp = stamp
@@ -481,7 +484,14 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         ident = read_process_identity(sock, cred.pid)
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
-        stamp = Stamp(cred, exe=ident.exe, comm=ident.comm, owner=owner, pidns=ident.pidns)
+        stamp = Stamp(
+            cred,
+            exe=ident.exe,
+            comm=ident.comm,
+            owner=owner,
+            pidns=ident.pidns,
+            attribution=ident.attribution,
+        )
         conn = Connection(ctx, cred, stamp)
         log.debug("connection_opened", exe=ident.exe)
         await serve_with_acks(sock, conn, _serve)
