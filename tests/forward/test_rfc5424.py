@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from trio_logd.forward import SD_ID, encode_record, frame, make_encoder, make_framer, sd_name
 from trio_logd.forward.rfc5424 import _general
-from trio_logd.peer import PeerCred
+from trio_logd.peer import NO_ATTRIBUTION, Attribution, PeerCred
 from trio_logd.protocol.message import FACILITIES, SEVERITIES, Message
 from trio_logd.protocol.rfc5424 import parse_rfc5424
 from trio_logd.record import Stamp, daemon_record_line, encode_line, sender_json
@@ -29,9 +29,10 @@ def stored(
     exe: str | None = "/usr/bin/python3.11",
     comm: str | None = "python3",
     relay: PeerCred | None = None,
+    attribution: Attribution = NO_ATTRIBUTION,
 ) -> bytes:
     """The line the daemon stores for *msg* (its own encoders)."""
-    stamp = Stamp(writer, conn, exe=exe, comm=comm, relay=relay)
+    stamp = Stamp(writer, conn, exe=exe, comm=comm, relay=relay, attribution=attribution)
     return encode_line(TS, seq, stamp.fragment, sender_json(msg, writer.pid))
 
 
@@ -112,6 +113,20 @@ def test_relay_and_connection_fields_are_trusted() -> None:
     assert encode(line) == (
         '<14>1 2026-11-27T20:47:40.123456Z logs1 - 42 - [logd@32473 uid="1000" gid="1000" '
         'pid="42" seq="17" conn_uid="1000" conn_pid="40" relay_uid="0" relay_pid="7"] x'
+    )
+
+
+def test_attribution_is_trusted() -> None:
+    """cgroup, unit, slice, login and label go to the trusted element, in the stamp's order."""
+    attribution = Attribution(
+        "/system.slice/a.service", "a.service", "system.slice", loginuid=1000, session=4,
+        label="system_u:system_r:a_t:s0",
+    )  # fmt: skip
+    line = stored(Message("user", "info", "m"), exe=None, comm=None, attribution=attribution)
+    assert encode(line) == (
+        '<14>1 2026-11-27T20:47:40.123456Z logs1 - 42 - [logd@32473 uid="1000" gid="1000" '
+        'pid="42" seq="17" cgroup="/system.slice/a.service" unit="a.service" '
+        'slice="system.slice" loginuid="1000" session="4" label="system_u:system_r:a_t:s0"] m'
     )
 
 
@@ -197,7 +212,17 @@ def records(draw: st.DrawFn) -> tuple[bytes, Message, PeerCred]:
     conn = draw(st.none() | st.just(PeerCred(1, 2, 3)))
     exe = draw(st.none() | _text)
     seq = draw(st.integers(1, 2**53))
-    return stored(msg, seq=seq, writer=writer, conn=conn, exe=exe, comm=None), msg, writer
+    attribution = Attribution(
+        draw(st.none() | _text),
+        draw(st.none() | _text),
+        draw(st.none() | _text),
+        loginuid=draw(st.none() | st.integers(0, 2**32 - 2)),
+        label=draw(st.none() | _text),
+    )
+    line = stored(
+        msg, seq=seq, writer=writer, conn=conn, exe=exe, comm=None, attribution=attribution
+    )
+    return line, msg, writer
 
 
 @settings(max_examples=200, deadline=None)
