@@ -7,9 +7,11 @@ import importlib.resources
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
 from trio_logd._config_values import (
     _FORWARD_NAME,
@@ -66,6 +68,7 @@ from trio_logd.config import (
     LimitsOverride,
     MetricsConfig,
     StoreConfig,
+    UnitLimits,
 )
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
 
@@ -204,6 +207,52 @@ def _read_named_overrides(
         result[name] = _read_override(table, max_message_bytes)
 
     for name, table in limits.subtables(kind):
+        limits.ctx.attempt(functools.partial(read, name, table), lambda: None)
+    return result
+
+
+#: A unit glob: unit-name characters (systemd's VALID_CHARS and "@") and the
+#: fnmatch characters "*?[]!", at most 255 (systemd's UNIT_NAME_MAX).
+_UNIT_GLOB: Final = re.compile(r"[A-Za-z0-9:_.\\@*?\[\]!-]{1,255}")
+
+
+def _read_unit_limits(table: _Table, pattern: str, max_message_bytes: int) -> UnitLimits:
+    if not _UNIT_GLOB.fullmatch(pattern):
+        reason = (
+            'expected a unit name or glob as the table name, like "nginx.service" or '
+            '"nginx*.service" (letters, digits, ":_.\\@-" and the glob characters "*?[]!")'
+        )
+        raise table.error(reason, None)
+    get = table.get_optional
+    rate_messages = get("rate_messages", _positive_int)
+    burst_messages = get("burst_messages", _positive_int)
+    rate_bytes = get("rate_bytes", _size(minimum=1))
+    burst_bytes = get("burst_bytes", _size(minimum=1))
+    for burst, rate, key, rate_key in (
+        (burst_messages, rate_messages, "burst_messages", "rate_messages"),
+        (burst_bytes, rate_bytes, "burst_bytes", "rate_bytes"),
+    ):
+        if burst is not None and rate is None:
+            reason = f"expected {rate_key} too: a burst without a rate limits nothing"
+            raise table.error(reason, key)
+    _check_burst_bytes(table, burst_bytes, max_message_bytes)
+    return UnitLimits(
+        pattern=pattern,
+        rate_messages=rate_messages,
+        burst_messages=burst_messages,
+        rate_bytes=rate_bytes,
+        burst_bytes=burst_bytes,
+        max_connections=get("max_connections", _positive_int),
+    )
+
+
+def _read_unit_tables(limits: _Table, max_message_bytes: int) -> dict[str, UnitLimits]:
+    result: dict[str, UnitLimits] = {}
+
+    def read(name: str, table: _Table) -> None:
+        result[name] = _read_unit_limits(table, name, max_message_bytes)
+
+    for name, table in limits.subtables("unit"):
         limits.ctx.attempt(functools.partial(read, name, table), lambda: None)
     return result
 
@@ -484,6 +533,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
     limits_uid = _read_uid_overrides(limits, mmb)
     limits_user = _read_named_overrides(limits, "user", mmb)
     limits_group = _read_named_overrides(limits, "group", mmb)
+    limits_unit = _read_unit_tables(limits, mmb)
     access = ctx.attempt(
         lambda: _read_access(root.table("access")), lambda: _read_access(base.table("access"))
     )
@@ -506,6 +556,7 @@ def _build(raw: Mapping[str, object], ctx: _Ctx, path: str | None) -> Config:
         limits_uid=MappingProxyType(limits_uid),
         limits_user=MappingProxyType(limits_user),
         limits_group=MappingProxyType(limits_group),
+        limits_unit=MappingProxyType(limits_unit),
         access=access,
         identity=identity,
         metrics=metrics,

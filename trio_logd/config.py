@@ -42,6 +42,7 @@ merging with it (see ``_merge``).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -76,6 +77,7 @@ __all__ = [
     "OnQuota",
     "OnRate",
     "StoreConfig",
+    "UnitLimits",
     "default_config",
     "find_config",
     "find_config_path",
@@ -246,6 +248,31 @@ class LimitsOverride:
     quota_bytes: int | None = None
     on_rate: OnRate | None = None
     on_quota: OnQuota | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitLimits:
+    """One ``[limits.unit."GLOB"]`` table: limits of every system unit the glob matches.
+
+    Applied in addition to the uid's limits (a record must pass both), to
+    each matching unit on its own (its own buckets and connection count).
+    A key left out sets no limit of the unit's; ``burst_messages`` defaults
+    to ``rate_messages`` and ``burst_bytes`` to the larger of ``rate_bytes``
+    and ``[daemon] max_message_bytes``. No quota: quotas stay per uid.
+
+    Attributes:
+        pattern: the table's name, an ``fnmatch`` glob on the unit name.
+        rate_messages, burst_messages, rate_bytes, burst_bytes: the unit's
+            token buckets (``None``: no such limit).
+        max_connections: concurrent ingest connections opened from the unit.
+    """
+
+    pattern: str
+    rate_messages: int | None = None
+    burst_messages: int | None = None
+    rate_bytes: int | None = None
+    burst_bytes: int | None = None
+    max_connections: int | None = None
 
 
 _LIMIT_KEYS: Final = tuple(f.name for f in dataclasses.fields(Limits))
@@ -501,6 +528,8 @@ class Config:
         limits_user: ``[limits.user.NAME]`` tables by user name.
         limits_group: ``[limits.group.NAME]`` tables by group name, in file
             order (which decides policies between several groups).
+        limits_unit: ``[limits.unit."GLOB"]`` tables by glob, in file order
+            (the first that matches a unit is its limits).
         access: ``[access]``.
         identity: ``[identity]``.
         metrics: ``[metrics]``.
@@ -520,6 +549,18 @@ class Config:
     metrics: MetricsConfig = DEFAULT_METRICS
     forward: tuple[ForwardConfig, ...] = ()
     control: ControlConfig = DEFAULT_CONTROL
+    limits_unit: Mapping[str, UnitLimits] = field(default_factory=lambda: MappingProxyType({}))
+
+    def unit_limits_for(self, unit: str) -> UnitLimits | None:
+        """The first ``[limits.unit."GLOB"]`` table (in file order) whose glob matches *unit*.
+
+        ``fnmatch`` rules, case-sensitive: ``*`` and ``?`` match any characters,
+        ``[…]`` a set.
+        """
+        for pattern, limits in self.limits_unit.items():
+            if fnmatch.fnmatchcase(unit, pattern):
+                return limits
+        return None
 
     def limits_for(self, uid: int, *, user: str | None, groups: Iterable[str]) -> Limits:
         """Resolve the limits of *uid*, key by key.
@@ -627,6 +668,7 @@ _SCHEMA: Final[_Schema] = {
         "uid": {"*": _keys(Limits)},
         "user": {"*": _keys(Limits)},
         "group": {"*": _keys(Limits)},
+        "unit": {"*": _keys(UnitLimits)[1:]},  # not "pattern": that is the table's name
     },
     "access": _keys(AccessConfig),
     "identity": _keys(IdentityConfig),

@@ -21,10 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 __all__ = [
     "DROP_REASONS",
@@ -259,9 +259,10 @@ class RateLimiter:
     __slots__ = ("_uids",)
 
     def __init__(self) -> None:
-        self._uids: dict[int, _UidBuckets] = {}
+        #: by uid (or by unit name: the per-unit limiter keys its buckets so)
+        self._uids: dict[Hashable, _UidBuckets] = {}
 
-    def _buckets(self, uid: int, limits: RateSpec, now: float) -> _UidBuckets:
+    def _buckets(self, uid: Hashable, limits: RateSpec, now: float) -> _UidBuckets:
         state = self._uids.get(uid)
         if state is not None and state.limits is limits:
             return state
@@ -275,7 +276,7 @@ class RateLimiter:
         state.limits = limits
         return state
 
-    def admit(self, uid: int, sizes: Sequence[int], limits: RateSpec, now: float) -> int:
+    def admit(self, uid: Hashable, sizes: Sequence[int], limits: RateSpec, now: float) -> int:
         """Admit the longest prefix of a batch that *uid*'s buckets allow.
 
         Args:
@@ -314,7 +315,8 @@ class RateLimiter:
             nbytes.try_take(spent, now)
         return admitted
 
-    def reconfigure(self, limits_for: Callable[[int], RateSpec], now: float) -> None:
+    # Any: the keys are the caller's (uids, or unit names), as is limits_for
+    def reconfigure(self, limits_for: Callable[[Any], RateSpec], now: float) -> None:
         """Give every uid with buckets its new limits at *now* (a reload).
 
         Tokens accrued until *now* count at the old rates, the new ones from
@@ -330,7 +332,7 @@ class RateLimiter:
         for uid in list(self._uids):
             self._buckets(uid, limits_for(uid), now)
 
-    def delay_for(self, uid: int, size: int, limits: RateSpec, now: float) -> float:
+    def delay_for(self, uid: Hashable, size: int, limits: RateSpec, now: float) -> float:
         """Return how long until one record of *size* bytes would be admitted.
 
         For ``on_rate = "block"``: admit what ``admit`` allows, then wait this
@@ -698,6 +700,8 @@ class Suppressed:
         count: how many were dropped.
         first: monotonic time of the first of these drops.
         last: monotonic time of the last of them.
+        unit: the system unit they came from (the record's ``unit``), or
+            ``None``.
     """
 
     uid: int
@@ -705,6 +709,7 @@ class Suppressed:
     count: int
     first: float
     last: float
+    unit: str | None = None
 
 
 class _Window:
@@ -716,10 +721,14 @@ class _Window:
         self.last = last
 
 
-class SuppressionTracker:
-    """Counts drops per (uid, reason) and says when to report them.
+#: A window's key: (uid, reason, unit or None).
+_WindowKey = tuple[int, DropReason, "str | None"]
 
-    The first drop of a (uid, reason) opens a window; further drops add to
+
+class SuppressionTracker:
+    """Counts drops per (uid, reason, unit) and says when to report them.
+
+    The first drop of a (uid, reason, unit) opens a window; further drops add to
     it; ``window`` seconds after the first drop ``due`` hands the count over
     (one ``suppressed`` record) and closes the window, and the next drop opens
     a new one. So a uid that keeps exceeding its rate gets one record per
@@ -742,10 +751,12 @@ class SuppressionTracker:
             msg = f"window must be a positive number of seconds, got {window}"
             raise ValueError(msg)
         self._window = window
-        self._open: dict[tuple[int, DropReason], _Window] = {}
+        self._open: dict[_WindowKey, _Window] = {}
         self._dropped: dict[int, dict[DropReason, int]] = {}
 
-    def note_drop(self, uid: int, reason: DropReason, n: int, now: float) -> None:
+    def note_drop(
+        self, uid: int, reason: DropReason, n: int, now: float, unit: str | None = None
+    ) -> None:
         """Count *n* records (or connections) of *uid* dropped for *reason*.
 
         Args:
@@ -753,6 +764,7 @@ class SuppressionTracker:
             reason: one of ``DROP_REASONS``.
             n: how many, ``>= 0`` (``0`` is ignored).
             now: monotonic seconds.
+            unit: the system unit they came from (reported apart), or ``None``.
 
         Raises:
             ValueError: *n* negative or *reason* unknown.
@@ -764,9 +776,10 @@ class SuppressionTracker:
             return
         totals = self._dropped.setdefault(uid, {})
         totals[reason] = totals.get(reason, 0) + n
-        window = self._open.get((uid, reason))
+        key = (uid, reason, unit)
+        window = self._open.get(key)
         if window is None:
-            self._open[(uid, reason)] = _Window(n, now, now)
+            self._open[key] = _Window(n, now, now)
         else:
             window.count += n
             window.last = max(window.last, now)
@@ -788,12 +801,13 @@ class SuppressionTracker:
         """Take every open window, due or not (at shutdown), oldest first."""
         return self._take(list(self._open))
 
-    def _take(self, keys: list[tuple[int, DropReason]]) -> list[Suppressed]:
+    def _take(self, keys: list[_WindowKey]) -> list[Suppressed]:
         result = []
         for key in keys:
             window = self._open.pop(key)
-            result.append(Suppressed(key[0], key[1], window.count, window.first, window.last))
-        result.sort(key=lambda s: (s.first, s.uid, s.reason))
+            uid, reason, unit = key
+            result.append(Suppressed(uid, reason, window.count, window.first, window.last, unit))
+        result.sort(key=lambda s: (s.first, s.uid, s.reason, s.unit or ""))
         return result
 
     def next_due(self) -> float | None:
@@ -809,9 +823,10 @@ class SuppressionTracker:
         (so they are due again at once) and do not count again in ``dropped``.
         """
         for item in items:
-            window = self._open.get((item.uid, item.reason))
+            key = (item.uid, item.reason, item.unit)
+            window = self._open.get(key)
             if window is None:
-                self._open[(item.uid, item.reason)] = _Window(item.count, item.first, item.last)
+                self._open[key] = _Window(item.count, item.first, item.last)
             else:
                 window.count += item.count
                 window.first = min(window.first, item.first)
@@ -820,14 +835,14 @@ class SuppressionTracker:
     def open_counts(self) -> dict[int, dict[DropReason, int]]:
         """Every open window's count, per uid and reason (what no record reported yet)."""
         out: dict[int, dict[DropReason, int]] = {}
-        for (uid, reason), window in self._open.items():
-            out.setdefault(uid, {})[reason] = window.count
+        for (uid, reason, _unit), window in self._open.items():
+            counts = out.setdefault(uid, {})
+            counts[reason] = counts.get(reason, 0) + window.count
         return out
 
     def pending(self, uid: int, reason: DropReason) -> int:
-        """Return the drops of (*uid*, *reason*) noted but not yet handed out."""
-        window = self._open.get((uid, reason))
-        return 0 if window is None else window.count
+        """Return the drops of (*uid*, *reason*), any unit, noted but not yet handed out."""
+        return sum(w.count for (u, r, _unit), w in self._open.items() if u == uid and r == reason)
 
     def dropped(self, uid: int) -> Mapping[DropReason, int]:
         """Return *uid*'s drops since start by reason (``stats``: ``dropped``)."""

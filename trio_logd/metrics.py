@@ -130,6 +130,36 @@ _DAEMON_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
 )  # fmt: skip
 
 
+#: Per-unit families (``stats`` ``units``: at most 256 and "(other)"): (key, name, type, help).
+_UNIT_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
+    ("records", "trio_logd_unit_records_total", "counter",
+     "Records accepted from writers in the system unit (stream connections) since the start."),
+    ("bytes", "trio_logd_unit_bytes_total", "counter",
+     "Payload bytes of the records accepted from writers in the system unit."),
+    ("dropped", "trio_logd_unit_dropped_records_total", "counter",
+     "Records of writers in the system unit dropped, by reason (rate, quota, disk)."),
+    ("refused", "trio_logd_unit_refused_connections_total", "counter",
+     "Connections opened from the system unit closed at once (its or its uid's cap)."),
+    ("connections", "trio_logd_unit_connections", "gauge",
+     "Open ingest connections opened from the system unit."),
+)  # fmt: skip
+
+
+def _unit_families(units: Iterable[Mapping[str, Any]]) -> list[_Family]:
+    f = _families(_UNIT_FAMILIES)
+    reason_labels = {reason: f',reason="{reason}"' for reason in DROP_METRIC_REASONS}
+    for item in units:
+        unit = _label("unit", str(item["unit"]))
+        f["records"].add(item["records"], unit)
+        f["bytes"].add(item["bytes"], unit)
+        drops: Mapping[str, int] = item.get("dropped") or {}
+        for reason, label in reason_labels.items():
+            f["dropped"].add(drops.get(reason, 0), unit + label)
+        f["refused"].add(drops.get(_CONNECTIONS, 0), unit)
+        f["connections"].add(item["connections"], unit)
+    return [family for family in f.values() if family.samples]
+
+
 def _families(spec: tuple[tuple[str, str, _Kind, str], ...]) -> dict[str, _Family]:
     return {key: _Family(name, kind, text) for key, name, kind, text in spec}
 
@@ -188,13 +218,18 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
     Args:
         stats: what the ``stats`` control operation answers (without
             ``type``): ``version``, ``started``, ``uptime``, ``daemon`` (an
-            object) and ``uids`` (a list of per-uid objects).
+            object), ``uids`` (a list of per-uid objects) and ``units``
+            (per-unit objects, maybe absent).
 
     Returns:
         The exposition text, one ``# HELP`` and ``# TYPE`` line per family,
         ending in a newline.
     """
     out: list[str] = []
-    for family in (*_daemon_families(stats), *_uid_families(stats.get("uids") or ())):
+    for family in (
+        *_daemon_families(stats),
+        *_uid_families(stats.get("uids") or ()),
+        *_unit_families(stats.get("units") or ()),
+    ):
         family.render(out)
     return "".join(out)

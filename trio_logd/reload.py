@@ -26,7 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from trio_logd.config import Config, DaemonConfig, LimitsOverride, MetricsConfig, StoreConfig
+from trio_logd.config import (
+    Config,
+    DaemonConfig,
+    LimitsOverride,
+    MetricsConfig,
+    StoreConfig,
+    UnitLimits,
+)
 
 __all__ = ["RESTART_KEYS", "ReloadPlan", "plan_reload"]
 
@@ -79,7 +86,9 @@ def _diff_fields(table: str, old: object, new: object) -> list[tuple[str, str]]:
 
 
 def _diff_overrides(
-    kind: str, old: Mapping[Any, LimitsOverride], new: Mapping[Any, LimitsOverride]
+    kind: str,
+    old: Mapping[Any, LimitsOverride | UnitLimits],
+    new: Mapping[Any, LimitsOverride | UnitLimits],
 ) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name in [*old, *(n for n in new if n not in old)]:
@@ -120,6 +129,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         *_diff_overrides("uid", old.limits_uid, new.limits_uid),
         *_diff_overrides("user", old.limits_user, new.limits_user),
         *_diff_overrides("group", old.limits_group, new.limits_group),
+        *_diff_overrides("unit", old.limits_unit, new.limits_unit),
         *_diff_fields("access", old.access, new.access),
         *_diff_fields("identity", old.identity, new.identity),
         *_diff_fields("metrics", old.metrics, new.metrics),

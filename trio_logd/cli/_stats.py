@@ -18,7 +18,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from trio_logd.cli._forward import render_forward_lines
@@ -223,6 +223,35 @@ def _uid_row(item: Mapping[str, Any], now: float, layout: _Layout) -> str:
     )
 
 
+#: Unit rows ``top`` shows (those with the most drops, then the most records).
+UNIT_ROWS: Final = 10
+#: Unit names are valid unit names (no controls); a long one is cut to this.
+_UNIT_WIDTH: Final = 40
+
+
+def _unit_key(item: Mapping[str, Any]) -> tuple[int, int, str]:
+    drops = sum((item.get("dropped") or {}).values())
+    return (-drops, -int(item.get("records", 0)), str(item.get("unit")))
+
+
+def render_unit_lines(units: Sequence[Mapping[str, Any]], *, limit: int | None) -> list[str]:
+    """One line per system unit (``stats`` ``units``), most drops first; at most *limit*."""
+    shown = sorted(units, key=_unit_key)[:limit]
+    out = [f"{'UNIT':<{_UNIT_WIDTH}} {'CONN':>5} {'RECORDS':>8} {'BYTES':>8}  DROPS"]
+    for item in shown:
+        name = str(item.get("unit"))
+        if len(name) > _UNIT_WIDTH:
+            name = name[: _UNIT_WIDTH - 1] + "…"
+        out.append(
+            f"{name:<{_UNIT_WIDTH}} {item.get('connections', 0):>5} "
+            f"{_count(item.get('records', 0)):>8} {_size(item.get('bytes', 0)):>8}  "
+            f"{_drops(item.get('dropped') or {})}"
+        )
+    if limit is not None and len(units) > limit:
+        out.append(f"({len(units) - limit} more units: trio-logd stats)")
+    return out
+
+
 def sort_key(item: Mapping[str, Any]) -> tuple[float, float, int]:
     """Busiest first: records/s now, then over the last minute, then uid."""
     return (-item.get("records_per_s", 0.0), -item.get("records_per_s_1m", 0.0), item["uid"])
@@ -260,6 +289,11 @@ def render_table(
     lines.extend(_uid_row(item, now, layout) for item in items)
     if not items:
         lines.append("(no uid has logged since the daemon started)")
+    units = stats.get("units") or []
+    if units:
+        lines.append("")
+        unit_lines = render_unit_lines(units, limit=None if width is None else UNIT_ROWS)
+        lines.extend(unit_lines if width is None else [x[:width] for x in unit_lines])
     forward = stats.get("forward") or []
     if forward:
         lines.append("")

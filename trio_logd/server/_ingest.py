@@ -70,6 +70,7 @@ from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._fdlimit import FdCounters
 from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
+from trio_logd.unit_limits import UnitFigures
 
 __all__ = ["Connection", "IngestContext", "handle_connection", "serve_listener"]
 
@@ -284,7 +285,7 @@ class Connection:
         while True:
             rest = sizes[start:] if start else sizes
             k, wait, pause, reason = limiter.admit(
-                stamp.uid, st.pending_bytes, rest, policy.limits, mono, account
+                stamp.uid, st.pending_bytes, rest, policy.limits, mono, account, stamp.unit
             )
             if k:
                 await file_admitted(start, start + k)
@@ -300,7 +301,7 @@ class Connection:
             try:
                 await trio.sleep(wait)
             except trio.Cancelled:  # shutdown while blocked: what we hold is dropped
-                limiter.note_drop(stamp.uid, "rate", len(sizes) - start)
+                limiter.note_drop(stamp.uid, "rate", len(sizes) - start, stamp.unit)
                 self._acked_drop(len(sizes) - start, "rate")
                 raise
             policy = limiter.policy_nowait(account)  # a reload may have changed it
@@ -358,6 +359,8 @@ class Connection:
         st.last_seq = seq
         st.records += len(lines)
         st.bytes += payload
+        if stamp.unit is not None:
+            self.ctx.limiter.units.count(stamp.unit, len(lines), payload)
         batch = Batch(lines, sum(map(len, lines)), seq, ts)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
@@ -457,6 +460,7 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
     conn_id = next(_conn_ids)
     st = None
     counted: int | None = None
+    unit: tuple[str, UnitFigures] | None = None
     try:
         cred = PeerCred(*read_peer_cred(sock))
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
@@ -482,6 +486,15 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             return
         counted = account
         ident = read_process_identity(sock, cred.pid)
+        name = ident.attribution.unit
+        if name is not None:
+            figures = limiter.open_unit(cred.uid, name)
+            if figures is None:  # the unit's max_connections: as the uid's cap above
+                ctx.pipeline.state(cred.uid)
+                _discard_unread(sock)
+                log.debug("connection_refused_unit", unit=name)
+                return
+            unit = (name, figures)
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
         stamp = Stamp(
@@ -502,6 +515,8 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
             st.connections -= 1
         if counted is not None:
             ctx.limiter.close_connection(counted)
+        if unit is not None:
+            ctx.limiter.unit_limits.close(*unit)
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(_AsyncCloser(sock))
 

@@ -36,6 +36,16 @@ and her subordinate uids' together. Drops are still counted for the uid
 whose records they were. The tables are read by ``prepare`` (start, reload)
 and by ``serve_subid_watch`` when a file's stamp changes.
 
+Units (``[limits.unit."GLOB"]``, ``unit_limits.py``): a record whose
+writer runs in a system unit (its stamp's ``unit``) must pass the unit's
+buckets as well as its uid's. The unit's are asked first, so that a unit
+over its own rate never spends its uid's tokens, which the uid's other
+units need: one flooding service leaves its neighbours under the same uid
+alone. A connection opened from a unit is also counted under that unit's
+``max_connections``. Drops are counted for the uid and for the unit (in the
+bounded ``UnitLedger``). Which table a unit gets is decided once per unit
+name and config (a glob match per table), then cached.
+
 Reload: ``prepare`` (async, NSS in a worker thread) re-resolves every known
 uid and the admins' gids for a new config; ``apply`` (sync, no checkpoint)
 swaps the config and policies in one step. Buckets keep their balance: the
@@ -60,6 +70,7 @@ from trio_logd.identity import lookup_identity
 from trio_logd.limits import ConnectionCounter, DropReason, RateLimiter, SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.subids import FileStamp, SubidFiles, file_stamp, load_subids
+from trio_logd.unit_limits import UnitFigures, UnitLimiter
 
 #: No subordinate ids (``"separate"``, or before the files are read).
 EMPTY_SUBIDS: Final = SubidFiles()
@@ -260,6 +271,9 @@ class Limiter:
         self.accounts: dict[int, int] = {}
         #: owner -> the subordinate uids seen counting against her limits
         self.members: dict[int, set[int]] = {}
+        #: ``[limits.unit."GLOB"]``: buckets, connection counts and figures per unit
+        self.unit_limits = UnitLimiter(config)
+        self.units = self.unit_limits.ledger
 
     # -- policies ---------------------------------------------------------------
 
@@ -419,6 +433,7 @@ class Limiter:
         limits: Limits,
         now: float,
         account: int | None = None,
+        unit: str | None = None,
     ) -> Admission:
         """Decide one batch of *uid*'s records: how many to file now, and how long to wait.
 
@@ -432,6 +447,8 @@ class Limiter:
             account: the uid whose limits these are (its owner, for a
                 subordinate uid: ``owner_of``); *uid* when ``None``. Buckets
                 and quota are the account's; drops are counted for *uid*.
+            unit: the writer's system unit: its ``[limits.unit]`` buckets
+                are asked first; drops are counted for it too.
 
         Returns:
             File ``sizes[:admitted]`` now. ``retry > 0`` (``on_rate =
@@ -443,15 +460,19 @@ class Limiter:
         n = len(sizes)
         key = uid if account is None else account
         if limits.on_quota == "drop" and self.usage_of(key) + pending_bytes >= limits.quota_bytes:
-            self.suppression.note_drop(uid, "quota", n, now)
+            self._drop(uid, "quota", n, now, unit)
             return Admission(0, 0.0, self.drop_pause(key, limits, now), "quota")
-        k = self.rate.admit(key, sizes, limits, now)
+        m = n if unit is None else self.unit_limits.admit(unit, sizes, now)
+        k = self.rate.admit(key, sizes if m == n else sizes[:m], limits, now)
         if k == n:
             return Admission(k, 0.0, 0.0)
         if limits.on_rate == "drop":
-            self.suppression.note_drop(uid, "rate", n - k, now)
+            self._drop(uid, "rate", n - k, now, unit)
             return Admission(k, 0.0, self.drop_pause(key, limits, now), "rate")
-        wait = self.rate.delay_for(key, sizes[k], limits, now)
+        if k == m and unit is not None:  # the unit's buckets held the rest back
+            wait = self.unit_limits.delay_for(unit, sizes[k], now)
+        else:
+            wait = self.rate.delay_for(key, sizes[k], limits, now)
         if not math.isfinite(wait):  # cannot happen with a validated config (burst >= 1)
             return Admission(k, 1.0, 0.0)
         # Wake for a handful of records, not for each: at 10 000/s a wake per token
@@ -469,6 +490,7 @@ class Limiter:
         limits: Limits,
         now: float,
         account: int | None = None,
+        unit: str | None = None,
     ) -> tuple[int, DropReason | None]:
         """Decide a batch that cannot wait: records off the shared datagram socket.
 
@@ -483,13 +505,20 @@ class Limiter:
         n = len(sizes)
         key = uid if account is None else account
         if limits.on_quota == "drop" and self.usage_of(key) + pending_bytes >= limits.quota_bytes:
-            self.suppression.note_drop(uid, "quota", n, now)
+            self._drop(uid, "quota", n, now, unit)
             return 0, "quota"
-        k = self.rate.admit(key, sizes, limits, now)
+        m = n if unit is None else self.unit_limits.admit(unit, sizes, now)
+        k = self.rate.admit(key, sizes if m == n else sizes[:m], limits, now)
         if k == n:
             return k, None
-        self.suppression.note_drop(uid, "rate", n - k, now)
+        self._drop(uid, "rate", n - k, now, unit)
         return k, "rate"
+
+    def _drop(self, uid: int, reason: DropReason, n: int, now: float, unit: str | None) -> None:
+        """Count a drop for *uid*, and for *unit* (reported under its name while tracked)."""
+        if unit is not None:
+            unit = self.units.drop(unit, reason, n)
+        self.suppression.note_drop(uid, reason, n, now, unit)
 
     def drop_pause(self, uid: int, limits: Limits, now: float) -> float:
         """Return how long a connection of *uid* should wait after a read with drops.
@@ -515,9 +544,17 @@ class Limiter:
             self._resume = {u: t for u, t in self._resume.items() if t > now}
         return resume - now
 
-    def note_drop(self, uid: int, reason: DropReason, n: int) -> None:
-        """Count *n* of *uid*'s records dropped for *reason*, now."""
-        self.suppression.note_drop(uid, reason, n, trio.current_time())
+    def open_unit(self, uid: int, unit: str) -> UnitFigures | None:
+        """Count a connection of *uid* opened from *unit* (``UnitLimiter.open``); a
+        refusal is counted as a ``connections`` drop of *uid* and *unit*."""
+        figures = self.unit_limits.open(unit)
+        if figures is None:
+            self.note_drop(uid, "connections", 1, unit)
+        return figures
+
+    def note_drop(self, uid: int, reason: DropReason, n: int, unit: str | None = None) -> None:
+        """Count *n* of *uid*'s records (from *unit*, if known) dropped for *reason*, now."""
+        self._drop(uid, reason, n, trio.current_time(), unit)
 
     # -- connections --------------------------------------------------------------
 
@@ -614,6 +651,7 @@ class Limiter:
         self.admin_gids = prepared.admin_gids
         self._identities = identities
         self.policies = {uid: _policy(config, uid, ident) for uid, ident in identities.items()}
+        self.unit_limits.reconfigure(config)
         self._thread_identities = {}
         self.set_subids(prepared.subids)
         self.rate.reconfigure(lambda uid: self.policy_nowait(uid).limits, trio.current_time())
@@ -669,6 +707,7 @@ class Limiter:
         while True:
             await trio.sleep(BUCKET_PRUNE_INTERVAL)
             self.rate.prune(trio.current_time())
+            self.unit_limits.rate.prune(trio.current_time())
 
     def seed(self, identities: Mapping[int, UidIdentity]) -> None:
         """Take identities known without asking NSS (tests; a cache kept across a restart)."""

@@ -177,8 +177,10 @@ class StatsCollector:
             only_uid: list only this uid (daemon-wide totals still cover all).
 
         Returns:
-            ``pid``, ``version``, ``started``, ``uptime``, ``daemon`` and ``uids``
-            (sorted by uid); see ``docs/operators.md`` for every field.
+            ``pid``, ``version``, ``started``, ``uptime``, ``daemon``, ``uids``
+            (sorted by uid) and ``units`` (per system unit, at most
+            ``unit_limits.MAX_UNITS`` and one ``(other)``; empty for a caller
+            who sees one uid); see ``docs/operators.md`` for every field.
         """
         items = self._base(self.daemon)
         await self.resolve(item["uid"] for item in items)
@@ -236,6 +238,8 @@ class StatsCollector:
                 "last_reload": counters.last_reload,
             },
             "uids": shown,
+            # units span uids: only for who may see every uid
+            "units": daemon.ingest.limiter.units.snapshot() if only_uid is None else [],
             # further top-level keys (``forward``: per-destination lag)
             **{key: fn() for key, fn in daemon.extra_stats.items()},
         }

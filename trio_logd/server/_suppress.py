@@ -3,7 +3,8 @@
 How this works: whoever drops records (rate limits, quotas, connection caps,
 a full disk) only counts them in the daemon's ``SuppressionTracker``. This
 task wakes once a second, takes the windows that are due, and files one
-``suppressed`` record per uid and reason, with that uid, carrying ``count``
+``suppressed`` record per uid and reason (and system unit, when the records
+came from one: then it carries ``unit``), with that uid, carrying ``count``
 and ``reason``. At shutdown the open windows are flushed.
 
 A count is *unreported* from its drop until the ``suppressed`` record that
@@ -100,13 +101,17 @@ class DropReports:
                 continue
             key = (s.uid, s.reason)
             self._inflight[key] = self._inflight.get(key, 0) + s.count
+            # drops of a unit's records are reported apart, naming it (`unit`)
+            unit = {} if s.unit is None else {"unit": s.unit}
+            of_unit = "" if s.unit is None else f" from {s.unit}"
             self.ctx.file_daemon_record(
                 s.uid,
                 "suppressed",
                 on_stored=self._settler(s),
-                msg=f"{s.count} records of uid {s.uid} dropped ({s.reason})",
+                msg=f"{s.count} records of uid {s.uid}{of_unit} dropped ({s.reason})",
                 count=s.count,
                 reason=s.reason,
+                **unit,
             )
 
     def _settler(self, s: Suppressed) -> Callable[[int], None]:
