@@ -9,15 +9,18 @@ own cgroup names must never pass for a system unit.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests._cgroups import CgroupTree
-from tests._daemon import DaemonProcess, free_uids
+from tests._daemon import DaemonProcess, free_uids, poll, world
 from trio_logd.peer import PeerCred, ProcessIdentity, read_process_identity, read_writer_identity
 
 ATTRIBUTION_KEYS = ("cgroup", "unit", "slice", "user_unit", "user_slice", "loginuid", "session")
@@ -195,3 +198,91 @@ def test_recycled_pid_never_gets_another_unit(cgroups: CgroupTree, tmp_path: Pat
         finally:
             os.write(w, b"x")
             os.waitpid(reuser, 0)
+
+
+UNIT_LIMITS = """
+[limits.unit."noisy*.service"]
+rate_messages = 50
+burst_messages = 50
+"""
+
+
+def _flood(path: str, tag: str, n: int, hold: int) -> None:
+    """Send *n* records in one go, then stay until released (so the pidfd check holds)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(b"".join(f"<13>app: {tag} {i}\n".encode() for i in range(n)))
+        os.read(hold, 1)
+
+
+def _stats(d: DaemonProcess) -> dict[str, Any]:
+    out = subprocess.run(d.command("stats", "--json"), capture_output=True, check=True)
+    stats: dict[str, Any] = json.loads(out.stdout)
+    return stats
+
+
+def _units(d: DaemonProcess) -> dict[str, dict[str, Any]]:
+    return {item["unit"]: item for item in _stats(d)["units"]}
+
+
+def test_unit_limits_spare_the_neighbour(cgroups: CgroupTree) -> None:
+    """Two units under one uid, one flooding past its [limits.unit] rate: the other's records
+    are all stored; the drops are the flooder's, in stats --json, the metrics and a
+    suppressed record that names the unit; a reload limits the other unit live."""
+    (uid,) = free_uids(1)
+    with world() as root, DaemonProcess(root, extra=UNIT_LIMITS) as d:
+        held = Held()
+        held.pids.append(
+            cgroups.fork_in(
+                "system.slice/noisy.service",
+                functools.partial(_flood, d.socket, "noisy", 2000, held.read_end),
+                uid=uid,
+            )
+        )
+        held.pids.append(
+            cgroups.fork_in(
+                "system.slice/quiet.service",
+                functools.partial(_flood, d.socket, "quiet", 200, held.read_end),
+                uid=uid,
+            )
+        )
+
+        def settled() -> dict[str, dict[str, Any]] | None:
+            units = _units(d)
+            noisy, quiet = units["noisy.service"], units["quiet.service"]
+            done = noisy["records"] + noisy["dropped"]["rate"] == 2000
+            return units if done and quiet["records"] == 200 else None
+
+        units = poll(settled, timeout=30)
+        assert held.release() == [0, 0]
+        noisy, quiet = units["noisy.service"], units["quiet.service"]
+        assert quiet["dropped"] == dict.fromkeys(quiet["dropped"], 0)
+        assert 50 <= noisy["records"] < 2000
+        stored = d.wait_records(uid, 200 + noisy["records"])
+        assert sum(r["msg"].startswith("quiet") for r in stored) == 200
+        assert {r["unit"] for r in stored} == {"noisy.service", "quiet.service"}
+        metrics = subprocess.run(d.command("metrics"), capture_output=True, text=True, check=True)
+        assert (
+            'trio_logd_unit_dropped_records_total{unit="noisy.service",reason="rate"} '
+            f"{noisy['dropped']['rate']}"
+        ) in metrics.stdout
+        (report,) = d.wait_records(uid, 1, timeout=20, where=lambda r: r.get("event") is not None)
+        assert (report["event"], report["reason"], report["unit"], report["count"]) == (
+            "suppressed", "rate", "noisy.service", noisy["dropped"]["rate"],
+        )  # fmt: skip
+
+        # reload: the quiet unit gets a table of its own, in force for its next records
+        d.config.write_text(
+            d.config.read_text() + '\n[limits.unit."quiet.service"]\nrate_messages = 10\n'
+        )
+        subprocess.run(d.command("reload"), capture_output=True, check=True)
+        again = Held()
+        again.pids.append(
+            cgroups.fork_in(
+                "system.slice/quiet.service",
+                functools.partial(_flood, d.socket, "again", 200, again.read_end),
+                uid=uid,
+            )
+        )
+        poll(lambda: sum(_units(d)["quiet.service"]["dropped"].values()) > 0, timeout=30)
+        assert again.release() == [0]
