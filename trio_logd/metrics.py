@@ -139,7 +139,7 @@ _UNIT_FAMILIES: Final[tuple[tuple[str, str, _Kind, str], ...]] = (
     ("dropped", "trio_logd_unit_dropped_records_total", "counter",
      "Records of writers in the system unit dropped, by reason (rate, quota, disk)."),
     ("refused", "trio_logd_unit_refused_connections_total", "counter",
-     "Connections opened from the system unit closed at once (its or its uid's cap)."),
+     "Connections opened from the system unit closed at once (its [limits.unit] cap)."),
     ("connections", "trio_logd_unit_connections", "gauge",
      "Open ingest connections opened from the system unit."),
 )  # fmt: skip
