@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.attacks._helpers import fork_as
 
 __all__ = ["CgroupTree", "cgroup2_mount"]
 
@@ -100,24 +101,13 @@ class CgroupTree:
         """Fork a child that moves into *rel*, maybe sets its login uid and drops to *uid*,
         then runs *body*; exits 0 when all of it worked. Returns its pid (reap it)."""
         target = self.make(rel) / "cgroup.procs"
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                _write(target, b"0")
-                if loginuid is not None:
-                    _write(Path("/proc/self/loginuid"), str(loginuid).encode())
-                if uid is not None:
-                    os.setgroups([])
-                    os.setgid(uid)
-                    os.setuid(uid)
-                body()
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        return pid
+
+        def join() -> None:
+            _write(target, b"0")
+            if loginuid is not None:
+                _write(Path("/proc/self/loginuid"), str(loginuid).encode())
+
+        return fork_as(os.geteuid() if uid is None else uid, body, before=join)
 
     def run_in(self, rel: str, body: Callable[[], None], **kw: int | None) -> int:
         """``fork_in`` and wait: the child's exit code."""

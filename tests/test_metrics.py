@@ -121,3 +121,19 @@ def test_empty_daemon_still_renders_daemon_families() -> None:
         "trio_logd_store_errors", "trio_logd_reloads", "trio_logd_queue_bytes",
     }  # fmt: skip
     assert text.endswith("\n")
+
+
+def test_unit_families_carry_the_unit_label() -> None:
+    """stats' units become trio_logd_unit_* samples with a unit label, (other) included."""
+    units = [
+        {"unit": "nginx.service", "records": 7, "bytes": 70, "connections": 1,
+         "dropped": {"rate": 3, "connections": 2}},
+        {"unit": "(other)", "records": 1, "bytes": 1, "connections": 0, "dropped": {}},
+    ]  # fmt: skip
+    got = samples(render_metrics({**STATS, "units": units}))
+    nginx = (("unit", "nginx.service"),)
+    assert got[("trio_logd_unit_records_total", nginx)] == 7
+    assert got[("trio_logd_unit_dropped_records_total", (("reason", "rate"), *nginx))] == 3
+    assert got[("trio_logd_unit_refused_connections_total", nginx)] == 2
+    assert got[("trio_logd_unit_connections", nginx)] == 1
+    assert got[("trio_logd_unit_bytes_total", (("unit", "(other)"),))] == 1

@@ -56,8 +56,11 @@ def _drop_to(uid: int, gid: int) -> None:
     os.setuid(uid)
 
 
-def fork_as(uid: int, body: Callable[[], None]) -> int:
+def fork_as(uid: int, body: Callable[[], None], *, before: Callable[[], None] | None = None) -> int:
     """Fork a child that drops to *uid* (gid the same), runs *body* and exits.
+
+    *before*, if given, runs in the child before it drops its privileges
+    (joining a cgroup, setting its login uid).
 
     Returns:
         The child's pid (the caller reaps it). The child exits 0 when *body*
@@ -67,6 +70,8 @@ def fork_as(uid: int, body: Callable[[], None]) -> int:
     if pid == 0:  # child
         code = 1
         try:
+            if before is not None:
+                before()
             _drop_to(uid, uid)
             body()
             code = 0

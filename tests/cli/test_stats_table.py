@@ -121,3 +121,19 @@ def test_without_a_width_nothing_is_cut() -> None:
     lines = render_table(STATS, now=NOW)
     assert len(lines[0]) > 80
     assert "connections:1" in lines[3]
+
+
+def test_units_listed_most_drops_first_and_cut_in_top() -> None:
+    """stats lists every unit below the uids, most drops first; top (a width) at most ten."""
+    units = [
+        {"unit": f"u{i:02d}.service", "records": i, "bytes": 0, "connections": 0,
+         "dropped": {"rate": i % 3}}
+        for i in range(12)
+    ]  # fmt: skip
+    full = render_table({**STATS, "units": units}, now=NOW)
+    start = full.index(next(x for x in full if x.startswith("UNIT")))
+    rows = full[start + 1 : start + 13]
+    assert [r.split()[0] for r in rows[:4]] == ["u11.service", "u08.service", "u05.service",
+                                                "u02.service"]  # fmt: skip
+    top = render_table({**STATS, "units": units}, now=NOW, width=100)
+    assert top[-1] == "(2 more units: trio-logd stats)"

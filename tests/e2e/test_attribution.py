@@ -52,6 +52,13 @@ class Held:
         self.read_end, self._write_end = os.pipe()
         self.pids: list[int] = []
 
+    def flood(
+        self, cgroups: CgroupTree, name: str, n: int, path: str, uid: int, tag: str = ""
+    ) -> None:
+        """A child in system.slice/NAME.service sends *n* records at once, then is held."""
+        send = functools.partial(_flood, path, tag or name, n, self.read_end)
+        self.pids.append(cgroups.fork_in(f"system.slice/{name}.service", send, uid=uid))
+
     def release(self) -> list[int]:
         """Let every child exit; return their exit codes."""
         os.write(self._write_end, b"x" * len(self.pids))
@@ -232,20 +239,8 @@ def test_unit_limits_spare_the_neighbour(cgroups: CgroupTree) -> None:
     (uid,) = free_uids(1)
     with world() as root, DaemonProcess(root, extra=UNIT_LIMITS) as d:
         held = Held()
-        held.pids.append(
-            cgroups.fork_in(
-                "system.slice/noisy.service",
-                functools.partial(_flood, d.socket, "noisy", 2000, held.read_end),
-                uid=uid,
-            )
-        )
-        held.pids.append(
-            cgroups.fork_in(
-                "system.slice/quiet.service",
-                functools.partial(_flood, d.socket, "quiet", 200, held.read_end),
-                uid=uid,
-            )
-        )
+        held.flood(cgroups, "noisy", 2000, d.socket, uid)
+        held.flood(cgroups, "quiet", 200, d.socket, uid)
 
         def settled() -> dict[str, dict[str, Any]] | None:
             units = _units(d)
@@ -277,12 +272,6 @@ def test_unit_limits_spare_the_neighbour(cgroups: CgroupTree) -> None:
         )
         subprocess.run(d.command("reload"), capture_output=True, check=True)
         again = Held()
-        again.pids.append(
-            cgroups.fork_in(
-                "system.slice/quiet.service",
-                functools.partial(_flood, d.socket, "again", 200, again.read_end),
-                uid=uid,
-            )
-        )
+        again.flood(cgroups, "quiet", 200, d.socket, uid, tag="again")
         poll(lambda: sum(_units(d)["quiet.service"]["dropped"].values()) > 0, timeout=30)
         assert again.release() == [0]
