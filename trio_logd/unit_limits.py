@@ -11,8 +11,9 @@ per unit: records and bytes accepted, open connections, drops by reason.
 Who creates units decides how many there are: every ssh login is a new
 ``session-N.scope``, and a user allowed to start transient units can make
 thousands. So the ledger holds at most :data:`MAX_UNITS` names; a new unit
-beyond that replaces the least recently active one without open
-connections, whose counts move to the :data:`OTHER` row (totals stay
+beyond that replaces the one without open connections that has gone
+longest without a new connection or drop (records alone do not count, to
+keep the hot path at one dict lookup per batch), whose counts move to the :data:`OTHER` row (totals stay
 right), and when every tracked unit has connections open, the newcomer is
 counted under :data:`OTHER` from the start. The metrics' ``unit`` label and
 the ``suppressed`` records' ``unit`` take only tracked names, so neither
