@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
@@ -12,6 +14,7 @@ from trio_logd.errors import ConfigError
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import Attribution
 from trio_logd.record import Stamp
+from trio_logd.server import build_daemon
 from trio_logd.server._ingest import Connection
 from trio_logd.server._limits import Limiter
 from trio_logd.unit_limits import OTHER, UNLIMITED, UnitLedger, resolve_unit_policy
@@ -156,3 +159,16 @@ async def test_unit_connection_cap_and_reload() -> None:
     assert limiter.open_unit(1000, "noisy-1.service") is not None
     limiter.unit_limits.reconfigure(make_config("drop", UNITS.replace("= 2", "= 9")))
     assert limiter.open_unit(1000, "noisy-1.service") is not None
+
+
+async def test_units_in_stats_only_for_who_sees_every_uid(tmp_path: Path) -> None:
+    """stats lists units for a caller who sees every uid; one who sees only her own gets
+    none (a unit's figures add up several uids)."""
+    daemon = build_daemon(loads(f'[daemon]\nlog_dir = "{tmp_path}/log"', base_dir="/"))
+    assert daemon.operators is not None
+    daemon.ingest.limiter.units.count("nginx.service", 3, 30)
+    collector = daemon.operators.collector
+    everyone = await collector.snapshot()
+    assert [u["unit"] for u in everyone["units"]] == ["nginx.service"]
+    assert everyone["units"][0]["records"] == 3
+    assert (await collector.snapshot(1000))["units"] == []
