@@ -25,6 +25,8 @@ from trio_logd.forward import CLAIMS_SD_ID, FIELDS_SD_ID, SD_ID
 
 ROOT = os.geteuid()
 (ALICE,) = free_uids(1)
+#: Trusted fields read from the sender's cgroup and /proc (this test's: whatever they are).
+ATTRIBUTION = ("cgroup", "unit", "slice", "user_unit", "user_slice", "loginuid", "session")
 
 pytestmark = needs_rsyslog
 
@@ -57,7 +59,9 @@ def test_numbered_records_arrive_with_their_trusted_fields(root: Path, collector
         "seq": str(rec["seq"]),
         "exe": rec["exe"],
         "comm": rec["comm"],
+        **{k: str(rec[k]) for k in ATTRIBUTION if k in rec},
     }
+    assert "cgroup" in rec
     assert (first["procid"], first["app"], first["pri"]) == (os.getpid(), "numbers", "user.info")
     assert first["ts"] == rec["ts"]
     assert first["host"] == socket.gethostname()
