@@ -167,7 +167,7 @@ def test_forged_identity_stays_a_claim(root: Path, collector: Rsyslog) -> None:
         "gid": str(ALICE),
         "pid": str(alice_pid),
         "seq": "1",
-        **{k: v for k, v in m["sd"][SD_ID].items() if k in ("exe", "comm")},
+        **{k: v for k, v in m["sd"][SD_ID].items() if k in ("exe", "comm", *ATTRIBUTION)},
     }
     assert m["procid"] == alice_pid
     assert m["sd"][CLAIMS_SD_ID] == {
