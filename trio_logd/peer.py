@@ -19,6 +19,8 @@ import socket
 import struct
 from typing import Final, NamedTuple, Protocol
 
+from trio_logd.record import PeerCred
+
 __all__ = [
     "OVERFLOW_ID",
     "SCM_CREDENTIALS_SPACE",
@@ -44,14 +46,6 @@ SCM_CREDENTIALS_SPACE: Final = socket.CMSG_SPACE(_UCRED.size)
 #: The kernel's overflow uid/gid (/proc/sys/kernel/overflowuid): an id that is
 #: not mapped into our user namespace. With pid 0 it means "unknown".
 OVERFLOW_ID: Final = 65534
-
-
-class PeerCred(NamedTuple):
-    """Credentials as the kernel reported them (never as the peer claimed)."""
-
-    pid: int
-    uid: int
-    gid: int
 
 
 class ProcessIdentity(NamedTuple):

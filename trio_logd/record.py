@@ -15,7 +15,23 @@ data arrives:
   separators, also line ends there) and the bidi controls (they reorder text
   on a terminal: ``cat``, ``grep``, ``logq -o json``). So no message can
   start a second line for any reader;
-* :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims.
+* :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims;
+  :func:`encode_lines` does it for a batch (one ``ts``, consecutive seqs).
+
+Every line therefore starts ``{"ts":"<27 characters>","seq":<digits>,``
+then the stamp (``"uid":…``) then the claims from ``"fac":``. The readers
+below take ``ts``, ``seq`` and the stamp's span at those fixed offsets
+without decoding the JSON (:func:`line_ts`, :func:`line_seq`,
+:func:`seq_key`, :func:`stamp_span`, :func:`with_seq`); :func:`daemon_event`
+recognises one of the daemon's own records by an anchored match. A sender's
+content cannot move any of them: it is encoded after the stamp, and a
+``"`` inside it is always escaped, so ``"seq":`` or ``,"fac":"`` written by
+a sender never appears raw before the claims begin.
+
+``line_seq`` returns ``None`` for a line without the daemon's layout (a torn
+or foreign line: the store's chain records it as ``null``); :func:`seq_key`
+is the same number for ordering and comparing, ``0`` for such a line (no
+record has seq 0: numbering starts at 1).
 
 :class:`Record` is the decoded, typed view used by readers and for the
 daemon's own records.
@@ -23,26 +39,48 @@ daemon's own records.
 
 from __future__ import annotations
 
+import calendar
 import datetime as _dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
-from trio_logd.peer import PeerCred
 from trio_logd.protocol.message import Message
 
 __all__ = [
+    "SEQ_AT",
     "TRUSTED_KEYS",
+    "TS_AT",
+    "TS_LENGTH",
+    "PeerCred",
     "Record",
     "Stamp",
+    "daemon_event",
     "daemon_record_line",
     "encode_line",
+    "encode_lines",
     "format_ts",
     "json_safe",
+    "line_seq",
+    "line_ts",
     "sender_json",
+    "seq_key",
+    "stamp_span",
+    "ts_epoch",
+    "with_seq",
 ]
+
+
+class PeerCred(NamedTuple):
+    """Credentials as the kernel reported them (never as the peer claimed)."""
+
+    pid: int
+    uid: int
+    gid: int
+
 
 #: Keys that only the daemon or the kernel may set. Nothing a sender writes
 #: reaches these: claims live in their own keys or under ``fields``.
@@ -194,6 +232,16 @@ def encode_line(ts: bytes, seq: int, stamp: bytes, claims: bytes) -> bytes:
     return b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, stamp, claims)
 
 
+def encode_lines(ts: bytes, first: int, stamp: bytes, claims: Sequence[bytes]) -> list[bytes]:
+    """Return the lines of a batch: one ``ts`` and *stamp*, seqs from *first* on.
+
+    Byte for byte ``[encode_line(ts, first + i, stamp, c) for i, c in …]``,
+    with the common head formatted once (the hot path: one call per read).
+    """
+    head = b'{"ts":"%s","seq":' % ts
+    return [b"%s%d,%s,%s}\n" % (head, s, stamp, c) for s, c in enumerate(claims, first)]
+
+
 def daemon_record_line(
     ts: float | bytes, seq: int, stamp: Stamp, event: str, **extra: Any
 ) -> bytes:
@@ -282,3 +330,101 @@ class Record:
 
 
 _RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "extra")
+
+
+# --------------------------------------------------------------------------- readers
+
+#: The length of a record's ``ts`` (``2026-11-27T20:47:40.123456Z``).
+TS_LENGTH: Final = 27
+_HEAD: Final = b'{"ts":"'
+#: ``{"ts":"`` is 7 bytes, the timestamp 27, ``","seq":`` 8.
+TS_AT: Final = slice(len(_HEAD), len(_HEAD) + TS_LENGTH)
+_SEQ_KEY: Final = b'","seq":'
+SEQ_AT: Final = TS_AT.stop + len(_SEQ_KEY)
+#: seq is an int below 2**63: at most 19 digits (one more for room).
+_SEQ_DIGITS: Final = 20
+_CLAIMS_START: Final = b',"fac":"'
+
+_DAEMON_EVENT: Final = re.compile(
+    rb'\{"ts":"[^"]{27}","seq":\d+,"uid":\d+,"gid":\d+,"pid":\d+,'
+    rb'"fac":"syslog","sev":"[a-z]+","app":"trio-logd","event":"([a-z_]+)"'
+)
+
+
+def line_ts(line: bytes) -> bytes:
+    """The ``ts`` bytes of a record line (fixed offset; no decoding, no check)."""
+    return line[TS_AT]
+
+
+def _seq_end(line: bytes) -> int:
+    """Where *line*'s seq digits end (its ``,``), or -1 if it has not the daemon's layout."""
+    if not line.startswith(_HEAD) or line[TS_AT.stop : SEQ_AT] != _SEQ_KEY:
+        return -1
+    end = line.find(b",", SEQ_AT, SEQ_AT + _SEQ_DIGITS + 1)
+    return end if end > SEQ_AT and line[SEQ_AT:end].isdigit() else -1
+
+
+def line_seq(line: bytes) -> int | None:
+    """Return the ``seq`` of a record line, or ``None`` if it has not the daemon's layout."""
+    end = _seq_end(line)
+    return int(line[SEQ_AT:end]) if end >= 0 else None
+
+
+def seq_key(line: bytes) -> int:
+    """:func:`line_seq` for ordering and comparing: ``0`` for a line without the layout."""
+    end = _seq_end(line)
+    return int(line[SEQ_AT:end]) if end >= 0 else 0
+
+
+def stamp_span(line: bytes) -> tuple[int, int]:
+    """Where the stamp of a record line lies: ``line[start:end]`` is ``,"uid":…``.
+
+    *start* is the ``,`` after the seq digits (``line[SEQ_AT:start]`` is the
+    seq), *end* the ``,`` before ``"fac":`` (``line[end + 1:]`` is the
+    claims and the closing brace). ``(-1, -1)`` for a line without the
+    daemon's layout.
+    """
+    start = _seq_end(line)
+    end = line.find(_CLAIMS_START, start) if start >= 0 else -1
+    return (start, end) if end >= 0 else (-1, -1)
+
+
+def with_seq(line: bytes, seq: int) -> bytes:
+    """The record line *line* (of the daemon's layout) numbered *seq* instead.
+
+    Raises:
+        ValueError: *line* has not the daemon's layout.
+    """
+    end = _seq_end(line)
+    if end < 0:
+        msg = f"not a record line of the daemon's layout: {line[:60]!r}"
+        raise ValueError(msg)
+    return b"%s%d%s" % (line[:SEQ_AT], seq, line[end:])
+
+
+def ts_epoch(ts: bytes) -> float:
+    """Parse a record's ``ts`` (``2026-11-27T20:47:40.123456Z``) to epoch seconds.
+
+    Raises:
+        ValueError: *ts* is not in that form.
+    """
+    if len(ts) != TS_LENGTH or ts[26:] != b"Z":
+        msg = f"expected an RFC 3339 UTC time with microseconds, got {ts!r}"
+        raise ValueError(msg)
+    whole = calendar.timegm(
+        (int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+         int(ts[17:19]), 0, 0, 0)
+    )  # fmt: skip
+    return whole + int(ts[20:26]) / 1e6
+
+
+def daemon_event(line: bytes) -> str | None:
+    """Return the ``event`` of one of the daemon's own records, ``None`` for any other line.
+
+    Anchored at the line's start: the daemon's stamp (``uid``, ``gid``,
+    ``pid`` only) then ``"fac":"syslog",…,"app":"trio-logd","event":…``. A
+    sender's claims never include ``event`` (anything it structures is
+    nested under ``fields``, past this prefix), so no sender's line matches.
+    """
+    m = _DAEMON_EVENT.match(line)
+    return m[1].decode() if m is not None else None

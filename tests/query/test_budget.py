@@ -13,8 +13,9 @@ import trio.testing
 from tests.query._store import T0, Rec, write_uid
 from trio_logd.config import default_config
 from trio_logd.query.budget import RECORD_OVERHEAD, ByteBudget, LineBatch
-from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
+from trio_logd.query.filters import LineFilter, QuerySpec
 from trio_logd.query.steps import encode_records, pause_after, run_step, split_sent
+from trio_logd.record import seq_key
 from trio_logd.server._query import QueryService
 from trio_logd.store.scan import Scanner
 
@@ -154,7 +155,7 @@ def test_resumed_scan_goes_on_after_the_last_line_sent(tmp_path: Path) -> None:
     # a record stored after the scan began is for followers, not for the resumed scan
     with open(tmp_path / "1000" / "current.jsonl", "ab") as f:
         f.write(lines[-1].replace(b'"seq":300', b'"seq":301') + b"\n")
-    resumed = [ln for b in scanner.resume(line_seq(first[9])) for ln in b]
+    resumed = [ln for b in scanner.resume(seq_key(first[9])) for ln in b]
     assert first[:10] + resumed == lines[-250:]
     assert scanner.last_seqs() == {1000: 300}
 

@@ -11,8 +11,9 @@ import zstandard
 
 from tests.query._store import T0, Rec, write_uid
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import QuerySpec, line_seq
+from trio_logd.query.filters import QuerySpec
 from trio_logd.query.timespec import ts_bound
+from trio_logd.record import line_seq
 from trio_logd.store import _layout
 from trio_logd.store.scan import CHUNK, PIECE, Scanner, ScanStats, cut_lines
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.store._lines import line, lines, names, seqs
-from trio_logd.store._line import line_seq, with_seq
+from trio_logd.record import line_seq, with_seq
 from trio_logd.store.reader import read_uid_records, uid_files
 from trio_logd.store.writer import StoreWriter
 

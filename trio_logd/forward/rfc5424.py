@@ -54,6 +54,7 @@ import orjson
 
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
 from trio_logd.protocol.reserved import inert_text, is_reserved
+from trio_logd.record import SEQ_AT, TS_AT, stamp_span
 
 __all__ = [
     "CLAIMS_SD_ID",
@@ -283,11 +284,6 @@ def make_encoder(hostname: str) -> Callable[[Mapping[str, Any]], bytes]:
     return encode
 
 
-#: Every record line starts ``{"ts":"<27 characters>","seq":`` (``record.encode_line``),
-#: then the stamp (``"uid":…``), then the claims from ``"fac":``.
-_TS_SLICE: Final = slice(7, 34)
-_SEQ_START: Final = 42
-_CLAIMS_START: Final = b',"fac":"'
 #: The keys of a plain record's part from ``fac`` on: the sender's only.
 _PLAIN_CLAIMS: Final = _CLAIM_KEYS - {"fields"}
 
@@ -324,10 +320,9 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
         append = out.append
         bad = 0
         for line in lines:
-            e = line.find(b",", _SEQ_START)
-            f = line.find(_CLAIMS_START, e)
+            e, f = stamp_span(line)
             try:
-                if e < 0 or f < 0 or not line.startswith(b'{"ts":"'):
+                if f < 0:
                     raise ValueError(line[:20])  # not the daemon's layout: decode it whole
                 claims = loads(b"{" + line[f + 1 :])
             except ValueError:
@@ -371,9 +366,7 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
                 sd = b""
             text = get("msg")
             body = (" " + inert_text(text)).encode() if isinstance(text, str) and text else b""
-            m = b"".join(
-                (parts[0], line[_TS_SLICE], parts[1], line[_SEQ_START:e], parts[2], sd, body)
-            )
+            m = b"".join((parts[0], line[TS_AT], parts[1], line[SEQ_AT:e], parts[2], sd, body))
             append(b"%d %s" % (len(m), m))
         return b"".join(out), len(out), bad
 

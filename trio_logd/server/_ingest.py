@@ -65,7 +65,7 @@ from trio_logd.protocol.fastpath import encode_plain_batch
 from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
-from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
+from trio_logd.record import Stamp, daemon_record_line, encode_lines, format_ts, sender_json
 from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._fdlimit import FdCounters
 from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
@@ -347,10 +347,8 @@ class Connection:
             payload: the bytes they arrived as (the uid's statistics).
         """
         ts = format_ts(now).encode()
-        head = b'{"ts":"%s","seq":' % ts
-        frag = stamp.fragment
         seq = st.last_seq
-        lines = [b"%s%d,%s,%s}\n" % (head, s, frag, c) for s, c in enumerate(claims, seq + 1)]
+        lines = encode_lines(ts, seq + 1, stamp.fragment, claims)
         seq += len(lines)
         st.last_seq = seq
         st.records += len(lines)

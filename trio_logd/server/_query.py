@@ -79,8 +79,9 @@ from trio_logd.config import Config
 from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
-from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
+from trio_logd.query.filters import LineFilter, QuerySpec
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
+from trio_logd.record import seq_key
 from trio_logd.server._control import ControlCall
 from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
 
@@ -325,11 +326,11 @@ def _live_filter(
     out: list[bytes] = []
     for uid, lines in chunks:
         floor = last_seqs.get(uid, 0)
-        if floor and line_seq(lines[0]) <= floor:
-            lines = [ln for ln in lines if line_seq(ln) > floor]
+        if floor and seq_key(lines[0]) <= floor:
+            lines = [ln for ln in lines if seq_key(ln) > floor]
             if not lines:
                 continue
-        last_seqs[uid] = line_seq(lines[-1])
+        last_seqs[uid] = seq_key(lines[-1])
         out.extend(filt.filter_lines(b"".join(lines)))
     return encode_records(out)
 

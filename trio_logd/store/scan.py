@@ -52,8 +52,10 @@ from typing import IO, Final
 import zstandard
 
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec, line_seq, line_ts
+from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec
 from trio_logd.query.timespec import ts_to_epoch
+from trio_logd.record import line_ts
+from trio_logd.record import seq_key as line_seq
 from trio_logd.store import _layout
 
 __all__ = ["CHUNK", "PIECE", "TAIL_KEEP_BYTES", "ScanStats", "Scanner", "cut_lines", "list_uids"]

@@ -46,7 +46,7 @@ from typing import IO, Final
 import zstandard
 
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import line_seq
+from trio_logd.record import seq_key as line_seq
 from trio_logd.store import _layout
 
 __all__ = ["SeqReader"]
