@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from trio_logd.identity import Identity, lookup_identity
+from trio_logd.protocol.rfc5424_writer import MIN_MESSAGE_OCTETS
 
 __all__ = [
     "COMPRESS_CHOICES",
@@ -116,7 +117,7 @@ SYSTEM_CONFIG_PATH: Final = "/etc/trio-logd/logd.toml"
 DEFAULTS_NAME: Final = "<embedded defaults>"
 
 #: RFC 5424 §6.1: a receiver MUST accept messages of 480 octets.
-MIN_MESSAGE_BYTES: Final = 480
+MIN_MESSAGE_BYTES: Final = MIN_MESSAGE_OCTETS
 #: Memory per connection is bounded by max_message_bytes (SPEC §2); 16 MiB
 #: times a few thousand connections is already more than a host should spend.
 MAX_MESSAGE_BYTES: Final = 16 << 20
