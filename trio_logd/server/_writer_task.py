@@ -36,7 +36,7 @@ after it, or else counted with the drops it reports. A uid whose
 high-water mark the store did not know when it was first seen
 (``UidState.provisional``) has the mark read (``StoreWriter.establish``)
 before anything of it is written; what is queued is then numbered again past
-the mark (``UidState.renumber``, ``_line.with_seq``) and written, and what
+the mark (``UidState.renumber``, ``record.with_seq``) and written, and what
 was dropped before keeps its place as a gap: again exactly the loss.
 """
 
@@ -55,10 +55,10 @@ import trio
 
 from trio_logd.errors import DiskFull, SeqConflict, StoreError
 from trio_logd.limits import SuppressionTracker
+from trio_logd.record import with_seq
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store import with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
