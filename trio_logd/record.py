@@ -39,7 +39,6 @@ daemon's own records.
 
 from __future__ import annotations
 
-import calendar
 import datetime as _dt
 import re
 from collections.abc import Sequence
@@ -411,10 +410,10 @@ def ts_epoch(ts: bytes) -> float:
     if len(ts) != TS_LENGTH or ts[26:] != b"Z":
         msg = f"expected an RFC 3339 UTC time with microseconds, got {ts!r}"
         raise ValueError(msg)
-    whole = calendar.timegm(
-        (int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
-         int(ts[17:19]), 0, 0, 0)
-    )  # fmt: skip
+    whole = _dt.datetime(
+        int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+        int(ts[17:19]), tzinfo=_UTC,
+    ).timestamp()  # fmt: skip
     return whole + int(ts[20:26]) / 1e6
 
 
