@@ -50,6 +50,8 @@ import orjson
 from trio_logd.protocol.message import Message
 
 __all__ = [
+    "CLAIMS_START",
+    "LINE_HEAD",
     "SEQ_AT",
     "TRUSTED_KEYS",
     "TS_AT",
@@ -335,14 +337,17 @@ _RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "ex
 
 #: The length of a record's ``ts`` (``2026-11-27T20:47:40.123456Z``).
 TS_LENGTH: Final = 27
-_HEAD: Final = b'{"ts":"'
+#: How every record line starts.
+LINE_HEAD: Final = b'{"ts":"'
+_HEAD: Final = LINE_HEAD
 #: ``{"ts":"`` is 7 bytes, the timestamp 27, ``","seq":`` 8.
 TS_AT: Final = slice(len(_HEAD), len(_HEAD) + TS_LENGTH)
 _SEQ_KEY: Final = b'","seq":'
 SEQ_AT: Final = TS_AT.stop + len(_SEQ_KEY)
 #: seq is an int below 2**63: at most 19 digits (one more for room).
 _SEQ_DIGITS: Final = 20
-_CLAIMS_START: Final = b',"fac":"'
+#: What ends the stamp: the claims begin with ``fac`` (``sender_json``, daemon records).
+CLAIMS_START: Final = b',"fac":"'
 
 _DAEMON_EVENT: Final = re.compile(
     rb'\{"ts":"[^"]{27}","seq":\d+,"uid":\d+,"gid":\d+,"pid":\d+,'
@@ -357,10 +362,17 @@ def line_ts(line: bytes) -> bytes:
 
 def _seq_end(line: bytes) -> int:
     """Where *line*'s seq digits end (its ``,``), or -1 if it has not the daemon's layout."""
-    if not line.startswith(_HEAD) or line[TS_AT.stop : SEQ_AT] != _SEQ_KEY:
-        return -1
-    end = line.find(b",", SEQ_AT, SEQ_AT + _SEQ_DIGITS + 1)
-    return end if end > SEQ_AT and line[SEQ_AT:end].isdigit() else -1
+    # literals, not the names above (a reader runs once per line): 42 is SEQ_AT,
+    # 63 SEQ_AT + _SEQ_DIGITS + 1, 34 TS_AT.stop (tests/test_record_codec.py)
+    end = line.find(b",", 42, 63)
+    if (
+        end > 42
+        and line.startswith(b'","seq":', 34)
+        and line.startswith(b'{"ts":"')
+        and line[42:end].isdigit()
+    ):
+        return end
+    return -1
 
 
 def line_seq(line: bytes) -> int | None:
@@ -378,14 +390,19 @@ def seq_key(line: bytes) -> int:
 def stamp_span(line: bytes) -> tuple[int, int]:
     """Where the stamp of a record line lies: ``line[start:end]`` is ``,"uid":…``.
 
-    *start* is the ``,`` after the seq digits (``line[SEQ_AT:start]`` is the
-    seq), *end* the ``,`` before ``"fac":`` (``line[end + 1:]`` is the
-    claims and the closing brace). ``(-1, -1)`` for a line without the
-    daemon's layout.
+    *start* is the ``,`` after the seq (``line[SEQ_AT:start]`` is the seq),
+    *end* the ``,`` before ``"fac":`` (``line[end + 1:]`` is the claims and
+    the closing brace). ``(-1, -1)`` for a line without the daemon's layout.
+    For the forwarder's hot loop this checks the layout's fixed parts but not
+    that the seq is digits (:func:`line_seq` does): every line the daemon
+    stores has them, and a line that had not would fail to decode.
     """
-    start = _seq_end(line)
-    end = line.find(_CLAIMS_START, start) if start >= 0 else -1
-    return (start, end) if end >= 0 else (-1, -1)
+    start = line.find(b",", 42, 63)  # as in _seq_end
+    if start > 42 and line.startswith(b'","seq":', 34) and line.startswith(b'{"ts":"'):
+        end = line.find(b',"fac":"', start)
+        if end >= 0:
+            return start, end
+    return -1, -1
 
 
 def with_seq(line: bytes, seq: int) -> bytes:

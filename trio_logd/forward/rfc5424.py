@@ -64,7 +64,7 @@ from trio_logd.protocol.rfc5424_writer import (
     is_sd_name,
     sd_name,
 )
-from trio_logd.record import SEQ_AT, TS_AT, stamp_span
+from trio_logd.record import CLAIMS_START, LINE_HEAD, SEQ_AT, TS_AT
 
 __all__ = [
     "CLAIMS_SD_ID",
@@ -291,15 +291,19 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
     cache: dict[tuple[object, ...], tuple[bytes, bytes, bytes]] = {}
     plain = _PLAIN_CLAIMS.issuperset
     loads = _loads
+    seq_at, claims_start, line_head = SEQ_AT, CLAIMS_START, LINE_HEAD
 
     def frames(lines: Sequence[bytes], wants: Wants | None) -> tuple[bytes, int, int]:
         out: list[bytes] = []
         append = out.append
         bad = 0
         for line in lines:
-            e, f = stamp_span(line)
+            # record.stamp_span, inlined with the codec's constants: this loop
+            # runs once per forwarded record, and the call cost a tenth of it
+            e = line.find(b",", seq_at)
+            f = line.find(claims_start, e)
             try:
-                if f < 0:
+                if e < 0 or f < 0 or not line.startswith(line_head):
                     raise ValueError(line[:20])  # not the daemon's layout: decode it whole
                 claims = loads(b"{" + line[f + 1 :])
             except ValueError:
@@ -343,7 +347,7 @@ def make_framer(hostname: str) -> Callable[[Sequence[bytes], Wants | None], tupl
                 sd = b""
             text = get("msg")
             body = (" " + inert_text(text)).encode() if isinstance(text, str) and text else b""
-            m = b"".join((parts[0], line[TS_AT], parts[1], line[SEQ_AT:e], parts[2], sd, body))
+            m = b"".join((parts[0], line[TS_AT], parts[1], line[seq_at:e], parts[2], sd, body))
             append(b"%d %s" % (len(m), m))
         return b"".join(out), len(out), bad
 
