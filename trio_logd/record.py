@@ -339,9 +339,8 @@ _RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "ex
 TS_LENGTH: Final = 27
 #: How every record line starts.
 LINE_HEAD: Final = b'{"ts":"'
-_HEAD: Final = LINE_HEAD
 #: ``{"ts":"`` is 7 bytes, the timestamp 27, ``","seq":`` 8.
-TS_AT: Final = slice(len(_HEAD), len(_HEAD) + TS_LENGTH)
+TS_AT: Final = slice(len(LINE_HEAD), len(LINE_HEAD) + TS_LENGTH)
 _SEQ_KEY: Final = b'","seq":'
 SEQ_AT: Final = TS_AT.stop + len(_SEQ_KEY)
 #: seq is an int below 2**63: at most 19 digits (one more for room).
@@ -393,9 +392,10 @@ def stamp_span(line: bytes) -> tuple[int, int]:
     *start* is the ``,`` after the seq (``line[SEQ_AT:start]`` is the seq),
     *end* the ``,`` before ``"fac":`` (``line[end + 1:]`` is the claims and
     the closing brace). ``(-1, -1)`` for a line without the daemon's layout.
-    For the forwarder's hot loop this checks the layout's fixed parts but not
-    that the seq is digits (:func:`line_seq` does): every line the daemon
-    stores has them, and a line that had not would fail to decode.
+    This checks the layout's fixed parts but not that the seq is digits
+    (:func:`line_seq` does): every line the daemon stores has them. The
+    forwarder's framer does the same with :data:`SEQ_AT`,
+    :data:`CLAIMS_START` and :data:`LINE_HEAD` inline (once per record).
     """
     start = line.find(b",", 42, 63)  # as in _seq_end
     if start > 42 and line.startswith(b'","seq":', 34) and line.startswith(b'{"ts":"'):
