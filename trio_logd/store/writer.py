@@ -41,14 +41,11 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
@@ -57,23 +54,17 @@ from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
 from trio_logd.record import Stamp, daemon_record_line, format_ts
-from trio_logd.store import _layout, _owner, _recover
+from trio_logd.store import _deletion, _layout, _owner, _recover
 from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
 from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
 from trio_logd.store._compression import CompressionQueue, CompressJob
+from trio_logd.store._drops import DropFiles
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now, read_last_seq
 from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
-from trio_logd.store.dropstate import (
-    DROPS_DIR,
-    make_drop_file,
-    make_spares,
-    read_drop_file,
-    take_spare,
-    write_drop_file,
-)
+from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
 from trio_logd.store.retention import StoredFile, UidFiles
 from trio_logd.store.runs import LineRun, Run, RunIndex, runs_of_lines
 
@@ -87,85 +78,6 @@ _UNLIMITED: Final = 1 << 62
 #: A uid whose hash chain could not be made (a full disk) tries again at its
 #: next append, at most this often (seconds): one failing create per second.
 CHAIN_RETRY: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    """One rotation: ``current.jsonl`` of *uid* became the rotated file *name*.
-
-    Attributes:
-        uid: whose file.
-        name: the rotated file's name, uncompressed (``….jsonl``); it gets a
-            ``.zst``/``.gz`` suffix once compressed.
-        first_seq, last_seq: the ``seq`` range of the file.
-        bytes: its size before compression.
-        reason: ``size``, ``age`` or ``quota``.
-        records: its lines (from its chain's seal; 0 without a chain).
-        hash: its chain's final hash, hex (``""`` without a chain).
-    """
-
-    uid: int
-    name: str
-    first_seq: int
-    last_seq: int
-    bytes: int
-    reason: str
-    records: int = 0
-    hash: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class UidFile:
-    """One uid's directory: its open current file and its rotated files."""
-
-    uid: int
-    dir_fd: int
-    #: current.jsonl open for appending; -1 while it could not be (re)opened
-    fd: int
-    #: bytes of complete lines in current.jsonl
-    size: int
-    #: the uid's last seq written (current file or, after a rotation, the rotated file)
-    last_seq: int
-    dirty: bool = False
-    #: a failed write may have left a partial line after ``size``: cut it first
-    needs_trim: bool = False
-    first_seq: int = 0
-    first_ts: bytes = b""
-    last_ts: bytes = b""
-    #: epoch of the current file's first record other than a ``rotated``
-    #: header; ``None`` while it holds none (an idle uid is never rotated by age)
-    records_since: float | None = None
-    #: rotated files by key (name without suffix), in seq order
-    rotated: dict[tuple[int, int, int, int], tuple[RotatedName, int]] = field(default_factory=dict)
-    #: torn tails set aside: name -> (size, mtime)
-    torn: dict[str, tuple[int, float]] = field(default_factory=dict)
-    #: fds of files rotated since the last sync: synced (per policy), then closed
-    retired: list[int] = field(default_factory=list)
-    #: the directory changed (rename, create) since the last sync
-    dir_dirty: bool = False
-    #: the hash chain of current.jsonl (``_chain``); None while it could not be opened
-    chain: ChainWriter | None = None
-    #: the seal of the newest rotated file: where the next chain starts
-    seal: Seal | None = None
-    #: bytes of rotated files' chain files, by key
-    chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
-    #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
-    #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
-    spares: list[int] = field(default_factory=list)
-    #: generation of the newest save in ``log_dir/.drops/<uid>`` (``dropstate``);
-    #: None while that file could not be made (a full disk at registration)
-    drops_gen: int | None = None
-    #: when an append may next try to make a missing chain (``time.monotonic``)
-    chain_retry_at: float = 0.0
-    #: the last seq the previous run gave out (dropped records included), from
-    #: ``log_dir/.drops/<uid>``: numbering goes on past it (``last_seq``)
-    numbered: int = 0
-
-
-@functools.lru_cache(maxsize=8192)
-def _name(n: RotatedName) -> str:
-    """``n.format()``, remembered: retention snapshots every file once a pass."""
-    return n.format()
 
 
 class StoreWriter:
@@ -232,10 +144,8 @@ class StoreWriter:
         self._root: int | None = None
         #: the store's lock (``_owner``), held from open() to close()
         self._lock_fd = -1
-        #: ``log_dir/.drops`` (``dropstate``); None if it could not be made
-        self._drops_dir: int | None = None
-        #: files made ahead in it, for uids registered on a full disk
-        self._drop_spares: list[str] = []
+        #: ``log_dir/.drops`` and the uids' files in it (``dropstate``)
+        self._drops = DropFiles(log_dir, sync=fsync != "never")
         self._euid = os.geteuid()
         self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
@@ -282,7 +192,7 @@ class StoreWriter:
             names = os.listdir(self._root)
         except OSError as exc:
             raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
-        self._open_drops_dir()
+        self._drops.open_dir(root)
         for name in names:
             if not name.isdigit() or not name.isascii():
                 continue
@@ -316,8 +226,8 @@ class StoreWriter:
             uf.last_seq = max(uf.last_seq, uf.rotated[max(uf.rotated)][0].last_seq)
         self._files[uid] = uf
         self.refused.pop(uid, None)
-        self._open_drops(uf)
-        self.ledger.set(uid, self._disk_bytes(uf))
+        self._drops.open_uid(self._root, uf)
+        self.ledger.set(uid, disk_bytes(uf))
         try:
             self._repair_high_water(uf)
         except OSError as exc:
@@ -325,37 +235,6 @@ class StoreWriter:
             # while current.jsonl is empty); the next append puts it here
             log.warning("high_water_record_deferred", uid=uid, error=exc.strerror)
         return uf
-
-    def _open_drops_dir(self) -> None:
-        """Open (making it) ``log_dir/.drops``; a failure is logged (counts stay in memory)."""
-        assert self._root is not None
-        if self._drops_dir is not None:
-            return
-        what = f"{self.log_dir}/{DROPS_DIR}"
-        try:
-            self._drops_dir = _layout.open_dir(self._root, DROPS_DIR, create=True, what=what)
-            self._drop_spares = make_spares(self._drops_dir, what=what)
-        except (OSError, UnsafeLogDir) as exc:
-            log.warning("drops_state_unavailable", error=str(exc))
-
-    def _open_drops(self, uf: UidFile) -> None:
-        """Make the uid's file in ``log_dir/.drops`` while there is room (``dropstate``)."""
-        if uf.drops_gen is not None:
-            return
-        self._open_drops_dir()
-        if self._drops_dir is None:
-            return
-        try:
-            uf.drops_gen = make_drop_file(self._drops_dir, str(uf.uid), what=self._drops_what(uf))
-        except (OSError, UnsafeLogDir) as exc:
-            # no room (a uid first seen on a full disk): a file made at start
-            if take_spare(self._drops_dir, self._drop_spares, str(uf.uid)):
-                uf.drops_gen = 0
-                return
-            log.warning("drops_state_unavailable", uid=uf.uid, error=str(exc))
-
-    def _drops_what(self, uf: UidFile) -> str:
-        return f"{self.log_dir}/{DROPS_DIR}/{uf.uid}"
 
     def _scan(self, uf: UidFile) -> None:
         """Index rotated files and torn tails; finish or undo unfinished compressions."""
@@ -489,7 +368,7 @@ class StoreWriter:
         uf.chain_retry_at = time.monotonic() + CHAIN_RETRY
         self._open_chain(uf, recover=True)
         if uf.chain is not None:
-            self.ledger.set(uf.uid, self._disk_bytes(uf))
+            self.ledger.set(uf.uid, disk_bytes(uf))
             self._changed_dir(uf)
             log.info("chain_made", uid=uf.uid)
 
@@ -590,22 +469,8 @@ class StoreWriter:
         Raises:
             Nothing: a file that cannot be read is logged and skipped.
         """
-        out: dict[int, dict[str, int]] = {}
         with self._lock:
-            for uid, uf in self._files.items():
-                if uf.drops_gen is None or self._drops_dir is None:
-                    continue
-                try:
-                    uf.drops_gen, counts, seq = read_drop_file(
-                        self._drops_dir, str(uid), what=self._drops_what(uf)
-                    )
-                except (OSError, UnsafeLogDir) as exc:
-                    log.warning("drops_state_unreadable", uid=uid, error=str(exc))
-                    continue
-                if counts:
-                    out[uid] = counts
-                    uf.numbered = max(uf.numbered, seq)
-        return out
+            return self._drops.load(self._files)
 
     def save_drops(self, uid: int, counts: dict[str, int], seq: int, *, sync: bool = True) -> bool:
         """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
@@ -623,25 +488,8 @@ class StoreWriter:
             uf = self._files.get(uid)
             if uf is None:
                 return not counts
-            self._open_drops(uf)
-            if uf.drops_gen is None or self._drops_dir is None:
-                return False
-            gen = uf.drops_gen + 1
-            try:
-                write_drop_file(
-                    self._drops_dir,
-                    str(uid),
-                    gen,
-                    counts,
-                    seq,
-                    sync=sync and self.fsync != "never",
-                    what=self._drops_what(uf),
-                )
-            except (OSError, UnsafeLogDir) as exc:
-                log.warning("drops_state_write_failed", uid=uid, error=str(exc))
-                return False
-            uf.drops_gen = gen
-            return True
+            assert self._root is not None, "StoreWriter.open() first"
+            return self._drops.save(self._root, uf, counts, seq, sync=sync)
 
     # -- writing ----------------------------------------------------------
 
@@ -856,17 +704,8 @@ class StoreWriter:
             last_seq = self._note_written(uf, at, start, start + whole)
             if uf.chain is not None:
                 uf.chain.add(kept, b"".join(kept), last_seq, at.seq(start))
-        self.ledger.set(uf.uid, self._disk_bytes(uf))
+        self.ledger.set(uf.uid, disk_bytes(uf))
         return whole
-
-    def _disk_bytes(self, uf: UidFile) -> int:
-        return (
-            uf.size
-            + (uf.chain.size if uf.chain is not None else 0)
-            + sum(size for _, size in uf.rotated.values())
-            + sum(uf.chains.values())
-            + sum(size for size, _ in uf.torn.values())
-        )
 
     # -- rotation ---------------------------------------------------------
 
@@ -1099,105 +938,23 @@ class StoreWriter:
             if uf is not None:
                 if name.key in uf.rotated:
                     uf.rotated[name.key] = (new, size)
-                self.ledger.set(uid, self._disk_bytes(uf))
+                self.ledger.set(uid, disk_bytes(uf))
 
     def snapshot(self) -> list[UidFiles]:
         """What retention decides on: every uid's files, oldest first."""
         with self._lock:
-            out = []
-            for uid, uf in self._files.items():
-                files = [
-                    StoredFile(uid, name, size, mtime, 0)
-                    for name, (size, mtime) in sorted(uf.torn.items())
-                ]
-                files.extend(
-                    StoredFile(
-                        uid,
-                        _name(n),
-                        size + uf.chains.get(n.key, 0),
-                        float(n.last_time),
-                        n.last_seq,
-                    )
-                    for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
-                )
-                beside = uf.chain.size if uf.chain is not None else 0
-                out.append(UidFiles(uid, uf.size, tuple(files), beside))
-            return out
+            return _deletion.snapshot(self._files)
 
     def delete(self, files: Sequence[StoredFile], rules: Sequence[str] = ()) -> int:
-        """Delete files chosen by retention; return the bytes freed.
+        """Delete files chosen by retention; return the bytes freed (``_deletion.delete``).
 
         *rules* names, file by file, the retention rule that chose each
         (``Plan.rules``); it goes into the deletion mark.
-
-        A file already gone (or renamed by compression since the snapshot)
-        is looked up by its seq range; the current file is never deleted.
-        Before a rotated file goes, its deletion is marked in the uid's
-        current chain (with the file's seal), so that ``logq --verify`` can
-        tell retention from removal; its chain file goes first, then the file.
         """
-        freed = 0
         with self._lock:
-            self._mark_deleted(files, rules)
-            for f in files:
-                uf = self._files.get(f.uid)
-                if uf is None:
-                    continue
-                name, size = f.name, f.size
-                parsed = RotatedName.parse(f.name)
-                if parsed is not None:
-                    entry = uf.rotated.get(parsed.key)
-                    if entry is None:
-                        continue
-                    name, size = entry[0].format(), entry[1]
-                elif f.name not in uf.torn:
-                    continue
-                if parsed is not None and parsed.key in uf.chains:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(chain_name(parsed.with_suffix("").format()), dir_fd=uf.dir_fd)
-                    size += uf.chains.pop(parsed.key)
-                try:
-                    os.unlink(name, dir_fd=uf.dir_fd)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.error("delete_failed", uid=f.uid, file=name, error=exc.strerror)
-                    continue
-                if parsed is not None:
-                    del uf.rotated[parsed.key]
-                else:
-                    del uf.torn[f.name]
-                self.ledger.set(f.uid, self._disk_bytes(uf))
-                freed += size
-            if self.fsync != "never":
-                for uid in {f.uid for f in files}:
-                    uf = self._files.get(uid)
-                    if uf is not None:
-                        with contextlib.suppress(OSError):
-                            _layout.fsync_dir(uf.dir_fd)
-        return freed
-
-    def _mark_deleted(self, files: Sequence[StoredFile], rules: Sequence[str]) -> None:
-        """Mark the rotated files about to be deleted in their uid's current chain (synced)."""
-        by_uid: dict[int, list[tuple[Seal, str | None]]] = {}
-        for i, f in enumerate(files):
-            uf = self._files.get(f.uid)
-            parsed = RotatedName.parse(f.name)
-            if uf is None or uf.chain is None or parsed is None or parsed.key not in uf.rotated:
-                continue
-            name = parsed.with_suffix("").format()
-            seal = read_seal(uf.dir_fd, name) if parsed.key in uf.chains else None
-            rule = rules[i] if i < len(rules) else None
-            by_uid.setdefault(f.uid, []).append(
-                (seal or Seal(name, parsed.first_seq, parsed.last_seq, 0, 0, ""), rule)
+            return _deletion.delete(
+                self._files, self.ledger, files, rules, sync=self.fsync != "never"
             )
-        for uid, seals in by_uid.items():
-            uf = self._files[uid]
-            assert uf.chain is not None
-            self.ledger.add(uid, uf.chain.mark_deleted(seals))
-            if self.fsync != "never":  # the mark is on disk before the file is gone
-                with contextlib.suppress(OSError):
-                    os.fdatasync(uf.chain.fd)
 
     def flush_chains(self) -> None:
         """Write every current chain's pending block (the housekeeper, once a second)."""
@@ -1223,8 +980,7 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        st = self._statvfs()
-        return st.f_bavail * st.f_frsize
+        return _deletion.free_bytes(self._statvfs())
 
     def writable_bytes(self) -> int:
         """Bytes an append may take now on the file system of ``log_dir`` (a cheap check).
@@ -1236,10 +992,7 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        st = self._statvfs()
-        if st.f_flag & os.ST_RDONLY:
-            return 0
-        return (st.f_bfree if self._euid == 0 else st.f_bavail) * st.f_frsize
+        return _deletion.writable_bytes(self._statvfs(), root=self._euid == 0)
 
     def _statvfs(self) -> os.statvfs_result:
         assert self._root is not None, "StoreWriter.open() first"
@@ -1372,9 +1125,7 @@ class StoreWriter:
                     os.close(uf.dir_fd)
                 self._files.clear()
                 self._spares.files = 0
-                if self._drops_dir is not None:
-                    os.close(self._drops_dir)
-                    self._drops_dir = None
+                self._drops.close()
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
