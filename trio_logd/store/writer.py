@@ -41,10 +41,8 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
@@ -53,20 +51,18 @@ import structlog
 from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
-from trio_logd.record import Stamp, daemon_record_line, format_ts
-from trio_logd.store import _deletion, _layout, _owner, _recover
-from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
-from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
+from trio_logd.store import _deletion, _layout, _owner, _startup
+from trio_logd.store._append import Appender
 from trio_logd.store._compression import CompressionQueue, CompressJob
 from trio_logd.store._drops import DropFiles
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store._recover import read_last_seq
 from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
 from trio_logd.store.retention import StoredFile, UidFiles
-from trio_logd.store.runs import LineRun, Run, RunIndex, runs_of_lines
+from trio_logd.store.runs import Run, RunIndex, runs_of_lines
 
 __all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
 
@@ -75,9 +71,6 @@ log = structlog.get_logger("trio_logd.store")
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
-#: A uid whose hash chain could not be made (a full disk) tries again at its
-#: next append, at most this often (seconds): one failing create per second.
-CHAIN_RETRY: Final = 1.0
 
 
 class StoreWriter:
@@ -147,20 +140,25 @@ class StoreWriter:
         #: ``log_dir/.drops`` and the uids' files in it (``dropstate``)
         self._drops = DropFiles(log_dir, sync=fsync != "never")
         self._euid = os.geteuid()
-        self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
-        self._rotations: list[Rotation] = []
-        #: lines of the current append written whole so far (for ``written`` on errors)
-        self._done = 0
-        #: uids with data, rotated files or directory changes not yet synced
-        self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._compression = CompressionQueue(self, compress, sync=fsync != "never")
         #: spare files of coming rotations (``_spares``)
         self._spares = SparePool()
-        #: current files created, not linked from a spare (a uid's first file, or a
-        #: rotation that found none ready), since start
-        self.files_created = 0
+        #: the open files, appending and rotating (``_append``)
+        self._appender = Appender(
+            fsync=fsync,
+            max_file_bytes=max_file_bytes,
+            max_file_age=max_file_age,
+            compress=compress,
+            ledger=self.ledger,
+            spares=self._spares,
+            compression=self._compression,
+        )
+        #: the open uids (the appender's)
+        self._files = self._appender.files
+        #: uids with data, rotated files or directory changes not yet synced (the appender's)
+        self._dirty = self._appender.dirty
         #: called (any thread) when a dup for a sync, a compression or spare
         #: files found the process out of descriptors (the work waits or is done in place)
         self.on_fd_shortage: Callable[[], None] = lambda: None
@@ -210,70 +208,26 @@ class StoreWriter:
         return {uid: uf.last_seq for uid, uf in self._files.items()}
 
     def _open_uid(self, uid: int, *, create: bool) -> UidFile:
-        """Open and recover one uid directory. Call with the lock held."""
+        """Open and recover one uid directory (``_startup``). Call with the lock held."""
         assert self._root is not None, "StoreWriter.open() first"
-        dir_fd = _layout.open_uid_dir(self._root, uid, create=create)
-        try:
-            uf = UidFile(uid=uid, dir_fd=dir_fd, fd=-1, size=0, last_seq=0)
-            self._scan(uf)
-            self._open_current(uf, recover=True)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        # the mark: the current file's last seq, or the newest rotated file's
-        # (its name says it) when the current file is empty or older
-        if uf.rotated:
-            uf.last_seq = max(uf.last_seq, uf.rotated[max(uf.rotated)][0].last_seq)
+        uf = _startup.recover_uid(self._appender, self._root, uid, create=create)
         self._files[uid] = uf
         self.refused.pop(uid, None)
         self._drops.open_uid(self._root, uf)
         self.ledger.set(uid, disk_bytes(uf))
         try:
-            self._repair_high_water(uf)
+            _startup.repair_high_water(self._appender, uf, self.daemon)
         except OSError as exc:
             # the mark stays in the newest rotated file (retention keeps it
             # while current.jsonl is empty); the next append puts it here
             log.warning("high_water_record_deferred", uid=uid, error=exc.strerror)
         return uf
 
-    def _scan(self, uf: UidFile) -> None:
-        """Index rotated files and torn tails; finish or undo unfinished compressions."""
-        scan = _recover.scan_uid_dir(uf.dir_fd, self._suffix())
-        uf.rotated.update(scan.rotated)
-        uf.torn.update(scan.torn)
-        uf.chains.update(scan.chains)
-        if self.compress != "none":
-            for name in scan.uncompressed:
-                self._compression.add(uf.uid, name)
-
-    def _suffix(self) -> str:
-        return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
-
-    def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
-        """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
-        what = f"{uf.uid}/{_layout.CURRENT}"
-        fd = -1 if recover else self._spares.link(uf, _layout.CURRENT)
-        if fd < 0:
-            if not recover:
-                self.files_created += 1
-            fd = _layout.open_file(
-                uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
-            )
-        try:
-            size = os.fstat(fd).st_size
-            if size and recover:
-                size = self._recover_current(uf, fd, size)
-            elif size:
-                # reopened after a failed rotation: someone else's file? refuse to append
-                msg = f"{what}: appeared with {size} bytes while the daemon had it rotated"
-                raise UnsafeLogDir(msg)
-        except BaseException:
-            os.close(fd)
-            raise
-        uf.fd = fd
-        uf.size = size
-        self._changed_dir(uf)
-        self._open_chain(uf, recover=recover)
+    @property
+    def files_created(self) -> int:
+        """Current files created, not linked from a spare (a uid's first file, or a
+        rotation that found none ready), since start."""
+        return self._appender.files_created
 
     # -- spare files (``_spares``) ------------------------------------------
 
@@ -335,101 +289,6 @@ class StoreWriter:
                 os.close(dir_fd)
             made += self.add_spares(uid, fds, ino) > 0
         return made
-
-    def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
-        """Open current.chain beside the current.jsonl just opened (``_chain``).
-
-        A chain that cannot be made leaves the file unchained (logged, and
-        reported by ``logq --verify``): records are never refused for it.
-        """
-        what = f"{uf.uid}/{CURRENT_CHAIN}"
-        chain: ChainWriter | None = None
-        try:
-            if recover:
-                uf.seal = self._newest_seal(uf)
-                chain, aside = recover_chain(uf.dir_fd, uf.uid, uf.size, uf.seal, what=what)
-                if aside is not None:
-                    uf.torn[aside[0]] = (aside[1], time.time())
-                    log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
-            else:
-                spare = self._spares.take(uf)
-                chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what, spare=spare)
-                self.ledger.add(uf.uid, chain.size)
-        except (OSError, UnsafeLogDir) as exc:
-            log.error("chain_unavailable", uid=uf.uid, error=str(exc))
-        uf.chain = chain
-
-    def _retry_chain(self, uf: UidFile) -> None:
-        """A chain that could not be made earlier (a full disk): make it now.
-
-        Records already in ``current.jsonl`` are chained as at a start after
-        a crash (``recovered``): the chain vouches for them from now on.
-        """
-        uf.chain_retry_at = time.monotonic() + CHAIN_RETRY
-        self._open_chain(uf, recover=True)
-        if uf.chain is not None:
-            self.ledger.set(uf.uid, disk_bytes(uf))
-            self._changed_dir(uf)
-            log.info("chain_made", uid=uf.uid)
-
-    def _newest_seal(self, uf: UidFile) -> Seal | None:
-        """The newest rotated file's seal (hash ``""`` when it has no chain); ``None``: none."""
-        if not uf.rotated:
-            return None
-        newest, _size = uf.rotated[max(uf.rotated)]
-        name = newest.with_suffix("").format()
-        found = read_seal(uf.dir_fd, name)
-        if found is not None:
-            return found
-        return Seal(name, newest.first_seq, newest.last_seq, 0, 0, "")
-
-    def _recover_current(self, uf: UidFile, fd: int, size: int) -> int:
-        cur = _recover.recover_current(uf.dir_fd, fd, size)
-        if cur.torn is not None:
-            name, nbytes = cur.torn
-            uf.torn[name] = (nbytes, time.time())
-            log.warning("torn_tail_set_aside", uid=uf.uid, file=name, bytes=nbytes)
-        uf.last_seq, uf.last_ts = cur.last_seq, cur.last_ts
-        uf.first_seq, uf.first_ts = cur.first_seq, cur.first_ts
-        uf.records_since = cur.records_since
-        return cur.size
-
-    def _repair_high_water(self, uf: UidFile) -> None:
-        """A crash between a rotation and its ``rotated`` record: write that record now."""
-        if not uf.rotated:
-            return
-        newest, _size = uf.rotated[max(uf.rotated)]
-        if uf.size > 0 and uf.last_seq > newest.last_seq:
-            return
-        if uf.fd < 0:
-            return
-        seq = uf.last_seq + 1
-        name = newest.with_suffix("").format()
-        stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
-        seal = read_seal(uf.dir_fd, name)
-        sealed = {} if seal is None else {"records": seal.records, "hash": seal.hash}
-        ts = format_ts(time.time()).encode()
-        line = daemon_record_line(
-            ts,
-            seq,
-            stamp,
-            "rotated",
-            msg=f"rotated {name} (its record written at start, after a crash)",
-            file=name,
-            first_seq=newest.first_seq,
-            last_seq=newest.last_seq,
-            reason="recovered",
-            **sealed,
-        )
-        self._done = 0
-        at = RunIndex([LineRun((line,), seq, ts, "rotated")])
-        try:
-            self._write(uf, [line], at, 0)
-        except OSError:
-            self._cut_partial(uf, [line], at, 0)  # nothing half written stays
-            raise
-        if self.fsync != "never":
-            os.fdatasync(uf.fd)
 
     def last_seq(self, uid: int) -> int | None:
         """Return the last ``seq`` written for *uid* (0 for a uid never seen).
@@ -534,12 +393,12 @@ class StoreWriter:
             raise full
         at = RunIndex(runs if runs is not None else runs_of_lines(lines, last_seq))
         with self._lock:
-            self._done = 0
+            self._appender.done = 0
             uf = self._files.get(uid)
             try:
                 if uf is None:
                     uf = self._open_uid(uid, create=True)
-                    self._done = 0  # a high-water record written there is not one of these
+                    self._appender.done = 0  # a high-water record written there is not one of these
                 first = at.seq(0)
                 if first <= uf.last_seq:
                     msg = (
@@ -547,257 +406,21 @@ class StoreWriter:
                         f"last seq on disk ({uf.last_seq}): not written"
                     )
                     raise SeqConflict(msg, uid=uid, mark=uf.last_seq)
-                if uf.fd < 0:
-                    self._open_current(uf)
-                if uf.chain is None and time.monotonic() >= uf.chain_retry_at:
-                    self._retry_chain(uf)
-                if uf.needs_trim:
-                    os.ftruncate(uf.fd, uf.size)
-                    uf.needs_trim = False
-                if (
-                    uf.records_since is not None
-                    and self.max_file_age
-                    and time.time() - uf.records_since >= self.max_file_age
-                ):
-                    self._rotate(uf, "age")
-                    self._open_current(uf)
-                data = lines[0] if len(lines) == 1 else b"".join(lines)
-                if uf.size + len(data) <= self.max_file_bytes:
-                    self._write(uf, lines, at, 0, data)
-                else:
-                    self._write_rotating(uf, lines, at, data)
+                self._appender.add(uf, lines, at)
             except (UnsafeLogDir, SeqConflict) as exc:
-                exc.written = self._done  # type: ignore[union-attr]
+                exc.written = self._appender.done  # type: ignore[union-attr]
                 raise
             except OSError as exc:
-                written = self._done  # whole writes before the failure (an earlier file)
+                written = self._appender.done  # whole writes before the failure (an earlier file)
                 if uf is not None and uf.fd >= 0:
-                    written += self._cut_partial(uf, lines, at, written)
+                    written += self._appender.cut_partial(uf, lines, at, written)
                 err = _store_error(exc, f"writing uid {uid}")
                 err.written = written  # type: ignore[attr-defined]
                 raise err from exc
             if self.fsync == "always":
                 self._sync_locked()
 
-    def _write(
-        self,
-        uf: UidFile,
-        lines: Sequence[bytes],
-        at: RunIndex,
-        start: int,
-        data: bytes | memoryview | None = None,
-    ) -> int:
-        """Write *lines* (joined: *data*) to the open current file; return how many (all).
-
-        *lines* are lines ``start…`` of those *at* describes.
-
-        On an error ``uf.size`` still counts only what was there before:
-        :meth:`_cut_partial` deals with the bytes that made it.
-        """
-        if data is None:
-            data = lines[0] if len(lines) == 1 else b"".join(lines)
-        _layout.write_all(uf.fd, data)
-        uf.size += len(data)
-        self._spares.note_write(uf, len(data), uf.size, self.max_file_bytes)
-        self.ledger.add(uf.uid, len(data))
-        stop = start + len(lines)
-        last_seq = self._note_written(uf, at, start, stop)
-        if uf.chain is not None:
-            chained = uf.chain.add(lines, data, last_seq, at.seq(start))
-            if chained:
-                self.ledger.add(uf.uid, chained)
-        self._done += len(lines)
-        return len(lines)
-
-    def _note_written(self, uf: UidFile, at: RunIndex, start: int, stop: int) -> int:
-        """Note lines ``start…stop`` of *at* written to *uf*; return the last one's ``seq``."""
-        if not uf.first_ts:
-            uf.first_seq = at.seq(start)
-            uf.first_ts = at.ts(start)
-        if uf.records_since is None:
-            i = at.first_record(start, stop)
-            if i is not None:
-                uf.records_since = epoch_or_now(at.ts(i))
-        uf.last_ts = at.ts(stop - 1)
-        uf.last_seq = last_seq = at.seq(stop - 1)
-        if not uf.dirty:
-            uf.dirty = True
-            self._dirty.add(uf.uid)
-        return last_seq
-
-    def _write_rotating(
-        self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, data: bytes
-    ) -> int:
-        """Write *lines* (joined: *data*; described by *at*), rotating between two of
-        them whenever the next would overflow.
-
-        A file always takes its first record, however long (a ``rotated``
-        header does not count as one). The split points are found in *data*
-        (the last line feed that fits, and a count of those before it), so a
-        round costs no loop over its lines, and its pieces are written from
-        views of *data*, not joined again.
-        """
-        written = 0
-        view = memoryview(data)
-        n = len(lines)
-        has_records = uf.records_since is not None
-        c = i = 0  # lines[c:i]: taken for the current file, not written yet...
-        oc = oi = 0  # ...data[oc:oi]
-        fsize = uf.size
-        while i < n:
-            if not has_records:  # up to and including the first record: taken as they are
-                k = at.first_record(i, n)
-                stop = n if k is None else k + 1
-                oi += sum(len(line) for line in lines[i:stop])
-                i = stop
-                has_records = k is not None
-                continue
-            # the longest run from i that still fits: lines ending at or before `limit`
-            limit = min(oc + self.max_file_bytes - fsize, len(data))
-            end = data.rfind(b"\n", oi, limit) + 1 if limit > oi else 0
-            if end > oi:
-                i += data.count(b"\n", oi, end)
-                oi = end
-                if i < n:
-                    continue
-                break
-            if i > c:
-                written += self._write(uf, lines[c:i], at, c, view[oc:oi])
-            self._rotate(uf, "size")
-            self._open_current(uf)
-            fsize = uf.size
-            c, oc = i, oi
-            has_records = False
-        if i > c:
-            written += self._write(uf, lines[c:i], at, c, view[oc:oi])
-        return written
-
-    def _cut_partial(self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, start: int) -> int:
-        """After a failed write of ``lines[start:]`` (described by *at*), cut the file back
-        to its last complete line.
-
-        Returns:
-            How many of ``lines[start:]`` made it whole before the failure (they stay).
-        """
-        unwritten = lines[start:]
-        try:
-            actual = os.fstat(uf.fd).st_size
-        except OSError:
-            uf.needs_trim = True
-            return 0
-        extra = actual - uf.size  # bytes of the failed write that reached the file
-        whole = done = 0
-        for line in unwritten:
-            if done + len(line) > extra:
-                break
-            done += len(line)
-            whole += 1
-        good = uf.size + done
-        if good != actual:
-            try:
-                os.ftruncate(uf.fd, good)
-            except OSError:
-                uf.needs_trim = True  # cut before the next write, or at the next start
-        uf.size = good
-        if whole:
-            kept = unwritten[:whole]
-            last_seq = self._note_written(uf, at, start, start + whole)
-            if uf.chain is not None:
-                uf.chain.add(kept, b"".join(kept), last_seq, at.seq(start))
-        self.ledger.set(uf.uid, disk_bytes(uf))
-        return whole
-
     # -- rotation ---------------------------------------------------------
-
-    def _rotate(self, uf: UidFile, reason: str) -> Rotation | None:
-        """Rename current.jsonl to its rotated name; the caller reopens a new one.
-
-        Raises:
-            OSError: the rename (or a sync) failed; nothing changed.
-        """
-        if uf.fd < 0 or uf.size == 0:
-            return None
-        name = RotatedName(
-            uf.first_seq,
-            uf.last_seq,
-            math.floor(epoch_or_now(uf.first_ts)),
-            math.ceil(epoch_or_now(uf.last_ts)),
-            "",
-        )
-        final = name.format()
-        try:
-            os.stat(final, dir_fd=uf.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            msg = f"uid directory {uf.uid}: {final} exists already; not rotating over it"
-            raise UnsafeLogDir(msg)
-        chain = uf.chain
-        seal = None
-        if chain is not None:
-            seal, chained = chain.seal(final, uf.first_seq, uf.last_seq, uf.size)
-            self.ledger.add(uf.uid, chained)
-        try:
-            os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
-        except BaseException:
-            if chain is not None:
-                chain.unseal()  # nothing rotated: the chain goes on
-            raise
-        if chain is not None:
-            self._retire_chain(uf, chain, name)
-        # its data and the rename are synced with the round (before anything in
-        # it is acknowledged), not here: a rotation costs no extra sync
-        if self.fsync == "never":
-            os.close(uf.fd)
-        else:
-            uf.retired.append(uf.fd)
-        self._changed_dir(uf)
-        rot = Rotation(
-            uf.uid,
-            final,
-            uf.first_seq,
-            uf.last_seq,
-            uf.size,
-            reason,
-            records=seal.records if seal is not None else 0,
-            hash=seal.hash if seal is not None else "",
-        )
-        uf.seal = seal or Seal(final, uf.first_seq, uf.last_seq, 0, uf.size, "")
-        uf.rotated[name.key] = (name, uf.size)
-        uf.fd = -1
-        uf.size = 0
-        uf.dirty = False
-        uf.first_seq = 0
-        uf.first_ts = uf.last_ts = b""
-        uf.records_since = None
-        self._rotations.append(rot)
-        if self.compress != "none":
-            self._compression.add(uf.uid, name)
-        return rot
-
-    def _retire_chain(self, uf: UidFile, chain: ChainWriter, name: RotatedName) -> None:
-        """The sealed chain follows its file to the rotated name; synced with the round."""
-        uf.chain = None
-        try:
-            os.rename(
-                CURRENT_CHAIN,
-                chain_name(name.format()),
-                src_dir_fd=uf.dir_fd,
-                dst_dir_fd=uf.dir_fd,
-            )
-        except OSError as exc:  # left as current.chain: the next start moves it (it is sealed)
-            log.error("chain_rename_failed", uid=uf.uid, error=exc.strerror)
-        else:
-            uf.chains[name.key] = chain.size
-        if self.fsync == "never":
-            os.close(chain.fd)
-        else:
-            uf.retired.append(chain.fd)
-
-    def _changed_dir(self, uf: UidFile) -> None:
-        if self.fsync != "never":
-            uf.dir_dirty = True
-            self._dirty.add(uf.uid)
 
     def rotate(self, uid: int, reason: str) -> Rotation | None:
         """Rotate *uid*'s current file now (quota, age), if it holds anything.
@@ -814,9 +437,9 @@ class StoreWriter:
             if uf is None:
                 return None
             try:
-                rot = self._rotate(uf, reason)
+                rot = self._appender.rotate(uf, reason)
                 if rot is not None:
-                    self._open_current(uf)
+                    self._appender.open_current(uf)
                 self._sync_locked()
             except OSError as exc:
                 raise _store_error(exc, f"rotating uid {uid}") from exc
@@ -860,7 +483,7 @@ class StoreWriter:
     def take_rotations(self) -> list[Rotation]:
         """Return (and forget) the rotations done by :meth:`append` since the last call."""
         with self._lock:
-            out, self._rotations = self._rotations, []
+            out, self._appender.rotations = self._appender.rotations, []
         return out
 
     # -- compression and retention (the housekeeping thread) ---------------
