@@ -8,9 +8,13 @@ housekeeping task calls :meth:`~StoreWriter.rotate`,
 another worker thread. One lock serialises the methods that touch the open
 files, the index of rotated files and the ledger; compressing a file runs
 outside the lock, so a compression never stalls the writer. The writer is
-told what it needs of the lines it appends (``runs``); spare files of coming
-rotations (``_spares``), the jobs that sync outside the lock (``_sync``) and
-the queue of files to compress (``_compression``) are modules of their own.
+told what it needs of the lines it appends (``runs``). It is the lock and the
+public face; each job is a module it calls under the lock: the open files,
+appending and rotating (``_append.Appender``), start-up and recovery
+(``_startup``), retention's deletions and free space (``_deletion``), drop
+counts' files (``_drops``), spare files of coming rotations (``_spares``),
+the jobs that sync outside the lock (``_sync``) and the queue of files to
+compress (``_compression``).
 
 Invariants:
 
@@ -64,7 +68,15 @@ from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
 from trio_logd.store.retention import StoredFile, UidFiles
 from trio_logd.store.runs import Run, RunIndex, runs_of_lines
 
-__all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
+__all__ = [
+    "Appender",
+    "CompressJob",
+    "Rotation",
+    "StoreWriter",
+    "SyncJob",
+    "UidFile",
+    "read_last_seq",
+]
 
 log = structlog.get_logger("trio_logd.store")
 
