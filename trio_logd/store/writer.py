@@ -14,7 +14,9 @@ appending and rotating (``_append.Appender``), start-up and recovery
 (``_startup``), retention's deletions and free space (``_deletion``), drop
 counts' files (``_drops``), spare files of coming rotations (``_spares``),
 the jobs that sync outside the lock (``_sync``) and the queue of files to
-compress (``_compression``).
+compress (``_compression``). What stays here is one thing, the writer's
+public API (the daemon's writer task, housekeeper and helper call it): its
+length is mostly the contract of each method.
 
 Invariants:
 
