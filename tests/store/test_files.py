@@ -172,3 +172,18 @@ def test_a_damaged_compressed_file_is_a_store_error_for_the_forwarders(tmp_path:
     reader.close()
     with pytest.raises(ValueError, match="not a compressed"):
         Stream(0, ".jsonl")
+
+
+def test_the_store_imports_nothing_of_the_query_layer() -> None:
+    """Every module of store/ loads without loading query/ (the store sits below it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, importlib, sys, trio_logd.store as s\n"
+        "for m in pkgutil.iter_modules(s.__path__):\n"
+        "    importlib.import_module('trio_logd.store.' + m.name)\n"
+        "print(sorted(n for n in sys.modules if n.startswith('trio_logd.query')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
