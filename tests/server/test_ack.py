@@ -16,7 +16,7 @@ from trio_logd.protocol.framing import Frame
 from trio_logd.server import Daemon, serve
 from trio_logd.server._ack import ACK_BACKLOG_LIMIT, AckSlot
 from trio_logd.server._pipeline import Batch
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 
 UID = __import__("os").geteuid()
 

@@ -18,7 +18,7 @@ from trio_logd.server._writer_task import (
     STALL_LIMIT,
     _Writer,
 )
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 

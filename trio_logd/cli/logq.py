@@ -32,8 +32,8 @@ from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
 from trio_logd.protocol.control import decode_response
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.output import FORMATS, make_formatter
+from trio_logd.query.scanner import query_scanner
 from trio_logd.query.timespec import parse_time, ts_bound
-from trio_logd.store.scan import Scanner
 from trio_logd.store.verify import Report, verify_store
 
 __all__ = ["build_parser", "main"]
@@ -317,7 +317,7 @@ def _run_offline(
         msg = "--follow reads live records from the daemon; it cannot be used with --directory"
         raise _Usage(msg)
     uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
-    scanner = Scanner(args.directory, uids, spec)
+    scanner = query_scanner(args.directory, uids, spec)
     write = sink.out.write
     count = 0
     for batch in scanner.batches():

@@ -80,6 +80,7 @@ from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
 from trio_logd.query.filters import LineFilter, QuerySpec
+from trio_logd.query.scanner import query_scanner
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
 from trio_logd.record import seq_key
 from trio_logd.server._control import ControlCall
@@ -377,7 +378,7 @@ class _UidSemaphores:
 class _Scan:
     """A query's scan between steps: where it is, and what it found and did not send yet."""
 
-    scanner: Scanner
+    scanner: Scanner[LineFilter]
     batches: Generator[list[bytes], None, None]
     #: one of its uid's :data:`SCANS_PER_UID` slots, held while the scan has state
     slot: trio.Semaphore
@@ -589,7 +590,7 @@ class QueryService:
         try:
             scanner = await trio.to_thread.run_sync(
                 partial(
-                    Scanner,
+                    query_scanner,
                     self.log_dir,
                     uids,
                     spec,
