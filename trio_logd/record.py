@@ -33,8 +33,8 @@ or foreign line: the store's chain records it as ``null``); :func:`seq_key`
 is the same number for ordering and comparing, ``0`` for such a line (no
 record has seq 0: numbering starts at 1).
 
-:class:`Record` is the decoded, typed view used by readers and for the
-daemon's own records.
+Readers that need the whole record decode the line with orjson: there is no
+typed view besides the dict (SPEC §3 lists its fields).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -57,7 +56,6 @@ __all__ = [
     "TS_AT",
     "TS_LENGTH",
     "PeerCred",
-    "Record",
     "Stamp",
     "daemon_event",
     "daemon_record_line",
@@ -264,73 +262,6 @@ def daemon_record_line(
     if not isinstance(ts, bytes):
         ts = format_ts(ts).encode()
     return encode_line(ts, seq, stamp.fragment, json_safe(_dumps(claims))[1:-1])
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A decoded record, as readers (``logq``, the control socket) see it.
-
-    Only ``ts``, ``seq``, ``uid``, ``gid`` and ``pid`` are always present;
-    everything else is ``None`` (or empty) when absent on disk.
-    """
-
-    ts: str
-    seq: int
-    uid: int
-    gid: int
-    pid: int
-    fac: str = "user"
-    sev: str = "notice"
-    msg: str = ""
-    conn_uid: int | None = None
-    conn_pid: int | None = None
-    relay_uid: int | None = None
-    relay_pid: int | None = None
-    exe: str | None = None
-    comm: str | None = None
-    owner_uid: int | None = None
-    pidns: bool | None = None
-    app: str | None = None
-    host: str | None = None
-    msgid: str | None = None
-    claimed_pid: int | str | None = None
-    claimed_ts: str | None = None
-    fields: dict[str, Any] | None = None
-    truncated: bool = False
-    event: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, line: bytes | str) -> Record:
-        """Decode one JSON line (as written by the daemon).
-
-        Raises:
-            ValueError: the line is not a JSON object with the required keys.
-        """
-        obj = orjson.loads(line)
-        if not isinstance(obj, dict):
-            msg = f"expected a JSON object, got {type(obj).__name__}"
-            raise ValueError(msg)
-        known = {k: obj.pop(k) for k in _RECORD_FIELDS if k in obj}
-        try:
-            return cls(**known, extra=obj)
-        except TypeError as exc:
-            msg = f"not a trio-logd record: {exc}"
-            raise ValueError(msg) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the record as on disk: absent fields left out."""
-        out: dict[str, Any] = {}
-        for name in _RECORD_FIELDS:
-            value = getattr(self, name)
-            if value is None or (name == "truncated" and not value):
-                continue
-            out[name] = value
-        out.update(self.extra)
-        return out
-
-
-_RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "extra")
 
 
 # --------------------------------------------------------------------------- readers
