@@ -35,7 +35,7 @@ from trio_logd import __version__
 from trio_logd.config import Config
 from trio_logd.errors import AccessDenied, ConfigError
 from trio_logd.limits import SuppressionTracker
-from trio_logd.peer import PeerCred
+from trio_logd.peer import PeerCred, probe_socket
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
@@ -53,7 +53,6 @@ from trio_logd.server._sockets import (
     AlreadyRunning,
     BoundSocket,
     bind_unix,
-    probe_socket,
     unlink_if_ours,
 )
 from trio_logd.server._suppress import DropReports, serve_suppressions
