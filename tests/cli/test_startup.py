@@ -78,7 +78,7 @@ def test_importing_a_cli_imports_nothing_heavy(module: str) -> None:
 
 
 def test_a_query_through_the_daemon_imports_nothing_heavy(daemon: DaemonProcess) -> None:
-    """`logq -n 5` through the daemon (config found, socket checked, records printed) stays light."""
+    """`logq -n 5` through the daemon (config read, server checked, records shown) stays light."""
     argv = ["--config", str(daemon.config), "-n", "5", "--no-pager"]
     assert _imported("trio_logd.cli.logq", argv) == []
 
