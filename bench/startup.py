@@ -14,12 +14,16 @@ machine noisy; at least 11 runs, or ``--runs``):
   10 M record store (budget 0.15 s), only when that store is already cached
   (``python -m bench logq`` makes it; generating it is slow).
 
+Each whole-process row also gives the CPU time (user + system) of the
+process, steadier than wall time when the machine is busy.
+
 ``tests/cli/test_startup.py`` checks that no heavy module is back on these
 paths; this measures.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,9 +64,26 @@ def _wall_ms(argv: list[str]) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def _runs(measure: Any, runs: int) -> list[float]:
+#: CPU time (user + system) of the processes each run started, in ms, by row:
+#: steadier than wall time on a loaded machine.
+CPU: dict[str, list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def _runs(measure: Any, runs: int, row: str = "") -> list[float]:
     measure()  # warm the page cache
-    return [measure() for _ in range(runs)]
+    values, cpu = [], []
+    for _ in range(runs):
+        before = _children_cpu()
+        values.append(measure())
+        cpu.append(_children_cpu() - before)
+    if row:
+        CPU[row] = cpu
+    return values
 
 
 def startup_scenario(runs: int = 3) -> dict[str, Any]:
@@ -70,16 +91,18 @@ def startup_scenario(runs: int = 3) -> dict[str, Any]:
     n = max(MIN_RUNS, runs)
     logq, logd = _script("logq"), _script("trio-logd")
     rows: dict[str, list[float]] = {
-        "python_bare_ms": _runs(lambda: _wall_ms([sys.executable, "-c", "pass"]), n),
+        "python_bare_ms": _runs(
+            lambda: _wall_ms([sys.executable, "-c", "pass"]), n, "python_bare_ms"
+        ),
         "import_logq_ms": _runs(lambda: _import_ms("trio_logd.cli.logq"), n),
         "import_daemon_cli_ms": _runs(lambda: _import_ms("trio_logd.cli.daemon"), n),
-        "logq_help_ms": _runs(lambda: _wall_ms([*logq, "--help"]), n),
-        "status_help_ms": _runs(lambda: _wall_ms([*logd, "status", "--help"]), n),
+        "logq_help_ms": _runs(lambda: _wall_ms([*logq, "--help"]), n, "logq_help_ms"),
+        "status_help_ms": _runs(lambda: _wall_ms([*logd, "status", "--help"]), n, "status_help_ms"),
     }
     with BenchDaemon() as d:
         cfg = ["--config", str(d.config)]
-        rows["status_ms"] = _runs(lambda: _wall_ms([*logd, *cfg, "status"]), n)
-        rows["stats_ms"] = _runs(lambda: _wall_ms([*logd, *cfg, "stats"]), n)
+        rows["status_ms"] = _runs(lambda: _wall_ms([*logd, *cfg, "status"]), n, "status_ms")
+        rows["stats_ms"] = _runs(lambda: _wall_ms([*logd, *cfg, "stats"]), n, "stats_ms")
     store = store_dir() / "log"
     if (store_dir() / "meta.json").exists():
         bench = BenchDaemon()  # its config, pointed at the cached store
@@ -87,16 +110,18 @@ def startup_scenario(runs: int = 3) -> dict[str, Any]:
         bench.config.write_text(text)
         with bench as d:
             argv = [*logq, "--socket", d.control, "--uid", str(BIG_UID), "-n", "100"]
-            rows["logq_n100_10M_ms"] = _runs(lambda: _wall_ms(argv), n)
+            rows["logq_n100_10M_ms"] = _runs(lambda: _wall_ms(argv), n, "logq_n100_10M_ms")
     out: dict[str, Any] = {k: round(statistics.median(v), 1) for k, v in rows.items()}
+    out.update({f"{k}_cpu": round(statistics.median(v), 1) for k, v in CPU.items()})
     out["runs"] = n
     budgets = {"import_logq_ms": 40, "logq_help_ms": 80, "status_help_ms": 80, "status_ms": 80,
                "stats_ms": 80, "logq_n100_10M_ms": 150}  # fmt: skip
     print(f"startup: medians of {n} runs")
     for key, values in rows.items():
         budget = f"   budget {budgets[key]} ms" if key in budgets else ""
+        cpu = f"   cpu {statistics.median(CPU[key]):6.1f} ms" if key in CPU else ""
         print(f"  {key:<22} {statistics.median(values):7.1f} ms "
-              f"({min(values):.1f}-{max(values):.1f}){budget}")  # fmt: skip
+              f"({min(values):.1f}-{max(values):.1f}){cpu}{budget}")  # fmt: skip
     if "logq_n100_10M_ms" not in rows:
         print(f"  logq -n 100 on 10 M records: skipped, no cached store in {store_dir()} "
               "(python -m bench logq makes it)")  # fmt: skip
