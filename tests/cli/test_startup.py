@@ -14,7 +14,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -57,17 +56,6 @@ def _imported(module: str, argv: list[str]) -> list[str]:
     return p.stdout.split("--modules--\n", 1)[1].split()
 
 
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    """One daemon for the module's paths (they only read)."""
-    with world() as root:
-        d = DaemonProcess(root).start()
-        try:
-            yield d
-        finally:
-            assert d.stop() == 0, d.stderr()
-
-
 @pytest.mark.parametrize("module", ["trio_logd.cli.logq", "trio_logd.cli.daemon"])
 def test_importing_a_cli_imports_nothing_heavy(module: str) -> None:
     """Importing either CLI module imports none of the daemon's heavy modules."""
@@ -77,16 +65,14 @@ def test_importing_a_cli_imports_nothing_heavy(module: str) -> None:
     assert sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY)) == []
 
 
-def test_a_query_through_the_daemon_imports_nothing_heavy(daemon: DaemonProcess) -> None:
-    """`logq -n 5` through the daemon (config read, server checked, records shown) stays light."""
-    argv = ["--config", str(daemon.config), "-n", "5", "--no-pager"]
-    assert _imported("trio_logd.cli.logq", argv) == []
-
-
-@pytest.mark.parametrize("command", ["status", "stats"])
-def test_control_commands_import_nothing_heavy(daemon: DaemonProcess, command: str) -> None:
-    """`trio-logd status` and `stats` against a running daemon stay light."""
-    assert _imported("trio_logd.cli.daemon", ["--config", str(daemon.config), command]) == []
+def test_queries_and_control_commands_import_nothing_heavy() -> None:
+    """`logq -n 5` through the daemon (config read, server checked, records shown),
+    `trio-logd status` and `stats` against it: none imports a heavy module."""
+    with world() as root, DaemonProcess(root) as daemon:
+        cfg = ["--config", str(daemon.config)]
+        assert _imported("trio_logd.cli.logq", [*cfg, "-n", "5", "--no-pager"]) == []
+        for command in ("status", "stats"):
+            assert _imported("trio_logd.cli.daemon", [*cfg, command]) == [], command
 
 
 def test_help_starts_quickly() -> None:
