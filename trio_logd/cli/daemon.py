@@ -226,9 +226,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from trio_logd.control_client import request_one
 
     try:
-        path = _control_path(args)
+        # the file we would find the control socket in is the one being reloaded:
+        # check all of it (the loader), not only the socket's path
+        path = getattr(args, "control_socket", None) or os.path.abspath(
+            _config(args).daemon.control_socket
+        )
     except ConfigError as exc:
-        # the file we would find the control socket in is the one being reloaded
         _err(f"reload refused, nothing sent to the daemon: {exc}")
         return EXIT_FAIL
     try:
