@@ -12,6 +12,7 @@ out, never guessed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
@@ -28,6 +29,7 @@ __all__ = [
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
+    "probe_socket",
     "read_peer_cred",
     "read_peer_groups",
     "read_process_identity",
@@ -80,6 +82,31 @@ def read_peer_cred(sock: HasSockopts) -> PeerCred:
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     return PeerCred(*_UCRED.unpack(raw))
+
+
+def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
+    """Connect to *path*: return the server's credentials, or ``None`` if nobody answers.
+
+    ``None`` covers a missing path and a stale socket (``ECONNREFUSED``).
+    Used by the daemon before it binds and by ``trio-logd status``.
+
+    Raises:
+        OSError: the path exists but is not a socket we can probe (e.g. EACCES).
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise
+    else:
+        return read_peer_cred(s)
+    finally:
+        s.close()
 
 
 def read_peer_groups(sock: HasSockopts) -> tuple[int, ...]:

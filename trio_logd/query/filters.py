@@ -41,7 +41,7 @@ from typing import Any, Final
 import orjson
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
-from trio_logd.config import MAX_UID
+from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.record import TS_AT
