@@ -165,8 +165,12 @@ class _Writer:
         file_record: FileRecord | None,
         housekeeper: Housekeeper | None,
         helper: StoreHelper | None = None,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.pipeline = pipeline
+        #: measures how long an inline round took (tests give a fake disk's clock)
+        self._timer = timer
         self.helper = helper
         self.store = store
         self.suppression = suppression
@@ -345,9 +349,9 @@ class _Writer:
         """
         if self.store.fsync == "always" or trio.current_time() < self._thread_until:
             return await trio.to_thread.run_sync(_write_round, self.store, attempt)
-        start = time.perf_counter()
+        start = self._timer()
         result = _write_round(self.store, attempt)
-        spent = time.perf_counter() - start
+        spent = self._timer() - start
         if spent > INLINE_ROUND_LIMIT:
             now = trio.current_time()
             self._slow.append(now)
