@@ -20,9 +20,10 @@ import os
 import signal
 import socket
 import struct
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
+from trio_logd.record import NO_ATTRIBUTION, Attribution, PeerCred
 
 __all__ = [
     "NO_ATTRIBUTION",
@@ -33,6 +34,7 @@ __all__ = [
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
+    "probe_socket",
     "read_peer_cred",
     "read_peer_groups",
     "read_peer_label",
@@ -61,41 +63,6 @@ _CGROUP_READ: Final = 65536
 #: The longest LSM label kept (SELinux contexts are < 256 bytes, AppArmor
 #: profile names < 4 KiB); a longer one is left out.
 MAX_LABEL_BYTES: Final = 4096
-
-
-class PeerCred(NamedTuple):
-    """Credentials as the kernel reported them (never as the peer claimed)."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-class Attribution(NamedTuple):
-    """Which service, login and security context a writer belongs to (each ``None``: unknown).
-
-    ``cgroup`` is the writer's cgroup v2 path; ``unit``/``slice`` or
-    ``user_unit``/``user_slice`` are read from it (``cgroup.unit_names``);
-    ``loginuid``/``session`` are the audit login uid and session id (left
-    out when unset); ``label`` is the LSM security label.
-    """
-
-    cgroup: str | None = None
-    unit: str | None = None
-    slice: str | None = None
-    user_unit: str | None = None
-    user_slice: str | None = None
-    loginuid: int | None = None
-    session: int | None = None
-    label: str | None = None
-
-    def fields(self) -> dict[str, Any]:
-        """The known ones, by their record keys (``cgroup``, ``unit`` …)."""
-        return {k: v for k, v in zip(self._fields, self, strict=True) if v is not None}
-
-
-#: Nothing known.
-NO_ATTRIBUTION: Final = Attribution()
 
 
 class ProcessIdentity(NamedTuple):
@@ -131,6 +98,31 @@ def read_peer_cred(sock: HasSockopts) -> PeerCred:
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     return PeerCred(*_UCRED.unpack(raw))
+
+
+def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
+    """Connect to *path*: return the server's credentials, or ``None`` if nobody answers.
+
+    ``None`` covers a missing path and a stale socket (``ECONNREFUSED``).
+    Used by the daemon before it binds and by ``trio-logd status``.
+
+    Raises:
+        OSError: the path exists but is not a socket we can probe (e.g. EACCES).
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise
+    else:
+        return read_peer_cred(s)
+    finally:
+        s.close()
 
 
 def read_peer_groups(sock: HasSockopts) -> tuple[int, ...]:

@@ -13,8 +13,9 @@ Who creates units decides how many there are: every ssh login is a new
 thousands. So the ledger holds at most :data:`MAX_UNITS` names; a new unit
 beyond that replaces the one without open connections that has gone
 longest without a new connection or drop (records alone do not count, to
-keep the hot path at one dict lookup per batch), whose counts move to the :data:`OTHER` row (totals stay
-right), and when every tracked unit has connections open, the newcomer is
+keep the hot path at one dict lookup per batch), whose counts move to the
+:data:`OTHER` row (totals stay right), and when every tracked unit has
+connections open, the newcomer is
 counted under :data:`OTHER` from the start. The metrics' ``unit`` label and
 the ``suppressed`` records' ``unit`` take only tracked names, so neither
 grows with what an attacker creates.
