@@ -50,6 +50,7 @@ TRUSTED_KEYS: Final = frozenset(
     {
         "ts", "seq", "uid", "gid", "pid", "conn_uid", "conn_pid", "relay_uid",
         "relay_pid", "exe", "comm", "owner_uid", "pidns", "event", "count", "reason",
+        "boot_id",
     }
 )  # fmt: skip
 

@@ -37,6 +37,7 @@ from trio_logd.errors import AccessDenied, ConfigError
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
 from trio_logd.reload import ReloadPlan
+from trio_logd.server._boot import read_boot_id
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
 from trio_logd.server._fdlimit import FD_RESERVE, FdCounters, FdReserve, raise_nofile_limit
@@ -517,12 +518,14 @@ async def _run_tasks(
                 daemon.task_nursery = front
                 if daemon.operators is not None:  # last: READY=1 to systemd
                     await front.start(serve_operators, daemon, daemon.operators)
+                boot_id = read_boot_id()
                 ctx.file_daemon_record(
                     ctx.daemon.uid,
                     "started",
                     msg=f"trio-logd {__version__} started",
                     version=__version__,
                     sockets=daemon.sockets,
+                    **({"boot_id": boot_id} if boot_id else {}),
                 )
                 log.info("started", pid=daemon.pid, **daemon.sockets, log_dir=daemon.store.log_dir)
                 task_status.started(daemon)
