@@ -79,6 +79,7 @@ from trio_logd.config import Config
 from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
+from trio_logd.query.cursor import CursorRequest
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
 from trio_logd.server._control import ControlCall
@@ -485,7 +486,11 @@ class QueryService:
 
     async def handle(self, call: ControlCall) -> None:
         """The ``query`` operation (see ``docs/logq.md`` for the protocol)."""
-        spec = QuerySpec.from_request(call.request.args)
+        position, args = CursorRequest.split(call.request.args)
+        spec = QuerySpec.from_request(args)
+        if position.cursor is not None and spec.lines is not None:
+            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
+            raise ValueError(msg)
         config = self.config()
         readers = await trio.to_thread.run_sync(reader_gids, config)
         gids = (call.caller.gid, *call.groups)
@@ -513,7 +518,7 @@ class QueryService:
             async with trio.open_nursery() as nursery:
                 cancelled: list[LineFilter] = []  # the scan's filter, once it exists
                 nursery.start_soon(_cancel_on_eof, call.stream, nursery.cancel_scope, cancelled)
-                await self._serve(call, spec, uids, cancelled)
+                await self._serve(call, spec, uids, cancelled, position)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # one failure (the client went away, a store error): the control
@@ -577,6 +582,7 @@ class QueryService:
         spec: QuerySpec,
         uids: list[int] | None,
         cancelled: list[LineFilter],
+        position: CursorRequest,
     ) -> None:
         control = self.config().control
         follower: Follower | None = None
@@ -594,13 +600,19 @@ class QueryService:
                     spec,
                     regex_memory_bytes=control.regex_memory_bytes,
                     tail_keep_bytes=min(control.query_buffer_bytes, TAIL_KEEP_BYTES),
+                    cursor=position.cursor,
+                    inclusive=position.inclusive,
                 ),
                 limiter=self.limiter,
             )
             cancelled.append(scanner.filter)
             if follower is not None:  # what is stored after "ok" is live, not history
                 await trio.to_thread.run_sync(scanner.open, limiter=self.limiter)
-            await call.send("ok", uids="all" if uids is None else scanner.uids)
+            extra: dict[str, object] = {}
+            if position.stores:  # for the client's cursors: uids it may read only
+                ids = await trio.to_thread.run_sync(scanner.store_ids, limiter=self.limiter)
+                extra["stores"] = {str(u): i for u, i in ids.items()}
+            await call.send("ok", uids="all" if uids is None else scanner.uids, **extra)
             scan = _Scan(scanner, scanner.batches(), self._scans.get(call.caller.uid))
             try:
                 await scan.slot.acquire()

@@ -52,6 +52,7 @@ from typing import IO, Final
 import zstandard
 
 from trio_logd.errors import StoreError
+from trio_logd.query.cursor import Cursor, SeqFloor, TsFloorFilter
 from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec, line_seq, line_ts
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.store import _layout
@@ -233,14 +234,44 @@ def _whole_lines(reads: Iterator[bytes]) -> Iterator[bytes]:
             yield data if cut == len(data) else data[:cut]
 
 
+def _seq_offset(fd: int, size: int, seq: int) -> int:
+    """A line start in a plain file of ascending seqs, with every line before it below *seq*.
+
+    Bisects on the lines' fixed-offset ``seq`` (a cursor's seek within
+    ``current.jsonl``); anything unexpected gives 0, the start, which only
+    costs time: the reader drops the lines before the position anyway.
+    """
+    lo, hi = 0, size
+    while hi - lo > _PROBE:
+        mid = (lo + hi) // 2
+        head = os.pread(fd, _PROBE, mid)
+        k = head.find(b"\n")
+        start = mid + k + 1
+        if k < 0 or start >= hi:
+            hi = mid
+            continue
+        found = line_seq(os.pread(fd, 80, start))
+        if not found:
+            return lo
+        if found < seq:
+            lo = start
+        else:
+            hi = mid
+    return lo
+
+
 class _UidScan:
     """The files of one uid and the two ways of reading them."""
 
-    def __init__(self, root_fd: int, where: str, uid: int, filt: LineFilter, stats: ScanStats):
+    def __init__(
+        self, root_fd: int, where: str, uid: int, filt: LineFilter | TsFloorFilter, stats: ScanStats
+    ):
         self.uid = uid
         self.where = f"{where}/{uid}"
         self.filt = filt
         self.stats = stats
+        #: a cursor's position: :meth:`forward` reads after this seq (seeking)
+        self.after: int | None = None
         #: the seq of the newest record the scan covered (0 if none): live
         #: records up to it are in what the scan returns.
         self.last_seq = 0
@@ -445,12 +476,27 @@ class _UidScan:
             from_tail: start where :meth:`tail_start` found the last N begin.
         """
         try:
+            if self.after is not None and not from_tail:
+                self._seek(self.after)
+                from_tail = True
             if from_tail:
                 yield from self._forward(self._start_seq, self._start_offset)
             else:
                 yield from self._forward(0, 0)
         finally:
             self.close()
+
+    def _seek(self, after: int) -> None:
+        """Start :meth:`forward` after seq *after*: rotated files before it are
+        passed over by name, the current file is bisected."""
+        self._open_dir()
+        self._start_seq, self._start_offset = after + 1, 0
+        cur = self._current
+        if cur is not None and after >= cur.first_seq:
+            try:
+                self._start_offset = _seq_offset(cur.fd, cur.size, after + 1)
+            except OSError as exc:
+                raise _store_error(exc, f"cannot read {self.where}/{_layout.CURRENT}") from exc
 
     def _forward(self, start_seq: int, start_offset: int) -> Iterator[list[bytes]]:
         self._open_dir()
@@ -722,6 +768,10 @@ class Scanner:
         tail_keep_bytes: for ``lines`` (one uid): the matching lines kept in
             memory while finding the last N; past it they are streamed by a
             second, forward pass.
+        cursor: resume where this cursor stopped (``query.cursor``): each
+            uid after its seq (a seek) or, for a uid the cursor does not
+            know, after the cursor's place in time. Not with ``lines``.
+        inclusive: from the cursor's own record on (``--cursor``).
 
     Raises:
         StoreError: *log_dir* or a uid directory cannot be opened.
@@ -740,7 +790,12 @@ class Scanner:
         *,
         regex_memory_bytes: int = RE2_MAX_MEM,
         tail_keep_bytes: int = TAIL_KEEP_BYTES,
+        cursor: Cursor | None = None,
+        inclusive: bool = False,
     ) -> None:
+        if cursor is not None and spec.lines is not None:
+            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
+            raise ValueError(msg)
         self.log_dir = log_dir
         self.spec = spec
         self.stats = ScanStats()
@@ -754,6 +809,34 @@ class Scanner:
         # uid directories and files are opened when the scan reaches them: a
         # tail over many uids holds the files of one uid at a time
         self._scans = [_UidScan(self._root, log_dir, u, self.filter, self.stats) for u in self.uids]
+        if cursor is not None:
+            stores = self.store_ids()
+            for s in self._scans:
+                floor = cursor.floor(s.uid, stores.get(s.uid), inclusive=inclusive)
+                if isinstance(floor, SeqFloor):
+                    s.after = floor.after
+                else:
+                    s.filt = TsFloorFilter(self.filter, floor)
+
+    def store_ids(self) -> dict[int, int]:
+        """Each uid's store identity (its directory's inode), for cursors; uids
+        without a directory have none.
+
+        Raises:
+            StoreError: the store's root was closed.
+        """
+        if self._root is None:
+            msg = f"{self.log_dir}: the scan is closed"
+            raise StoreError(msg)
+        out: dict[int, int] = {}
+        for uid in self.uids:
+            try:
+                st = os.stat(str(uid), dir_fd=self._root, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                out[uid] = st.st_ino
+        return out
 
     def last_seqs(self) -> dict[int, int]:
         """Per uid, the newest seq the scan covered: live records after it are new.
