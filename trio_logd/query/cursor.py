@@ -169,7 +169,8 @@ class Cursor:
             raise _invalid(text, f"expected it to start with {_PREFIX!r}")
         data = text[len(_PREFIX) :]
         try:
-            body = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)).decode("ascii")
+            padded = data + "=" * (-len(data) % 4)
+            body = base64.b64decode(padded, altchars=b"-_", validate=True).decode("ascii")
         except (binascii.Error, ValueError):
             raise _invalid(text, "not base64url of a cursor") from None
         ts, *entries = body.split(";")

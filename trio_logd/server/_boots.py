@@ -15,26 +15,12 @@ from dataclasses import dataclass, field
 
 import trio
 
-from trio_logd.errors import StoreError
-from trio_logd.query.boots import Boot, boots_of_lines
+from trio_logd.query.boots import Boot
 from trio_logd.server._boot import read_boot_id
 from trio_logd.server._control import ControlCall
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.boots import read_boots
 
-__all__ = ["BootService", "read_boots"]
-
-
-def read_boots(log_dir: str, uid: int) -> list[Boot]:
-    """The boots in *uid*'s records (the daemon's). Blocks: a worker thread.
-
-    Raises:
-        StoreError: the records cannot be read.
-    """
-    try:
-        return boots_of_lines(read_uid_records(log_dir, uid))
-    except OSError as exc:
-        msg = f"{log_dir}/{uid}: cannot read the daemon's records: {exc.strerror or exc}"
-        raise StoreError(msg) from exc
+__all__ = ["BootService"]
 
 
 @dataclass(eq=False)
