@@ -109,7 +109,7 @@ def test_unreadable_line_is_reported_not_crashed_on() -> None:
 
 def test_unknown_format() -> None:
     """An unknown -o is refused with the choices."""
-    with pytest.raises(ValueError, match="expected one of short, short-iso, .*, verbose"):
+    with pytest.raises(ValueError, match=r"expected one of short, short-iso, .*, verbose"):
         make_formatter("xml")
 
 

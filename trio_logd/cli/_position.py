@@ -112,8 +112,8 @@ class Plan:
 
 def _read_cursor_file(path: str) -> Cursor | None:
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read(64 << 10).strip()
+        with open(path, "rb") as f:
+            text = f.read(64 << 10).decode("ascii", "replace").strip()
     except FileNotFoundError:
         return None
     except OSError as exc:

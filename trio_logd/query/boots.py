@@ -139,8 +139,8 @@ def select_boot(boots: Sequence[Boot], arg: str | None) -> int:
         index = len(boots) - 1 + off
     if not 0 <= index < len(boots):
         msg = (
-            f"--boot {text or 0}: no such boot: the daemon's records know {len(boots)} "
-            "(see --list-boots)"
+            f"--boot {text or 0}: no such boot: {len(boots)} known from the daemon's "
+            "records (see --list-boots)"
         )
         raise ValueError(msg)
     return index

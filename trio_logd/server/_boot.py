@@ -27,8 +27,8 @@ def read_boot_id() -> str | None:
     """The boot id as 32 hex digits, or ``None`` when it cannot be read or is not one."""
     path = os.environ.get(BOOT_ID_ENV) or BOOT_ID_PATH
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            text = f.read(64)
+        with open(path, "rb") as f:
+            text = f.read(64).decode("ascii", "replace")
     except OSError:
         return None
     boot_id = text.strip().replace("-", "").lower()
