@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--show-cursor", action="store_true",
         help="after the records, print '-- cursor: C': the cursor of the last one",
     )  # fmt: skip
-    pos.add_argument("--cursor", metavar="C", help="from the record cursor C names on")
+    pos.add_argument("-c", "--cursor", metavar="C", help="from the record cursor C names on")
     pos.add_argument("--after-cursor", metavar="C", help="after the record cursor C names")
     pos.add_argument(
         "--cursor-file", metavar="FILE",
