@@ -19,7 +19,6 @@ import array
 import dataclasses
 import datetime as _dt
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -230,6 +229,8 @@ class _Spool:
         self._ends.append(self._ends[-1] + len(line) if self._ends else len(line))
 
     def _spill(self) -> None:
+        import tempfile  # only a large --reverse needs it (logq's start-up)
+
         self._file = tempfile.TemporaryFile()  # noqa: SIM115  # closed by newest_first
         lines, self._lines = self._lines, []
         for line in lines:
