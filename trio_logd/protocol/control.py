@@ -40,8 +40,8 @@ last N), ``follow``, ``cursor`` or ``after_cursor`` (a cursor's text,
 ``query.cursor``; not with ``lines``) and ``stores`` (true: the ``ok`` line
 carries each uid's store identity, for the client's cursors). It answers
 ``ok`` (with the ``uids`` read, or ``"all"``), then ``record`` lines in
-``seq`` order per uid and ``ts`` order across uids, then ``end`` (with ``records``, ``files_opened``,
-``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
+``seq`` order per uid and ``ts`` order across uids, then ``end`` (with
+``records``, ``files_opened``, ``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
 more ``record`` lines and, when it fell behind, ``missed``. An error after
 ``ok`` (an unreadable file) ends the stream with an ``error`` line. The
 client must not shut down its sending side while it reads a stream: the
