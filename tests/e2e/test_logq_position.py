@@ -154,7 +154,9 @@ def test_boots_list_and_select(booted: tuple[DaemonProcess, Path]) -> None:
     assert r.rc == 0, r.err
     boots = orjson.loads(r.out)
     assert [(b["index"], b["boot_id"]) for b in boots] == [(-1, BOOT_A), (0, BOOT_B)]
-    table = logq_as(ALICE, ALICE, "--list-boots", *cfg(d)).out.splitlines()
+    r = logq_as(ALICE, ALICE, "--list-boots", *cfg(d))
+    assert r.rc == 0, r.err
+    table = r.out.splitlines()
     assert table[0].split()[:3] == ["IDX", "BOOT", "ID"]
     assert [row.split()[:2] for row in table[1:]] == [["-1", BOOT_A], ["0", BOOT_B]]
 

@@ -81,3 +81,16 @@ def test_boots_from_answer() -> None:
     for bad in (None, [{"boot_id": A}], ["x"]):
         with pytest.raises(ValueError, match="boots"):
             boots_from_answer(bad)
+
+
+def test_reading_on_from_where_it_stopped_gives_the_same_boots() -> None:
+    """Lines taken in two readings (the boots operation's way) give what one reading gives."""
+    lines = [
+        _line(_ts(0), "started", boot_id=A),
+        _line(_ts(1), "reloaded"),
+        _line(_ts(2), "started", boot_id=B),
+        _line(_ts(3), "started", boot_id=B),
+    ]
+    for cut in range(len(lines) + 1):
+        boots = boots_of_lines(lines[:cut])
+        assert boots_of_lines(lines[cut:], boots) == boots_of_lines(lines)

@@ -188,7 +188,7 @@ def narrow_to_boot(spec: QuerySpec, boots: list[Boot], arg: str) -> QuerySpec:
 
 def _local(ts: str, tz: _dt.tzinfo | None) -> str:
     try:
-        t = _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=_dt.UTC)
+        t = _dt.datetime.fromisoformat(ts[:-1] + "+00:00")
     except ValueError:
         return ts
     return t.astimezone(tz).strftime(_BOOT_TIME)

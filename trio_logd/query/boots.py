@@ -65,13 +65,15 @@ def _daemon_record(line: bytes) -> dict[str, Any] | None:
     return obj
 
 
-def boots_of_lines(lines: Iterable[bytes]) -> list[Boot]:
+def boots_of_lines(lines: Iterable[bytes], boots: list[Boot] | None = None) -> list[Boot]:
     """The boots in the daemon's own record lines (oldest first), in their order.
 
     Args:
         lines: the daemon uid's record lines, in ``seq`` order.
+        boots: the boots of the lines before these (they are extended; a
+            reader that goes on from where it stopped reads each line once).
     """
-    boots: list[Boot] = []
+    boots = [] if boots is None else boots
     for line in lines:
         obj = _daemon_record(line)
         if obj is None:
@@ -147,7 +149,7 @@ def select_boot(boots: Sequence[Boot], arg: str | None) -> int:
 
 
 def _minus_one_microsecond(ts: str) -> str:
-    t = _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ") - _dt.timedelta(microseconds=1)
+    t = _dt.datetime.fromisoformat(ts[:-1]) - _dt.timedelta(microseconds=1)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
