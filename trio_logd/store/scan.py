@@ -38,6 +38,7 @@ last line is left out.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import gzip
@@ -510,9 +511,7 @@ class _UidScan:
                 if fd is not None:
                     for chunk in self._chunks(fd, r.span.suffix, r.name):
                         lines = filt.filter_lines(chunk)
-                        if covered and lines and line_seq(lines[0]) <= covered:
-                            lines = [ln for ln in lines if line_seq(ln) > covered]
-                        yield lines
+                        yield _after(lines, covered) if covered else lines
                 covered = r.span.last_seq
         self.last_seq = max(self.last_seq, covered)
         cur = self._current
@@ -525,9 +524,7 @@ class _UidScan:
         start = start_offset if covered >= cur.first_seq else 0
         for chunk in self._chunks(cur.fd, "", _layout.CURRENT, cur.size, start):
             lines = filt.filter_lines(chunk)
-            if covered >= cur.first_seq and lines:
-                lines = [ln for ln in lines if line_seq(ln) > covered]
-            yield lines
+            yield _after(lines, covered) if covered >= cur.first_seq else lines
 
     def resume(self, after_seq: int, root_fd: int) -> Iterator[list[bytes]]:
         """Matching lines after *after_seq*, up to the newest the scan first covered.
@@ -624,6 +621,16 @@ class _UidScan:
                 return
             index -= len(lines)
             yield []
+
+
+def _after(lines: list[bytes], covered: int) -> list[bytes]:
+    """*lines* (of one file: ascending seq) with a seq above *covered*, found by bisection
+    (a cursor's position inside a file costs no decoding of the lines before it)."""
+    if not lines or line_seq(lines[0]) > covered:
+        return lines
+    if line_seq(lines[-1]) <= covered:
+        return []
+    return lines[bisect.bisect_right(lines, covered, key=line_seq) :]
 
 
 def _below(lines: list[bytes], floor: int | None) -> list[bytes]:
