@@ -225,3 +225,25 @@ def test_follow_from_a_cursor(booted: tuple[DaemonProcess, Path], tmp_path: Path
     _send(d, ROOT, "after")
     r = logq_as(ROOT, 0, "-o", "json", "--cursor-file", str(cursor_file), *cfg(d))
     assert _msgs(r) == ["after"]
+
+
+def test_cursor_file_that_cannot_be_used(tmp_path: Path) -> None:
+    """A cursor file in no writable directory, or one that is a directory, is a usage
+    error before any record is shown, without a traceback (offline store)."""
+    from tests.query._store import T0, Rec, write_uid
+
+    store = tmp_path / "store"
+    write_uid(store, ROOT, [Rec(T0 + i, f"m{i}") for i in range(3)])
+    r = logq_as(ROOT, 0, "-D", str(store), "-o", "cat", "--cursor-file", "/proc/nope/c")
+    assert (r.rc, r.out, r.err) == (
+        2,
+        "",
+        "logq: --cursor-file /proc/nope/c: cannot write in /proc/nope\n",
+    )
+    (tmp_path / "dir").mkdir()
+    r = logq_as(ROOT, 0, "-D", str(store), "-o", "cat", "--cursor-file", str(tmp_path / "dir"))
+    assert (r.rc, r.out) == (2, "")
+    assert r.err == f"logq: --cursor-file {tmp_path / 'dir'}: Is a directory\n"
+    r = logq_as(ROOT, 0, "-D", str(store), "-o", "cat", "--cursor-file", str(tmp_path / "c"))
+    assert (r.rc, r.out) == (0, "m0\nm1\nm2\n")
+    assert (tmp_path / "c").read_text().startswith("c1.")

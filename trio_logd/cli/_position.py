@@ -26,6 +26,7 @@ from typing import IO, Final
 
 import orjson
 
+from trio_logd.errors import LogdError
 from trio_logd.query.boots import Boot, boot_window, select_boot
 from trio_logd.query.cursor import Cursor, CursorRequest, CursorTracker
 from trio_logd.query.filters import QuerySpec
@@ -146,6 +147,10 @@ def plan(args: argparse.Namespace, spec: QuerySpec) -> tuple[Plan, QuerySpec]:
     cursor = Cursor.decode(text) if text is not None else None
     if args.cursor_file is not None:
         cursor = _read_cursor_file(args.cursor_file)
+        where = os.path.dirname(os.path.abspath(args.cursor_file))
+        if not os.access(where, os.W_OK | os.X_OK):
+            msg = f"--cursor-file {args.cursor_file}: cannot write in {where}"
+            raise ValueError(msg)
     if args.reverse and spec.follow:
         msg = "--reverse and --follow: give one or the other (as journalctl)"
         raise ValueError(msg)
@@ -325,8 +330,13 @@ class RecordOutput:
 
     def _save(self) -> None:
         cursor = self._cursor()
-        if cursor is not None and self._plan.cursor_file is not None:
-            write_cursor_file(self._plan.cursor_file, cursor.encode())
+        path = self._plan.cursor_file
+        if cursor is not None and path is not None:
+            try:
+                write_cursor_file(path, cursor.encode())
+            except OSError as exc:
+                msg = f"--cursor-file {path}: cannot write it: {exc.strerror or exc}"
+                raise LogdError(msg) from exc
 
     def finish(self) -> None:
         """After the last record: the reversed records, ``-- cursor: C``, the cursor file."""

@@ -30,7 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
 from trio_logd.query.filters import LineFilter, line_seq, line_ts
@@ -140,6 +140,10 @@ class Cursor:
 
     ts: str
     positions: tuple[Position, ...]
+    _by_uid: dict[int, Position] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_uid", {p.uid: p for p in self.positions})
 
     @property
     def uid(self) -> int:
@@ -205,10 +209,10 @@ class Cursor:
             inclusive: ``--cursor`` (from the named record on) rather than
                 ``--after-cursor`` (after it).
         """
-        for p in self.positions:
-            if p.uid == uid and p.store == store:
-                named = p.uid == self.uid
-                return SeqFloor(p.seq - 1 if inclusive and named else p.seq)
+        p = self._by_uid.get(uid)
+        if p is not None and p.store == store:
+            named = p.uid == self.uid
+            return SeqFloor(p.seq - 1 if inclusive and named else p.seq)
         # the merged order is (ts, uid): at the cursor's ts, the uids after its own
         later = uid > self.uid or (inclusive and uid == self.uid)
         return TsFloor(self.ts.encode("ascii"), strict=not later)
