@@ -217,7 +217,8 @@ def format_boots(boots: list[Boot], output: str, *, tz: _dt.tzinfo | None = None
 class _Spool:
     """Record lines held for ``--reverse``: in memory, then in an unnamed temporary file."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: int) -> None:
+        self._memory = memory
         self._lines: list[bytes] = []
         self._bytes = 0
         self._file: IO[bytes] | None = None
@@ -227,7 +228,7 @@ class _Spool:
         if self._file is None:
             self._lines.append(line)
             self._bytes += len(line)
-            if self._bytes > REVERSE_MEMORY:
+            if self._bytes > self._memory:
                 self._spill()
             return
         self._file.write(line)
@@ -280,6 +281,8 @@ class RecordOutput:
         fmt: the ``-o`` formatter.
         plan: the position options.
         flush: called after each record (``-f``), or ``None``.
+        reverse_memory: bytes of records ``--reverse`` holds in memory
+            before it spills them to a temporary file.
     """
 
     def __init__(
@@ -288,10 +291,12 @@ class RecordOutput:
         fmt: Callable[[bytes], bytes],
         plan: Plan,
         flush: Callable[[], object] | None = None,
+        *,
+        reverse_memory: int = REVERSE_MEMORY,
     ) -> None:
         self._write, self._fmt, self._plan, self._flush = write, fmt, plan, flush
         self.tracker = CursorTracker({}, plan.request.cursor) if plan.tracks else None
-        self._spool = _Spool() if plan.reverse else None
+        self._spool = _Spool(reverse_memory) if plan.reverse else None
         self._count = 0
         self._saved = time.monotonic()
 
@@ -307,11 +312,11 @@ class RecordOutput:
 
     def __call__(self, line: bytes) -> bool:
         """Show one record line; return whether more are wanted."""
-        if self.tracker is not None:
-            self.tracker.see(line)
         if self._spool is not None:
             self._spool.add(line)
         else:
+            if self.tracker is not None:
+                self.tracker.see(line)
             self._write(self._fmt(line))
             if self._flush is not None:
                 self._flush()
@@ -342,6 +347,8 @@ class RecordOutput:
         """After the last record: the reversed records, ``-- cursor: C``, the cursor file."""
         if self._spool is not None:
             for line in self._spool.newest_first():
+                if self.tracker is not None:  # the cursor names the last shown: the oldest
+                    self.tracker.see(line)
                 self._write(self._fmt(line))
         cursor = self._cursor()
         if cursor is not None and self._plan.show_cursor:
