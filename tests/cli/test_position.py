@@ -13,9 +13,9 @@ from trio_logd.query.cursor import Cursor, CursorRequest, Position
 LINES = [line(1000, i + 1, Rec(T0 + i, f"m{i}"))[:-1] for i in range(50)]
 
 
-def _run(plan: Plan, lines: list[bytes], **kw: int) -> tuple[bytes, int]:
+def _run(plan: Plan, lines: list[bytes], memory: int = 1 << 20) -> tuple[bytes, int]:
     out: list[bytes] = []
-    shown = RecordOutput(out.append, lambda ln: ln[-8:] + b"\n", plan, **kw)
+    shown = RecordOutput(out.append, lambda ln: ln[-8:] + b"\n", plan, reverse_memory=memory)
     shown.stores({1000: 77})
     taken = 0
     for ln in lines:
@@ -29,7 +29,7 @@ def _run(plan: Plan, lines: list[bytes], **kw: int) -> tuple[bytes, int]:
 @pytest.mark.parametrize("memory", [0, 100, 1 << 20])
 def test_reverse_in_memory_or_spilled_is_newest_first(memory: int) -> None:
     """--reverse prints the records newest first, whether held in memory or in a file."""
-    out, _ = _run(Plan(reverse=True), LINES, reverse_memory=memory)
+    out, _ = _run(Plan(reverse=True), LINES, memory)
     assert out == b"".join(ln[-8:] + b"\n" for ln in reversed(LINES))
 
 
