@@ -13,6 +13,7 @@ import pytest
 
 from tests._daemon import PYTHON, DaemonProcess, world
 from tests.e2e.test_logq import ALICE, BOB, ROOT, Result, cfg, logq_as, send_as
+from trio_logd.control_client import ControlConnection
 from trio_logd.query.cursor import Cursor, Position
 from trio_logd.server._boot import BOOT_ID_ENV
 
@@ -135,6 +136,11 @@ def test_another_uids_cursor_unlocks_and_reveals_nothing(
         text = Cursor(c.ts, (forged,)).encode()
         r = logq_as(BOB, BOB, "-o", "json", "--after-cursor", text, *cfg(d))
         assert (r.rc, r.out, r.err) == (own.rc, own.out, own.err)
+    with ControlConnection(d.control) as conn:  # a cursor reads forwards: not with lines
+        conn.send("query", after_cursor=alices, lines=5)
+        (reply,) = list(conn.responses())
+    assert (reply["type"], reply["code"]) == ("error", "invalid")
+    assert "cannot be used with 'lines'" in reply["error"]
     for bad in ("nonsense", "c1." + base64.urlsafe_b64encode(b"x;1.2.3").decode()):
         r = logq_as(BOB, BOB, "--after-cursor", bad, *cfg(d))
         assert (r.rc, r.out) == (2, "")

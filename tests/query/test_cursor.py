@@ -17,6 +17,7 @@ from trio_logd.query.cursor import (
     SeqFloor,
     TsFloor,
     line_uid,
+    place,
 )
 from trio_logd.query.filters import QuerySpec, line_seq
 from trio_logd.store.scan import Scanner, ScanStats
@@ -31,7 +32,9 @@ def _recs(n: int, offset: float = 0.0) -> list[Rec]:
 def _scan(
     log_dir: Path, uids: list[int], cursor: Cursor | None, **kw: object
 ) -> tuple[list[bytes], ScanStats]:
-    s = Scanner(str(log_dir), uids, QuerySpec(**kw), cursor=cursor)  # type: ignore[arg-type]
+    s = Scanner(str(log_dir), uids, QuerySpec(**kw))  # type: ignore[arg-type]
+    if cursor is not None:
+        place(s, cursor, inclusive=False)
     return [ln for batch in s.batches() for ln in batch], s.stats
 
 
@@ -158,7 +161,8 @@ def test_after_cursor_is_exactly_the_records_after(
     c = Cursor(TS, (Position(1000, after, _store_id(log_dir, 1000)),))
     got, _ = _scan(log_dir, [1000], c)
     assert got == lines[after:]
-    s = Scanner(str(log_dir), [1000], QuerySpec(), cursor=c, inclusive=True)
+    s = Scanner(str(log_dir), [1000], QuerySpec())
+    place(s, c, inclusive=True)
     assert [ln for batch in s.batches() for ln in batch] == lines[max(after - 1, 0) :]
 
 
@@ -210,4 +214,4 @@ def test_cursor_with_filters_and_lines(store: tuple[Path, list[bytes]]) -> None:
     got, _ = _scan(log_dir, [1000], c, grep="m99")
     assert got == [ln for ln in lines[900:] if b'"m99' in ln]
     with pytest.raises(ValueError, match="cannot be used with 'lines'"):
-        Scanner(str(log_dir), [1000], QuerySpec(lines=5), cursor=c)
+        place(Scanner(str(log_dir), [1000], QuerySpec(lines=5)), c, inclusive=False)

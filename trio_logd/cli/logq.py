@@ -32,7 +32,7 @@ from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
 from trio_logd.protocol.control import decode_response
 from trio_logd.query.boots import Boot, boots_from_answer
-from trio_logd.query.cursor import CursorRequest
+from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.output import FORMATS, make_formatter
 from trio_logd.query.timespec import parse_time, ts_bound
@@ -338,9 +338,9 @@ def _run_offline(
         raise _Usage(msg)
     uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
     position = out.request
-    scanner = Scanner(
-        args.directory, uids, spec, cursor=position.cursor, inclusive=position.inclusive
-    )
+    scanner = Scanner(args.directory, uids, spec)
+    if position.cursor is not None:
+        place(scanner, position.cursor, inclusive=position.inclusive)
     if position.stores:
         out.stores(scanner.store_ids())
     count = 0

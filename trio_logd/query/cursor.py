@@ -31,10 +31,13 @@ import base64
 import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from trio_logd.query.filters import LineFilter, line_seq, line_ts
 from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
+
+if TYPE_CHECKING:
+    from trio_logd.store.scan import ChunkFilter, Scanner
 
 __all__ = [
     "CURSOR_KEYS",
@@ -48,6 +51,7 @@ __all__ = [
     "TsFloor",
     "TsFloorFilter",
     "line_uid",
+    "place",
 ]
 
 #: uids a cursor keeps a seq for (the most recently shown first); the others
@@ -337,3 +341,22 @@ class CursorRequest:
         if self.stores:
             out["stores"] = True
         return out
+
+
+def place(scanner: Scanner, cursor: Cursor, *, inclusive: bool) -> None:
+    """Start *scanner* where *cursor* says (:meth:`Cursor.floor` for each uid it reads).
+
+    Raises:
+        ValueError: the scan is a tail (``lines``): a cursor reads forwards.
+        StoreError: the store's uid directories cannot be looked at.
+    """
+    stores = scanner.store_ids()
+    seqs: dict[int, int] = {}
+    filters: dict[int, ChunkFilter] = {}
+    for uid in scanner.uids:
+        floor = cursor.floor(uid, stores.get(uid), inclusive=inclusive)
+        if isinstance(floor, SeqFloor):
+            seqs[uid] = floor.after
+        else:
+            filters[uid] = TsFloorFilter(scanner.filter, floor)
+    scanner.start_after(seqs, filters)

@@ -79,7 +79,7 @@ from trio_logd.config import Config
 from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
-from trio_logd.query.cursor import CursorRequest
+from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
 from trio_logd.server._control import ControlCall
@@ -594,14 +594,13 @@ class QueryService:
         try:
             scanner = await trio.to_thread.run_sync(
                 partial(
-                    Scanner,
+                    _open_scan,
                     self.log_dir,
                     uids,
                     spec,
+                    position,
                     regex_memory_bytes=control.regex_memory_bytes,
                     tail_keep_bytes=min(control.query_buffer_bytes, TAIL_KEEP_BYTES),
-                    cursor=position.cursor,
-                    inclusive=position.inclusive,
                 ),
                 limiter=self.limiter,
             )
@@ -714,6 +713,32 @@ class QueryService:
                         await call.send_raw(data)
             finally:
                 self._release(nbytes)
+
+
+def _open_scan(
+    log_dir: str,
+    uids: list[int] | None,
+    spec: QuerySpec,
+    position: CursorRequest,
+    *,
+    regex_memory_bytes: int,
+    tail_keep_bytes: int,
+) -> Scanner:
+    """Worker thread: the query's scan, started where its cursor says (if it has one)."""
+    scanner = Scanner(
+        log_dir,
+        uids,
+        spec,
+        regex_memory_bytes=regex_memory_bytes,
+        tail_keep_bytes=tail_keep_bytes,
+    )
+    if position.cursor is not None:
+        try:
+            place(scanner, position.cursor, inclusive=position.inclusive)
+        except BaseException:
+            scanner.close()
+            raise
+    return scanner
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:

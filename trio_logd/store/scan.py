@@ -46,19 +46,27 @@ import heapq
 import os
 import stat
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 import zstandard
 
 from trio_logd.errors import StoreError
-from trio_logd.query.cursor import Cursor, SeqFloor, TsFloorFilter
 from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec, line_seq, line_ts
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.store import _layout
 
-__all__ = ["CHUNK", "PIECE", "TAIL_KEEP_BYTES", "ScanStats", "Scanner", "cut_lines", "list_uids"]
+__all__ = [
+    "CHUNK",
+    "PIECE",
+    "TAIL_KEEP_BYTES",
+    "ChunkFilter",
+    "ScanStats",
+    "Scanner",
+    "cut_lines",
+    "list_uids",
+]
 
 #: Bytes read (after decompression) at a time: big enough that the filter's
 #: chunk-wide search dominates, small enough that a query paused by a client
@@ -85,6 +93,23 @@ _MERGE_BATCH: Final = 1024
 
 _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class ChunkFilter(Protocol):
+    """What a scan asks of its query's filter (``query.filters.LineFilter``)."""
+
+    @property
+    def decodes(self) -> bool:
+        """Whether lines are decoded one by one: chunks are then filtered in pieces."""
+        ...
+
+    def filter_lines(self, chunk: bytes) -> list[bytes]:
+        """The matching lines (without LF) of *chunk*, complete lines in file order."""
+        ...
+
+    def file_may_match(self, first_time: float, last_time: float) -> bool:
+        """Whether a file whose records lie in ``[first_time, last_time]`` can hold a match."""
+        ...
 
 
 @dataclass(slots=True)
@@ -264,14 +289,12 @@ def _seq_offset(fd: int, size: int, seq: int) -> int:
 class _UidScan:
     """The files of one uid and the two ways of reading them."""
 
-    def __init__(
-        self, root_fd: int, where: str, uid: int, filt: LineFilter | TsFloorFilter, stats: ScanStats
-    ):
+    def __init__(self, root_fd: int, where: str, uid: int, filt: ChunkFilter, stats: ScanStats):
         self.uid = uid
         self.where = f"{where}/{uid}"
         self.filt = filt
         self.stats = stats
-        #: a cursor's position: :meth:`forward` reads after this seq (seeking)
+        #: where :meth:`forward` starts: after this seq (a seek), or from the first record
         self.after: int | None = None
         #: the seq of the newest record the scan covered (0 if none): live
         #: records up to it are in what the scan returns.
@@ -775,10 +798,6 @@ class Scanner:
         tail_keep_bytes: for ``lines`` (one uid): the matching lines kept in
             memory while finding the last N; past it they are streamed by a
             second, forward pass.
-        cursor: resume where this cursor stopped (``query.cursor``): each
-            uid after its seq (a seek) or, for a uid the cursor does not
-            know, after the cursor's place in time. Not with ``lines``.
-        inclusive: from the cursor's own record on (``--cursor``).
 
     Raises:
         StoreError: *log_dir* or a uid directory cannot be opened.
@@ -797,12 +816,7 @@ class Scanner:
         *,
         regex_memory_bytes: int = RE2_MAX_MEM,
         tail_keep_bytes: int = TAIL_KEEP_BYTES,
-        cursor: Cursor | None = None,
-        inclusive: bool = False,
     ) -> None:
-        if cursor is not None and spec.lines is not None:
-            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
-            raise ValueError(msg)
         self.log_dir = log_dir
         self.spec = spec
         self.stats = ScanStats()
@@ -816,14 +830,26 @@ class Scanner:
         # uid directories and files are opened when the scan reaches them: a
         # tail over many uids holds the files of one uid at a time
         self._scans = [_UidScan(self._root, log_dir, u, self.filter, self.stats) for u in self.uids]
-        if cursor is not None:
-            stores = self.store_ids()
-            for s in self._scans:
-                floor = cursor.floor(s.uid, stores.get(s.uid), inclusive=inclusive)
-                if isinstance(floor, SeqFloor):
-                    s.after = floor.after
-                else:
-                    s.filt = TsFloorFilter(self.filter, floor)
+
+    def start_after(
+        self, seqs: Mapping[int, int], filters: Mapping[int, ChunkFilter] | None = None
+    ) -> None:
+        """Resume a forward scan (a cursor's, ``query.cursor.place``): each uid in
+        *seqs* after that seq, by a seek (rotated files before it are passed
+        over by name, the current file is bisected); a uid in *filters* reads
+        with that filter instead (one that drops what lies before the place).
+        Call it before :meth:`batches`; not with ``lines``.
+
+        Raises:
+            ValueError: the query has ``lines`` (a tail reads backwards).
+        """
+        if self.spec.lines is not None:
+            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
+            raise ValueError(msg)
+        for scan in self._scans:
+            scan.after = seqs.get(scan.uid)
+            if filters is not None and scan.uid in filters:
+                scan.filt = filters[scan.uid]
 
     def store_ids(self) -> dict[int, int]:
         """Each uid's store identity (its directory's inode), for cursors; uids
