@@ -31,7 +31,7 @@ from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
 from trio_logd.protocol.control import decode_response
-from trio_logd.query.boots import Boot, boots_from_answer
+from trio_logd.query.boots import Boot, boots_from_answer, daemon_uid, read_boots
 from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.output import FORMATS, make_formatter
@@ -424,8 +424,6 @@ def _count(n: int, noun: str) -> str:
 def _boots(args: argparse.Namespace) -> list[Boot]:
     """The daemon's boots: from the daemon (``boots``), or its records under --directory."""
     if args.directory is not None:
-        from trio_logd.store.boots import daemon_uid, read_boots  # only this path reads them
-
         return read_boots(args.directory, daemon_uid(args.directory))
     reply = request_one(_control_path(args), "boots")
     if reply.get("type") != "ok":

@@ -10,6 +10,9 @@ from its first start to the next boot's first start; the records of that
 span are that boot's (``logq -b``). Starts without a ``boot_id`` (before the
 daemon recorded one) begin no boot.
 
+:func:`read_boots` reads them from a store (sync: the daemon's ``boots``
+operation and ``logq --directory``).
+
 ``-b`` follows journalctl: ``0`` (or nothing) is the last boot, ``-1`` the
 one before, ``1`` the first, ``2`` the second; a boot id, optionally with
 ``±N``, counts from that boot.
@@ -18,6 +21,7 @@ one before, ``1`` the first, ``2`` the second; a boot id, optionally with
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +29,17 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["Boot", "boot_window", "boots_from_answer", "boots_of_lines", "select_boot"]
+from trio_logd.errors import StoreError
+
+__all__ = [
+    "Boot",
+    "boot_window",
+    "boots_from_answer",
+    "boots_of_lines",
+    "daemon_uid",
+    "read_boots",
+    "select_boot",
+]
 
 _EVENT: Final = b'"event":"'
 _BOOT_ARG: Final = re.compile(r"(?P<id>[0-9a-fA-F]{32})?(?P<off>[+-]?\d+)?")
@@ -160,3 +174,31 @@ def boot_window(boots: Sequence[Boot], index: int) -> tuple[str, str | None]:
     if index + 1 >= len(boots):
         return since, None
     return since, _minus_one_microsecond(boots[index + 1].first)
+
+
+def read_boots(log_dir: str, uid: int) -> list[Boot]:
+    """The boots in *uid*'s records (the daemon's), oldest first. Blocks.
+
+    Raises:
+        StoreError: the records cannot be read.
+    """
+    from trio_logd.store.reader import read_uid_records  # only this reads files
+
+    try:
+        return boots_of_lines(read_uid_records(log_dir, uid))
+    except OSError as exc:
+        msg = f"{log_dir}/{uid}: cannot read the daemon's records: {exc.strerror or exc}"
+        raise StoreError(msg) from exc
+
+
+def daemon_uid(log_dir: str) -> int:
+    """The uid a store's daemon files its own records under: the owner of *log_dir*.
+
+    Raises:
+        StoreError: *log_dir* cannot be looked at.
+    """
+    try:
+        return os.stat(log_dir).st_uid
+    except OSError as exc:
+        msg = f"{log_dir}: {exc.strerror or exc}"
+        raise StoreError(msg) from exc
