@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests._daemon import PYTHON, DaemonProcess, world
+from tests._daemon import PYTHON, DaemonProcess, poll, world
 from tests.e2e.test_logq import ALICE, BOB, ROOT, Result, cfg, logq_as, send_as
-from trio_logd.control_client import ControlConnection
+from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.query.cursor import Cursor, Position
 from trio_logd.server._boot import BOOT_ID_ENV
 
@@ -253,3 +253,28 @@ def test_cursor_file_that_cannot_be_used(tmp_path: Path) -> None:
     r = logq_as(ROOT, 0, "-D", str(store), "-o", "cat", "--cursor-file", str(tmp_path / "c"))
     assert (r.rc, r.out) == (0, "m0\nm1\nm2\n")
     assert (tmp_path / "c").read_text().startswith("c1.")
+
+
+def test_follow_of_a_uid_without_records_yet_writes_its_cursor(
+    booted: tuple[DaemonProcess, Path], tmp_path: Path
+) -> None:
+    """-f --cursor-file on a uid with no store yet: its first records get a cursor too
+    (the daemon sends the new store's identity), and the next run resumes after them."""
+    d, _ = booted
+    cursor_file = tmp_path / "cursor"
+    argv = [PYTHON, "-m", "trio_logd.cli.logq", "-f", "-o", "json", "--uid", str(ALICE),
+            "--cursor-file", str(cursor_file), *cfg(d)]  # fmt: skip
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        # following before the uid has any record (or store)
+        poll(lambda: request_one(d.control, "status")["queries"]["followers"] == 1)
+        assert not (d.log_dir / str(ALICE)).exists()
+        _send(d, ALICE, "first ever")
+        assert orjson.loads(proc.stdout.readline())["msg"] == "first ever"
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else ""
+    assert cursor_file.read_text().startswith("c1.")
+    _send(d, ALICE, "second")
+    r = logq_as(ROOT, 0, "-o", "json", "--uid", str(ALICE), "--cursor-file", str(cursor_file),
+                *cfg(d))  # fmt: skip
+    assert _msgs(r) == ["second"]

@@ -289,7 +289,7 @@ def _run_online(
             if kind == "error":
                 _err(str(reply.get("error")))
                 return EXIT_FAIL
-            if kind == "ok":
+            if kind in ("ok", "stores"):  # store identities, for the cursor
                 out.stores(_stores(reply.get("stores")))
             elif kind == "missed" and not args.quiet:
                 sink.out.flush()

@@ -29,6 +29,8 @@ object with a ``type`` key:
   the stored line embedded byte for byte (a client may slice it out);
 * ``{"type": "missed", "count": N}`` - a follower fell behind and N records
   were skipped;
+* ``{"type": "stores", "stores": {"UID": N, …}}`` - in a follow stream
+  that asked for ``stores``: the store identities of uids first seen now;
 * ``{"type": "end", ...}`` - the end of a stream.
 
 ``query`` (``docs/logq.md`` has the whole contract) takes ``uids`` (a list

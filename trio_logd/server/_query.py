@@ -83,7 +83,7 @@ from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
 from trio_logd.server._control import ControlCall
-from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
+from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner, uid_store_ids
 
 __all__ = [
     "FollowHub",
@@ -608,9 +608,10 @@ class QueryService:
             if follower is not None:  # what is stored after "ok" is live, not history
                 await trio.to_thread.run_sync(scanner.open, limiter=self.limiter)
             extra: dict[str, object] = {}
+            stores: dict[int, int] | None = None
             if position.stores:  # for the client's cursors: uids it may read only
-                ids = await trio.to_thread.run_sync(scanner.store_ids, limiter=self.limiter)
-                extra["stores"] = {str(u): i for u, i in ids.items()}
+                stores = await trio.to_thread.run_sync(scanner.store_ids, limiter=self.limiter)
+                extra["stores"] = {str(u): i for u, i in stores.items()}
             await call.send("ok", uids="all" if uids is None else scanner.uids, **extra)
             scan = _Scan(scanner, scanner.batches(), self._scans.get(call.caller.uid))
             try:
@@ -627,7 +628,7 @@ class QueryService:
             if follower is None:
                 await call.send("end", records=scan.sent, **scanner.stats.as_dict())
                 return
-            await self._follow(call, follower, scanner.filter, scanner.last_seqs())
+            await self._follow(call, follower, scanner.filter, scanner.last_seqs(), stores)
         finally:
             if follower is not None:
                 self.hub.remove(follower)
@@ -695,14 +696,29 @@ class QueryService:
         return False
 
     async def _follow(
-        self, call: ControlCall, follower: Follower, filt: LineFilter, last_seqs: dict[int, int]
+        self,
+        call: ControlCall,
+        follower: Follower,
+        filt: LineFilter,
+        last_seqs: dict[int, int],
+        stores: dict[int, int] | None,
     ) -> None:
+        """Send live records; *stores* (asked for cursors): a uid's first live
+        records are preceded by a ``stores`` line with its store identity."""
         while True:
             await follower.wake.wait()
             chunks, missed, nbytes = follower.take()
             try:
                 if missed:
                     await call.send("missed", count=missed)
+                new = {uid for uid, _ in chunks if uid not in stores} if stores is not None else ()
+                if new and stores is not None:
+                    ids = await trio.to_thread.run_sync(
+                        uid_store_ids, self.log_dir, sorted(new), limiter=self.limiter
+                    )
+                    stores.update(ids)
+                    if ids:
+                        await call.send("stores", stores={str(u): i for u, i in ids.items()})
                 if chunks:
                     async with self._turn(call.caller.uid):
                         data = await trio.to_thread.run_sync(

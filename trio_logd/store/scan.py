@@ -66,6 +66,7 @@ __all__ = [
     "Scanner",
     "cut_lines",
     "list_uids",
+    "uid_store_ids",
 ]
 
 #: Bytes read (after decompression) at a time: big enough that the filter's
@@ -757,6 +758,29 @@ class _TailCounter:
         return [line for lines in reversed(self._kept) for line in lines]
 
 
+def uid_store_ids(root: str | int, uids: Sequence[int]) -> dict[int, int]:
+    """Each uid's store identity: its directory's inode, which rotation,
+    compression, retention and restarts keep (a cursor's seq is valid while it
+    stays); uids without a directory have none.
+
+    Args:
+        root: the store's root, a path or an open directory.
+        uids: the uids.
+    """
+    out: dict[int, int] = {}
+    for uid in uids:
+        try:
+            if isinstance(root, int):
+                st = os.stat(str(uid), dir_fd=root, follow_symlinks=False)
+            else:
+                st = os.stat(os.path.join(root, str(uid)), follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out[uid] = st.st_ino
+    return out
+
+
 def _merge(streams: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
     """Merge per-uid batch streams by ``ts``, yielding after every batch read."""
     bufs: list[deque[bytes]] = [deque() for _ in streams]
@@ -852,8 +876,7 @@ class Scanner:
                 scan.filt = filters[scan.uid]
 
     def store_ids(self) -> dict[int, int]:
-        """Each uid's store identity (its directory's inode), for cursors; uids
-        without a directory have none.
+        """Each uid's store identity (:func:`uid_store_ids`), for cursors.
 
         Raises:
             StoreError: the store's root was closed.
@@ -861,15 +884,7 @@ class Scanner:
         if self._root is None:
             msg = f"{self.log_dir}: the scan is closed"
             raise StoreError(msg)
-        out: dict[int, int] = {}
-        for uid in self.uids:
-            try:
-                st = os.stat(str(uid), dir_fd=self._root, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                out[uid] = st.st_ino
-        return out
+        return uid_store_ids(self._root, self.uids)
 
     def last_seqs(self) -> dict[int, int]:
         """Per uid, the newest seq the scan covered: live records after it are new.
