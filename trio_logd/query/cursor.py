@@ -18,8 +18,9 @@ Resuming, per uid read (:meth:`Cursor.floor`):
   in the merged order ``(ts, uid)``, as a multi-uid query shows them.
 
 The text is opaque to users (``docs/logq.md``): ``c1.`` and the base64url of
-``ts;uid.seq.store;…``, the named record first. It carries nothing a reader
-could not see in the records it came from; it grants nothing (the daemon
+``ts;uid.seq.store;…``, the named record first. Besides the stores'
+identities (inode numbers of directories the reader may read), it carries
+nothing the reader did not see in the records it came from; it grants nothing (the daemon
 authorizes a query by the caller's credentials alone, and a cursor's entries
 for uids the query does not read are ignored), so a forged or another uid's
 cursor can at most move the start of the caller's own records.
