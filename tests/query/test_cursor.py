@@ -19,8 +19,10 @@ from trio_logd.query.cursor import (
     line_uid,
     place,
 )
-from trio_logd.query.filters import QuerySpec, line_seq
-from trio_logd.store.scan import Scanner, ScanStats
+from trio_logd.query.filters import QuerySpec
+from trio_logd.query.scanner import query_scanner
+from trio_logd.record import seq_key as line_seq
+from trio_logd.store.scan import ScanStats
 
 TS = "2026-11-27T20:47:40.123456Z"
 
@@ -32,7 +34,7 @@ def _recs(n: int, offset: float = 0.0) -> list[Rec]:
 def _scan(
     log_dir: Path, uids: list[int], cursor: Cursor | None, **kw: object
 ) -> tuple[list[bytes], ScanStats]:
-    s = Scanner(str(log_dir), uids, QuerySpec(**kw))  # type: ignore[arg-type]
+    s = query_scanner(str(log_dir), uids, QuerySpec(**kw))  # type: ignore[arg-type]
     if cursor is not None:
         place(s, cursor, inclusive=False)
     return [ln for batch in s.batches() for ln in batch], s.stats
@@ -161,7 +163,7 @@ def test_after_cursor_is_exactly_the_records_after(
     c = Cursor(TS, (Position(1000, after, _store_id(log_dir, 1000)),))
     got, _ = _scan(log_dir, [1000], c)
     assert got == lines[after:]
-    s = Scanner(str(log_dir), [1000], QuerySpec())
+    s = query_scanner(str(log_dir), [1000], QuerySpec())
     place(s, c, inclusive=True)
     assert [ln for batch in s.batches() for ln in batch] == lines[max(after - 1, 0) :]
 
@@ -214,4 +216,4 @@ def test_cursor_with_filters_and_lines(store: tuple[Path, list[bytes]]) -> None:
     got, _ = _scan(log_dir, [1000], c, grep="m99")
     assert got == [ln for ln in lines[900:] if b'"m99' in ln]
     with pytest.raises(ValueError, match="cannot be used with 'lines'"):
-        place(Scanner(str(log_dir), [1000], QuerySpec(lines=5)), c, inclusive=False)
+        place(query_scanner(str(log_dir), [1000], QuerySpec(lines=5)), c, inclusive=False)

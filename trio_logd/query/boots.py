@@ -182,7 +182,7 @@ def read_boots(log_dir: str, uid: int) -> list[Boot]:
     Raises:
         StoreError: the records cannot be read.
     """
-    from trio_logd.store.reader import read_uid_records  # only this reads files
+    from trio_logd.store.files import read_uid_records  # only this reads files
 
     try:
         return boots_of_lines(read_uid_records(log_dir, uid))

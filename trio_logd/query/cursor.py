@@ -34,8 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NamedTuple
 
-from trio_logd.query.filters import LineFilter, line_seq, line_ts
+from trio_logd.query.filters import LineFilter
 from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
+from trio_logd.record import line_ts, seq_key
 
 if TYPE_CHECKING:
     from trio_logd.store.scan import ChunkFilter, Scanner
@@ -267,7 +268,7 @@ class CursorTracker:
         if uid is None or store is None:
             return  # not the daemon's layout, or a uid of unknown store: nothing to resume by
         self._last.pop(uid, None)
-        self._last[uid] = (line_seq(line), store)
+        self._last[uid] = (seq_key(line), store)
         self._ts = line_ts(line).decode("ascii", "replace")
         self._uid = uid
         self.shown += 1
@@ -344,7 +345,7 @@ class CursorRequest:
         return out
 
 
-def place(scanner: Scanner, cursor: Cursor, *, inclusive: bool) -> None:
+def place(scanner: Scanner[LineFilter], cursor: Cursor, *, inclusive: bool) -> None:
     """Start *scanner* where *cursor* says (:meth:`Cursor.floor` for each uid it reads).
 
     Raises:
