@@ -19,6 +19,9 @@ included, output to /dev/null):
   prefilter);
 * ``logq --uid 1000 --since <last hour>``: time and files opened, against
   the uid's file count;
+* ``logq --uid 1000 --after-cursor C``: a cursor 100 records before the end
+  (time and files opened: it seeks), and ``--after-cursor C -n 100`` from a
+  cursor in the middle of the uid's records;
 * for comparison: ``zstdcat … | grep`` over the same files, ``logq`` with no
   filter (everything, as JSON) and a naive record-by-record scan
   (``read_uid_records`` + JSON decode + regex on every record).
@@ -45,6 +48,7 @@ import re2  # type: ignore[import-untyped]
 import zstandard
 
 from bench._daemon import BenchDaemon
+from trio_logd.query.cursor import Cursor, Position
 from trio_logd.store._layout import CURRENT, RotatedName
 
 VERSION = 1
@@ -235,6 +239,15 @@ def _naive_scan(uid_dir: Path) -> int:
     return found
 
 
+def _cursor(offline: list[str], uid_dir: Path, seq_back: int | None = None) -> str:
+    """A cursor of uid :data:`BIG_UID`: the record *seq_back* before the last one's, or the
+    middle record (its time is the newest's: with the store's identity, seq decides)."""
+    newest = subprocess.run([*offline, "-n", "1"], capture_output=True, check=True).stdout
+    rec = orjson.loads(newest)
+    seq = rec["seq"] - seq_back if seq_back is not None else rec["seq"] // 2
+    return Cursor(rec["ts"], (Position(BIG_UID, seq, uid_dir.stat().st_ino),)).encode()
+
+
 def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
 
@@ -261,6 +274,16 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         rows["grep_no_literal_online"], _ = _time([*online, "--grep", "(?i)econnreset"], runs)
         rows["since_1h_online"], err = _time([*online, "--since", last_hour, "--stats"], runs)
         since_stats = _stats(err)
+        near_end = _cursor(offline, uid_dir, 100)
+        rows["after_cursor_online"], err = _time(
+            [*online, "--after-cursor", near_end, "--stats"], runs
+        )
+        cursor_stats = _stats(err)
+        assert _count([*online, "--after-cursor", near_end]) == 100
+        middle = _cursor(offline, uid_dir)
+        rows["after_cursor_middle_n100_online"], _ = _time(
+            [*online, "--after-cursor", middle, "-n", "100"], runs
+        )
         rows["all_json_online"], err = _time([*online, "--stats"], 1)
         full_stats = _stats(err)
         matches = _count([*online, "--grep", TOKEN])
@@ -281,6 +304,8 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         since_files_opened=since_stats["files_opened"],
         since_files_skipped=since_stats["files_skipped"],
         since_records=since_stats["records"],
+        after_cursor_files_opened=cursor_stats["files_opened"],
+        after_cursor_bytes_read=cursor_stats["bytes_read"],
         full_files_opened=full_stats["files_opened"],
         uid_files=len(uid_files),
         runs=rows,
@@ -296,6 +321,11 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
     print(f"  --since last hour (daemon)     {_fmt(rows['since_1h_online'])}   "
           f"{since_stats['records']} records, opened {since_stats['files_opened']} of "
           f"{len(uid_files)} files ({since_stats['files_skipped']} skipped by name)")  # fmt: skip
+    print(f"  --after-cursor (100 before the end, daemon) {_fmt(rows['after_cursor_online'])}   "
+          f"opened {cursor_stats['files_opened']} of {len(uid_files)} files, "
+          f"{cursor_stats['bytes_read']:,} bytes")  # fmt: skip
+    print(f"  --after-cursor (middle) -n 100 (daemon)     "
+          f"{_fmt(rows['after_cursor_middle_n100_online'])}")  # fmt: skip
     print(f"  everything as json (daemon)    {_fmt(rows['all_json_online'])}   "
           f"opened {full_stats['files_opened']} files")  # fmt: skip
     print(f"  zstdcat | grep -c              {_fmt(rows['zstdcat_grep'])}")

@@ -119,6 +119,7 @@ TRUSTED_KEYS: Final = frozenset(
         "ts", "seq", "uid", "gid", "pid", "conn_uid", "conn_pid", "relay_uid",
         "relay_pid", "exe", "comm", "owner_uid", "pidns", "event", "count", "reason",
         "cgroup", "unit", "slice", "user_unit", "user_slice", "loginuid", "session", "label",
+        "boot_id",
     }
 )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Output formats: short, json, verbose; escaping so no record paints the terminal."""
+"""Output formats (journalctl's -o modes); escaping so no record paints the terminal."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 import orjson
 import pytest
 
-from trio_logd.query.output import escape, format_short, make_formatter
+from trio_logd.query.output import escape, format_short, make_formatter, parse_output_fields
 
 UTC = dt.UTC
 REC = {
@@ -90,6 +90,7 @@ def test_verbose_shows_every_field() -> None:
         "    gid=1000\n"
         "    pid=4242\n"
         "    comm=python3\n"
+        "  claimed by the sender (not verified):\n"
         "    fac=user\n"
         "    sev=err\n"
         "    app=myapp\n"
@@ -108,7 +109,7 @@ def test_unreadable_line_is_reported_not_crashed_on() -> None:
 
 def test_unknown_format() -> None:
     """An unknown -o is refused with the choices."""
-    with pytest.raises(ValueError, match="expected one of short, json, verbose"):
+    with pytest.raises(ValueError, match=r"expected one of short, short-iso, .*, verbose"):
         make_formatter("xml")
 
 
@@ -117,3 +118,74 @@ def test_format_short_default_clock_is_local_time() -> None:
     out = format_short(REC)
     assert out.endswith(" uid=1000 myapp[4242]: disk full\n")
     assert out[:3] == "Nov"
+
+
+def test_short_iso_and_short_precise() -> None:
+    """short-iso: ISO 8601 time with the zone's offset; short-precise: microseconds."""
+    assert make_formatter("short-iso", tz=UTC)(LINE) == (
+        b"2026-11-27T20:47:40+0000 uid=1000 myapp[4242]: disk full\n"
+    )
+    plus_one = dt.timezone(dt.timedelta(hours=1))
+    assert make_formatter("short-iso", tz=plus_one)(LINE).startswith(b"2026-11-27T21:47:40+0100 ")
+    assert make_formatter("short-precise", tz=UTC)(LINE) == (
+        b"Nov 27 20:47:40.123456 uid=1000 myapp[4242]: disk full\n"
+    )
+
+
+def test_no_hostname_leaves_out_the_uid_column() -> None:
+    """--no-hostname: the short modes drop uid=N (where journalctl prints the host)."""
+    for name, head in (("short", b"Nov 27 20:47:40"), ("short-iso", b"2026-11-27T20:47:40+0000")):
+        out = make_formatter(name, tz=UTC, uid_column=False)(LINE)
+        assert out == head + b" myapp[4242]: disk full\n"
+
+
+def test_cat_is_the_message_alone_escaped() -> None:
+    """cat: only the message, escaped; coloured by severity when asked."""
+    assert make_formatter("cat")(LINE) == b"disk full\n"
+    evil = orjson.dumps({**REC, "msg": "\x1b[2J\nfake"})
+    assert make_formatter("cat")(evil) == b"\\x1b[2J\\nfake\n"
+    assert make_formatter("cat", colour=True)(LINE) == b"\x1b[0;31mdisk full\x1b[0m\n"
+
+
+def test_json_pretty_is_indented_with_the_stored_escapes() -> None:
+    """json-pretty: the record indented by two; line separators stay escaped as stored."""
+    stored = b'{"ts":"2026-11-27T20:47:40.123456Z","seq":1,"msg":"a\\u2028b","fields":{"k":1}}'
+    assert make_formatter("json-pretty")(stored) == (
+        b"{\n"
+        b'  "ts": "2026-11-27T20:47:40.123456Z",\n'
+        b'  "seq": 1,\n'
+        b'  "msg": "a\\u2028b",\n'
+        b'  "fields": {\n'
+        b'    "k": 1\n'
+        b"  }\n"
+        b"}\n"
+    )
+
+
+def test_output_fields_pick_fields_and_keep_the_position() -> None:
+    """--output-fields: ts, seq, uid always; top-level names; fields.NAME for sender fields."""
+    fmt = make_formatter("json", fields=parse_output_fields("msg,fields.path,nosuch"))
+    assert fmt(LINE) == (
+        b'{"ts":"2026-11-27T20:47:40.123456Z","seq":7,"uid":1000,"msg":"disk full",'
+        b'"fields":{"path":"/var"}}\n'
+    )
+    verbose = make_formatter("verbose", tz=UTC, fields=("pid", "app"))(LINE).decode()
+    assert verbose == (
+        "Fri 2026-11-27 20:47:40 UTC [uid 1000 seq 7]\n"
+        "    ts=2026-11-27T20:47:40.123456Z\n"
+        "    seq=7\n"
+        "    uid=1000\n"
+        "    pid=4242\n"
+        "  claimed by the sender (not verified):\n"
+        "    app=myapp\n"
+    )
+    with pytest.raises(ValueError, match="comma-separated"):
+        parse_output_fields("msg,,pid")
+
+
+def test_verbose_daemon_record_has_no_claims() -> None:
+    """A daemon record (with event) is the daemon's throughout: no claimed group."""
+    rec = {"ts": REC["ts"], "seq": 1, "uid": 0, "app": "trio-logd", "event": "started"}
+    out = make_formatter("verbose", tz=UTC)(orjson.dumps(rec)).decode()
+    assert "claimed" not in out
+    assert out.endswith("    app=trio-logd\n    event=started\n")

@@ -17,19 +17,22 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Final
 
 import orjson
 
 from trio_logd import __version__
+from trio_logd.cli import _position
 from trio_logd.cli._exit import run_guarded
 from trio_logd.client import PeerRefused, socket_origin
-from trio_logd.control_client import ControlConnection
+from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
 from trio_logd.identity import MAX_UID
 from trio_logd.locate import configured_path
 from trio_logd.protocol.control import decode_response
+from trio_logd.query.boots import Boot, boots_from_answer, daemon_uid, read_boots
+from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.output import FORMATS, make_formatter
 from trio_logd.query.timespec import parse_time, ts_bound
@@ -188,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument(
         "-o", "--output", choices=FORMATS, default="short",
-        help="short (syslog-like lines), json (records as stored), verbose (every field)",
+        help="short (syslog-like lines; short-iso, short-precise: other times), cat (messages "
+        "only), json (records as stored), json-pretty, verbose (every field)",
     )  # fmt: skip
     out.add_argument("--no-pager", action="store_true", help="never pipe output into a pager")
     out.add_argument(
@@ -209,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
             "added or cut off and every file missing. With --uid: only those uids."
         ),
     )  # fmt: skip
+    _position.add_arguments(p)
     return p
 
 
@@ -264,12 +269,14 @@ def _colour_wanted() -> bool:
 # --------------------------------------------------------------------------- the two ways
 
 
+def _control_path(args: argparse.Namespace) -> str:
+    return args.socket or configured_path(args.config, "control_socket")
+
+
 def _run_online(
-    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, fmt: Callable[[bytes], bytes]
+    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, out: _position.RecordOutput
 ) -> int:
-    path = args.socket or configured_path(args.config, "control_socket")
-    write = sink.out.write
-    flush = sink.out.flush if spec.follow else None
+    path = _control_path(args)
     try:
         conn = ControlConnection(path, timeout=None)
     except PeerRefused:
@@ -282,18 +289,19 @@ def _run_online(
         raise ConnectFailed(msg) from exc
     with conn:
         head = len(_RECORD_HEAD)
-        for raw in _answer(conn, spec):
+        for raw in _answer(conn, spec, out.request):
             if raw.startswith(_RECORD_HEAD):
-                write(fmt(raw[head:-1]))
-                if flush is not None:
-                    flush()
+                if not out(raw[head:-1]):
+                    return EXIT_OK  # -n N after a cursor: enough (hanging up ends the query)
                 continue
             reply = decode_response(raw)
             kind = reply["type"]
             if kind == "error":
                 _err(str(reply.get("error")))
                 return EXIT_FAIL
-            if kind == "missed":
+            if kind in ("ok", "stores"):  # store identities, for the cursor
+                out.stores(_stores(reply.get("stores")))
+            elif kind == "missed" and not args.quiet:
                 sink.out.flush()
                 _err(
                     f"{reply.get('count')} records skipped: "
@@ -304,16 +312,28 @@ def _run_online(
                     _print_stats(reply)
                 return EXIT_OK
     if spec.follow:
-        _err("the daemon ended the stream (it is stopping)")
+        if not args.quiet:
+            _err("the daemon ended the stream (it is stopping)")
     else:
         _err("the daemon closed the connection before the end of the answer")
     return EXIT_FAIL
 
 
-def _answer(conn: ControlConnection, spec: QuerySpec) -> Iterator[bytes]:
+def _stores(value: object) -> dict[int, int]:
+    """The ``ok`` line's ``stores`` (uid -> store identity, for cursors); {} if absent."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[int, int] = {}
+    for uid, ident in value.items():
+        if isinstance(uid, str) and uid.isascii() and uid.isdigit() and type(ident) is int:
+            out[int(uid)] = ident
+    return out
+
+
+def _answer(conn: ControlConnection, spec: QuerySpec, position: CursorRequest) -> Iterator[bytes]:
     """Send the query and yield the answer's lines; socket errors become ConnectFailed."""
     try:
-        conn.send("query", **spec.to_request())
+        conn.send("query", **spec.to_request(), **position.to_request())
         yield from conn.raw_lines()
     except OSError as exc:
         msg = f"{conn.path}: lost the connection to the daemon: {exc.strerror or exc}"
@@ -321,7 +341,7 @@ def _answer(conn: ControlConnection, spec: QuerySpec) -> Iterator[bytes]:
 
 
 def _run_offline(
-    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, fmt: Callable[[bytes], bytes]
+    args: argparse.Namespace, spec: QuerySpec, sink: _Sink, out: _position.RecordOutput
 ) -> int:
     if spec.follow:
         msg = "--follow reads live records from the daemon; it cannot be used with --directory"
@@ -329,13 +349,25 @@ def _run_offline(
     from trio_logd.query.scanner import query_scanner
 
     uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
+    position = out.request
     scanner = query_scanner(args.directory, uids, spec)
-    write = sink.out.write
+    if position.cursor is not None:
+        place(scanner, position.cursor, inclusive=position.inclusive)
+    if position.stores:
+        out.stores(scanner.store_ids())
     count = 0
-    for batch in scanner.batches():
-        count += len(batch)
-        for line in batch:
-            write(fmt(line))
+    batches = scanner.batches()
+    try:
+        for batch in batches:
+            for line in batch:
+                count += 1
+                if not out(line):
+                    break
+            else:
+                continue
+            break
+    finally:
+        batches.close()
     if args.stats:
         _print_stats({"records": count, **scanner.stats.as_dict()})
     return EXIT_OK
@@ -403,18 +435,50 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _boots(args: argparse.Namespace) -> list[Boot]:
+    """The daemon's boots: from the daemon (``boots``), or its records under --directory."""
+    if args.directory is not None:
+        return read_boots(args.directory, daemon_uid(args.directory))
+    reply = request_one(_control_path(args), "boots")
+    if reply.get("type") != "ok":
+        raise ConnectFailed(str(reply.get("error", reply)))
+    try:
+        return boots_from_answer(reply.get("boots"))
+    except ValueError as exc:
+        msg = f"unexpected answer from the daemon: {exc}"
+        raise ParseError(msg) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the query *args* asks for; return the exit code."""
     if args.verify:
         return run_verify(args)
     spec = spec_from_args(args)
-    tty = sys.stdout.isatty()
-    fmt = make_formatter(args.output, colour=_colour_wanted())
-    sink = _Sink(pager=tty and not args.no_pager and not spec.follow)
     try:
-        if args.directory is not None:
-            return _run_offline(args, spec, sink, fmt)
-        return _run_online(args, spec, sink, fmt)
+        plan, spec = _position.plan(args, spec)
+        if args.list_boots or args.boot is not None:
+            boots = _boots(args)
+            if args.list_boots:
+                sys.stdout.buffer.write(_position.format_boots(boots, args.output))
+                return EXIT_OK
+            spec = _position.narrow_to_boot(spec, boots, args.boot)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+    tty = sys.stdout.isatty()
+    fmt = make_formatter(
+        args.output, colour=_colour_wanted(), fields=plan.fields, uid_column=not args.no_hostname
+    )
+    sink = _Sink(pager=tty and not args.no_pager and not spec.follow)
+    out = _position.RecordOutput(sink.out.write, fmt, plan, sink.out.flush if spec.follow else None)
+    if spec.follow and plan.cursor_file is not None:  # SIGTERM too writes the cursor file
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        try:
+            if args.directory is not None:
+                return _run_offline(args, spec, sink, out)
+            return _run_online(args, spec, sink, out)
+        finally:
+            out.finish()
     except BrokenPipeError:
         # the reader (head, the pager) is gone: stop quietly, like cat
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -29,21 +29,29 @@ object with a ``type`` key:
   the stored line embedded byte for byte (a client may slice it out);
 * ``{"type": "missed", "count": N}`` - a follower fell behind and N records
   were skipped;
+* ``{"type": "stores", "stores": {"UID": N, …}}`` - in a follow stream
+  that asked for ``stores``: the store identities of uids first seen now;
 * ``{"type": "end", ...}`` - the end of a stream.
 
 ``query`` (``docs/logq.md`` has the whole contract) takes ``uids`` (a list
 of integers; default the caller's own) or ``all: true``, ``pids``,
 ``since``/``until`` (record-form UTC times, ``2026-11-27T20:47:40.000000Z``,
-inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2,
-on ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the
-last N) and ``follow``. It answers ``ok`` (with the ``uids`` read, or
-``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
-across uids, then ``end`` (with ``records``, ``files_opened``,
-``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
-more ``record`` lines and, when it fell behind, ``missed``. An error after
-``ok`` (an unreadable file) ends the stream with an ``error`` line. The
-client must not shut down its sending side while it reads a stream: the
-server takes EOF as the end of the query.
+inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2, on
+``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the last
+N), ``follow``, ``cursor`` or ``after_cursor`` (a cursor's text,
+``query.cursor``; not with ``lines``) and ``stores`` (true: the ``ok`` line
+carries each uid's store identity, for the client's cursors). It answers
+``ok`` (with the ``uids`` read, or ``"all"``), then ``record`` lines in
+``seq`` order per uid and ``ts`` order across uids, then ``end`` (with
+``records``, ``files_opened``, ``files_skipped``, ``bytes_read``); a follow
+stream sends no ``end`` but more ``record`` lines and, when it fell behind,
+``missed``. An error after ``ok`` (an unreadable file) ends the stream with
+an ``error`` line. The client must not shut down its sending side while it
+reads a stream: the server takes EOF as the end of the query.
+
+``boots`` (no arguments; any caller) answers ``ok`` with ``boots``: the
+kernel boots the daemon ran in, oldest first, each ``boot_id``, ``first``
+and ``last`` (``ts`` of the daemon's own records: ``query.boots``).
 
 Requests are authorized by the caller's ``SO_PEERCRED`` (and
 ``SO_PEERGROUPS``), never by anything in the request. A request line longer

@@ -38,6 +38,8 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred, probe_socket
 from trio_logd.reload import ReloadPlan
 from trio_logd.server._accept import PeerListener, serve_listener
+from trio_logd.server._boot import read_boot_id
+from trio_logd.server._boots import BootService
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
 from trio_logd.server._fdlimit import FD_RESERVE, FdCounters, FdReserve, raise_nofile_limit
@@ -284,6 +286,8 @@ def build_daemon(config: Config) -> Daemon:
     )
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
+    boots = BootService(store.log_dir, ingest.daemon.uid, queries.limiter)
+    daemon.control.register("boots", boots.handle)
     daemon.extra_status["queries"] = queries.status
     daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
     if config.forward:
@@ -514,12 +518,15 @@ async def _run_tasks(
                 daemon.task_nursery = front
                 if daemon.operators is not None:  # last: READY=1 to systemd
                     await front.start(serve_operators, daemon, daemon.operators)
+                boot_id = read_boot_id()
+                boot: dict[str, Any] = {"boot_id": boot_id} if boot_id else {}
                 ctx.file_daemon_record(
                     ctx.daemon.uid,
                     "started",
                     msg=f"trio-logd {__version__} started",
                     version=__version__,
                     sockets=daemon.sockets,
+                    **boot,
                 )
                 log.info("started", pid=daemon.pid, **daemon.sockets, log_dir=daemon.store.log_dir)
                 task_status.started(daemon)

@@ -79,12 +79,13 @@ from trio_logd.config import Config
 from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
+from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import LineFilter, QuerySpec
 from trio_logd.query.scanner import query_scanner
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
 from trio_logd.record import seq_key
 from trio_logd.server._control import ControlCall
-from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
+from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner, uid_store_ids
 
 __all__ = [
     "FollowHub",
@@ -490,7 +491,11 @@ class QueryService:
 
     async def handle(self, call: ControlCall) -> None:
         """The ``query`` operation (see ``docs/logq.md`` for the protocol)."""
-        spec = QuerySpec.from_request(call.request.args)
+        position, args = CursorRequest.split(call.request.args)
+        spec = QuerySpec.from_request(args)
+        if position.cursor is not None and spec.lines is not None:
+            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
+            raise ValueError(msg)
         config = self.config()
         readers = await trio.to_thread.run_sync(reader_gids, config)
         gids = (call.caller.gid, *call.groups)
@@ -518,7 +523,7 @@ class QueryService:
             async with trio.open_nursery() as nursery:
                 cancelled: list[LineFilter] = []  # the scan's filter, once it exists
                 nursery.start_soon(_cancel_on_eof, call.stream, nursery.cancel_scope, cancelled)
-                await self._serve(call, spec, uids, cancelled)
+                await self._serve(call, spec, uids, cancelled, position)
                 nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # one failure (the client went away, a store error): the control
@@ -582,6 +587,7 @@ class QueryService:
         spec: QuerySpec,
         uids: list[int] | None,
         cancelled: list[LineFilter],
+        position: CursorRequest,
     ) -> None:
         control = self.config().control
         follower: Follower | None = None
@@ -593,10 +599,11 @@ class QueryService:
         try:
             scanner = await trio.to_thread.run_sync(
                 partial(
-                    query_scanner,
+                    _open_scan,
                     self.log_dir,
                     uids,
                     spec,
+                    position,
                     regex_memory_bytes=control.regex_memory_bytes,
                     tail_keep_bytes=min(control.query_buffer_bytes, TAIL_KEEP_BYTES),
                 ),
@@ -605,7 +612,12 @@ class QueryService:
             cancelled.append(scanner.filter)
             if follower is not None:  # what is stored after "ok" is live, not history
                 await trio.to_thread.run_sync(scanner.open, limiter=self.limiter)
-            await call.send("ok", uids="all" if uids is None else scanner.uids)
+            extra: dict[str, object] = {}
+            stores: dict[int, int] | None = None
+            if position.stores:  # for the client's cursors: uids it may read only
+                stores = await trio.to_thread.run_sync(scanner.store_ids, limiter=self.limiter)
+                extra["stores"] = {str(u): i for u, i in stores.items()}
+            await call.send("ok", uids="all" if uids is None else scanner.uids, **extra)
             scan = _Scan(scanner, scanner.batches(), self._scans.get(call.caller.uid))
             try:
                 await scan.slot.acquire()
@@ -621,7 +633,7 @@ class QueryService:
             if follower is None:
                 await call.send("end", records=scan.sent, **scanner.stats.as_dict())
                 return
-            await self._follow(call, follower, scanner.filter, scanner.last_seqs())
+            await self._follow(call, follower, scanner.filter, scanner.last_seqs(), stores)
         finally:
             if follower is not None:
                 self.hub.remove(follower)
@@ -689,14 +701,29 @@ class QueryService:
         return False
 
     async def _follow(
-        self, call: ControlCall, follower: Follower, filt: LineFilter, last_seqs: dict[int, int]
+        self,
+        call: ControlCall,
+        follower: Follower,
+        filt: LineFilter,
+        last_seqs: dict[int, int],
+        stores: dict[int, int] | None,
     ) -> None:
+        """Send live records; *stores* (asked for cursors): a uid's first live
+        records are preceded by a ``stores`` line with its store identity."""
         while True:
             await follower.wake.wait()
             chunks, missed, nbytes = follower.take()
             try:
                 if missed:
                     await call.send("missed", count=missed)
+                new = {uid for uid, _ in chunks if uid not in stores} if stores is not None else ()
+                if new and stores is not None:
+                    ids = await trio.to_thread.run_sync(
+                        uid_store_ids, self.log_dir, sorted(new), limiter=self.limiter
+                    )
+                    stores.update(ids)
+                    if ids:
+                        await call.send("stores", stores={str(u): i for u, i in ids.items()})
                 if chunks:
                     async with self._turn(call.caller.uid):
                         data = await trio.to_thread.run_sync(
@@ -707,6 +734,32 @@ class QueryService:
                         await call.send_raw(data)
             finally:
                 self._release(nbytes)
+
+
+def _open_scan(
+    log_dir: str,
+    uids: list[int] | None,
+    spec: QuerySpec,
+    position: CursorRequest,
+    *,
+    regex_memory_bytes: int,
+    tail_keep_bytes: int,
+) -> Scanner[LineFilter]:
+    """Worker thread: the query's scan, started where its cursor says (if it has one)."""
+    scanner = query_scanner(
+        log_dir,
+        uids,
+        spec,
+        regex_memory_bytes=regex_memory_bytes,
+        tail_keep_bytes=tail_keep_bytes,
+    )
+    if position.cursor is not None:
+        try:
+            place(scanner, position.cursor, inclusive=position.inclusive)
+        except BaseException:
+            scanner.close()
+            raise
+    return scanner
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:

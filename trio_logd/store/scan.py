@@ -42,8 +42,9 @@ import contextlib
 import errno
 import heapq
 import os
+import stat
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
@@ -57,6 +58,7 @@ from trio_logd.store.files import (
     line_ts,
     open_record_file,
     rotated_files,
+    seek_seq,
     whole_lines,
 )
 from trio_logd.store.files import seq_of as line_seq
@@ -70,6 +72,7 @@ __all__ = [
     "Scanner",
     "cut_lines",
     "list_uids",
+    "uid_store_ids",
 ]
 
 #: Bytes read (after decompression) at a time: big enough that the filter's
@@ -254,6 +257,32 @@ def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[tuple[int,
             yield start, data
 
 
+def _seq_offset(fd: int, size: int, seq: int) -> int:
+    """A line start in a plain file of ascending seqs, with every line before it below *seq*.
+
+    Bisects on the lines' fixed-offset ``seq`` (a cursor's seek within
+    ``current.jsonl``); anything unexpected gives 0, the start, which only
+    costs time: the reader drops the lines before the position anyway.
+    """
+    lo, hi = 0, size
+    while hi - lo > _PROBE:
+        mid = (lo + hi) // 2
+        head = os.pread(fd, _PROBE, mid)
+        k = head.find(b"\n")
+        start = mid + k + 1
+        if k < 0 or start >= hi:
+            hi = mid
+            continue
+        found = line_seq(os.pread(fd, 80, start))
+        if not found:
+            return lo
+        if found < seq:
+            lo = start
+        else:
+            hi = mid
+    return lo
+
+
 class _UidScan:
     """The files of one uid and the two ways of reading them."""
 
@@ -262,6 +291,8 @@ class _UidScan:
         self.where = f"{where}/{uid}"
         self.filt = filt
         self.stats = stats
+        #: where :meth:`forward` starts: after this seq (a seek), or from the first record
+        self.after: int | None = None
         #: the seq of the newest record the scan covered (0 if none): live
         #: records up to it are in what the scan returns.
         self.last_seq = 0
@@ -442,12 +473,27 @@ class _UidScan:
             from_tail: start where :meth:`tail_start` found the last N begin.
         """
         try:
+            if self.after is not None and not from_tail:
+                self._seek(self.after)
+                from_tail = True
             if from_tail:
                 yield from self._forward(self._start_seq, self._start_offset)
             else:
                 yield from self._forward(0, 0)
         finally:
             self.close()
+
+    def _seek(self, after: int) -> None:
+        """Start :meth:`forward` after seq *after*: rotated files before it are
+        passed over by name, the current file is bisected."""
+        self._open_dir()
+        self._start_seq, self._start_offset = after + 1, 0
+        cur = self._current
+        if cur is not None and after >= cur.first_seq:
+            try:
+                self._start_offset = _seq_offset(cur.fd, cur.size, after + 1)
+            except OSError as exc:
+                raise _store_error(exc, f"cannot read {self.where}/{_layout.CURRENT}") from exc
 
     def _forward(self, start_seq: int, start_offset: int) -> Iterator[list[bytes]]:
         self._open_dir()
@@ -461,9 +507,7 @@ class _UidScan:
                 if fd is not None:
                     for chunk in self._chunks(fd, r.span.suffix, r.name):
                         lines = filt.filter_lines(chunk)
-                        if covered and lines and line_seq(lines[0]) <= covered:
-                            lines = [ln for ln in lines if line_seq(ln) > covered]
-                        yield lines
+                        yield _after(lines, covered) if covered else lines
                 covered = r.span.last_seq
         self.last_seq = max(self.last_seq, covered)
         cur = self._current
@@ -476,9 +520,7 @@ class _UidScan:
         start = start_offset if covered >= cur.first_seq else 0
         for chunk in self._chunks(cur.fd, "", _layout.CURRENT, cur.size, start):
             lines = filt.filter_lines(chunk)
-            if covered >= cur.first_seq and lines:
-                lines = [ln for ln in lines if line_seq(ln) > covered]
-            yield lines
+            yield _after(lines, covered) if covered >= cur.first_seq else lines
 
     def resume(self, after_seq: int, root_fd: int) -> Iterator[list[bytes]]:
         """Matching lines after *after_seq*, up to the newest the scan first covered.
@@ -575,6 +617,16 @@ class _UidScan:
                 return
             index -= len(lines)
             yield []
+
+
+def _after(lines: list[bytes], covered: int) -> list[bytes]:
+    """*lines* (of one file: ascending seq) with a seq above *covered*, found by bisection
+    (a cursor's position inside a file costs no decoding of the lines before it)."""
+    if not lines or line_seq(lines[0]) > covered:
+        return lines
+    if line_seq(lines[-1]) <= covered:
+        return []
+    return lines[seek_seq(lines, covered) :]
 
 
 def _below(lines: list[bytes], floor: int | None) -> list[bytes]:
@@ -678,6 +730,29 @@ class _TailCounter:
         return [line for lines in reversed(self._kept) for line in lines]
 
 
+def uid_store_ids(root: str | int, uids: Sequence[int]) -> dict[int, int]:
+    """Each uid's store identity: its directory's inode, which rotation,
+    compression, retention and restarts keep (a cursor's seq is valid while it
+    stays); uids without a directory have none.
+
+    Args:
+        root: the store's root, a path or an open directory.
+        uids: the uids.
+    """
+    out: dict[int, int] = {}
+    for uid in uids:
+        try:
+            if isinstance(root, int):
+                st = os.stat(str(uid), dir_fd=root, follow_symlinks=False)
+            else:
+                st = os.stat(os.path.join(root, str(uid)), follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out[uid] = st.st_ino
+    return out
+
+
 def _merge(streams: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
     """Merge per-uid batch streams by ``ts``, yielding after every batch read."""
     bufs: list[deque[bytes]] = [deque() for _ in streams]
@@ -751,6 +826,37 @@ class Scanner(Generic[F]):
         # uid directories and files are opened when the scan reaches them: a
         # tail over many uids holds the files of one uid at a time
         self._scans = [_UidScan(self._root, log_dir, u, filt, self.stats) for u in self.uids]
+
+    def start_after(
+        self, seqs: Mapping[int, int], filters: Mapping[int, ChunkFilter] | None = None
+    ) -> None:
+        """Resume a forward scan (a cursor's, ``query.cursor.place``): each uid in
+        *seqs* after that seq, by a seek (rotated files before it are passed
+        over by name, the current file is bisected); a uid in *filters* reads
+        with that filter instead (one that drops what lies before the place).
+        Call it before :meth:`batches`; not with ``lines``.
+
+        Raises:
+            ValueError: the query has ``lines`` (a tail reads backwards).
+        """
+        if self.lines is not None:
+            msg = "query: a cursor reads forwards from its place; it cannot be used with 'lines'"
+            raise ValueError(msg)
+        for scan in self._scans:
+            scan.after = seqs.get(scan.uid)
+            if filters is not None and scan.uid in filters:
+                scan.filt = filters[scan.uid]
+
+    def store_ids(self) -> dict[int, int]:
+        """Each uid's store identity (:func:`uid_store_ids`), for cursors.
+
+        Raises:
+            StoreError: the store's root was closed.
+        """
+        if self._root is None:
+            msg = f"{self.log_dir}: the scan is closed"
+            raise StoreError(msg)
+        return uid_store_ids(self._root, self.uids)
 
     def last_seqs(self) -> dict[int, int]:
         """Per uid, the newest seq the scan covered: live records after it are new.
