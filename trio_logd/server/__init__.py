@@ -58,6 +58,7 @@ from trio_logd.server._sockets import (
 )
 from trio_logd.server._suppress import DropReports, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
+from trio_logd.server._usage import op_disk_usage
 from trio_logd.server._writer_task import serve_store
 from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
 from trio_logd.store.retention import RetentionPolicy
@@ -284,6 +285,10 @@ def build_daemon(config: Config) -> Daemon:
     )
     pipeline.written_hooks.append(queries.hub.hook)
     daemon.control.register("query", queries.handle)
+    usage = partial(
+        op_disk_usage, lambda: daemon.config, store.ledger, store.log_dir, limiter.delegated_to
+    )
+    daemon.control.register("disk_usage", usage)
     daemon.extra_status["queries"] = queries.status
     daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
     if config.forward:

@@ -1,0 +1,532 @@
+"""Field matches, units, identifiers and ``-F`` values: journalctl's selection, on record lines.
+
+How this works: a :class:`Selection` is the validated form of what ``logq``
+selects beyond time, pid, priority and ``--grep``, as journalctl spells it:
+
+* positional ``FIELD=VALUE`` matches, in groups separated by ``+``: within a
+  group the same field given several times is OR, different fields are AND;
+  the groups are OR (``sd_journal_add_disjunction``);
+* ``-u/--unit`` and ``--user-unit`` patterns (OR, all of them together, as
+  journalctl adds them in one term), on the trusted ``unit``/``slice`` and
+  ``user_unit``/``user_slice`` fields;
+* ``-t/--identifier`` (OR) on the claimed ``app``;
+* ``-F/--field``: the distinct values of one field.
+
+These terms are AND (``sd_journal_add_conjunction``). A :class:`Matcher`
+applies a selection in two steps, as ``query.filters`` does:
+
+1. :meth:`Matcher.candidate` on raw bytes: a line (or a whole chunk) can
+   only match if it holds, for every field of some group, one of the
+   encodings its values take on disk (``"pid":42,``, ``"app":"web"``). A
+   record line is compact JSON written by orjson, which writes printable
+   ASCII other than ``"`` and ``\\`` unchanged; a value with any other
+   character is looked for by its key alone (``"msg":``). So this step only
+   rejects lines the exact step would reject too;
+2. :meth:`Matcher.accepts` on the decoded record: the exact test.
+
+Values compare as journalctl's do, typed: a record's string equals the text;
+an integer equals a text that is an integer (``pid=042`` is pid 42); any
+other value (``true``, ``null``, a float, an object) equals its compact JSON
+spelling. A field the record does not have matches nothing, as does a field
+nobody has ever heard of: that is not an error.
+
+``-F``: the matcher remembers the values it has let through (their JSON
+encoding, up to :data:`FIELD_SEEN_BYTES`) and rejects a record whose value is
+among them, so the daemon sends one record per distinct value. A line whose
+top-level field sits before any ``{`` but the line's first (so at the top
+level, and the value ends at the next ``,"``) is checked against them without
+decoding: a value so sliced is complete JSON only if it is the whole value.
+Past the cap the daemon sends every record with the field and the client
+(:func:`value_printer`) drops the repeats.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "FIELD_SEEN_BYTES",
+    "MAX_MATCHES",
+    "MAX_NAME_CHARS",
+    "MAX_PATTERNS",
+    "MAX_VALUE_CHARS",
+    "Matcher",
+    "Selection",
+    "field_value",
+    "parse_matches",
+    "unit_pattern",
+    "value_printer",
+]
+
+#: Terms of all ``FIELD=VALUE`` groups together: a request stays well under
+#: ``protocol.control.MAX_REQUEST_BYTES`` and each line's test is bounded.
+MAX_MATCHES: Final = 256
+#: Unit, user unit and identifier patterns, each kind.
+MAX_PATTERNS: Final = 64
+#: A field name, unit pattern or identifier.
+MAX_NAME_CHARS: Final = 256
+#: A match's value (the request line is 64 KiB at most).
+MAX_VALUE_CHARS: Final = 4096
+#: Bytes of distinct ``-F`` values the daemon remembers per query; past it,
+#: repeats go to the client, which drops them.
+FIELD_SEEN_BYTES: Final = 4 << 20
+#: Distinct ``-F`` values remembered per query (a set entry costs ~100 bytes).
+FIELD_SEEN_VALUES: Final = 65_536
+
+#: systemd's unit type suffixes (``unit_type_from_string``).
+_UNIT_SUFFIXES: Final = (
+    ".service", ".socket", ".target", ".device", ".mount", ".automount", ".swap", ".timer",
+    ".path", ".slice", ".scope",
+)  # fmt: skip
+_GLOB_CHARS: Final = "*?["
+_INTEGER: Final = re.compile(r"-?[0-9]{1,30}\Z")
+_FIELDS_PREFIX: Final = "fields."
+
+Groups = tuple[tuple[tuple[str, str], ...], ...]
+
+
+def _printable_ascii(text: str) -> bool:
+    """Written by orjson byte for byte (no escape): printable ASCII but ``"`` and ``\\``."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
+# --------------------------------------------------------------------------- the CLI's words
+
+
+def parse_matches(words: Sequence[str]) -> Groups:
+    """Parse ``logq``'s positional arguments: ``FIELD=VALUE`` terms, ``+`` between groups.
+
+    Returns:
+        The groups, each a tuple of ``(field, value)`` in the order given.
+
+    Raises:
+        ValueError: a word that is not ``FIELD=VALUE`` or ``+``, or a ``+``
+            with no match on one side; the message names the word.
+    """
+    groups: list[tuple[tuple[str, str], ...]] = []
+    current: list[tuple[str, str]] = []
+    for word in words:
+        if word == "+":
+            if not current:
+                msg = "'+' must stand between two matches (FIELD=VALUE + FIELD=VALUE)"
+                raise ValueError(msg)
+            groups.append(tuple(current))
+            current = []
+            continue
+        name, eq, value = word.partition("=")
+        if not eq or not name:
+            msg = (
+                f"invalid match {word[:80]!r}: expected FIELD=VALUE (a record field such as "
+                f"pid=42 or app=sshd, or fields.NAME=VALUE for a sender's field)"
+            )
+            raise ValueError(msg)
+        current.append((name, value))
+    if current:
+        groups.append(tuple(current))
+    elif groups:
+        msg = "'+' must stand between two matches (FIELD=VALUE + FIELD=VALUE)"
+        raise ValueError(msg)
+    return tuple(groups)
+
+
+def unit_pattern(name: str) -> str:
+    """journalctl's unit name for ``-u NAME``: ``.service`` added when it names no type.
+
+    A glob (``*``, ``?``, ``[``) is kept as it is, so ``ssh*`` matches
+    ``sshd.service`` and ``ssh.socket``, as ``unit_name_mangle`` does with
+    ``UNIT_NAME_MANGLE_GLOB``.
+    """
+    if any(c in name for c in _GLOB_CHARS) or name.endswith(_UNIT_SUFFIXES):
+        return name
+    return name + ".service"
+
+
+# --------------------------------------------------------------------------- the request
+
+
+def _names(args: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = args.get(key)
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_PATTERNS
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_NAME_CHARS for v in value)
+    ):
+        msg = (
+            f"query {key!r}: expected a list of at most {MAX_PATTERNS} names of 1.."
+            f"{MAX_NAME_CHARS} characters, got {value!r:.80}"
+        )
+        raise ValueError(msg)
+    return tuple(dict.fromkeys(value))
+
+
+def _groups(args: Mapping[str, Any]) -> Groups:
+    value = args.get("matches")
+    if value is None:
+        return ()
+    bad = f"query 'matches': expected a list of groups of [field, value] pairs, got {value!r:.80}"
+    if not isinstance(value, list):
+        raise ValueError(bad)
+    out: list[tuple[tuple[str, str], ...]] = []
+    count = 0
+    for group in value:
+        if not isinstance(group, list) or not group:
+            raise ValueError(bad)
+        terms: list[tuple[str, str]] = []
+        for term in group:
+            if not (
+                isinstance(term, list)
+                and len(term) == 2
+                and all(isinstance(t, str) for t in term)
+                and 0 < len(term[0]) <= MAX_NAME_CHARS
+                and len(term[1]) <= MAX_VALUE_CHARS
+            ):
+                msg = (
+                    f"query 'matches': expected [field, value] with a field of 1.."
+                    f"{MAX_NAME_CHARS} and a value of at most {MAX_VALUE_CHARS} characters, "
+                    f"got {term!r:.80}"
+                )
+                raise ValueError(msg)
+            terms.append((term[0], term[1]))
+        count += len(terms)
+        out.append(tuple(terms))
+    if count > MAX_MATCHES:
+        msg = f"query 'matches': {count} terms, expected at most {MAX_MATCHES}"
+        raise ValueError(msg)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Field matches, units, identifiers and the ``-F`` field of a query.
+
+    Attributes:
+        matches: groups of ``(field, value)``: OR of groups, in a group OR of
+            one field's values and AND across fields.
+        units: ``-u`` patterns (already through :func:`unit_pattern`).
+        user_units: ``--user-unit`` patterns (likewise).
+        identifiers: ``-t`` values, compared with the claimed ``app``.
+        field: ``-F``: send one record per distinct value of this field.
+    """
+
+    #: The ``query`` request keys of a selection.
+    KEYS = frozenset({"matches", "units", "user_units", "identifiers", "field"})
+
+    matches: Groups = ()
+    units: tuple[str, ...] = ()
+    user_units: tuple[str, ...] = ()
+    identifiers: tuple[str, ...] = ()
+    field: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to select by (every record passes)."""
+        return (
+            not (self.matches or self.units or self.user_units or self.identifiers)
+            and self.field is None
+        )
+
+    @classmethod
+    def from_request(cls, args: Mapping[str, Any]) -> Selection:
+        """Validate the selection keys of a ``query`` request (others are ignored).
+
+        Raises:
+            ValueError: a bad value; the message names the key.
+        """
+        field = args.get("field")
+        if field is not None and not (isinstance(field, str) and 0 < len(field) <= MAX_NAME_CHARS):
+            msg = f"query 'field': expected a field name of 1..{MAX_NAME_CHARS} characters"
+            raise ValueError(msg)
+        return cls(
+            matches=_groups(args),
+            units=_names(args, "units"),
+            user_units=_names(args, "user_units"),
+            identifiers=_names(args, "identifiers"),
+            field=field,
+        )
+
+    def to_request(self) -> dict[str, Any]:
+        """The request keys of this selection (unset ones left out)."""
+        out: dict[str, Any] = {}
+        if self.matches:
+            out["matches"] = [[list(term) for term in group] for group in self.matches]
+        for key in ("units", "user_units", "identifiers"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _lookup(name: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:
+    """A getter of field *name* in a decoded record: ``(present, value)``."""
+    if name.startswith(_FIELDS_PREFIX) and len(name) > len(_FIELDS_PREFIX):
+        key = name[len(_FIELDS_PREFIX) :]
+
+        def nested(record: Mapping[str, Any]) -> tuple[bool, Any]:
+            fields = record.get("fields")
+            if isinstance(fields, dict) and key in fields:
+                return True, fields[key]
+            return False, None
+
+        return nested
+
+    def top(record: Mapping[str, Any]) -> tuple[bool, Any]:
+        return (True, record[name]) if name in record else (False, None)
+
+    return top
+
+
+def field_value(record: Mapping[str, Any], name: str) -> tuple[bool, Any]:
+    """``(present, value)`` of field *name* (``fields.NAME`` for a sender's) in *record*."""
+    return _lookup(name)(record)
+
+
+def _key_of(name: str) -> str:
+    """The JSON key that holds field *name* on disk."""
+    if name.startswith(_FIELDS_PREFIX) and len(name) > len(_FIELDS_PREFIX):
+        return name[len(_FIELDS_PREFIX) :]
+    return name
+
+
+def _equals(text: str) -> Callable[[Any], bool]:
+    """The test of one match value against a record's value (see the module doc)."""
+    spelled = text.encode()
+    number = int(text) if _INTEGER.match(text) else None
+
+    def test(value: Any) -> bool:
+        if isinstance(value, str):
+            return value == text
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value == number
+        return orjson.dumps(value) == spelled
+
+    return test
+
+
+def _needles(name: str, text: str) -> tuple[bytes, ...]:
+    """Byte strings one of which a line holds if field *name* can equal *text*.
+
+    Empty: no safe needle (the key itself has characters orjson may escape).
+    """
+    key = _key_of(name)
+    if not _printable_ascii(key):
+        return ()
+    head = b'"%s":' % key.encode()
+    if not _printable_ascii(text):
+        return (head,)
+    if _INTEGER.match(text):
+        n = b"%d" % int(text)
+        return (head + n + b",", head + n + b"}", head + b'"%s"' % text.encode())
+    return (head + b'"%s"' % text.encode(), head + text.encode())
+
+
+def _glob_needles(keys: Sequence[str], pattern: str) -> tuple[bytes, ...]:
+    """Needles for a unit glob: each key followed by the pattern's literal head."""
+    cut = min((pattern.find(c) for c in _GLOB_CHARS if c in pattern), default=len(pattern))
+    head = pattern[:cut]
+    if not _printable_ascii(head):
+        return tuple(b'"%s":"' % k.encode() for k in keys)
+    tail = b'"' if cut == len(pattern) else b""
+    return tuple(b'"%s":"%s%s' % (k.encode(), head.encode(), tail) for k in keys)
+
+
+def _has(line: bytes, alternatives: tuple[bytes, ...]) -> bool:
+    return any(a in line for a in alternatives)
+
+
+# --------------------------------------------------------------------------- the matcher
+
+
+class Matcher:
+    """Applies a :class:`Selection` to record lines and records.
+
+    Args:
+        selection: what to select.
+    """
+
+    def __init__(self, selection: Selection) -> None:
+        # one term per field of a group: the field's getter and its values' tests
+        self._groups: list[
+            list[
+                tuple[Callable[[Mapping[str, Any]], tuple[bool, Any]], list[Callable[[Any], bool]]]
+            ]
+        ] = []
+        self._group_needles: list[tuple[tuple[bytes, ...], ...]] = []
+        for group in selection.matches:
+            by_field: dict[str, list[str]] = {}
+            for name, text in group:
+                by_field.setdefault(name, []).append(text)
+            self._groups.append(
+                [(_lookup(n), [_equals(t) for t in texts]) for n, texts in by_field.items()]
+            )
+            needles = []
+            for n, texts in by_field.items():
+                alts = [_needles(n, t) for t in texts]
+                if all(alts):  # a value without a safe needle: no test for this field
+                    needles.append(tuple(a for alt in alts for a in alt))
+            self._group_needles.append(tuple(needles))
+        self._units = selection.units
+        self._user_units = selection.user_units
+        self._identifiers = frozenset(selection.identifiers)
+        must: list[tuple[bytes, ...]] = []
+        if self._units or self._user_units:
+            units = [n for u in self._units for n in _glob_needles(("unit", "slice"), u)]
+            units += [
+                n for u in self._user_units for n in _glob_needles(("user_unit", "user_slice"), u)
+            ]
+            must.append(tuple(units))
+        if self._identifiers:
+            apps = [_needles("app", i) for i in selection.identifiers]
+            if all(apps):
+                must.append(tuple(a for alt in apps for a in alt))
+        self._must = tuple(must)
+        self._field = selection.field
+        self._get_field = _lookup(selection.field) if selection.field is not None else None
+        self._field_key = b""
+        self._field_top = False
+        if selection.field is not None:
+            key = _key_of(selection.field)
+            if _printable_ascii(key):
+                self._field_key = b'"%s":' % key.encode()
+                self._field_top = key == selection.field
+        self._seen: set[bytes] = set()
+        self._seen_bytes = 0
+
+    def candidate(self, data: bytes) -> bool:
+        """Whether *data* (one line, or a chunk of lines) may hold a selected record.
+
+        Only the raw bytes are looked at; ``False`` is certain, ``True`` is not.
+        """
+        for alternatives in self._must:
+            if not _has(data, alternatives):
+                return False
+        if self._groups and not any(
+            all(_has(data, alts) for alts in needles) for needles in self._group_needles
+        ):
+            return False
+        if self._field_key:
+            return self._field_key in data
+        return True
+
+    def fresh(self, line: bytes) -> bool:
+        """``-F``: ``False`` when *line*'s value is one already let through (no decoding).
+
+        Certain only for a top-level field before any nested object; else ``True``.
+        """
+        if not self._field_top or not self._seen:
+            return True
+        key = self._field_key
+        pos = line.find(key)
+        if pos < 1 or line[pos - 1] not in b",{" or line.find(b"{", 1, pos) >= 0:
+            return True
+        start = pos + len(key)
+        end = line.find(b',"', start)
+        raw = line[start : end if end >= 0 else len(line) - 1]
+        return raw not in self._seen
+
+    def accepts(self, record: Mapping[str, Any]) -> bool:
+        """The exact test on a decoded record; for ``-F``, a new value only (remembered)."""
+        if self._groups and not any(self._group_accepts(g, record) for g in self._groups):
+            return False
+        if (self._units or self._user_units) and not self._unit_accepts(record):
+            return False
+        if self._identifiers and record.get("app") not in self._identifiers:
+            return False
+        if self._get_field is not None:
+            return self._new_value(record)
+        return True
+
+    @staticmethod
+    def _group_accepts(
+        group: list[
+            tuple[Callable[[Mapping[str, Any]], tuple[bool, Any]], list[Callable[[Any], bool]]]
+        ],
+        record: Mapping[str, Any],
+    ) -> bool:
+        for get, tests in group:
+            present, value = get(record)
+            if not present or not any(t(value) for t in tests):
+                return False
+        return True
+
+    def _unit_accepts(self, record: Mapping[str, Any]) -> bool:
+        return _globbed(record, ("unit", "slice"), self._units) or _globbed(
+            record, ("user_unit", "user_slice"), self._user_units
+        )
+
+    def _new_value(self, record: Mapping[str, Any]) -> bool:
+        assert self._get_field is not None
+        present, value = self._get_field(record)
+        if not present:
+            return False
+        encoded = orjson.dumps(value)
+        if encoded in self._seen:
+            return False
+        if (
+            len(self._seen) < FIELD_SEEN_VALUES
+            and self._seen_bytes + len(encoded) <= FIELD_SEEN_BYTES
+        ):
+            self._seen.add(encoded)
+            self._seen_bytes += len(encoded)
+        return True
+
+
+def _globbed(record: Mapping[str, Any], keys: Iterable[str], patterns: Sequence[str]) -> bool:
+    for key in keys:
+        value = record.get(key)
+        if isinstance(value, str) and any(fnmatchcase(value, p) for p in patterns):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- -F's output
+
+
+def _ascii_json(value: Any) -> bytes:
+    """*value* as JSON in ASCII: every non-ASCII character and DEL escaped (rare: lazy import)."""
+    import json
+
+    return json.dumps(value, separators=(",", ":")).replace("\x7f", "\\u007f").encode()
+
+
+def value_printer(name: str) -> Callable[[bytes], bytes]:
+    """``logq -F NAME``'s formatter: a record line in, its value's line out (once per value).
+
+    A string is printed as it is unless it holds a control character (then as
+    JSON, escaped: a sender's value never reaches the terminal raw); any other
+    value as JSON. A record without the field, or with a value printed
+    before, gives ``b""``.
+    """
+    get = _lookup(name)
+    seen: set[bytes] = set()
+
+    def show(line: bytes) -> bytes:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return b""
+        present, value = get(record) if isinstance(record, dict) else (False, None)
+        if not present:
+            return b""
+        encoded = orjson.dumps(value)
+        if encoded in seen:
+            return b""
+        seen.add(encoded)
+        if isinstance(value, str) and value.isprintable():
+            return value.encode("utf-8", "replace") + b"\n"
+        if encoded.isascii() and (isinstance(value, str) or b"\x7f" not in encoded):
+            return encoded + b"\n"
+        return _ascii_json(value) + b"\n"
+
+    return show
