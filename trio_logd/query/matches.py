@@ -353,9 +353,11 @@ class Matcher:
 
     Args:
         selection: what to select.
+        seen_bytes: ``-F``: bytes of distinct values to remember (and
+            :data:`FIELD_SEEN_VALUES` values at most); past them, repeats pass.
     """
 
-    def __init__(self, selection: Selection) -> None:
+    def __init__(self, selection: Selection, *, seen_bytes: int = FIELD_SEEN_BYTES) -> None:
         # one term per field of a group: the field's getter and its values' tests
         self._groups: list[
             list[
@@ -401,7 +403,7 @@ class Matcher:
                 self._field_key = b'"%s":' % key.encode()
                 self._field_top = key == selection.field
         self._seen: set[bytes] = set()
-        self._seen_bytes = 0
+        self._seen_room = seen_bytes
 
     def candidate(self, data: bytes) -> bool:
         """Whether *data* (one line, or a chunk of lines) may hold a selected record.
@@ -441,8 +443,10 @@ class Matcher:
             return False
         if (self._units or self._user_units) and not self._unit_accepts(record):
             return False
-        if self._identifiers and record.get("app") not in self._identifiers:
-            return False
+        if self._identifiers:
+            app = record.get("app")
+            if not isinstance(app, str) or app not in self._identifiers:
+                return False
         if self._get_field is not None:
             return self._new_value(record)
         return True
@@ -473,12 +477,9 @@ class Matcher:
         encoded = orjson.dumps(value)
         if encoded in self._seen:
             return False
-        if (
-            len(self._seen) < FIELD_SEEN_VALUES
-            and self._seen_bytes + len(encoded) <= FIELD_SEEN_BYTES
-        ):
+        if len(self._seen) < FIELD_SEEN_VALUES and len(encoded) <= self._seen_room:
             self._seen.add(encoded)
-            self._seen_bytes += len(encoded)
+            self._seen_room -= len(encoded)
         return True
 
 
@@ -525,7 +526,7 @@ def value_printer(name: str) -> Callable[[bytes], bytes]:
         seen.add(encoded)
         if isinstance(value, str) and value.isprintable():
             return value.encode("utf-8", "replace") + b"\n"
-        if encoded.isascii() and (isinstance(value, str) or b"\x7f" not in encoded):
+        if encoded.isascii() and b"\x7f" not in encoded:
             return encoded + b"\n"
         return _ascii_json(value) + b"\n"
 
