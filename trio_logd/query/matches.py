@@ -506,8 +506,8 @@ def value_printer(name: str) -> Callable[[bytes], bytes]:
 
     A string is printed as it is unless it holds a control character (then as
     JSON, escaped: a sender's value never reaches the terminal raw); any other
-    value as JSON. A record without the field, or with a value printed
-    before, gives ``b""``.
+    value as JSON. A record without the field, or whose value prints as one
+    printed before (the integer 1 and the string "1"), gives ``b""``.
     """
     get = _lookup(name)
     seen: set[bytes] = set()
@@ -521,13 +521,15 @@ def value_printer(name: str) -> Callable[[bytes], bytes]:
         if not present:
             return b""
         encoded = orjson.dumps(value)
-        if encoded in seen:
-            return b""
-        seen.add(encoded)
         if isinstance(value, str) and value.isprintable():
-            return value.encode("utf-8", "replace") + b"\n"
-        if encoded.isascii() and b"\x7f" not in encoded:
-            return encoded + b"\n"
-        return _ascii_json(value) + b"\n"
+            out = value.encode("utf-8", "replace") + b"\n"
+        elif encoded.isascii() and b"\x7f" not in encoded:
+            out = encoded + b"\n"
+        else:
+            out = _ascii_json(value) + b"\n"
+        if out in seen:  # the integer 1 and the string "1" print alike: once
+            return b""
+        seen.add(out)
+        return out
 
     return show
