@@ -117,11 +117,12 @@ def test_request_refuses(args: dict[str, Any], error: str) -> None:
 # -- the filter against a naive one ---------------------------------------------
 
 TS = "2026-11-27T20:47:40.123456Z"
-TEXTS = ["web", "api", "42", "042", "-0", "0", "true", "null", "1.5", "", "wéb", 'we"b', "a\\b"]
+TEXTS = ["web", "api", "42", "042", "-0", "0", "true", "null", "1.5", "", "wéb", 'we"b', "a\\b",
+         "{}", "[]", "1e16", "42.0"]  # fmt: skip
 VALUES = st.one_of(
     st.sampled_from(TEXTS),
     st.integers(-1, 50),
-    st.sampled_from([True, False, None, 1.5, 42.0, [1, "web"]]),
+    st.sampled_from([True, False, None, 1.5, 42.0, 1e16, [1, "web"], {}, [], "a,\"app\":1"]),
     st.builds(lambda v: {"app": v}, st.sampled_from(TEXTS)),
 )
 NAMES = ["app", "pid", "unit", "slice", "user_unit", "fields.app", "fields.n", "fields.x\"app",

@@ -561,9 +561,8 @@ class LineFilter:
             self._needle = required_literal(spec.grep, ignore_case=self._ignore_case)
         self._must = tuple(must)
         self._select = None if spec.select.empty else Matcher(spec.select)
-        self._decode = self._select is not None or bool(
-            self._pids or self._sevs is not None or self._regex is not None
-        )
+        self._decode_others = bool(self._pids or self._sevs is not None or self._regex is not None)
+        self._decode = self._decode_others or self._select is not None
         self.unreadable = 0
         self.cancelled = False
 
@@ -576,7 +575,7 @@ class LineFilter:
     def decodes(self) -> bool:
         """True when lines are decoded one by one (pid, priority or ``--grep``):
         a scan then filters small pieces, so that a step ends on time."""
-        return self._decode
+        return self._decode_others or (self._select is not None and not self._select.by_chunk)
 
     @property
     def selects_all(self) -> bool:
@@ -605,8 +604,10 @@ class LineFilter:
             if not any(a in line for a in alternatives):
                 return False
         select = self._select
-        if select is not None and not (select.candidate(line) and select.fresh(line)):
-            return False
+        if select is not None:
+            verdict = select.decide(line)
+            if verdict is False or (verdict and not self._decode_others):
+                return bool(verdict)
         if not self._decode:
             return True
         try:
@@ -625,8 +626,9 @@ class LineFilter:
         Args:
             chunk: complete record lines, each ending in LF.
         """
-        if self._select is not None and not self._select.candidate(chunk):
-            return []
+        picked = self._select.pick(chunk, self._check) if self._select is not None else None
+        if picked is not None:
+            return picked
         if self._needle is not None:
             return self._filter_by_needle(chunk, self._needle)
         lines = chunk.split(b"\n")
