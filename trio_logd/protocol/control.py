@@ -36,7 +36,8 @@ of integers; default the caller's own) or ``all: true``, ``pids``,
 ``since``/``until`` (record-form UTC times, ``2026-11-27T20:47:40.000000Z``,
 inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2,
 on ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the
-last N) and ``follow``. It answers ``ok`` (with the ``uids`` read, or
+last N), ``follow`` and journalctl's selection: ``matches``, ``units``,
+``user_units``, ``identifiers`` and ``field`` (``query.matches``). It answers ``ok`` (with the ``uids`` read, or
 ``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
 across uids, then ``end`` (with ``records``, ``files_opened``,
 ``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
@@ -44,6 +45,9 @@ more ``record`` lines and, when it fell behind, ``missed``. An error after
 ``ok`` (an unreadable file) ends the stream with an ``error`` line. The
 client must not shut down its sending side while it reads a stream: the
 server takes EOF as the end of the query.
+
+``disk_usage`` answers ``ok`` with ``uids`` (``[uid, bytes]`` pairs: the
+caller's own, or every uid for root and readers) and ``total``.
 
 Requests are authorized by the caller's ``SO_PEERCRED`` (and
 ``SO_PEERGROUPS``), never by anything in the request. A request line longer
