@@ -37,8 +37,8 @@ of integers; default the caller's own) or ``all: true``, ``pids``,
 inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2,
 on ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the
 last N), ``follow`` and journalctl's selection: ``matches``, ``units``,
-``user_units``, ``identifiers`` and ``field`` (``query.matches``). It answers ``ok`` (with the ``uids`` read, or
-``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
+``user_units``, ``identifiers`` and ``field`` (``query.matches``). It
+answers ``ok`` (with the ``uids`` read, or ``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
 across uids, then ``end`` (with ``records``, ``files_opened``,
 ``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
 more ``record`` lines and, when it fell behind, ``missed``. An error after
