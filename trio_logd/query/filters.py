@@ -43,7 +43,8 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from trio_logd.config import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
-from trio_logd.query.matches import Matcher, Selection
+from trio_logd.query.matcher import Matcher
+from trio_logd.query.matches import Selection
 from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
 
 __all__ = [
