@@ -233,7 +233,8 @@ def _files_bytes(log_dir: Path, uid: int) -> int:
 
 
 def test_disk_usage(store: DaemonProcess) -> None:
-    """--disk-usage: a user's own bytes; every uid's for root; the same offline."""
+    """--disk-usage: a user's own bytes (another uid's refused); every uid's for root;
+    the same offline."""
     d = store
     r = logq_as(ALICE, ALICE, "--disk-usage", "-o", "json", *cfg(d))
     assert r.rc == 0, r.err
@@ -241,6 +242,12 @@ def test_disk_usage(store: DaemonProcess) -> None:
     assert orjson.loads(r.out) == {"uids": [{"uid": ALICE, "bytes": mine}], "total": mine}
     r = logq_as(ALICE, ALICE, "--disk-usage", *cfg(d))
     assert r.out == f"Records of uid {ALICE} take up {mine / 1024:.1f}K in the file system.\n"
+    refused = logq_as(ALICE, ALICE, "--disk-usage", "--uid", str(BOB), *cfg(d))
+    assert (refused.rc, refused.out, refused.err) == (
+        1,
+        "",
+        f"logq: permission denied: uid {ALICE} may not read uid {BOB} {MAY}\n",
+    )
     root = logq_as(ROOT, 0, "--disk-usage", "-o", "json", *cfg(d))
     everyone = {item["uid"]: item["bytes"] for item in orjson.loads(root.out)["uids"]}
     assert {ALICE, BOB} <= set(everyone)

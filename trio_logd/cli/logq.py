@@ -459,14 +459,16 @@ def run_disk_usage(args: argparse.Namespace) -> int:
         usage = disk_usage(args.directory, uids or (None if args.all else [os.getuid()]))
     else:
         path = args.socket or os.path.abspath(find_config(args.config).daemon.control_socket)
-        reply = request_one(path, "disk_usage")
+        wanted = list(dict.fromkeys(_uid(u) for u in args.uid or ()))
+        reply = (
+            request_one(path, "disk_usage", uids=wanted)
+            if wanted
+            else request_one(path, "disk_usage")
+        )
         if reply.get("type") != "ok":
             _err(str(reply.get("error")))
             return EXIT_FAIL
         usage = {int(uid): int(n) for uid, n in reply["uids"]}
-        if args.uid:
-            wanted = {_uid(u) for u in args.uid}
-            usage = {uid: n for uid, n in usage.items() if uid in wanted}
     out = sys.stdout
     if args.output == "json":
         total = sum(usage.values())

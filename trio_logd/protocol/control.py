@@ -38,7 +38,8 @@ inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2,
 on ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the
 last N), ``follow`` and journalctl's selection: ``matches``, ``units``,
 ``user_units``, ``identifiers`` and ``field`` (``query.matches``). It
-answers ``ok`` (with the ``uids`` read, or ``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
+answers ``ok`` (with the ``uids`` read, or
+``"all"``), then ``record`` lines in ``seq`` order per uid and ``ts`` order
 across uids, then ``end`` (with ``records``, ``files_opened``,
 ``files_skipped``, ``bytes_read``); a follow stream sends no ``end`` but
 more ``record`` lines and, when it fell behind, ``missed``. An error after
@@ -46,8 +47,9 @@ more ``record`` lines and, when it fell behind, ``missed``. An error after
 client must not shut down its sending side while it reads a stream: the
 server takes EOF as the end of the query.
 
-``disk_usage`` answers ``ok`` with ``uids`` (``[uid, bytes]`` pairs: the
-caller's own, or every uid for root and readers) and ``total``.
+``disk_usage`` takes ``uids`` (optional, as ``query``'s, and authorized the
+same way) and answers ``ok`` with ``uids`` (``[uid, bytes]`` pairs: by
+default the caller's own, or every uid for root and readers) and ``total``.
 
 Requests are authorized by the caller's ``SO_PEERCRED`` (and
 ``SO_PEERGROUPS``), never by anything in the request. A request line longer

@@ -5,10 +5,11 @@ and rotated files, hash chains, torn tails) in its ``QuotaLedger``, set when
 it scans a uid's directory at start and kept up to date as it writes,
 compresses and deletes. The operation answers from that ledger, without
 touching the disk: ``ok`` with ``uids``, a list of ``[uid, bytes]``, and
-``total``. Authorized as ``query`` is, by the caller's kernel credentials
-only: root and ``[access] readers`` get every uid, anyone else her own uid
-and the subordinate uids delegated to her (``owned_uids``). A uid with no
-files is listed with 0 bytes when it is the caller's own.
+``total``. It takes ``uids`` (a list of integers) or nothing, and is
+authorized as ``query`` is (``authorize_uids``), by the caller's kernel
+credentials only: root and ``[access] readers`` get every uid (or those
+named), anyone else her own uid and the subordinate uids delegated to her,
+and naming another uid is refused with the same message as a query.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from collections.abc import Callable, Sequence
 import trio
 
 from trio_logd.config import Config
+from trio_logd.errors import AccessDenied
 from trio_logd.limits import QuotaLedger
+from trio_logd.query.filters import QuerySpec
 from trio_logd.server._control import ControlCall
-from trio_logd.server._query import owned_uids, reader_gids
+from trio_logd.server._query import authorize_uids, owned_uids, reader_gids, user_names
 
 __all__ = ["op_disk_usage"]
 
@@ -32,16 +35,33 @@ async def op_disk_usage(
     delegated: Callable[[int], Sequence[tuple[int, int]]],
     call: ControlCall,
 ) -> None:
-    """Control operation ``disk_usage``: the bytes of the uids the caller may read."""
+    """Control operation ``disk_usage``: the bytes of the uids the caller may read.
+
+    Raises:
+        ValueError: a bad ``uids`` or another argument.
+        AccessDenied: the caller named a uid she may not read.
+    """
+    args = dict(call.request.args)
+    unknown = sorted(set(args) - {"uids"})
+    if unknown:
+        msg = f"disk_usage: unknown argument {unknown[0]!r}: expected 'uids' or nothing"
+        raise ValueError(msg)
+    spec = QuerySpec.from_request(args)
     running = config()
     caller = call.caller.uid
+    gids = (call.caller.gid, *call.groups)
     readers = await trio.to_thread.run_sync(reader_gids, running)
-    groups = [readers[g] for g in (call.caller.gid, *call.groups) if g in readers]
+    ranges = delegated(caller)
+    owned = await trio.to_thread.run_sync(owned_uids, log_dir, ranges, spec.uids)
+    if not spec.uids and running.is_reader(caller, [readers[g] for g in gids if g in readers]):
+        spec = QuerySpec(all_uids=True)  # a reader's figure is everyone's, unless she names uids
+    try:
+        uids = authorize_uids(running, caller, gids, spec, readers, owned=owned)
+    except AccessDenied:  # say it again with user names (NSS: a worker thread)
+        names = await trio.to_thread.run_sync(user_names, {caller, *spec.uids})
+        uids = authorize_uids(running, caller, gids, spec, readers, owned=owned, names=names)
     usages = ledger.usages()
-    if running.is_reader(caller, groups):
-        shown = usages
-    else:
-        owned = await trio.to_thread.run_sync(owned_uids, log_dir, delegated(caller), ())
-        shown = {uid: usages.get(uid, 0) for uid in (caller, *sorted(owned))}
-    uids = sorted(shown.items())
-    await call.send("ok", uids=[list(item) for item in uids], total=sum(shown.values()))
+    shown = usages if uids is None else {uid: usages.get(uid, 0) for uid in uids}
+    await call.send(
+        "ok", uids=[list(item) for item in sorted(shown.items())], total=sum(shown.values())
+    )
