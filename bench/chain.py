@@ -3,7 +3,7 @@
 In process, no daemon: ``StoreWriter.append`` of 400 000 record lines of
 ~260 bytes (the size the throughput scenario's records have on disk) in
 rounds of 500 lines, ``fsync = "never"``, 16 MiB files, alternating between a
-writer with chains and one whose chain is switched off (``_open_chain``
+writer with chains and one whose chain is switched off (``Appender.open_chain``
 replaced by a no-op). Then the disk: the chain files' bytes against the
 records' bytes, uncompressed and zstd-compressed. ``logq --verify``'s speed
 is measured on the same store.
@@ -22,7 +22,7 @@ from typing import Any
 
 from trio_logd.record import format_ts
 from trio_logd.store.verify import verify_store
-from trio_logd.store.writer import StoreWriter, UidFile
+from trio_logd.store.writer import Appender, StoreWriter, UidFile
 
 LINES = 400_000
 ROUND = 500
@@ -38,15 +38,15 @@ def _lines(n: int) -> list[bytes]:
     return [head % (ts, s) + tail % s for s in range(1, n + 1)]
 
 
-def _no_chain(self: StoreWriter, uf: UidFile, *, recover: bool) -> None:
+def _no_chain(self: Appender, uf: UidFile, *, recover: bool) -> None:
     uf.chain = None
 
 
 def _append_all(root: Path, lines: list[bytes], *, chains: bool, compress: str) -> float:
     """Seconds of CPU for appending *lines* in rounds (the writer's hop, inline)."""
-    original = StoreWriter._open_chain
+    original = Appender.open_chain
     if not chains:
-        StoreWriter._open_chain = _no_chain  # type: ignore[method-assign]
+        Appender.open_chain = _no_chain  # type: ignore[method-assign]
     try:
         w = StoreWriter(str(root), fsync="never", max_file_bytes=16 << 20, compress=compress)
         w.open()
@@ -60,7 +60,7 @@ def _append_all(root: Path, lines: list[bytes], *, chains: bool, compress: str) 
             pass
         w.close()
     finally:
-        StoreWriter._open_chain = original  # type: ignore[method-assign]
+        Appender.open_chain = original  # type: ignore[method-assign]
     return spent
 
 

@@ -38,7 +38,7 @@ from bench._daemon import BenchDaemon
 from trio_logd.client import LogdClient
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.verify import verify_store
 
 STORE: Final = {"max_file_bytes": 256 << 10, "store": 'compress = "zstd"\nfsync = "batch"'}

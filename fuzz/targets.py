@@ -41,7 +41,18 @@ from trio_logd.protocol.parse import parse_message
 from trio_logd.protocol.reserved import reserved_name
 from trio_logd.query.filters import LineFilter, QuerySpec
 from trio_logd.query.output import format_short
-from trio_logd.record import TRUSTED_KEYS, Record, Stamp, encode_line, sender_json
+from trio_logd.record import (
+    TRUSTED_KEYS,
+    Stamp,
+    daemon_event,
+    encode_line,
+    line_seq,
+    line_ts,
+    sender_json,
+    seq_key,
+    stamp_span,
+    with_seq,
+)
 from trio_logd.server._query import authorize_uids
 
 __all__ = ["TARGETS", "fuzz_claim", "fuzz_control", "fuzz_ingest"]
@@ -119,13 +130,19 @@ def _check_line(line: bytes, stamp: Stamp, seq: int) -> dict[str, Any]:
     assert type(obj) is dict
     cred = stamp.cred
     assert (obj["ts"], obj["seq"]) == (_TS.decode(), seq)
+    # the codec's fixed-offset readers agree with the decoded line
+    assert (line_ts(line), line_seq(line), seq_key(line)) == (_TS, seq, seq)
+    assert daemon_event(line) is None, line
+    start, end = stamp_span(line)
+    assert line[start + 1 : end] == stamp.fragment, line
+    assert orjson.loads(b"{" + line[end + 1 :]) == {k: obj[k] for k in obj if k in _SENDER_KEYS}
+    assert orjson.loads(with_seq(line, seq + 1)) == {**obj, "seq": seq + 1}
     assert (obj["uid"], obj["gid"], obj["pid"]) == (cred.uid, cred.gid, cred.pid)
     stamped = set(orjson.loads(b"{%s}" % stamp.fragment)) | {"ts", "seq"}
     assert set(obj) & TRUSTED_KEYS == stamped & TRUSTED_KEYS, obj
     assert set(obj) <= stamped | _SENDER_KEYS, obj
     assert obj["fac"] in FACILITIES
     assert obj["sev"] in SEVERITIES
-    Record.from_json(line)
     shown = format_short(obj)
     assert shown.endswith("\n")
     assert shown.count("\n") == 1, shown

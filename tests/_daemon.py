@@ -258,7 +258,7 @@ class DaemonProcess:
 
     def records(self, uid: int) -> list[dict[str, Any]]:
         """Every record on disk for *uid*, in file order (rotated files included)."""
-        from trio_logd.store.reader import read_uid_records
+        from trio_logd.store.files import read_uid_records
 
         return [orjson.loads(line) for line in read_uid_records(self.log_dir, uid)]
 

@@ -6,10 +6,8 @@ Part of ``trio_logd.config`` (import these names from there).
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Mapping
-from typing import Final
 
 from trio_logd._config_tables import (
     _build,
@@ -18,15 +16,9 @@ from trio_logd._config_tables import (
 from trio_logd._config_values import (
     _Ctx,
 )
-from trio_logd.config import (
-    CONFIG_ENV_VAR,
-    DEFAULTS_NAME,
-    SYSTEM_CONFIG_PATH,
-    Config,
-)
+from trio_logd.config import DEFAULTS_NAME, SYSTEM_CONFIG_PATH, Config
 from trio_logd.errors import ConfigError
-
-_TOML_ERROR: Final = re.compile(r"(.*) \((?:at line (\d+), column (\d+)|at end of document)\)")
+from trio_logd.locate import find_config_path, read_config_text, toml_reason
 
 # --------------------------------------------------------------------------- public functions
 
@@ -49,7 +41,7 @@ def load(path: str | os.PathLike[str], *, base_dir: str | None = None) -> Config
             table or key is unknown or has a bad value.
     """
     file = os.fspath(path)
-    text = _read_text(file)
+    text = read_config_text(file)
     base = _base_dir(base_dir)
     return _load_text(text, file=file, path=os.path.normpath(os.path.join(base, file)), base=base)
 
@@ -75,26 +67,12 @@ def load_all_errors(
     file = os.fspath(path)
     errors: list[ConfigError] = []
     try:
-        text = _read_text(file)
+        text = read_config_text(file)
         base = _base_dir(base_dir)
         _load_text(text, file=file, path=None, base=base, errors=errors)
     except ConfigError as exc:  # unreadable, not TOML, or an error without a fallback
         errors.append(exc)
     return list({str(exc): exc for exc in errors}.values())  # a fallback may repeat one
-
-
-def _read_text(file: str) -> str:
-    try:
-        with open(file, "rb") as stream:
-            data = stream.read()
-    except OSError as exc:
-        reason = f"cannot read: {exc.strerror or exc}"
-        raise ConfigError(file, "", reason) from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text (bad byte at offset {exc.start})"
-        raise ConfigError(file, "", reason) from exc
 
 
 def loads(text: str, *, file: str = "<string>", base_dir: str | None = None) -> Config:
@@ -129,35 +107,6 @@ def default_config(*, base_dir: str | None = None) -> Config:
     """
     ctx = _Ctx(file=DEFAULTS_NAME, base_dir=_base_dir(base_dir))
     return _build(_default_tables(), ctx, path=None)
-
-
-def find_config_path(
-    explicit: str | None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    system_path: str = SYSTEM_CONFIG_PATH,
-) -> str | None:
-    """Return the config file every command uses, per SPEC §5, without reading it.
-
-    Args:
-        explicit: the ``--config FILE`` argument, or ``None``.
-        environ: the environment to read ``$TRIO_LOGD_CONFIG`` from
-            (``os.environ`` when ``None``); an empty value counts as unset.
-        system_path: the system-wide file, used if it exists (a dangling
-            symlink counts as existing, so that it is reported, not skipped).
-
-    Returns:
-        The path to load, or ``None`` for the embedded defaults.
-    """
-    if explicit is not None:
-        return explicit
-    env = os.environ if environ is None else environ
-    from_env = env.get(CONFIG_ENV_VAR, "")
-    if from_env:
-        return from_env
-    if os.path.lexists(system_path):
-        return system_path
-    return None
 
 
 def find_config(
@@ -222,16 +171,5 @@ def _load_text(
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", _toml_reason(exc)) from None
+        raise ConfigError(file, "", toml_reason(exc)) from None
     return _build(_merge(_default_tables(), raw), _Ctx(file, base, errors), path)
-
-
-def _toml_reason(exc: tomllib.TOMLDecodeError) -> str:
-    """``invalid TOML at line 3, column 10: invalid value`` from tomllib's message."""
-    match = _TOML_ERROR.fullmatch(str(exc))
-    if match is None:
-        return f"invalid TOML: {exc}"
-    what, line, column = match.groups()
-    where = f"line {line}, column {column}" if line else "end of file"
-    what = what[:1].lower() + what[1:]
-    return f"invalid TOML at {where}: {what}"

@@ -14,7 +14,6 @@ from types import MappingProxyType
 from trio_logd._config_values import (
     _FORWARD_NAME,
     _NAME,
-    _PRINTUSASCII,
     _UID_NAME,
     _check_names,
     _choice,
@@ -68,6 +67,7 @@ from trio_logd.config import (
     StoreConfig,
 )
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
+from trio_logd.protocol.rfc5424_writer import is_hostname
 
 # --------------------------------------------------------------------------- tables
 
@@ -361,7 +361,7 @@ def _hostname(value: object) -> str | None:
     if value == "":
         return None
     # RFC 5424 §6.2.4: HOSTNAME = NILVALUE / 1*255PRINTUSASCII
-    if isinstance(value, str) and _PRINTUSASCII.fullmatch(value) and len(value) <= 255:
+    if isinstance(value, str) and is_hostname(value):
         return value
     msg = (
         f'expected a host name (printable ASCII, no spaces, at most 255), or "", got {_show(value)}'

@@ -46,8 +46,6 @@ _FORWARD_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ADDRESS: Final = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})"
 )
-#: RFC 5424 §6: PRINTUSASCII = %d33-126
-_PRINTUSASCII: Final = re.compile(r"[\x21-\x7e]+")
 
 # --------------------------------------------------------------------------- reading tables
 

@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from trio_logd.identity import Identity, lookup_identity
+from trio_logd.identity import MAX_UID, Identity, lookup_identity
+from trio_logd.locate import CONFIG_ENV_VAR, SYSTEM_CONFIG_PATH, find_config_path
+from trio_logd.protocol.rfc5424_writer import MIN_MESSAGE_OCTETS
 
 __all__ = [
     "COMPRESS_CHOICES",
@@ -57,6 +59,7 @@ __all__ = [
     "FORWARD_STARTS",
     "FSYNC_CHOICES",
     "LOG_LEVELS",
+    "MAX_UID",
     "ON_QUOTA_CHOICES",
     "ON_RATE_CHOICES",
     "SUBORDINATE_IDS_CHOICES",
@@ -107,16 +110,14 @@ SUBGID_ENV: Final = "TRIO_LOGD_SUBGID_FILE"
 FORWARD_PROTOCOLS: Final[tuple[ForwardProtocol, ...]] = ("tcp", "tls")
 FORWARD_STARTS: Final[tuple[ForwardStart, ...]] = ("oldest", "now")
 
-#: SPEC §5 discovery: ``--config FILE``, else this variable, else
-#: ``SYSTEM_CONFIG_PATH`` if it exists, else the embedded defaults.
-CONFIG_ENV_VAR: Final = "TRIO_LOGD_CONFIG"
-SYSTEM_CONFIG_PATH: Final = "/etc/trio-logd/logd.toml"
+# SPEC §5 discovery (``CONFIG_ENV_VAR``, ``SYSTEM_CONFIG_PATH``) is in
+# ``trio_logd.locate``, which the CLIs and the client shim use without this module.
 
 #: The ``file`` of errors found in the embedded defaults (a bug, caught by tests).
 DEFAULTS_NAME: Final = "<embedded defaults>"
 
 #: RFC 5424 §6.1: a receiver MUST accept messages of 480 octets.
-MIN_MESSAGE_BYTES: Final = 480
+MIN_MESSAGE_BYTES: Final = MIN_MESSAGE_OCTETS
 #: Memory per connection is bounded by max_message_bytes (SPEC §2); 16 MiB
 #: times a few thousand connections is already more than a host should spend.
 MAX_MESSAGE_BYTES: Final = 16 << 20
@@ -127,8 +128,6 @@ MAX_SOCKET_PATH_BYTES: Final = 107
 MAX_INT: Final = (1 << 63) - 1
 #: Longest duration (100 years): keeps ``now + duration`` far from overflow.
 MAX_SECONDS: Final = 100 * 365 * 86400
-#: uid_t is 32 bits and (uid_t)-1 means "no uid" (setresuid(2)).
-MAX_UID: Final = (1 << 32) - 2
 #: Default headroom divisor: 2 % of max_connections reserved for root and admins.
 HEADROOM_DIVISOR: Final = 50
 
@@ -650,16 +649,13 @@ _KEY_HOMES: Final = (
 
 #: The loading side (``_config_load``), under the names it always had here. It
 #: imports the schema above, so it is imported on first use (``__getattr__``).
-_LOADING: Final = frozenset(
-    ("default_config", "find_config", "find_config_path", "load", "load_all_errors", "loads")
-)
+_LOADING: Final = frozenset(("default_config", "find_config", "load", "load_all_errors", "loads"))
 
 if TYPE_CHECKING:  # for the type checker, the same objects as __getattr__ gives
     from trio_logd import _config_load
 
     default_config, load_all_errors = _config_load.default_config, _config_load.load_all_errors
-    find_config, find_config_path = _config_load.find_config, _config_load.find_config_path
-    load, loads = _config_load.load, _config_load.loads
+    find_config, load, loads = _config_load.find_config, _config_load.load, _config_load.loads
 
 
 def __getattr__(name: str) -> object:

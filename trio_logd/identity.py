@@ -11,9 +11,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-__all__ = ["Identity", "lookup_identity"]
+__all__ = ["MAX_UID", "Identity", "lookup_identity"]
+
+#: uid_t is 32 bits and (uid_t)-1 means "no uid" (setresuid(2)).
+MAX_UID: Final = (1 << 32) - 2
 
 
 class Identity(NamedTuple):

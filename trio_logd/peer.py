@@ -12,12 +12,15 @@ out, never guessed.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
 import socket
 import struct
 from typing import Final, NamedTuple, Protocol
+
+from trio_logd.record import PeerCred
 
 __all__ = [
     "OVERFLOW_ID",
@@ -26,6 +29,7 @@ __all__ = [
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
+    "probe_socket",
     "read_peer_cred",
     "read_peer_groups",
     "read_process_identity",
@@ -44,14 +48,6 @@ SCM_CREDENTIALS_SPACE: Final = socket.CMSG_SPACE(_UCRED.size)
 #: The kernel's overflow uid/gid (/proc/sys/kernel/overflowuid): an id that is
 #: not mapped into our user namespace. With pid 0 it means "unknown".
 OVERFLOW_ID: Final = 65534
-
-
-class PeerCred(NamedTuple):
-    """Credentials as the kernel reported them (never as the peer claimed)."""
-
-    pid: int
-    uid: int
-    gid: int
 
 
 class ProcessIdentity(NamedTuple):
@@ -86,6 +82,31 @@ def read_peer_cred(sock: HasSockopts) -> PeerCred:
     """
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
     return PeerCred(*_UCRED.unpack(raw))
+
+
+def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
+    """Connect to *path*: return the server's credentials, or ``None`` if nobody answers.
+
+    ``None`` covers a missing path and a stale socket (``ECONNREFUSED``).
+    Used by the daemon before it binds and by ``trio-logd status``.
+
+    Raises:
+        OSError: the path exists but is not a socket we can probe (e.g. EACCES).
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
+            return None
+        raise
+    else:
+        return read_peer_cred(s)
+    finally:
+        s.close()
 
 
 def read_peer_groups(sock: HasSockopts) -> tuple[int, ...]:

@@ -15,34 +15,71 @@ data arrives:
   separators, also line ends there) and the bidi controls (they reorder text
   on a terminal: ``cat``, ``grep``, ``logq -o json``). So no message can
   start a second line for any reader;
-* :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims.
+* :func:`encode_line` glues ``ts``, ``seq``, the stamp and the claims;
+  :func:`encode_lines` does it for a batch (one ``ts``, consecutive seqs).
 
-:class:`Record` is the decoded, typed view used by readers and for the
-daemon's own records.
+Every line therefore starts ``{"ts":"<27 characters>","seq":<digits>,``
+then the stamp (``"uid":…``) then the claims from ``"fac":``. The readers
+below take ``ts``, ``seq`` and the stamp's span at those fixed offsets
+without decoding the JSON (:func:`line_ts`, :func:`line_seq`,
+:func:`seq_key`, :func:`stamp_span`, :func:`with_seq`); :func:`daemon_event`
+recognises one of the daemon's own records by an anchored match. A sender's
+content cannot move any of them: it is encoded after the stamp, and a
+``"`` inside it is always escaped, so ``"seq":`` or ``,"fac":"`` written by
+a sender never appears raw before the claims begin.
+
+``line_seq`` returns ``None`` for a line without the daemon's layout (a torn
+or foreign line: the store's chain records it as ``null``); :func:`seq_key`
+is the same number for ordering and comparing, ``0`` for such a line (no
+record has seq 0: numbering starts at 1).
+
+Readers that need the whole record decode the line with orjson: there is no
+typed view besides the dict (SPEC §3 lists its fields).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
-from dataclasses import dataclass, field
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
 
 import orjson
 
-from trio_logd.peer import PeerCred
 from trio_logd.protocol.message import Message
 
 __all__ = [
+    "CLAIMS_START",
+    "LINE_HEAD",
+    "SEQ_AT",
     "TRUSTED_KEYS",
-    "Record",
+    "TS_AT",
+    "TS_LENGTH",
+    "PeerCred",
     "Stamp",
+    "daemon_event",
     "daemon_record_line",
     "encode_line",
+    "encode_lines",
     "format_ts",
     "json_safe",
+    "line_seq",
+    "line_ts",
     "sender_json",
+    "seq_key",
+    "stamp_span",
+    "ts_epoch",
+    "with_seq",
 ]
+
+
+class PeerCred(NamedTuple):
+    """Credentials as the kernel reported them (never as the peer claimed)."""
+
+    pid: int
+    uid: int
+    gid: int
+
 
 #: Keys that only the daemon or the kernel may set. Nothing a sender writes
 #: reaches these: claims live in their own keys or under ``fields``.
@@ -194,6 +231,16 @@ def encode_line(ts: bytes, seq: int, stamp: bytes, claims: bytes) -> bytes:
     return b'{"ts":"%s","seq":%d,%s,%s}\n' % (ts, seq, stamp, claims)
 
 
+def encode_lines(ts: bytes, first: int, stamp: bytes, claims: Sequence[bytes]) -> list[bytes]:
+    """Return the lines of a batch: one ``ts`` and *stamp*, seqs from *first* on.
+
+    Byte for byte ``[encode_line(ts, first + i, stamp, c) for i, c in …]``,
+    with the common head formatted once (the hot path: one call per read).
+    """
+    head = b'{"ts":"%s","seq":' % ts
+    return [b"%s%d,%s,%s}\n" % (head, s, stamp, c) for s, c in enumerate(claims, first)]
+
+
 def daemon_record_line(
     ts: float | bytes, seq: int, stamp: Stamp, event: str, **extra: Any
 ) -> bytes:
@@ -217,68 +264,114 @@ def daemon_record_line(
     return encode_line(ts, seq, stamp.fragment, json_safe(_dumps(claims))[1:-1])
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A decoded record, as readers (``logq``, the control socket) see it.
+# --------------------------------------------------------------------------- readers
 
-    Only ``ts``, ``seq``, ``uid``, ``gid`` and ``pid`` are always present;
-    everything else is ``None`` (or empty) when absent on disk.
+#: The length of a record's ``ts`` (``2026-11-27T20:47:40.123456Z``).
+TS_LENGTH: Final = 27
+#: How every record line starts.
+LINE_HEAD: Final = b'{"ts":"'
+#: ``{"ts":"`` is 7 bytes, the timestamp 27, ``","seq":`` 8.
+TS_AT: Final = slice(len(LINE_HEAD), len(LINE_HEAD) + TS_LENGTH)
+_SEQ_KEY: Final = b'","seq":'
+SEQ_AT: Final = TS_AT.stop + len(_SEQ_KEY)
+#: seq is an int below 2**63: at most 19 digits (one more for room).
+_SEQ_DIGITS: Final = 20
+#: What ends the stamp: the claims begin with ``fac`` (``sender_json``, daemon records).
+CLAIMS_START: Final = b',"fac":"'
+
+_DAEMON_EVENT: Final = re.compile(
+    rb'\{"ts":"[^"]{27}","seq":\d+,"uid":\d+,"gid":\d+,"pid":\d+,'
+    rb'"fac":"syslog","sev":"[a-z]+","app":"trio-logd","event":"([a-z_]+)"'
+)
+
+
+def line_ts(line: bytes) -> bytes:
+    """The ``ts`` bytes of a record line (fixed offset; no decoding, no check)."""
+    return line[TS_AT]
+
+
+def _seq_end(line: bytes) -> int:
+    """Where *line*'s seq digits end (its ``,``), or -1 if it has not the daemon's layout."""
+    # literals, not the names above (a reader runs once per line): 42 is SEQ_AT,
+    # 63 SEQ_AT + _SEQ_DIGITS + 1, 34 TS_AT.stop (tests/test_record_codec.py)
+    end = line.find(b",", 42, 63)
+    if (
+        end > 42
+        and line.startswith(b'","seq":', 34)
+        and line.startswith(b'{"ts":"')
+        and line[42:end].isdigit()
+    ):
+        return end
+    return -1
+
+
+def line_seq(line: bytes) -> int | None:
+    """Return the ``seq`` of a record line, or ``None`` if it has not the daemon's layout."""
+    end = _seq_end(line)
+    return int(line[SEQ_AT:end]) if end >= 0 else None
+
+
+def seq_key(line: bytes) -> int:
+    """:func:`line_seq` for ordering and comparing: ``0`` for a line without the layout."""
+    end = _seq_end(line)
+    return int(line[SEQ_AT:end]) if end >= 0 else 0
+
+
+def stamp_span(line: bytes) -> tuple[int, int]:
+    """Where the stamp of a record line lies: ``line[start:end]`` is ``,"uid":…``.
+
+    *start* is the ``,`` after the seq (``line[SEQ_AT:start]`` is the seq),
+    *end* the ``,`` before ``"fac":`` (``line[end + 1:]`` is the claims and
+    the closing brace). ``(-1, -1)`` for a line without the daemon's layout.
+    This checks the layout's fixed parts but not that the seq is digits
+    (:func:`line_seq` does): every line the daemon stores has them. The
+    forwarder's framer does the same with :data:`SEQ_AT`,
+    :data:`CLAIMS_START` and :data:`LINE_HEAD` inline (once per record).
     """
-
-    ts: str
-    seq: int
-    uid: int
-    gid: int
-    pid: int
-    fac: str = "user"
-    sev: str = "notice"
-    msg: str = ""
-    conn_uid: int | None = None
-    conn_pid: int | None = None
-    relay_uid: int | None = None
-    relay_pid: int | None = None
-    exe: str | None = None
-    comm: str | None = None
-    owner_uid: int | None = None
-    pidns: bool | None = None
-    app: str | None = None
-    host: str | None = None
-    msgid: str | None = None
-    claimed_pid: int | str | None = None
-    claimed_ts: str | None = None
-    fields: dict[str, Any] | None = None
-    truncated: bool = False
-    event: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, line: bytes | str) -> Record:
-        """Decode one JSON line (as written by the daemon).
-
-        Raises:
-            ValueError: the line is not a JSON object with the required keys.
-        """
-        obj = orjson.loads(line)
-        if not isinstance(obj, dict):
-            msg = f"expected a JSON object, got {type(obj).__name__}"
-            raise ValueError(msg)
-        known = {k: obj.pop(k) for k in _RECORD_FIELDS if k in obj}
-        try:
-            return cls(**known, extra=obj)
-        except TypeError as exc:
-            msg = f"not a trio-logd record: {exc}"
-            raise ValueError(msg) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the record as on disk: absent fields left out."""
-        out: dict[str, Any] = {}
-        for name in _RECORD_FIELDS:
-            value = getattr(self, name)
-            if value is None or (name == "truncated" and not value):
-                continue
-            out[name] = value
-        out.update(self.extra)
-        return out
+    start = line.find(b",", 42, 63)  # as in _seq_end
+    if start > 42 and line.startswith(b'","seq":', 34) and line.startswith(b'{"ts":"'):
+        end = line.find(b',"fac":"', start)
+        if end >= 0:
+            return start, end
+    return -1, -1
 
 
-_RECORD_FIELDS: Final = tuple(f for f in Record.__dataclass_fields__ if f != "extra")
+def with_seq(line: bytes, seq: int) -> bytes:
+    """The record line *line* (of the daemon's layout) numbered *seq* instead.
+
+    Raises:
+        ValueError: *line* has not the daemon's layout.
+    """
+    end = _seq_end(line)
+    if end < 0:
+        msg = f"not a record line of the daemon's layout: {line[:60]!r}"
+        raise ValueError(msg)
+    return b"%s%d%s" % (line[:SEQ_AT], seq, line[end:])
+
+
+def ts_epoch(ts: bytes) -> float:
+    """Parse a record's ``ts`` (``2026-11-27T20:47:40.123456Z``) to epoch seconds.
+
+    Raises:
+        ValueError: *ts* is not in that form.
+    """
+    if len(ts) != TS_LENGTH or ts[26:] != b"Z":
+        msg = f"expected an RFC 3339 UTC time with microseconds, got {ts!r}"
+        raise ValueError(msg)
+    whole = _dt.datetime(
+        int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]),
+        int(ts[17:19]), tzinfo=_UTC,
+    ).timestamp()  # fmt: skip
+    return whole + int(ts[20:26]) / 1e6
+
+
+def daemon_event(line: bytes) -> str | None:
+    """Return the ``event`` of one of the daemon's own records, ``None`` for any other line.
+
+    Anchored at the line's start: the daemon's stamp (``uid``, ``gid``,
+    ``pid`` only) then ``"fac":"syslog",…,"app":"trio-logd","event":…``. A
+    sender's claims never include ``event`` (anything it structures is
+    nested under ``fields``, past this prefix), so no sender's line matches.
+    """
+    m = _DAEMON_EVENT.match(line)
+    return m[1].decode() if m is not None else None

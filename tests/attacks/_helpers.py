@@ -34,7 +34,7 @@ from tests._daemon import DaemonProcess
 from tests._uids import free_uids
 from trio_logd.config import default_config
 from trio_logd.query.output import make_formatter
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 
 default_config()
 for _name in ("short", "verbose"):

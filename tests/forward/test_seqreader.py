@@ -10,7 +10,7 @@ import zstandard
 
 from tests.query._store import T0, Rec, line, write_uid
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import line_seq
+from trio_logd.record import line_seq
 from trio_logd.store._layout import CURRENT, RotatedName
 from trio_logd.store.seqreader import SeqReader
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trio_logd.protocol.fastpath import encode_plain_batch
 from trio_logd.protocol.parse import parse_message
-from trio_logd.record import sender_json
+from trio_logd.record import (
+    PeerCred,
+    Stamp,
+    encode_lines,
+    line_seq,
+    sender_json,
+    stamp_span,
+)
 
 PID = 4242
 
@@ -92,3 +100,21 @@ def test_fast_way_equals_general_way(batch: list[bytes]) -> None:
     fast = encode_plain_batch(batch, PID)
     if fast is not None:
         assert fast == general(batch)
+
+
+@settings(max_examples=200)
+@given(st.lists(_LINE, min_size=1, max_size=3))
+@example([b"<14>Nov 27 20:47:40 app[4242]: hello", b"<14>Nov 27 20:47:41 app[7]: x"])
+def test_fast_claims_make_lines_the_codec_reads(batch: list[bytes]) -> None:
+    """Lines made of the fast encoder's claims are read back by the record codec's readers."""
+    fast = encode_plain_batch(batch, PID)
+    if fast is None:
+        return
+    stamp = Stamp(PeerCred(PID, 1000, 1000))
+    lines = encode_lines(b"2026-11-27T20:47:40.123456Z", 7, stamp.fragment, fast)
+    for seq, (line, claims) in enumerate(zip(lines, fast, strict=True), 7):
+        assert line_seq(line) == seq
+        start, end = stamp_span(line)
+        assert line[start + 1 : end] == stamp.fragment
+        assert line[end + 1 : -2] == claims
+        assert orjson.loads(line)["seq"] == seq

@@ -13,10 +13,11 @@ import trio.testing
 from tests.query._store import T0, Rec, write_uid
 from trio_logd.config import default_config
 from trio_logd.query.budget import RECORD_OVERHEAD, ByteBudget, LineBatch
-from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
+from trio_logd.query.filters import LineFilter, QuerySpec
+from trio_logd.query.scanner import query_scanner
 from trio_logd.query.steps import encode_records, pause_after, run_step, split_sent
+from trio_logd.record import seq_key
 from trio_logd.server._query import QueryService
-from trio_logd.store.scan import Scanner
 
 
 def test_budget_takes_what_fits_and_gives_back() -> None:
@@ -125,13 +126,13 @@ def test_step_is_cut_by_bytes_and_keeps_the_rest() -> None:
 def test_step_of_a_cancelled_filter_stops(tmp_path: Path) -> None:
     """Once the filter is cancelled, a step returns without pulling more."""
     lines = write_uid(tmp_path, 1000, [Rec(T0 + i, f"m {i}") for i in range(50)])
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec(grep="m"))
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec(grep="m"))
     found = LineBatch()
     batches = scanner.batches()
     first = run_step(batches, found, scanner.filter, seconds=10, max_bytes=1 << 20)
     assert (first.lines, first.done, first.last_seq) == (50, True, 50)
     assert first.data == encode_records(lines)
-    scanner2 = Scanner(str(tmp_path), [1000], QuerySpec(grep="m"))
+    scanner2 = query_scanner(str(tmp_path), [1000], QuerySpec(grep="m"))
     scanner2.filter.cancel()
     r = run_step(scanner2.batches(), LineBatch(), scanner2.filter, seconds=10, max_bytes=1)
     assert (r.lines, r.done) == (0, False)
@@ -147,14 +148,14 @@ def test_pause_after_an_overrun_is_the_overrun() -> None:
 def test_resumed_scan_goes_on_after_the_last_line_sent(tmp_path: Path) -> None:
     """A scan let go half-way resumes after a seq, up to what it first covered."""
     lines = write_uid(tmp_path, 1000, [Rec(T0 + i, f"m {i}") for i in range(300)], per_file=70)
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec(lines=250), tail_keep_bytes=0)
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec(lines=250), tail_keep_bytes=0)
     batches = scanner.batches()
     first = next(b for b in batches if b)
     batches.close()
     # a record stored after the scan began is for followers, not for the resumed scan
     with open(tmp_path / "1000" / "current.jsonl", "ab") as f:
         f.write(lines[-1].replace(b'"seq":300', b'"seq":301') + b"\n")
-    resumed = [ln for b in scanner.resume(line_seq(first[9])) for ln in b]
+    resumed = [ln for b in scanner.resume(seq_key(first[9])) for ln in b]
     assert first[:10] + resumed == lines[-250:]
     assert scanner.last_seqs() == {1000: 300}
 
@@ -178,7 +179,7 @@ def test_split_sent_finds_the_line_being_sent() -> None:
 def test_resumed_tail_starts_no_earlier_than_the_tail(tmp_path: Path) -> None:
     """A tail let go before anything was sent resumes at its start, not at the first record."""
     lines = write_uid(tmp_path, 1000, [Rec(T0 + i, f"m {i}") for i in range(300)], per_file=70)
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec(lines=20), tail_keep_bytes=0)
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec(lines=20), tail_keep_bytes=0)
     batches = scanner.batches()
     assert next(b for b in batches if b) == lines[-20:]  # found by seq, streamed
     batches.close()

@@ -18,13 +18,11 @@ from trio_logd.query.filters import (
     LineFilter,
     QuerySpec,
     compile_grep,
-    line_seq,
-    line_ts,
     parse_priority,
     required_literal,
 )
 from trio_logd.query.timespec import ts_bound
-from trio_logd.record import format_ts
+from trio_logd.record import format_ts, line_seq
 
 # -- priorities ---------------------------------------------------------------
 
@@ -281,13 +279,6 @@ def test_filter_counts_unreadable_lines_and_skips_them() -> None:
     filt = LineFilter(QuerySpec(pids=(10,)))
     assert filt.filter_lines(chunk) == [good.rstrip(b"\n")]
     assert filt.unreadable == 1
-
-
-def test_line_helpers_read_the_fixed_layout() -> None:
-    """ts and seq are read at their fixed offsets."""
-    ln = _lines(3)[2]
-    assert (line_ts(ln), line_seq(ln)) == (format_ts(T0 + 2).encode(), 3)
-    assert line_seq(b"nonsense") == 0
 
 
 def test_file_span_selection() -> None:

@@ -11,10 +11,12 @@ import zstandard
 
 from tests.query._store import T0, Rec, write_uid
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import QuerySpec, line_seq
+from trio_logd.query.filters import QuerySpec
+from trio_logd.query.scanner import query_scanner
 from trio_logd.query.timespec import ts_bound
+from trio_logd.record import line_seq
 from trio_logd.store import _layout
-from trio_logd.store.scan import CHUNK, PIECE, Scanner, ScanStats, cut_lines
+from trio_logd.store.scan import CHUNK, PIECE, ScanStats, cut_lines
 
 SEVS = ["info", "err", "debug", "warning"]
 
@@ -32,7 +34,7 @@ def _recs(n: int, *, step: float = 60.0, offset: float = 0.0) -> list[Rec]:
 
 
 def scan(log_dir: Path, uids: list[int] | None, **kw: object) -> tuple[list[bytes], ScanStats]:
-    s = Scanner(str(log_dir), uids, QuerySpec(**kw))  # type: ignore[arg-type]
+    s = query_scanner(str(log_dir), uids, QuerySpec(**kw))  # type: ignore[arg-type]
     return [ln for batch in s.batches() for ln in batch], s.stats
 
 
@@ -148,7 +150,7 @@ def test_missing_directory_is_a_store_error(tmp_path: Path) -> None:
 def test_rotation_after_the_scan_began_gives_no_duplicates(tmp_path: Path) -> None:
     """current.jsonl rotated (and compressed) after the scan opened it: each record once."""
     lines = write_uid(tmp_path, 1000, _recs(300), per_file=100)
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec())
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec())
     batches = scanner.batches()
     out = list(next(batches))  # current.jsonl is open, the first rotated file read
     d = tmp_path / "1000"
@@ -166,7 +168,7 @@ def test_rotation_after_the_scan_began_gives_no_duplicates(tmp_path: Path) -> No
 def test_file_replaced_by_its_compressed_copy_mid_scan(tmp_path: Path) -> None:
     """X.jsonl vanishing for X.jsonl.zst between two files read: listed again, nothing lost."""
     lines = write_uid(tmp_path, 1000, _recs(300), per_file=100, suffixes=("",))
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec())
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec())
     batches = scanner.batches()
     out = list(next(batches))
     d = tmp_path / "1000"
@@ -182,7 +184,7 @@ def test_file_replaced_by_its_compressed_copy_mid_scan(tmp_path: Path) -> None:
 def test_tail_when_retention_deletes_a_file(tmp_path: Path) -> None:
     """A rotated file deleted after the scan began is skipped; the rest still comes, in order."""
     lines = write_uid(tmp_path, 1000, _recs(300), per_file=100, suffixes=("",))
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec(lines=250))
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec(lines=250))
     oldest = sorted(p for p in (tmp_path / "1000").iterdir() if p.name != _layout.CURRENT)[0]
     oldest.unlink()
     out = [ln for b in scanner.batches() for ln in b]
@@ -193,7 +195,7 @@ def test_tail_when_retention_deletes_a_file(tmp_path: Path) -> None:
 def test_current_file_growing_during_scan_is_read_to_its_size_at_open(tmp_path: Path) -> None:
     """Lines appended after the scan opened current.jsonl are left to followers."""
     lines = write_uid(tmp_path, 1000, _recs(20), per_file=10)
-    scanner = Scanner(str(tmp_path), [1000], QuerySpec())
+    scanner = query_scanner(str(tmp_path), [1000], QuerySpec())
     batches = scanner.batches()
     out = list(next(batches))  # current.jsonl is open, the rotated file read
     with open(tmp_path / "1000" / _layout.CURRENT, "ab") as f:
@@ -223,7 +225,7 @@ def test_unreadable_directory_is_a_store_error(tmp_path: Path) -> None:
 
 
 def _scan_keep(log_dir: Path, uids: list[int] | None, keep: int, **kw: object) -> list[bytes]:
-    s = Scanner(str(log_dir), uids, QuerySpec(**kw), tail_keep_bytes=keep)  # type: ignore[arg-type]
+    s = query_scanner(str(log_dir), uids, QuerySpec(**kw), tail_keep_bytes=keep)  # type: ignore[arg-type]
     return [ln for batch in s.batches() for ln in batch]
 
 
@@ -255,7 +257,7 @@ def test_tail_yields_between_pieces_when_lines_are_decoded(tmp_path: Path) -> No
     """A decoding filter is run on pieces of about PIECE bytes, each followed by a turn."""
     big = [Rec(T0 + i, "x" * 2000 + f" {i}") for i in range(400)]
     lines = write_uid(tmp_path, 1000, big, per_file=150, suffixes=(".zst",))
-    s = Scanner(str(tmp_path), [1000], QuerySpec(lines=300, grep="x{3}"), tail_keep_bytes=0)
+    s = query_scanner(str(tmp_path), [1000], QuerySpec(lines=300, grep="x{3}"), tail_keep_bytes=0)
     batches = list(s.batches())
     assert [ln for b in batches for ln in b] == lines[-300:]
     # 300 lines of ~2.1 KB: ~20 pieces backwards and as many forwards, each a batch
@@ -277,7 +279,7 @@ def test_cut_lines_cuts_at_line_ends() -> None:
 def test_cancelled_filter_ends_its_scan_with_nothing(store: tuple[Path, list[bytes]]) -> None:
     """Once its filter is cancelled, a decoding scan rejects every line."""
     log_dir, _ = store
-    s = Scanner(str(log_dir), [1000], QuerySpec(grep="message"))
+    s = query_scanner(str(log_dir), [1000], QuerySpec(grep="message"))
     batches = s.batches()
     first = next(b for b in batches if b)
     s.filter.cancel()
@@ -289,7 +291,7 @@ def test_tail_of_a_large_file_gives_the_caller_a_turn_per_chunk(tmp_path: Path) 
     """-n N reads a large current file backwards a chunk at a time, yielding after each."""
     lines = write_uid(tmp_path, 1000, [Rec(T0 + i, "m" * 1000 + str(i)) for i in range(3000)])
     size = (tmp_path / "1000" / _layout.CURRENT).stat().st_size
-    s = Scanner(str(tmp_path), [1000], QuerySpec(lines=2900), tail_keep_bytes=0)
+    s = query_scanner(str(tmp_path), [1000], QuerySpec(lines=2900), tail_keep_bytes=0)
     batches = list(s.batches())
     assert [ln for b in batches for ln in b] == lines[-2900:]
     # backwards: 64 KiB, 128 KiB, then CHUNK at a time; forwards: a batch per CHUNK

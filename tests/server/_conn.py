@@ -19,6 +19,7 @@ import trio
 from trio_logd.config import Config, default_config
 from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import PeerCred
+from trio_logd.server._accept import Accepted
 from trio_logd.server._ingest import IngestContext, handle_connection
 from trio_logd.server._limits import UNKNOWN, Limiter
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
@@ -112,7 +113,9 @@ async def serving(ctx: IngestContext) -> AsyncIterator[Served]:
         served = Served(client)
 
         async def run() -> None:
-            await handle_connection(trio.socket.from_stdlib_socket(server), ctx)
+            await handle_connection(
+                Accepted.from_socket(trio.socket.from_stdlib_socket(server)), ctx
+            )
             served.closed_at = trio.current_time()
             served.done.set()
 

@@ -16,7 +16,7 @@ from trio_logd.protocol.framing import Frame
 from trio_logd.server import Daemon, serve
 from trio_logd.server._ack import ACK_BACKLOG_LIMIT, AckSlot
 from trio_logd.server._pipeline import Batch
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 
 UID = __import__("os").geteuid()
 
@@ -167,7 +167,7 @@ async def test_drops_are_numbered_in_order_with_stored_records() -> None:
     """Records dropped before the store keep their numbers: `drop` lines, then `ack`."""
     a, b = trio.socket.socketpair()
     async with trio.open_nursery() as nursery:
-        slot = AckSlot(a, nursery)
+        slot = AckSlot(trio.SocketStream(a), nursery)
         assert slot.hello([Frame(b"\x00trio-logd ack 1", False)]) == []
         first = Batch([b"1\n", b"2\n"], 4, 2, b"")
         slot.queued(first, 2)
@@ -189,7 +189,7 @@ async def test_a_client_that_never_reads_is_cut_off() -> None:
     """Past the backlog limit of unwritten drop/store alternations the connection is cut."""
     a, b = trio.socket.socketpair()
     async with trio.open_nursery() as nursery:
-        slot = AckSlot(a, nursery)
+        slot = AckSlot(trio.SocketStream(a), nursery)
         slot.on = True  # acknowledged mode without its writer: nothing is ever written
         for _ in range(ACK_BACKLOG_LIMIT + 1):
             batch = Batch([b"x\n"], 2, 1, b"")

@@ -22,6 +22,7 @@ import trio.testing
 from trio_logd.config import DEFAULT_CONTROL
 from trio_logd.peer import PeerCred
 from trio_logd.protocol.control import GREETING
+from trio_logd.server._accept import Accepted
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._fdlimit import FdCounters, FdReserve
 
@@ -66,7 +67,7 @@ async def serving(server: ControlServer) -> AsyncIterator[trio.Nursery]:
 async def connect(server: ControlServer, nursery: trio.Nursery) -> trio.SocketStream:
     """A client end whose server end ``server.handle`` serves."""
     a, b = trio.socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    nursery.start_soon(server.handle, trio.SocketStream(b))
+    nursery.start_soon(server.handle, Accepted.from_socket(b))
     client = trio.SocketStream(a)
     _CLIENTS.append(client)
     return client

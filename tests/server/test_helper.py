@@ -18,7 +18,7 @@ from trio_logd.server import _helper
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper
 from trio_logd.server._pipeline import Pipeline
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.retention import RetentionPolicy
 from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import StoreWriter

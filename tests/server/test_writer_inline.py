@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,25 +17,34 @@ from trio_logd.server._writer_task import (
     STALL_LIMIT,
     _Writer,
 )
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 
 
 class ThreadNotingStore(StoreWriter):
-    """A real store that notes which thread each append ran in, and can be slow."""
+    """A real store that notes which thread each append ran in, and can be slow.
+
+    Its slowness is on its own clock (:meth:`timer`, given to the writer as
+    its round timer): an append with ``delay`` set advances that clock by
+    ``delay`` and the others by nothing, so a loaded machine's preemptions
+    cannot make a quick round look slow.
+    """
 
     def __init__(self, log_dir: str, **kw: object) -> None:
         super().__init__(log_dir, **kw)  # type: ignore[arg-type]
         self.threads: list[bool] = []  # True: the event loop's (main) thread
         self.delay = 0.0
+        self.clock = 0.0
+
+    def timer(self) -> float:
+        return self.clock
 
     def append(
         self, uid: int, lines: Sequence[bytes], last_seq: int, runs: Sequence[Run] | None = None
     ) -> None:
         self.threads.append(threading.current_thread() is threading.main_thread())
-        if self.delay:
-            time.sleep(self.delay)  # a disk that pushes back
+        self.clock += self.delay  # a disk that pushes back
         super().append(uid, lines, last_seq, runs)
 
 
@@ -50,7 +58,7 @@ async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
     store = ThreadNotingStore(str(tmp_path), fsync="never")
     store.open()
     p = Pipeline(store.last_seq)
-    writer = _Writer(p, store, SuppressionTracker(), None, None)
+    writer = _Writer(p, store, SuppressionTracker(), None, None, timer=store.timer)
     seq = 0
 
     async def one_round(delay: float = 0.0) -> None:
@@ -85,7 +93,7 @@ async def test_quick_appends_stay_in_the_loop_slow_ones_move_to_a_thread(
     always = ThreadNotingStore(str(tmp_path / "always"), fsync="always")
     always.open()
     p = Pipeline(always.last_seq)
-    writer = _Writer(p, always, SuppressionTracker(), None, None)
+    writer = _Writer(p, always, SuppressionTracker(), None, None, timer=always.timer)
     st = p.state(5)
     st.next_seqs(1)
     p.submit(st, batch(lines(1, 1), 1))

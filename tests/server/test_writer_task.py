@@ -22,7 +22,7 @@ from trio_logd.server._pipeline import Pipeline
 from trio_logd.server._suppress import DropReports
 from trio_logd.server._writer_task import COOLDOWN_MAX, COOLDOWN_MIN, _Writer
 from trio_logd.store.dropstate import read_drop_file
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.runs import Run
 from trio_logd.store.writer import StoreWriter
 

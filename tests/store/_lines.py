@@ -9,9 +9,8 @@ from pathlib import Path
 import orjson
 
 from trio_logd.peer import PeerCred
-from trio_logd.record import Stamp, daemon_record_line, format_ts
+from trio_logd.record import TS_AT, Stamp, daemon_record_line, encode_line, format_ts
 from trio_logd.server._pipeline import Batch
-from trio_logd.store._line import TS_AT
 from trio_logd.store.writer import StoreWriter
 
 #: 2026-11-27T20:47:40Z
@@ -24,10 +23,9 @@ def line(seq: int, ts: float = T0, msg: str = "", uid: int = 5) -> bytes:
     Without *msg*, every line is as long as any other (seq < 10**9).
     """
     msg = msg or "m" * (10 - len(str(seq)))
-    head = b'{"ts":"%s","seq":%d,"uid":%d,"gid":%d,"pid":1,' % (
-        format_ts(ts).encode(), seq, uid, uid,
-    )  # fmt: skip
-    return head + b'"fac":"user","sev":"info","msg":"%s"}\n' % msg.encode()
+    stamp = b'"uid":%d,"gid":%d,"pid":1' % (uid, uid)
+    claims = b'"fac":"user","sev":"info","msg":"%s"' % msg.encode()
+    return encode_line(format_ts(ts).encode(), seq, stamp, claims)
 
 
 def lines(first: int, last: int, ts: float = T0, msg: str = "") -> list[bytes]:

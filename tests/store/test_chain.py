@@ -18,7 +18,7 @@ import orjson
 from tests.store._lines import T0, die, line, lines, names, seqs
 from trio_logd.store import _chain
 from trio_logd.store._layout import RotatedName
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import StoreWriter
 
@@ -275,7 +275,7 @@ def test_readers_never_take_a_chain_file_for_records(tmp_path: Path) -> None:
     """logq's scanner (online and --directory), the reader and the forwarder's SeqReader
     return the records, and nothing from the chain files beside them."""
     from trio_logd.query.filters import QuerySpec
-    from trio_logd.store.scan import Scanner
+    from trio_logd.query.scanner import query_scanner
     from trio_logd.store.seqreader import SeqReader
 
     w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="zstd")
@@ -286,7 +286,9 @@ def test_readers_never_take_a_chain_file_for_records(tmp_path: Path) -> None:
     w.close()
     assert sum(n.endswith(".chain") for n in os.listdir(tmp_path / "5")) == 3
     expected = [x.rstrip(b"\n") for x in lines(1, 25)]
-    scanned = [x for batch in Scanner(str(tmp_path), [5], QuerySpec()).batches() for x in batch]
+    scanned = [
+        x for batch in query_scanner(str(tmp_path), [5], QuerySpec()).batches() for x in batch
+    ]
     assert [x.rstrip(b"\n") for x in scanned] == expected
     assert list(read_uid_records(tmp_path, 5)) == expected
     forwarded = SeqReader(str(tmp_path), 5).read(1 << 20)

@@ -12,7 +12,7 @@ import pytest
 from tests.store._lines import lines, seqs
 from trio_logd.store import _compress
 from trio_logd.store._layout import RotatedName
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import StoreWriter
 

@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from tests.store.test_writer import line
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
 

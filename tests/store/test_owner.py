@@ -11,7 +11,7 @@ import pytest
 from tests.store._lines import lines
 from trio_logd.errors import StoreInUse, UnsafeLogDir
 from trio_logd.store._owner import LOCK_NAME
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import StoreWriter
 

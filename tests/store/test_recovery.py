@@ -14,7 +14,7 @@ from tests.store._lines import T0, chain_bytes, line, lines, names, seqs
 from trio_logd.errors import DiskFull
 from trio_logd.store import _layout
 from trio_logd.store._layout import RotatedName
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
 LINE = len(line(1))

@@ -24,7 +24,7 @@ from tests.store._lines import (
 )
 from trio_logd.store import _spares as spares_module
 from trio_logd.store._layout import RotatedName
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import Rotation, StoreWriter
 

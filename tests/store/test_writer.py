@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from trio_logd.errors import SeqConflict, UnsafeLogDir
-from trio_logd.store.reader import read_uid_records
+from trio_logd.store.files import read_uid_records
 from trio_logd.store.writer import StoreWriter
 
 TS = b"2026-11-27T20:47:40.123456Z"

@@ -18,21 +18,11 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
 from trio_logd.client import PeerRefused, socket_origin
-from trio_logd.config import (
-    CONFIG_ENV_VAR,
-    SYSTEM_CONFIG_PATH,
-    Config,
-    default_config,
-    find_config,
-    find_config_path,
-    load,
-    load_all_errors,
-)
 from trio_logd.errors import (
     ConfigError,
     ConnectFailed,
@@ -41,7 +31,21 @@ from trio_logd.errors import (
     LogdError,
     NotControlSocket,
 )
+from trio_logd.locate import (
+    CONFIG_ENV_VAR,
+    SYSTEM_CONFIG_PATH,
+    configured_path,
+    find_config_path,
+)
 from trio_logd.peer import read_peer_cred
+
+if TYPE_CHECKING:
+    from trio_logd.config import Config
+
+# Start-up budget (tests/cli/test_startup.py, bench/startup.py): the control
+# commands (status, stats, reload...) import neither trio, structlog, the
+# server nor the config schema; a command that needs one imports it in its
+# own function.
 
 __all__ = ["main"]
 
@@ -57,6 +61,8 @@ def _err(msg: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from trio_logd.config import find_config
+
     return find_config(getattr(args, "config", None))
 
 
@@ -64,7 +70,7 @@ def _control_path(args: argparse.Namespace) -> str:
     explicit = getattr(args, "control_socket", None)
     if explicit:
         return str(explicit)
-    return os.path.abspath(_config(args).daemon.control_socket)
+    return configured_path(getattr(args, "config", None), "control_socket")
 
 
 # -- serve ------------------------------------------------------------------
@@ -122,7 +128,7 @@ def _fmt_duration(seconds: float) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     """Report whether the daemon runs, its pid (from SO_PEERCRED), uptime and sockets."""
     from trio_logd.control_client import request_one
-    from trio_logd.server import probe_socket
+    from trio_logd.peer import probe_socket
 
     try:
         path = _control_path(args)
@@ -220,9 +226,12 @@ def cmd_reload(args: argparse.Namespace) -> int:
     from trio_logd.control_client import request_one
 
     try:
-        path = _control_path(args)
+        # the file we would find the control socket in is the one being reloaded:
+        # check all of it (the loader), not only the socket's path
+        path = getattr(args, "control_socket", None) or os.path.abspath(
+            _config(args).daemon.control_socket
+        )
     except ConfigError as exc:
-        # the file we would find the control socket in is the one being reloaded
         _err(f"reload refused, nothing sent to the daemon: {exc}")
         return EXIT_FAIL
     try:
@@ -320,6 +329,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if args.file is not None and args.config is not None and args.file != args.config:
         _err(f"check-config: FILE {args.file!r} and --config {args.config!r}: give one")
         return EXIT_USAGE
+    from trio_logd.config import default_config, load, load_all_errors
+
     path = find_config_path(args.file if args.file is not None else args.config)
     if path is None:
         default_config()

@@ -15,27 +15,35 @@ import os
 import pwd
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import orjson
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
 from trio_logd.client import PeerRefused, socket_origin
-from trio_logd.config import MAX_UID, find_config
 from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
+from trio_logd.identity import MAX_UID
+from trio_logd.locate import configured_path
 from trio_logd.protocol.control import decode_response
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
 from trio_logd.query.matches import Selection, parse_matches, unit_pattern, value_printer
 from trio_logd.query.output import FORMATS, make_formatter
 from trio_logd.query.timespec import parse_time, ts_bound
-from trio_logd.store.scan import Scanner
-from trio_logd.store.verify import Report, verify_store
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from trio_logd.store.verify import Report
+
+# Start-up budget (tests/cli/test_startup.py, bench/startup.py): at module level
+# import only what parsing arguments and a query on the control socket need;
+# the offline reader, --verify and anything else heavy are imported in the
+# function of the path that uses them.
 
 __all__ = ["build_parser", "main"]
 
@@ -285,6 +293,8 @@ class _Sink:
         env = dict(os.environ)
         env.setdefault("LESS", LESS_DEFAULT)
         try:
+            import subprocess  # only with a pager: see the start-up note above
+
             self._proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, env=env)
         except (OSError, ValueError):
             return  # no such pager: print directly
@@ -319,7 +329,7 @@ def _colour_wanted() -> bool:
 def _run_online(
     args: argparse.Namespace, spec: QuerySpec, sink: _Sink, fmt: Callable[[bytes], bytes]
 ) -> int:
-    path = args.socket or os.path.abspath(find_config(args.config).daemon.control_socket)
+    path = args.socket or configured_path(args.config, "control_socket")
     write = sink.out.write
     flush = sink.out.flush if spec.follow else None
     try:
@@ -378,8 +388,10 @@ def _run_offline(
     if spec.follow:
         msg = "--follow reads live records from the daemon; it cannot be used with --directory"
         raise _Usage(msg)
+    from trio_logd.query.scanner import query_scanner
+
     uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
-    scanner = Scanner(args.directory, uids, spec)
+    scanner = query_scanner(args.directory, uids, spec)
     write = sink.out.write
     count = 0
     for batch in scanner.batches():
@@ -401,7 +413,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.follow:
         msg = "--verify checks the files once; it cannot be used with --follow"
         raise _Usage(msg)
-    directory = args.directory or os.path.abspath(find_config(args.config).daemon.log_dir)
+    from trio_logd.store.verify import verify_store
+
+    directory = args.directory or configured_path(args.config, "log_dir")
     uids = list(dict.fromkeys(_uid(u) for u in args.uid)) if args.uid else None
     try:
         report = verify_store(directory, uids)
@@ -458,7 +472,7 @@ def run_disk_usage(args: argparse.Namespace) -> int:
         uids = None if args.all else list(dict.fromkeys(_uid(u) for u in args.uid or ()))
         usage = disk_usage(args.directory, uids or (None if args.all else [os.getuid()]))
     else:
-        path = args.socket or os.path.abspath(find_config(args.config).daemon.control_socket)
+        path = args.socket or configured_path(args.config, "control_socket")
         wanted = list(dict.fromkeys(_uid(u) for u in args.uid or ()))
         reply = (
             request_one(path, "disk_usage", uids=wanted)

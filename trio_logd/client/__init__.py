@@ -18,17 +18,35 @@ For the CLIs and the control client: :func:`default_socket_path` and
 
 from __future__ import annotations
 
-from trio_logd.client._base import ClientStatistics
+import importlib
+from typing import TYPE_CHECKING, Final
+
+# Light: what the CLIs and the control client use (no trio, no structlog).
 from trio_logd.client._connect import (
     PeerRefused,
     check_server,
     default_socket_path,
     socket_origin,
 )
-from trio_logd.client._handler import LogdHandler
-from trio_logd.client._structlog import LogdLogger, LogdLoggerFactory
-from trio_logd.client._sync import LogdClient
-from trio_logd.client._trio import AsyncLogdClient
+
+if TYPE_CHECKING:  # for the type checker, the same objects as __getattr__ gives
+    from trio_logd.client._base import ClientStatistics
+    from trio_logd.client._handler import LogdHandler
+    from trio_logd.client._structlog import LogdLogger, LogdLoggerFactory
+    from trio_logd.client._sync import LogdClient
+    from trio_logd.client._trio import AsyncLogdClient
+
+#: The clients, imported on first use (``__getattr__``): the trio client pulls in
+#: trio and the structlog factory structlog, which a query CLI must not pay for
+#: (``tests/cli/test_startup.py``).
+_LAZY: Final = {
+    "AsyncLogdClient": "trio_logd.client._trio",
+    "ClientStatistics": "trio_logd.client._base",
+    "LogdClient": "trio_logd.client._sync",
+    "LogdHandler": "trio_logd.client._handler",
+    "LogdLogger": "trio_logd.client._structlog",
+    "LogdLoggerFactory": "trio_logd.client._structlog",
+}
 
 __all__ = [
     "AsyncLogdClient",
@@ -42,3 +60,13 @@ __all__ = [
     "default_socket_path",
     "socket_origin",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later look-ups do not come here
+    return value

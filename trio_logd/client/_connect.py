@@ -2,7 +2,8 @@
 
 How this works: the socket path comes from the caller or, as every command
 finds it, from the config (``--config``/``$TRIO_LOGD_CONFIG``,
-``/etc/trio-logd/logd.toml``, embedded defaults). The connect is
+``/etc/trio-logd/logd.toml``, embedded defaults), read by ``trio_logd.locate``
+without loading the config schema. The connect is
 non-blocking: on a Unix socket it succeeds or fails at once (``EAGAIN`` when
 the daemon's backlog is full, e.g. while it is stopped), so neither a thread
 nor an event loop ever waits in it.
@@ -23,8 +24,8 @@ import errno
 import os
 import socket
 
-from trio_logd.config import CONFIG_ENV_VAR, SYSTEM_CONFIG_PATH, find_config, find_config_path
 from trio_logd.errors import ConnectFailed
+from trio_logd.locate import CONFIG_ENV_VAR, SYSTEM_CONFIG_PATH, configured_path, find_config_path
 from trio_logd.peer import PeerCred, read_peer_cred
 
 __all__ = [
@@ -80,11 +81,14 @@ def default_socket_path(config: str | None = None) -> str:
     Args:
         config: a config file to read instead of the discovered one.
 
+    Only ``[daemon] socket`` is read (``trio_logd.locate``): the daemon's
+    config schema is not loaded.
+
     Raises:
         ConfigError: the config named by *config* or ``$TRIO_LOGD_CONFIG``
-            is missing or invalid.
+            is missing or not TOML, or its ``socket`` is not a path.
     """
-    return os.path.abspath(find_config(config).daemon.socket)
+    return configured_path(config, "socket")
 
 
 def trusted_uid(path: str, expected_uid: int | None) -> tuple[int | None, str]:

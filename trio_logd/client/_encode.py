@@ -37,6 +37,7 @@ import orjson
 
 from trio_logd.protocol.cee import MAX_DEPTH
 from trio_logd.protocol.message import FACILITIES, SEVERITIES
+from trio_logd.protocol.rfc5424_writer import APP_NAME_MAX, HOSTNAME_MAX, MSGID_MAX, header_field
 
 __all__ = [
     "DELIVERY_FIELD",
@@ -59,11 +60,6 @@ _SEVERITY_ALIASES: Final = {
     "panic": "emerg", "emergency": "emerg", "exception": "err",
 }  # fmt: skip
 
-#: RFC 5424 §6.2: APP-NAME is at most 48 characters, MSGID 32, HOSTNAME 255,
-#: each printable US-ASCII without spaces.
-_APP_MAX: Final = 48
-_MSGID_MAX: Final = 32
-_HOST_MAX: Final = 255
 #: Header pieces cached per (app, msgid); beyond this the cache starts over
 #: (logger names are few; this only bounds a program that invents them).
 _CACHE_MAX: Final = 1024
@@ -160,11 +156,8 @@ def program_name() -> str:
 
 
 def _header_field(text: str | None, limit: int) -> bytes:
-    """A header field as RFC 5424 wants it: printable US-ASCII, no space, or ``-``."""
-    if not text:
-        return b"-"
-    raw = text.encode("ascii", "replace")[:limit]
-    return bytes(b if 0x21 <= b <= 0x7E else 0x5F for b in raw)  # anything else -> "_"
+    """A header field as RFC 5424 wants it (``rfc5424_writer.header_field``), as bytes."""
+    return header_field(text, limit).encode("ascii")
 
 
 def _text(value: object) -> str:
@@ -312,7 +305,7 @@ class FrameEncoder:
     ) -> None:
         self.facility = facility_code(facility)
         self.default_app = default_app or program_name()
-        self._host = _header_field(hostname or socket.gethostname(), _HOST_MAX)
+        self._host = _header_field(hostname or socket.gethostname(), HOSTNAME_MAX)
         self._prefixes = tuple(b"<%d>1 " % (self.facility * 8 + sev) for sev in range(8))
         self._ts: tuple[int, bytes] = (-1, b"")
         self._headers: dict[str | None, bytes] = {}
@@ -362,9 +355,9 @@ class FrameEncoder:
                 cache.clear()
             got = b" %s %s %d %s - " % (
                 self._host,
-                _header_field(app or self.default_app, _APP_MAX),
+                _header_field(app or self.default_app, APP_NAME_MAX),
                 self._pid,
-                _header_field(msgid, _MSGID_MAX),
+                _header_field(msgid, MSGID_MAX),
             )
             cache[key] = got
         return got

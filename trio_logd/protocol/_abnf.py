@@ -17,6 +17,14 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from trio_logd.protocol.rfc5424_writer import (
+    APP_NAME_MAX,
+    HOSTNAME_MAX,
+    MSGID_MAX,
+    PROCID_MAX,
+    SD_NAME_CHAR,
+)
+
 __all__ = [
     "ASCII_DIGITS",
     "BOM",
@@ -81,7 +89,8 @@ _PRI = r"<(?P<pri>[0-9]{1,3})>"
 #
 # Deviation: header fields may also hold non-ASCII characters (never space or
 # a control character): some senders put UTF-8 in APP-NAME, and refusing the
-# whole header for it would lose every field. Lengths are in characters.
+# whole header for it would lose every field. Lengths are in characters (the
+# limits and PRINTUSASCII are rfc5424_writer's, shared with the writers).
 _FIELD_CHAR = r"[^\x00-\x20\x7f-\x9f]"
 
 #   TIMESTAMP      = NILVALUE / FULL-DATE "T" FULL-TIME
@@ -116,10 +125,10 @@ _RFC3339_TIMESTAMP = (
 RFC5424_HEADER: Final = re.compile(
     rf"{_PRI}1 "
     rf"(?P<ts>-|{_RFC3339_TIMESTAMP}) "
-    rf"(?P<host>{_FIELD_CHAR}{{1,255}}) "
-    rf"(?P<app>{_FIELD_CHAR}{{1,48}}) "
-    rf"(?P<procid>{_FIELD_CHAR}{{1,128}}) "
-    rf"(?P<msgid>{_FIELD_CHAR}{{1,32}})"
+    rf"(?P<host>{_FIELD_CHAR}{{1,{HOSTNAME_MAX}}}) "
+    rf"(?P<app>{_FIELD_CHAR}{{1,{APP_NAME_MAX}}}) "
+    rf"(?P<procid>{_FIELD_CHAR}{{1,{PROCID_MAX}}}) "
+    rf"(?P<msgid>{_FIELD_CHAR}{{1,{MSGID_MAX}}})"
     r"(?= |\Z)"
 )
 
@@ -138,7 +147,7 @@ RFC5424_HEADER: Final = re.compile(
 # accepted (the closing quote is unambiguous). A '\' before any other
 # character stays a backslash (RFC 5424 §6.3.3). The value pattern is the
 # unrolled-loop form of ("[^"\\]" / "\" any)*, which never backtracks.
-_SD_NAME = r"[\x21\x23-\x3c\x3e-\x5c\x5e-\x7e]+"
+_SD_NAME = rf"{SD_NAME_CHAR}+"
 _PARAM_VALUE = r'[^"\\]*(?:\\.[^"\\]*)*'
 SD_ELEMENT: Final = re.compile(
     rf'\[(?P<id>{_SD_NAME})(?P<params>(?: {_SD_NAME}="{_PARAM_VALUE}")*)\]',
@@ -183,8 +192,8 @@ _BSD_TIMESTAMP = (
 # host name, so "root: hi: x" is TAG "root", not host "root:" and TAG "hi".
 # An IPv6 address is tried first, without the "not a TAG" test below: "0::1"
 # starts like TAG "0" (an address never ends in a single ':', a TAG does).
-_HOSTNAME = r"[A-Za-z0-9._%@/-]{1,255}+"
-_IPV6_HOST = r"(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]{2,255}+(?<![^:]:)"
+_HOSTNAME = rf"[A-Za-z0-9._%@/-]{{1,{HOSTNAME_MAX}}}+"
+_IPV6_HOST = rf"(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]{{2,{HOSTNAME_MAX}}}+(?<![^:]:)"
 
 #   TAG: §4.1.3 "The TAG is a string of ABNF alphanumeric characters that
 #   MUST NOT exceed 32 characters. Any non-alphanumeric character will
@@ -204,9 +213,12 @@ _IPV6_HOST = r"(?=[0-9A-Fa-f.]*+:[0-9A-Fa-f.]*+:)[0-9A-Fa-f:.]{2,255}+(?<![^:]:)
 # without testing the text again (see rfc5424.claimed_pid).
 # _PLAIN_TAG is the subset the glibc pattern and the fast path take: ASCII,
 # without '"' and '\' (the fast path copies it into JSON unescaped).
-_TAG = r"[\x21-\x39\x3b-\x3f\x41-\x5a\x5c\x5e-\x7e][\x21-\x39\x3b-\x5a\x5c\x5e-\x7e]{0,47}+"
-_PLAIN_TAG = r"[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{0,47}+"
-_PID = r"[^\]\x00-\x20\x7f]{1,128}+"
+_TAG = (
+    r"[\x21-\x39\x3b-\x3f\x41-\x5a\x5c\x5e-\x7e]"
+    rf"[\x21-\x39\x3b-\x5a\x5c\x5e-\x7e]{{0,{APP_NAME_MAX - 1}}}+"
+)
+_PLAIN_TAG = rf"[A-Za-z0-9_./+-][A-Za-z0-9_./@+-]{{0,{APP_NAME_MAX - 1}}}+"
+_PID = rf"[^\]\x00-\x20\x7f]{{1,{PROCID_MAX}}}+"
 _PIDNUM = r"[0-9]{1,10}+"
 
 # PRI, then the header, every part of it optional:

@@ -41,11 +41,12 @@ from typing import Any, Final
 import orjson
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
-from trio_logd.config import MAX_UID
+from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
 from trio_logd.query.matcher import Matcher
 from trio_logd.query.matches import Selection
-from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
+from trio_logd.query.timespec import ts_to_epoch
+from trio_logd.record import TS_AT
 
 __all__ = [
     "MAX_GREP_CHARS",
@@ -57,8 +58,6 @@ __all__ = [
     "LineFilter",
     "QuerySpec",
     "compile_grep",
-    "line_seq",
-    "line_ts",
     "parse_priority",
     "required_literal",
 ]
@@ -83,29 +82,9 @@ MAX_PIDS: Final = 4096
 #: Largest pid Linux hands out (PID_MAX_LIMIT, 2^22), with room.
 _MAX_PID: Final = (1 << 31) - 1
 
-#: Every record line starts with ``{"ts":"`` then the 27-character ts, then
-#: ``","seq":`` then the seq digits (``record.encode_line``).
-_TS_START: Final = 7
-_TS_END: Final = _TS_START + TS_LENGTH
-_SEQ_START: Final = _TS_END + len('","seq":')
-
 _SEV_ALIASES: Final = {"warn": "warning", "error": "err", "panic": "emerg"}
 _SEV_CODE: Final = {name: code for code, name in enumerate(SEVERITIES)}
 _DEFAULT_SEV: Final = "notice"
-
-
-def line_ts(line: bytes) -> bytes:
-    """The ``ts`` bytes of a record line (fixed offset; no decoding)."""
-    return line[_TS_START:_TS_END]
-
-
-def line_seq(line: bytes) -> int:
-    """The ``seq`` of a record line, read at its fixed offset (0 if unreadable)."""
-    end = line.find(b",", _SEQ_START, _SEQ_START + 24)
-    try:
-        return int(line[_SEQ_START:end])
-    except ValueError:
-        return 0
 
 
 # --------------------------------------------------------------------------- priority
@@ -598,7 +577,7 @@ class LineFilter:
     def _check(self, line: bytes) -> bool:
         if not line or self.cancelled:
             return False
-        ts = line[_TS_START:_TS_END]
+        ts = line[TS_AT]
         if (self._lo is not None and ts < self._lo) or (self._hi is not None and ts > self._hi):
             return False
         for alternatives in self._must:

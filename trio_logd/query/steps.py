@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from trio_logd.query.budget import LineBatch
-from trio_logd.query.filters import LineFilter, line_seq
+from trio_logd.query.filters import LineFilter
+from trio_logd.record import seq_key
 
 __all__ = ["StepResult", "encode_records", "last_seq", "pause_after", "run_step", "split_sent"]
 
@@ -73,7 +74,7 @@ def run_step(
         if clock() >= deadline:
             break
     lines = found.cut(max_bytes)
-    last = line_seq(lines[-1]) if lines else 0
+    last = seq_key(lines[-1]) if lines else 0
     return StepResult(encode_records(lines), len(lines), last, ended and not found, clock() - start)
 
 
@@ -98,7 +99,7 @@ def last_seq(data: bytes) -> int:
     if not data:
         return 0
     start = data.rfind(b"\n", 0, len(data) - 1) + 1
-    return line_seq(_stored(data, start, len(data) - 1))
+    return seq_key(_stored(data, start, len(data) - 1))
 
 
 def split_sent(data: bytes, went: int) -> tuple[bytes, int, int]:
@@ -113,4 +114,4 @@ def split_sent(data: bytes, went: int) -> tuple[bytes, int, int]:
         return b"", 0, 0
     end = data.find(b"\n", went - 1)  # the end of the line holding the last byte sent
     start = data.rfind(b"\n", 0, end) + 1
-    return data[went : end + 1], data.count(b"\n", 0, end + 1), line_seq(_stored(data, start, end))
+    return data[went : end + 1], data.count(b"\n", 0, end + 1), seq_key(_stored(data, start, end))

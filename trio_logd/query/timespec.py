@@ -21,12 +21,10 @@ import re
 from typing import Final
 
 from trio_logd._units import parse_duration
-from trio_logd.record import format_ts
+from trio_logd.record import TS_LENGTH, format_ts
 
 __all__ = ["TS_LENGTH", "parse_time", "ts_bound", "ts_to_epoch"]
 
-#: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``: the fixed width of every record's ``ts``.
-TS_LENGTH: Final = 27
 _TS_RE: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 _TIME_OF_DAY: Final = re.compile(r"(\d{1,2}):(\d\d)(?::(\d\d)(\.\d{1,6})?)?")
 _RELATIVE: Final = re.compile(r"([+-])\s*(.+)|(.+?)\s+ago")

@@ -35,15 +35,16 @@ from trio_logd import __version__
 from trio_logd.config import Config
 from trio_logd.errors import AccessDenied, ConfigError
 from trio_logd.limits import SuppressionTracker
-from trio_logd.peer import PeerCred
+from trio_logd.peer import PeerCred, probe_socket
 from trio_logd.reload import ReloadPlan
+from trio_logd.server._accept import PeerListener, serve_listener
 from trio_logd.server._control import ControlCall, ControlServer
 from trio_logd.server._datagram import serve_datagrams
 from trio_logd.server._fdlimit import FD_RESERVE, FdCounters, FdReserve, raise_nofile_limit
 from trio_logd.server._forward import ForwardService, serve_forwarders
 from trio_logd.server._helper import StoreHelper
 from trio_logd.server._housekeeping import Housekeeper
-from trio_logd.server._ingest import IngestContext, handle_connection, serve_listener
+from trio_logd.server._ingest import IngestContext, handle_connection
 from trio_logd.server._limits import Limiter
 from trio_logd.server._operators import Operators, install_operators, serve_operators
 from trio_logd.server._pipeline import Pipeline
@@ -53,7 +54,6 @@ from trio_logd.server._sockets import (
     AlreadyRunning,
     BoundSocket,
     bind_unix,
-    probe_socket,
     unlink_if_ours,
 )
 from trio_logd.server._suppress import DropReports, serve_suppressions
@@ -474,9 +474,6 @@ async def _run_tasks(
     reports = daemon.reports
     assert reports is not None
 
-    async def control_handler(sock: trio.socket.SocketType) -> None:
-        await daemon.control.handle(trio.SocketStream(sock))
-
     async with trio.open_nursery() as root:
         sc = daemon.config.store
         housekeeper = Housekeeper(
@@ -502,15 +499,15 @@ async def _run_tasks(
             async with trio.open_nursery() as front:
                 await front.start(
                     partial(serve_listener, fds=ctx.fds),
-                    ingest_sock,
+                    PeerListener(ingest_sock),
                     handlers,
                     partial(handle_connection, ctx=ctx),
                 )
                 await front.start(
                     partial(serve_listener, fds=ctx.fds, name="control"),
-                    control_sock,
+                    PeerListener(control_sock),
                     front,
-                    control_handler,
+                    daemon.control.handle,
                 )
                 if datagram is not None:  # drained at shutdown like a connection
                     await handlers.start(serve_datagrams, datagram.sock, ctx)

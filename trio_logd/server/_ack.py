@@ -66,17 +66,18 @@ class AckSlot:
     """One connection's acknowledgement state: off until the hello, then on.
 
     Args:
-        sock: the connection (the ack writer sends on it).
+        stream: the connection (the ack writer sends on it).
         nursery: where the ack writer runs; its cancel scope is the
             connection's, so cancelling it cuts the connection.
     """
 
     __slots__ = (
-        "_compact_at", "_nursery", "_progress", "_sock", "_wake", "broken", "ledger", "on", "sent",
+        "_compact_at", "_nursery", "_progress", "_stream", "_wake",
+        "broken", "ledger", "on", "sent",
     )  # fmt: skip
 
-    def __init__(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
-        self._sock = sock
+    def __init__(self, stream: trio.abc.SendStream, nursery: trio.Nursery) -> None:
+        self._stream = stream
         self._nursery = nursery
         self._wake = trio.Event()
         self._progress = trio.Event()
@@ -158,10 +159,7 @@ class AckSlot:
             self._progress.set()
 
     async def _send_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            sent = await self._sock.send(view)
-            view = view[sent:]
+        await self._stream.send_all(data)
 
     async def wait_settled(self) -> None:
         """Wait until every record is settled and its line written (or the client is gone)."""
@@ -170,20 +168,18 @@ class AckSlot:
 
 
 async def serve_with_acks(
-    sock: trio.socket.SocketType,
-    conn: _C,
-    serve: Callable[[trio.socket.SocketType, _C], Awaitable[None]],
+    stream: trio.abc.SendStream, conn: _C, serve: Callable[[_C], Awaitable[None]]
 ) -> None:
-    """Run ``serve(sock, conn)`` with acknowledged delivery available to the client.
+    """Run ``serve(conn)`` with acknowledged delivery available to the client on *stream*.
 
     Raises:
         Exception: whatever *serve* raises, unchanged (not in a group).
     """
     failure: Exception | None = None
     async with trio.open_nursery() as nursery:
-        slot = conn.ack = AckSlot(sock, nursery)
+        slot = conn.ack = AckSlot(stream, nursery)
         try:
-            await serve(sock, conn)
+            await serve(conn)
         except Exception as exc:  # re-raised below as itself, not as this nursery's group
             failure = exc
         else:

@@ -33,7 +33,7 @@ import trio
 from trio_logd.config import DEFAULT_CONTROL, ControlConfig
 from trio_logd.errors import AccessDenied, LogdError, ParseError
 from trio_logd.limits import ControlConnections
-from trio_logd.peer import PeerCred, read_peer_cred, read_peer_groups
+from trio_logd.peer import PeerCred
 from trio_logd.protocol.control import (
     GREETING,
     NEED_DATA,
@@ -42,6 +42,7 @@ from trio_logd.protocol.control import (
     decode_request,
     encode_response,
 )
+from trio_logd.server._accept import Accepted
 from trio_logd.server._fdlimit import FdCounters
 
 __all__ = ["ControlCall", "ControlServer", "OpHandler"]
@@ -63,7 +64,7 @@ class ControlCall:
     caller: PeerCred
     groups: tuple[int, ...]
     request: Request
-    stream: trio.SocketStream
+    stream: trio.abc.HalfCloseableStream
     #: root or a member of an ``[access] admins`` group (not held to per-uid caps)
     privileged: bool = False
 
@@ -135,12 +136,18 @@ class ControlServer:
         }
 
     def _admit(
-        self, stream: trio.SocketStream, caller: PeerCred, account: int, privileged: bool
+        self, accepted: Accepted, caller: PeerCred, account: int, privileged: bool
     ) -> bytes | None:
-        """Count a new connection in; ``None`` if admitted, else the refusal line. No checkpoint."""
+        """Count a new connection in; ``None`` if admitted, else the refusal line. No checkpoint.
+
+        A stream without a socket (tests) holds no descriptor: only the caps apply.
+        """
         c = self.settings
-        if self.fds is not None and not self.fds.reserve.admits(
-            stream.socket.fileno(), privileged=privileged
+        sock = accepted.socket
+        if (
+            self.fds is not None
+            and sock is not None
+            and not self.fds.reserve.admits(sock.fileno(), privileged=privileged)
         ):
             self.fds.note_refused("control")
             self.conns.refuse("fd_reserve")
@@ -171,16 +178,16 @@ class ControlServer:
             )
         return encode_response("error", code="too_many_connections", limit=limit, error=error)
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, accepted: Accepted) -> None:
         """Serve one control connection. Never raises (except Cancelled)."""
         counted: int | None = None
+        stream = accepted.stream
         try:
-            sock = stream.socket
-            caller = read_peer_cred(sock)
-            groups = read_peer_groups(sock)
+            caller = accepted.cred
+            groups = accepted.read_groups()
             privileged = self.is_privileged(caller, groups)
             account = self.account_for(caller)
-            refusal = self._admit(stream, caller, account, privileged)
+            refusal = self._admit(accepted, caller, account, privileged)
             structlog.contextvars.bind_contextvars(ctl=next(_ids), caller_uid=caller.uid)
             if refusal is not None:
                 log.debug("control_refused", open=self.conns.count(account))
@@ -220,11 +227,12 @@ class ControlServer:
         finally:
             if counted is not None:
                 self.conns.close(counted)
-            _discard_unread(stream.socket.fileno())
+            if accepted.socket is not None:
+                _discard_unread(accepted.socket.fileno())
             await trio.aclose_forcefully(stream)
 
     async def _read_request(
-        self, stream: trio.SocketStream, start: float, c: ControlConfig
+        self, stream: trio.abc.Stream, start: float, c: ControlConfig
     ) -> Request | None:
         """Read the request line within the deadlines; ``None`` when none came (answered)."""
         whole = start + c.request_timeout if c.request_timeout else math.inf
@@ -250,7 +258,7 @@ class ControlServer:
                 if not data and reader.eof:
                     return None
                 got_bytes = got_bytes or bool(data)
-                reader.receive_data(data)
+                reader.receive_data(bytes(data))  # a memory stream gives a bytearray
                 continue
             self.timeouts[limit] = self.timeouts.get(limit, 0) + 1
             seconds = c.request_timeout if limit == "request_timeout" else c.first_byte_timeout
@@ -277,5 +285,5 @@ def _discard_unread(fd: int) -> None:
             return
 
 
-async def _send_error(stream: trio.SocketStream, code: str, error: str, **extra: Any) -> None:
+async def _send_error(stream: trio.abc.SendStream, code: str, error: str, **extra: Any) -> None:
     await stream.send_all(encode_response("error", code=code, error=error, **extra))

@@ -58,8 +58,7 @@ from trio_logd.forward import (
     encode_cursor,
     make_framer,
 )
-from trio_logd.query.filters import line_seq
-from trio_logd.record import format_ts
+from trio_logd.record import format_ts, seq_key
 from trio_logd.server._fdlimit import out_of_fds
 from trio_logd.server._forward_link import (
     Link,
@@ -570,7 +569,7 @@ class ForwardService:
         """``Pipeline.written_hooks`` entry: note the uid's new last seq. O(destinations)."""
         if not lines:
             return
-        last = line_seq(lines[-1])
+        last = seq_key(lines[-1])
         self.known_last[uid] = last
         for d in self.destinations:
             if d.filter.wants_uid(uid):

@@ -34,11 +34,10 @@ closed; an idle connection is closed (``docs/security.md``).
 from __future__ import annotations
 
 import contextlib
-import errno
+import functools
 import itertools
 import math
 import operator
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -54,9 +53,8 @@ from trio_logd.limits import SuppressionTracker
 from trio_logd.peer import (
     SCM_CREDENTIALS_SPACE,
     PeerCred,
+    ProcessIdentity,
     creds_from_ancdata,
-    read_peer_cred,
-    read_peer_groups,
     read_process_identity,
     read_writer_pidns,
 )
@@ -65,13 +63,14 @@ from trio_logd.protocol.fastpath import encode_plain_batch
 from trio_logd.protocol.framing import Frame, FrameDecoder
 from trio_logd.protocol.message import Message
 from trio_logd.protocol.parse import parse_message
-from trio_logd.record import Stamp, daemon_record_line, format_ts, sender_json
+from trio_logd.record import Stamp, daemon_record_line, encode_lines, format_ts, sender_json
+from trio_logd.server._accept import Accepted
 from trio_logd.server._ack import AckSlot, serve_with_acks
 from trio_logd.server._fdlimit import FdCounters
 from trio_logd.server._limits import OVERFLOW_ID, Limiter, UidPolicy
 from trio_logd.server._pipeline import UID_PENDING_BYTES, Batch, Pipeline, UidState
 
-__all__ = ["Connection", "IngestContext", "handle_connection", "serve_listener"]
+__all__ = ["Connection", "IngestContext", "handle_connection"]
 
 #: Frame fields by position (Frame is a NamedTuple), for map() over a read's frames.
 _PAYLOAD: Final = operator.itemgetter(0)
@@ -81,13 +80,6 @@ log = structlog.get_logger("trio_logd.ingest")
 
 #: One read takes up to this much: hundreds of typical records per wake-up.
 READ_SIZE: Final = 65536
-#: accept() errors that mean "out of a resource for now", not "listener broken"
-#: (the same set trio's SocketListener sleeps on).
-_ACCEPT_CAPACITY_ERRORS: Final = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
-)
-#: Seconds the accept loop waits after running out of descriptors before it tries again.
-ACCEPT_RETRY: Final = 0.05
 #: Records parsed and queued between two yields to the scheduler (~0.2 ms of
 #: work at ~2.8 us per record): bounds how long a flooder's read delays
 #: everyone else's. Under a full-speed flood this took a quiet uid's p50 from
@@ -102,6 +94,8 @@ ACTIVE_WINDOW: Final = 1.0
 _DISCARD_READS: Final = 8
 #: Stamps a relay connection keeps for the (claimed id, writer) pairs it has seen.
 MAX_CLAIM_STAMPS: Final = 256
+#: A stream without a socket (tests) has no process to look up in ``/proc``.
+_NO_IDENTITY: Final = ProcessIdentity(None, None)
 _conn_ids = itertools.count(1)
 
 
@@ -347,10 +341,8 @@ class Connection:
             payload: the bytes they arrived as (the uid's statistics).
         """
         ts = format_ts(now).encode()
-        head = b'{"ts":"%s","seq":' % ts
-        frag = stamp.fragment
         seq = st.last_seq
-        lines = [b"%s%d,%s,%s}\n" % (head, s, frag, c) for s, c in enumerate(claims, seq + 1)]
+        lines = encode_lines(ts, seq + 1, stamp.fragment, claims)
         seq += len(lines)
         st.last_seq = seq
         st.records += len(lines)
@@ -432,32 +424,88 @@ class Connection:
         await self._admit(stamp, stamp.uid, policy, sizes, file_admitted, mono, relayed=True)
 
 
-def _recv_nowait(sock: socket.socket) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
-    """One non-blocking read for the shutdown drain; ``None`` when nothing is left."""
-    try:
-        data, anc, _flags, _addr = sock.recvmsg(
-            READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT
+#: One read: the bytes and their ancillary data (``SCM_CREDENTIALS``), as ``recvmsg`` gives them.
+_Read = tuple[bytes, list[tuple[int, int, bytes]], int, object]
+
+
+class _SocketSource:
+    """Reads of a real socket: ``recvmsg`` without waiting first, a wait only when empty.
+
+    The hot path reads with ``MSG_DONTWAIT`` and waits only when the socket is
+    empty, with its own deadlines (``_serve_source``); trio's ``recvmsg``
+    would need a cancel scope per read.
+    """
+
+    __slots__ = ("raw", "recv_nowait")
+
+    def __init__(self, raw: socket.socket) -> None:
+        self.raw = raw
+        #: one read; ``BlockingIOError`` when the socket is empty
+        self.recv_nowait: Callable[[], _Read] = functools.partial(
+            raw.recvmsg, READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT
         )
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError:
-        return None
-    return data, anc
+
+    async def wait_readable(self) -> None:
+        await trio.lowlevel.wait_readable(self.raw)
+
+    def drain_nowait(self) -> _Read | None:
+        """One non-blocking read for the shutdown drain; ``None`` when nothing is left."""
+        try:
+            return self.recv_nowait()
+        except OSError:  # EAGAIN (nothing left) or the client is gone
+            return None
 
 
-async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) -> None:
+class _StreamSource:
+    """Reads of a stream without a socket (a memory stream in tests): ``receive_some``.
+
+    The stream carries no ancillary data: every byte is the accepted peer's.
+    """
+
+    __slots__ = ("pending", "stream")
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        #: what the last wait received, not yet read (``b""``: EOF)
+        self.pending: bytes | None = None
+
+    def recv_nowait(self) -> _Read:
+        data = self.pending
+        if data is None:
+            raise BlockingIOError
+        self.pending = None
+        return data, [], 0, None
+
+    async def wait_readable(self) -> None:
+        if self.pending is None:  # receive_some cancelled takes nothing
+            self.pending = bytes(await self.stream.receive_some(READ_SIZE))
+
+    def drain_nowait(self) -> _Read | None:
+        return None if self.pending is None else self.recv_nowait()
+
+
+#: What a connection's reads come from: a real socket or a stream without one (tests).
+_Source = _SocketSource | _StreamSource
+
+
+async def handle_connection(accepted: Accepted, ctx: IngestContext) -> None:
     """Serve one ingest connection until EOF, a protocol error, or shutdown.
+
+    A real socket is read with ``recvmsg`` (each read's writer from
+    ``SCM_CREDENTIALS``); a memory stream (tests) through ``receive_some``,
+    every byte from the peer *accepted* names.
 
     Never raises: a failure of this connection is logged with the peer's
     uid and the connection is closed; other connections are unaffected.
     """
+    sock = accepted.socket
     conn_id = next(_conn_ids)
     st = None
     counted: int | None = None
     try:
-        cred = PeerCred(*read_peer_cred(sock))
+        cred = accepted.cred
         structlog.contextvars.bind_contextvars(conn=conn_id, uid=cred.uid, pid=cred.pid)
-        if not _within_fd_reserve(ctx, cred, sock):
+        if sock is not None and not _within_fd_reserve(ctx, cred, accepted):
             ctx.limiter.note_drop(cred.uid, "connections", 1)
             ctx.pipeline.state(cred.uid)
             _discard_unread(sock)
@@ -471,20 +519,21 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         if owner is not None:
             account = owner
             policy = limiter.policies.get(owner) or await limiter.policy(owner)
-        if not limiter.open_connection(cred, policy, lambda: read_peer_groups(sock), account):
+        if not limiter.open_connection(cred, policy, accepted.read_groups, account):
             # accepted and closed at once, counted as a drop (and listed in stats)
             ctx.pipeline.state(cred.uid)
-            _discard_unread(sock)
+            if sock is not None:
+                _discard_unread(sock)
             log.debug("connection_refused", open=limiter.conns.count(account))
             return
         counted = account
-        ident = read_process_identity(sock, cred.pid)
+        ident = _NO_IDENTITY if sock is None else read_process_identity(sock, cred.pid)
         st = ctx.pipeline.state(cred.uid)
         st.connections += 1
         stamp = Stamp(cred, exe=ident.exe, comm=ident.comm, owner=owner, pidns=ident.pidns)
         conn = Connection(ctx, cred, stamp)
         log.debug("connection_opened", exe=ident.exe)
-        await serve_with_acks(sock, conn, _serve)
+        await serve_with_acks(accepted.stream, conn, functools.partial(_serve, accepted))
     except Exception as exc:  # one client's failure never reaches the shared nursery
         log.warning("connection_failed", error=repr(exc))
     finally:
@@ -493,10 +542,10 @@ async def handle_connection(sock: trio.socket.SocketType, ctx: IngestContext) ->
         if counted is not None:
             ctx.limiter.close_connection(counted)
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(_AsyncCloser(sock))
+            await trio.aclose_forcefully(accepted.stream)
 
 
-def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, sock: trio.socket.SocketType) -> bool:
+def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, accepted: Accepted) -> bool:
     """Whether the connection's descriptor leaves the reserve alone (``_fdlimit.FdReserve``).
 
     Counts a refusal. The peer's groups are read only when its number is
@@ -505,11 +554,12 @@ def _within_fd_reserve(ctx: IngestContext, cred: PeerCred, sock: trio.socket.Soc
     fds = ctx.fds
     if fds is None:
         return True
-    fd = sock.fileno()
+    assert accepted.socket is not None
+    fd = accepted.socket.fileno()
     reserve = fds.reserve
     if reserve.admits(fd) or (
         reserve.admits(fd, privileged=True)
-        and ctx.limiter.is_privileged(cred, read_peer_groups(sock))
+        and ctx.limiter.is_privileged(cred, accepted.read_groups())
     ):
         return True
     fds.note_refused("ingest")
@@ -531,22 +581,12 @@ def _discard_unread(sock: trio.socket.SocketType) -> None:
                 return
 
 
-class _AsyncCloser(trio.abc.AsyncResource):
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self._sock = sock
-
-    async def aclose(self) -> None:
-        self._sock.close()
-
-
 @contextlib.contextmanager
 def _borrowed(sock: trio.socket.SocketType) -> Iterator[socket.socket]:
     """A stdlib socket on *sock*'s descriptor, to read without trio's wrapper.
 
-    The hot path reads with ``MSG_DONTWAIT`` first and waits only when the
-    socket is empty, with its own deadlines (``_serve``); trio's
-    ``recvmsg`` would need a cancel scope per read. The descriptor is
-    borrowed: released, not closed, at the end (*sock* closes it).
+    The descriptor is borrowed: released, not closed, at the end (*sock*
+    closes it).
     """
     raw = socket.socket(fileno=sock.fileno())
     try:
@@ -555,13 +595,17 @@ def _borrowed(sock: trio.socket.SocketType) -> Iterator[socket.socket]:
         raw.detach()
 
 
-async def _serve(sock: trio.socket.SocketType, conn: Connection) -> None:
-    with _borrowed(sock) as raw:
-        await _serve_raw(raw, conn)
+async def _serve(accepted: Accepted, conn: Connection) -> None:
+    if accepted.socket is None:
+        await _serve_source(_StreamSource(accepted.stream), conn)
+        return
+    with _borrowed(accepted.socket) as raw:
+        await _serve_source(_SocketSource(raw), conn)
 
 
-async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
+async def _serve_source(source: _Source, conn: Connection) -> None:
     ctx = conn.ctx
+    recv_nowait = source.recv_nowait
     decoder = conn.decoder
     last_writer = conn.conn
     uid_state = ctx.pipeline.state(conn.conn.uid)
@@ -575,14 +619,12 @@ async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
             # as trio's own sock.recvmsg: a cancel point before, a yield after a read
             await trio.lowlevel.checkpoint_if_cancelled()
             try:
-                data, anc, _flags, _addr = raw.recvmsg(
-                    READ_SIZE, SCM_CREDENTIALS_SPACE, socket.MSG_DONTWAIT
-                )
+                data, anc, _flags, _addr = recv_nowait()
             except BlockingIOError:
                 deadline = frame_deadline
                 if idle_timeout:
                     deadline = min(deadline, trio.current_time() + idle_timeout)
-                if await _wait_readable(raw, ctx, deadline):
+                if await _wait_readable(source, ctx, deadline):
                     continue
                 if not ctx.stopping:  # the deadline passed
                     await _timed_out(conn, frame_deadline, time.time())
@@ -590,11 +632,11 @@ async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         if data is None:  # shutting down: take what the kernel already holds
-            got = _recv_nowait(raw)
+            got = source.drain_nowait()
             if got is None:
                 await _finish(conn, time.time())
                 return
-            data, anc = got
+            data, anc, _flags, _addr = got
         now = time.time()
         writer = creds_from_ancdata(anc) or conn.conn
         if writer != last_writer:
@@ -630,8 +672,8 @@ async def _serve_raw(raw: socket.socket, conn: Connection) -> None:
                 frame_deadline = trio.current_time() + frame_timeout
 
 
-async def _wait_readable(raw: socket.socket, ctx: IngestContext, deadline: float) -> bool:
-    """Wait until *raw* has bytes (or EOF) to read.
+async def _wait_readable(source: _Source, ctx: IngestContext, deadline: float) -> bool:
+    """Wait until *source* has bytes (or EOF) to read.
 
     Returns:
         ``True`` when it has; ``False`` when the wait ended first: at
@@ -640,7 +682,7 @@ async def _wait_readable(raw: socket.socket, ctx: IngestContext, deadline: float
     with trio.CancelScope(deadline=deadline) as scope:
         ctx.receivers.add(scope)  # shutdown cancels it (IngestContext.stop_receiving)
         try:
-            await trio.lowlevel.wait_readable(raw)
+            await source.wait_readable()
         finally:
             ctx.receivers.discard(scope)
     return not scope.cancelled_caught
@@ -716,40 +758,3 @@ def _protocol_error(conn: Connection, exc: FramingError, now: float) -> None:
         count=1,
         reason="framing",
     )
-
-
-async def serve_listener(
-    listener: trio.socket.SocketType,
-    handler_nursery: trio.Nursery,
-    handler: Callable[[trio.socket.SocketType], object],
-    *,
-    fds: FdCounters | None = None,
-    name: str = "ingest",
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Accept connections forever, starting ``handler(sock)`` in *handler_nursery*.
-
-    The loop never waits on a client: the handler decides, in its own task,
-    whether to keep the connection. Running out of file descriptors (or
-    memory) does not stop the listener: it counts the error in *fds* (as
-    ``NAME_accept``), logs the first of a run, waits a little, and tries
-    again (as trio's ``SocketListener`` does); connections already accepted
-    go on.
-    """
-    task_status.started()
-    failing = False
-    while True:
-        try:
-            sock, _addr = await listener.accept()
-        except OSError as exc:
-            if exc.errno in _ACCEPT_CAPACITY_ERRORS:
-                if fds is not None:
-                    fds.note_exhausted(f"{name}_accept")
-                if not failing:
-                    log.error("accept_failed", listener=name, error=os.strerror(exc.errno or 0))
-                failing = True
-                await trio.sleep(ACCEPT_RETRY)
-                continue
-            raise
-        failing = False
-        handler_nursery.start_soon(handler, sock)  # type: ignore[arg-type]

@@ -79,8 +79,10 @@ from trio_logd.config import Config
 from trio_logd.errors import AccessDenied
 from trio_logd.peer import PeerCred
 from trio_logd.query.budget import ByteBudget, LineBatch
-from trio_logd.query.filters import LineFilter, QuerySpec, line_seq
+from trio_logd.query.filters import LineFilter, QuerySpec
+from trio_logd.query.scanner import query_scanner
 from trio_logd.query.steps import encode_records, last_seq, pause_after, run_step, split_sent
+from trio_logd.record import seq_key
 from trio_logd.server._control import ControlCall
 from trio_logd.store.scan import TAIL_KEEP_BYTES, Scanner
 
@@ -325,11 +327,11 @@ def _live_filter(
     out: list[bytes] = []
     for uid, lines in chunks:
         floor = last_seqs.get(uid, 0)
-        if floor and line_seq(lines[0]) <= floor:
-            lines = [ln for ln in lines if line_seq(ln) > floor]
+        if floor and seq_key(lines[0]) <= floor:
+            lines = [ln for ln in lines if seq_key(ln) > floor]
             if not lines:
                 continue
-        last_seqs[uid] = line_seq(lines[-1])
+        last_seqs[uid] = seq_key(lines[-1])
         out.extend(filt.filter_lines(b"".join(lines)))
     return encode_records(out)
 
@@ -376,7 +378,7 @@ class _UidSemaphores:
 class _Scan:
     """A query's scan between steps: where it is, and what it found and did not send yet."""
 
-    scanner: Scanner
+    scanner: Scanner[LineFilter]
     batches: Generator[list[bytes], None, None]
     #: one of its uid's :data:`SCANS_PER_UID` slots, held while the scan has state
     slot: trio.Semaphore
@@ -399,7 +401,7 @@ class _Scan:
         self.batches = self.scanner.resume(self.position)
 
 
-async def _send_within(stream: trio.SocketStream, data: bytes, patience: float) -> int:
+async def _send_within(stream: trio.abc.SendStream, data: bytes, patience: float) -> int:
     """Send *data* for at most *patience* seconds; return how many bytes went.
 
     A trio socket's ``send`` is cancelled atomically (nothing or a count is
@@ -408,6 +410,9 @@ async def _send_within(stream: trio.SocketStream, data: bytes, patience: float) 
     Raises:
         trio.BrokenResourceError: the client went away.
     """
+    if not isinstance(stream, trio.SocketStream):  # a memory stream (tests): never full
+        await stream.send_all(data)
+        return len(data)
     view = memoryview(data)
     sent = 0
     with trio.move_on_after(patience):
@@ -588,7 +593,7 @@ class QueryService:
         try:
             scanner = await trio.to_thread.run_sync(
                 partial(
-                    Scanner,
+                    query_scanner,
                     self.log_dir,
                     uids,
                     spec,
@@ -718,7 +723,7 @@ def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _cancel_on_eof(
-    stream: trio.SocketStream, scope: trio.CancelScope, filters: list[LineFilter]
+    stream: trio.abc.ReceiveStream, scope: trio.CancelScope, filters: list[LineFilter]
 ) -> None:
     """End the query when the client closes its end (or sends anything more).
 

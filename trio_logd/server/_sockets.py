@@ -17,7 +17,6 @@ queued before).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import socket
 import stat
@@ -25,14 +24,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from trio_logd.errors import LogdError
-from trio_logd.peer import PeerCred, read_peer_cred
+from trio_logd.peer import PeerCred, probe_socket
 
 __all__ = [
     "AlreadyRunning",
     "BoundSocket",
     "bind_unix",
     "probe_datagram",
-    "probe_socket",
     "unlink_if_ours",
 ]
 
@@ -57,30 +55,6 @@ class BoundSocket:
     sock: socket.socket
     path: str
     inode: int
-
-
-def probe_socket(path: str, timeout: float = 2.0) -> PeerCred | None:
-    """Connect to *path*: return the server's credentials, or ``None`` if nobody answers.
-
-    ``None`` covers a missing path and a stale socket (``ECONNREFUSED``).
-
-    Raises:
-        OSError: the path exists but is not a socket we can probe (e.g. EACCES).
-    """
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
-            return None
-        raise
-    else:
-        return read_peer_cred(s)
-    finally:
-        s.close()
 
 
 def probe_datagram(path: str) -> bool:

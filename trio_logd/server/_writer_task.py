@@ -36,7 +36,7 @@ after it, or else counted with the drops it reports. A uid whose
 high-water mark the store did not know when it was first seen
 (``UidState.provisional``) has the mark read (``StoreWriter.establish``)
 before anything of it is written; what is queued is then numbered again past
-the mark (``UidState.renumber``, ``_line.with_seq``) and written, and what
+the mark (``UidState.renumber``, ``record.with_seq``) and written, and what
 was dropped before keeps its place as a gap: again exactly the loss.
 """
 
@@ -55,10 +55,10 @@ import trio
 
 from trio_logd.errors import DiskFull, SeqConflict, StoreError
 from trio_logd.limits import SuppressionTracker
+from trio_logd.record import with_seq
 from trio_logd.server._helper import HelperUnavailable, StoreHelper
 from trio_logd.server._housekeeping import Housekeeper, file_rotated
 from trio_logd.server._pipeline import Batch, Pipeline, UidState
-from trio_logd.store import with_seq
 from trio_logd.store.writer import Rotation, StoreWriter
 
 __all__ = ["COOLDOWN_MAX", "COOLDOWN_MIN", "serve_store"]
@@ -165,8 +165,12 @@ class _Writer:
         file_record: FileRecord | None,
         housekeeper: Housekeeper | None,
         helper: StoreHelper | None = None,
+        *,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.pipeline = pipeline
+        #: measures how long an inline round took (tests give a fake disk's clock)
+        self._timer = timer
         self.helper = helper
         self.store = store
         self.suppression = suppression
@@ -345,9 +349,9 @@ class _Writer:
         """
         if self.store.fsync == "always" or trio.current_time() < self._thread_until:
             return await trio.to_thread.run_sync(_write_round, self.store, attempt)
-        start = time.perf_counter()
+        start = self._timer()
         result = _write_round(self.store, attempt)
-        spent = time.perf_counter() - start
+        spent = self._timer() - start
         if spent > INLINE_ROUND_LIMIT:
             now = trio.current_time()
             self._slow.append(now)

@@ -4,7 +4,7 @@ Names other packages use: :class:`RotatedName` (a rotated file's name) and
 :func:`with_seq` (a record line renumbered).
 """
 
+from trio_logd.record import with_seq
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._line import with_seq
 
 __all__ = ["RotatedName", "with_seq"]

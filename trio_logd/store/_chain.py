@@ -61,8 +61,8 @@ from typing import Any, Final
 import orjson
 import structlog
 
+from trio_logd.record import line_seq
 from trio_logd.store import _layout
-from trio_logd.store._line import line_seq
 
 __all__ = [
     "CHAIN_SUFFIX",

@@ -23,10 +23,10 @@ from typing import Final
 
 import orjson
 
+from trio_logd.record import TS_AT, daemon_event, seq_key, ts_epoch
 from trio_logd.store import _layout
 from trio_logd.store._chain import CHAIN_SUFFIX
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._line import TS_AT, daemon_event, line_seq, ts_epoch
 
 __all__ = [
     "CurrentBounds",
@@ -210,7 +210,7 @@ def recover_current(dir_fd: int, fd: int, size: int) -> CurrentBounds:
     first_seq, first_ts, since = 0, b"", None
     if complete:
         first = complete[0]
-        first_seq = line_seq(first) or 0
+        first_seq = seq_key(first)
         first_ts = first[TS_AT]
         records = [ln for ln in complete if daemon_event(ln) != "rotated"]
         if records:

@@ -48,7 +48,7 @@ SPARES_MIN_ROUND: Final = 16 << 10
 
 
 class HoldsSpares(Protocol):
-    """A uid's open files, as far as spares go (``writer.UidFile``)."""
+    """A uid's open files, as far as spares go (``_uidfile.UidFile``)."""
 
     uid: int
     dir_fd: int

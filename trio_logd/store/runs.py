@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from trio_logd.store._line import TS_AT, daemon_event, line_seq
+from trio_logd.record import TS_AT, daemon_event, line_seq
 
 __all__ = ["LineRun", "Run", "RunIndex", "runs_of_lines"]
 

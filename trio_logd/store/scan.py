@@ -1,7 +1,7 @@
 """Query scans over the store (sync): the engine of ``logq``, online and offline.
 
 How this works: a :class:`Scanner` reads the files of the asked uids with a
-``LineFilter`` (``trio_logd.query.filters``) and yields batches of matching
+filter (:class:`ChunkFilter`: the query layer's ``LineFilter``) and yields batches of matching
 record lines, in ``seq`` order per uid and merged by ``ts`` across uids. It
 is a plain generator: the daemon drives it from a worker thread a bounded
 step at a time (it yields after every chunk, or every piece of a chunk when
@@ -40,23 +40,37 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import heapq
 import os
-import stat
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Final
-
-import zstandard
+from typing import Final, Generic, Protocol, TypeVar
 
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import RE2_MAX_MEM, LineFilter, QuerySpec, line_seq, line_ts
-from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.store import _layout
+from trio_logd.store.files import (
+    DIR_FLAGS,
+    READ_ERRORS,
+    Stream,
+    line_time,
+    line_ts,
+    open_record_file,
+    rotated_files,
+    whole_lines,
+)
+from trio_logd.store.files import seq_of as line_seq
 
-__all__ = ["CHUNK", "PIECE", "TAIL_KEEP_BYTES", "ScanStats", "Scanner", "cut_lines", "list_uids"]
+__all__ = [
+    "CHUNK",
+    "PIECE",
+    "TAIL_KEEP_BYTES",
+    "ChunkFilter",
+    "ScanStats",
+    "Scanner",
+    "cut_lines",
+    "list_uids",
+]
 
 #: Bytes read (after decompression) at a time: big enough that the filter's
 #: chunk-wide search dominates, small enough that a query paused by a client
@@ -81,8 +95,27 @@ _MAX_RELIST: Final = 50
 #: Lines per batch when merging several uids.
 _MERGE_BATCH: Final = 1024
 
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIR_FLAGS: Final = DIR_FLAGS
+
+
+class ChunkFilter(Protocol):
+    """What a scan asks of its query's filter (``query.filters.LineFilter``)."""
+
+    @property
+    def decodes(self) -> bool:
+        """Whether lines are decoded one by one: chunks are then filtered in pieces."""
+        ...
+
+    def filter_lines(self, chunk: bytes) -> list[bytes]:
+        """The matching lines (without LF) of *chunk*, complete lines in file order."""
+        ...
+
+    def file_may_match(self, first_time: float, last_time: float) -> bool:
+        """Whether a file whose records lie in ``[first_time, last_time]`` can hold a match."""
+        ...
+
+
+F = TypeVar("F", bound=ChunkFilter)
 
 
 @dataclass(slots=True)
@@ -137,8 +170,8 @@ class _Current:
 
 def _probe(head: bytes) -> tuple[float, int] | None:
     try:
-        return ts_to_epoch(line_ts(head).decode("ascii")), line_seq(head)
-    except (UnicodeDecodeError, ValueError):
+        return line_time(head), line_seq(head)
+    except ValueError:
         return None
 
 
@@ -221,22 +254,10 @@ def _reverse_chunks(fd: int, size: int, stats: ScanStats) -> Iterator[tuple[int,
             yield start, data
 
 
-def _whole_lines(reads: Iterator[bytes]) -> Iterator[bytes]:
-    """Re-cut data read in pieces into chunks of complete lines; a torn tail is dropped."""
-    carry = b""
-    for data in reads:
-        if carry:
-            data = carry + data
-        cut = data.rfind(b"\n") + 1
-        carry = data[cut:]
-        if cut:
-            yield data if cut == len(data) else data[:cut]
-
-
 class _UidScan:
     """The files of one uid and the two ways of reading them."""
 
-    def __init__(self, root_fd: int, where: str, uid: int, filt: LineFilter, stats: ScanStats):
+    def __init__(self, root_fd: int, where: str, uid: int, filt: ChunkFilter, stats: ScanStats):
         self.uid = uid
         self.where = f"{where}/{uid}"
         self.filt = filt
@@ -294,17 +315,9 @@ class _UidScan:
 
     def _open(self, name: str) -> int | None:
         assert self._dir is not None
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=self._dir)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _store_error(exc, f"cannot open {self.where}/{name}") from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            msg = f"{self.where}/{name}: not a regular file"
-            raise StoreError(msg)
-        self.stats.files_opened += 1
+        fd = open_record_file(self._dir, name, self.where)
+        if fd is not None:
+            self.stats.files_opened += 1
         return fd
 
     def _open_current(self) -> _Current | None:
@@ -329,17 +342,8 @@ class _UidScan:
             names = os.listdir(self._dir)
         except OSError as exc:
             raise _store_error(exc, f"cannot list {self.where}") from exc
-        found = [
-            _Rotated(n, span) for n in names if (span := _layout.RotatedName.parse(n)) is not None
-        ]
-        found.sort(key=lambda r: (r.span.first_seq, r.span.last_seq))
-        # compression leaves X.jsonl beside X.jsonl.zst for a moment: keep one
-        out: list[_Rotated] = []
-        for r in found:
-            if out and out[-1].span[:2] == r.span[:2]:
-                continue
-            out.append(r)
-        return out
+        # compression leaves X.jsonl beside X.jsonl.zst for a moment: one of them
+        return [_Rotated(r.format(), r) for r in rotated_files(names)]
 
     def _pieces(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """*chunks*, or their pieces (:func:`cut_lines`) when the filter decodes lines."""
@@ -367,26 +371,19 @@ class _UidScan:
         *start* (uncompressed files only) must be the start of a line.
         """
         if suffix == "":
-            yield from self._pieces(_whole_lines(self._plain_reads(fd, name, size, start)))
+            yield from self._pieces(whole_lines(self._plain_reads(fd, name, size, start)))
             return
-        stream: IO[bytes]
-        raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed below
+        stream = Stream(fd, suffix, _ZSTD_READ)
         try:
-            if suffix == ".zst":
-                stream = zstandard.ZstdDecompressor().stream_reader(
-                    raw, read_size=_ZSTD_READ, read_across_frames=True
-                )
-            else:
-                stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-            yield from self._pieces(_whole_lines(self._stream_reads(stream, name)))
+            yield from self._pieces(whole_lines(self._stream_reads(stream, name)))
         finally:
-            raw.close()
+            stream.close()
 
-    def _stream_reads(self, stream: IO[bytes], name: str) -> Iterator[bytes]:
+    def _stream_reads(self, stream: Stream, name: str) -> Iterator[bytes]:
         while True:
             try:
                 data = stream.read(CHUNK)
-            except (OSError, EOFError, ValueError, zstandard.ZstdError) as exc:
+            except READ_ERRORS as exc:
                 msg = f"{self.where}/{name}: cannot read: {exc}"
                 raise StoreError(msg) from exc
             if not data:
@@ -710,16 +707,16 @@ def _merge(streams: list[Iterator[list[bytes]]]) -> Iterator[list[bytes]]:
         yield out
 
 
-class Scanner:
+class Scanner(Generic[F]):
     """One query over the store.
 
     Args:
         log_dir: the store's root directory.
         uids: the uids to read, or ``None`` for every uid with a directory.
-        spec: the query (its ``uids``/``all_uids`` are not looked at: the
-            caller has resolved and authorized them into *uids*).
-        regex_memory_bytes: RE2's memory budget for ``--grep``.
-        tail_keep_bytes: for ``lines`` (one uid): the matching lines kept in
+        filt: the query's filter (``query.filters.LineFilter``; the query
+            layer builds both: ``query.scanner.query_scanner``).
+        lines: read only the last *lines* matches (``-n``), or all (``None``).
+        tail_keep_bytes: for *lines* (one uid): the matching lines kept in
             memory while finding the last N; past it they are streamed by a
             second, forward pass.
 
@@ -729,22 +726,22 @@ class Scanner:
     Attributes:
         uids: the uids read.
         stats: files opened and skipped, bytes read.
-        filter: the ``LineFilter`` of *spec* (followers reuse it).
+        filter: *filt* (followers reuse it).
     """
 
     def __init__(
         self,
         log_dir: str,
         uids: Sequence[int] | None,
-        spec: QuerySpec,
+        filt: F,
         *,
-        regex_memory_bytes: int = RE2_MAX_MEM,
+        lines: int | None = None,
         tail_keep_bytes: int = TAIL_KEEP_BYTES,
     ) -> None:
         self.log_dir = log_dir
-        self.spec = spec
+        self.lines = lines
         self.stats = ScanStats()
-        self.filter = LineFilter(spec, regex_memory_bytes=regex_memory_bytes)
+        self.filter = filt
         self._keep_bytes = tail_keep_bytes
         self.uids = list_uids(log_dir) if uids is None else list(uids)
         try:
@@ -753,7 +750,7 @@ class Scanner:
             raise _store_error(exc, f"cannot open {log_dir}") from exc
         # uid directories and files are opened when the scan reaches them: a
         # tail over many uids holds the files of one uid at a time
-        self._scans = [_UidScan(self._root, log_dir, u, self.filter, self.stats) for u in self.uids]
+        self._scans = [_UidScan(self._root, log_dir, u, filt, self.stats) for u in self.uids]
 
     def last_seqs(self) -> dict[int, int]:
         """Per uid, the newest seq the scan covered: live records after it are new.
@@ -765,8 +762,8 @@ class Scanner:
     def batches(self) -> Generator[list[bytes], None, None]:
         """Yield batches of matching lines (some empty), in order, then close the files."""
         try:
-            if self.spec.lines is not None:
-                yield from self._tail(self.spec.lines)
+            if self.lines is not None:
+                yield from self._tail(self.lines)
             elif len(self._scans) == 1:
                 yield from self._scans[0].forward()
             else:

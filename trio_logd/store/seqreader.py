@@ -34,20 +34,23 @@ again from its start, skipping what was returned.
 
 from __future__ import annotations
 
-import bisect
-import contextlib
 import errno
-import gzip
 import os
-import stat
-from dataclasses import dataclass, field
-from typing import IO, Final
-
-import zstandard
+from dataclasses import dataclass
+from typing import Final
 
 from trio_logd.errors import StoreError
-from trio_logd.query.filters import line_seq
 from trio_logd.store import _layout
+from trio_logd.store.files import (
+    DIR_FLAGS,
+    READ_ERRORS,
+    Stream,
+    files_after,
+    open_record_file,
+    rotated_files,
+    seek_seq,
+)
+from trio_logd.store.files import seq_of as line_seq
 
 __all__ = ["SeqReader"]
 
@@ -58,8 +61,7 @@ _STREAM_READ: Final = 1 << 20
 #: How often one read lists the directory again because files vanished.
 _MAX_RELIST: Final = 20
 
-_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_DIR_FLAGS: Final = DIR_FLAGS | os.O_NOFOLLOW
 
 
 @dataclass(slots=True, eq=False)
@@ -68,11 +70,10 @@ class _Source:
     fd: int
     ino: int
     current: bool
-    stream: IO[bytes] | None = None  # compressed files
+    stream: Stream | None = None  # compressed files
     offset: int = 0  # plain files: where the next read starts
     carry: bytes = b""  # compressed files: the start of a line not complete yet
     gap_checked: bool = False
-    raw: IO[bytes] | None = field(default=None, repr=False)
 
 
 class SeqReader:
@@ -134,11 +135,11 @@ class SeqReader:
             lines = data.split(b"\n")
             lines.pop()  # data ends with LF: the last item is empty
             if line_seq(lines[0]) <= self.after:
-                lines = lines[bisect.bisect_right(lines, self.after, key=line_seq) :]
+                lines = lines[seek_seq(lines, self.after) :]
                 if not lines:
                     continue
             if upto is not None and line_seq(lines[-1]) > upto:
-                keep = bisect.bisect_right(lines, upto, key=line_seq)
+                keep = seek_seq(lines, upto)
                 self._unread(src, lines[keep:])
                 lines = lines[:keep]
                 if not lines:
@@ -205,20 +206,10 @@ class SeqReader:
         except OSError as exc:
             msg = f"{self._where}: cannot list: {exc.strerror or exc}"
             raise StoreError(msg) from exc
-        best: dict[tuple[int, int], _layout.RotatedName] = {}
         # compression leaves X.jsonl beside X.jsonl.zst for a moment: read one,
         # the plain one if we may be in the middle of it (it was our current
         # file), else the compressed one (the plain one is about to go)
-        prefer_plain = self._resume is not None
-        for name in names:
-            r = _layout.RotatedName.parse(name)
-            if r is None:
-                continue
-            key = (r.first_seq, r.last_seq)
-            other = best.get(key)
-            if other is None or (other.suffix == "") != prefer_plain:
-                best[key] = r
-        return [best[k] for k in sorted(best)]
+        return rotated_files(names, prefer_plain=self._resume is not None)
 
     def _open_next(self) -> _Source | None:
         """Open the first file holding a seq above :attr:`after`; ``None`` if there is none."""
@@ -226,39 +217,23 @@ class SeqReader:
             dir_fd = self._open_dir()
             if dir_fd is None:
                 return None
-            for r in self._listing(dir_fd):
-                if r.last_seq > self.after:
-                    src = self._open_file(dir_fd, r.format(), current=False, suffix=r.suffix)
-                    if src is None:
-                        break  # vanished: list again
-                    return src
+            for r in files_after(self._listing(dir_fd), self.after):
+                src = self._open_file(dir_fd, r.format(), current=False, suffix=r.suffix)
+                if src is None:
+                    break  # vanished: list again
+                return src
             else:
                 return self._open_file(dir_fd, _layout.CURRENT, current=True, suffix="")
         return None
 
     def _open_file(self, dir_fd: int, name: str, *, current: bool, suffix: str) -> _Source | None:
-        try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-        except FileNotFoundError:
+        fd = open_record_file(dir_fd, name, self._where)
+        if fd is None:
             return None
-        except OSError as exc:
-            msg = f"{self._where}/{name}: cannot open: {exc.strerror or exc}"
-            raise StoreError(msg) from exc
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            msg = f"{self._where}/{name}: not a regular file"
-            raise StoreError(msg)
         src = _Source(name, fd, st.st_ino, current)
         if suffix:
-            raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed with the source
-            src.raw = raw
-            if suffix == ".zst":
-                src.stream = zstandard.ZstdDecompressor().stream_reader(
-                    raw, read_size=_STREAM_READ, read_across_frames=True
-                )
-            else:
-                src.stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            src.stream = Stream(fd, suffix, _STREAM_READ)
         elif self._resume is not None:
             ino, offset, after = self._resume
             if ino == st.st_ino and after == self.after and offset <= st.st_size:
@@ -291,7 +266,7 @@ class SeqReader:
             if src.stream is None:
                 return self._read_plain(src, max(want, _MIN_READ))
             return self._read_stream(src)
-        except (OSError, EOFError, zstandard.ZstdError) as exc:
+        except READ_ERRORS as exc:
             msg = f"{self._where}/{src.name}: cannot read: {exc}"
             raise StoreError(msg) from exc
 
@@ -342,10 +317,7 @@ class SeqReader:
             if remember and src.stream is None:
                 self._resume = (src.ino, src.offset, self.after)
             if src.stream is not None:
-                with contextlib.suppress(Exception):
-                    src.stream.close()
-            if src.raw is not None:
-                src.raw.close()
+                src.stream.close()
             os.close(src.fd)
         if self._dir is not None:
             os.close(self._dir)

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import gzip
 import hashlib
-import io
 import itertools
 import os
 import stat
@@ -48,6 +46,7 @@ from typing import Any, Final
 import orjson
 
 from trio_logd.errors import StoreError
+from trio_logd.record import daemon_event, line_seq
 from trio_logd.store import _layout
 from trio_logd.store._chain import (
     CHAIN_SUFFIX,
@@ -58,7 +57,7 @@ from trio_logd.store._chain import (
     line_checks,
     parse_chain,
 )
-from trio_logd.store._line import daemon_event, line_seq
+from trio_logd.store.files import read_whole, rotated_files, suffix_of
 
 __all__ = ["Finding", "Report", "verify_store"]
 
@@ -214,17 +213,10 @@ class _Uid:
 
     def _read(self, name: str) -> bytes:
         fd = self._open(name)
-        with os.fdopen(fd, "rb") as raw:
-            if name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw) as f:
-                    return f.read()
-            if name.endswith(".zst"):
-                import zstandard
-
-                reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
-                with io.BufferedReader(reader) as f:
-                    return f.read()
-            return raw.read()
+        try:
+            return read_whole(fd, suffix_of(name))
+        finally:
+            os.close(fd)
 
     def _current(self) -> tuple[bytes | None, bytes]:
         """The current chain and then the current file, as one consistent pair."""
@@ -243,8 +235,8 @@ class _Uid:
                     same = False
                 if not same:
                     raise _Moved
-            chain = None if chain_fd is None else _read_fd(chain_fd)
-            return chain, _read_fd(data_fd)
+            chain = None if chain_fd is None else read_whole(chain_fd, "")
+            return chain, read_whole(data_fd, "")
         finally:
             os.close(data_fd)
             if chain_fd is not None:
@@ -257,21 +249,13 @@ class _Uid:
         except OSError as exc:
             msg = f"cannot list {self.dir}: {exc.strerror}"
             raise StoreError(msg) from exc
-        best: dict[tuple[int, int, int, int], _layout.RotatedName] = {}
-        for n in names:
-            parsed = _layout.RotatedName.parse(n)
-            if parsed is not None:
-                other = best.get(parsed.key)
-                if other is None or other.suffix == "":
-                    best[parsed.key] = parsed
         chains = {n for n in names if n.endswith(CHAIN_SUFFIX)}
         torn = sorted(
             n for n in names if n.startswith(_layout.TORN_PREFIX) and n.endswith(".chain.partial")
         )
         sealed = self._interrupted(names, chains)
         out: list[_File] = []
-        for key in sorted(best):
-            r = best[key]
+        for r in rotated_files(names):
             plain = r.with_suffix("").format()
             cname = chain_name(plain)
             raw = self._read(cname) if cname in chains else None
@@ -700,18 +684,6 @@ class _Uid:
                         f"chain's seal says {seal.records} and {seal.hash[:16]}…", problem=True,
                         first=seq, last=seq,
                     )  # fmt: skip
-
-
-def _read_fd(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    chunks: list[bytes] = []
-    offset = 0
-    while True:  # the current file may grow while we read: take what is there
-        chunk = os.pread(fd, max(size - offset, 1 << 16), offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
 
 
 def _first(seqs: Sequence[int | None]) -> int | None:

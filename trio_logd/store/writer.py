@@ -8,9 +8,15 @@ housekeeping task calls :meth:`~StoreWriter.rotate`,
 another worker thread. One lock serialises the methods that touch the open
 files, the index of rotated files and the ledger; compressing a file runs
 outside the lock, so a compression never stalls the writer. The writer is
-told what it needs of the lines it appends (``runs``); spare files of coming
-rotations (``_spares``), the jobs that sync outside the lock (``_sync``) and
-the queue of files to compress (``_compression``) are modules of their own.
+told what it needs of the lines it appends (``runs``). It is the lock and the
+public face; each job is a module it calls under the lock: the open files,
+appending and rotating (``_append.Appender``), start-up and recovery
+(``_startup``), retention's deletions and free space (``_deletion``), drop
+counts' files (``_drops``), spare files of coming rotations (``_spares``),
+the jobs that sync outside the lock (``_sync``) and the queue of files to
+compress (``_compression``). What stays here is one thing, the writer's
+public API (the daemon's writer task, housekeeper and helper call it): its
+length is mostly the contract of each method.
 
 Invariants:
 
@@ -41,14 +47,9 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Final
 
 import structlog
@@ -56,116 +57,34 @@ import structlog
 from trio_logd.errors import DiskFull, SeqConflict, StoreError, UnsafeLogDir
 from trio_logd.limits import QuotaLedger
 from trio_logd.peer import PeerCred
-from trio_logd.record import Stamp, daemon_record_line, format_ts
-from trio_logd.store import _layout, _owner, _recover
-from trio_logd.store._chain import CURRENT_CHAIN, ChainWriter, Seal, chain_name
-from trio_logd.store._chainfile import create_chain, read_seal, recover_chain
+from trio_logd.store import _deletion, _layout, _owner, _startup
+from trio_logd.store._append import Appender
 from trio_logd.store._compression import CompressionQueue, CompressJob
+from trio_logd.store._drops import DropFiles
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._recover import epoch_or_now, read_last_seq
+from trio_logd.store._recover import read_last_seq
 from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
-from trio_logd.store.dropstate import (
-    DROPS_DIR,
-    make_drop_file,
-    make_spares,
-    read_drop_file,
-    take_spare,
-    write_drop_file,
-)
+from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
 from trio_logd.store.retention import StoredFile, UidFiles
-from trio_logd.store.runs import LineRun, Run, RunIndex, runs_of_lines
+from trio_logd.store.runs import Run, RunIndex, runs_of_lines
 
-__all__ = ["CompressJob", "Rotation", "StoreWriter", "SyncJob", "UidFile", "read_last_seq"]
+__all__ = [
+    "Appender",
+    "CompressJob",
+    "Rotation",
+    "StoreWriter",
+    "SyncJob",
+    "UidFile",
+    "read_last_seq",
+]
 
 log = structlog.get_logger("trio_logd.store")
 
 _FSYNC_POLICIES: Final = ("never", "batch", "always")
 _COMPRESS: Final = ("none", "gzip", "zstd")
 _UNLIMITED: Final = 1 << 62
-#: A uid whose hash chain could not be made (a full disk) tries again at its
-#: next append, at most this often (seconds): one failing create per second.
-CHAIN_RETRY: Final = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    """One rotation: ``current.jsonl`` of *uid* became the rotated file *name*.
-
-    Attributes:
-        uid: whose file.
-        name: the rotated file's name, uncompressed (``….jsonl``); it gets a
-            ``.zst``/``.gz`` suffix once compressed.
-        first_seq, last_seq: the ``seq`` range of the file.
-        bytes: its size before compression.
-        reason: ``size``, ``age`` or ``quota``.
-        records: its lines (from its chain's seal; 0 without a chain).
-        hash: its chain's final hash, hex (``""`` without a chain).
-    """
-
-    uid: int
-    name: str
-    first_seq: int
-    last_seq: int
-    bytes: int
-    reason: str
-    records: int = 0
-    hash: str = ""
-
-
-@dataclass(slots=True, eq=False)
-class UidFile:
-    """One uid's directory: its open current file and its rotated files."""
-
-    uid: int
-    dir_fd: int
-    #: current.jsonl open for appending; -1 while it could not be (re)opened
-    fd: int
-    #: bytes of complete lines in current.jsonl
-    size: int
-    #: the uid's last seq written (current file or, after a rotation, the rotated file)
-    last_seq: int
-    dirty: bool = False
-    #: a failed write may have left a partial line after ``size``: cut it first
-    needs_trim: bool = False
-    first_seq: int = 0
-    first_ts: bytes = b""
-    last_ts: bytes = b""
-    #: epoch of the current file's first record other than a ``rotated``
-    #: header; ``None`` while it holds none (an idle uid is never rotated by age)
-    records_since: float | None = None
-    #: rotated files by key (name without suffix), in seq order
-    rotated: dict[tuple[int, int, int, int], tuple[RotatedName, int]] = field(default_factory=dict)
-    #: torn tails set aside: name -> (size, mtime)
-    torn: dict[str, tuple[int, float]] = field(default_factory=dict)
-    #: fds of files rotated since the last sync: synced (per policy), then closed
-    retired: list[int] = field(default_factory=list)
-    #: the directory changed (rename, create) since the last sync
-    dir_dirty: bool = False
-    #: the hash chain of current.jsonl (``_chain``); None while it could not be opened
-    chain: ChainWriter | None = None
-    #: the seal of the newest rotated file: where the next chain starts
-    seal: Seal | None = None
-    #: bytes of rotated files' chain files, by key
-    chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
-    #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
-    #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
-    spares: list[int] = field(default_factory=list)
-    #: generation of the newest save in ``log_dir/.drops/<uid>`` (``dropstate``);
-    #: None while that file could not be made (a full disk at registration)
-    drops_gen: int | None = None
-    #: when an append may next try to make a missing chain (``time.monotonic``)
-    chain_retry_at: float = 0.0
-    #: the last seq the previous run gave out (dropped records included), from
-    #: ``log_dir/.drops/<uid>``: numbering goes on past it (``last_seq``)
-    numbered: int = 0
-
-
-@functools.lru_cache(maxsize=8192)
-def _name(n: RotatedName) -> str:
-    """``n.format()``, remembered: retention snapshots every file once a pass."""
-    return n.format()
 
 
 class StoreWriter:
@@ -232,25 +151,28 @@ class StoreWriter:
         self._root: int | None = None
         #: the store's lock (``_owner``), held from open() to close()
         self._lock_fd = -1
-        #: ``log_dir/.drops`` (``dropstate``); None if it could not be made
-        self._drops_dir: int | None = None
-        #: files made ahead in it, for uids registered on a full disk
-        self._drop_spares: list[str] = []
+        #: ``log_dir/.drops`` and the uids' files in it (``dropstate``)
+        self._drops = DropFiles(log_dir, sync=fsync != "never")
         self._euid = os.geteuid()
-        self._files: dict[int, UidFile] = {}
         self._lock = threading.Lock()
-        self._rotations: list[Rotation] = []
-        #: lines of the current append written whole so far (for ``written`` on errors)
-        self._done = 0
-        #: uids with data, rotated files or directory changes not yet synced
-        self._dirty: set[int] = set()
         #: rotated files waiting for compression (thread-safe deque)
         self._compression = CompressionQueue(self, compress, sync=fsync != "never")
         #: spare files of coming rotations (``_spares``)
         self._spares = SparePool()
-        #: current files created, not linked from a spare (a uid's first file, or a
-        #: rotation that found none ready), since start
-        self.files_created = 0
+        #: the open files, appending and rotating (``_append``)
+        self._appender = Appender(
+            fsync=fsync,
+            max_file_bytes=max_file_bytes,
+            max_file_age=max_file_age,
+            compress=compress,
+            ledger=self.ledger,
+            spares=self._spares,
+            compression=self._compression,
+        )
+        #: the open uids (the appender's)
+        self._files = self._appender.files
+        #: uids with data, rotated files or directory changes not yet synced (the appender's)
+        self._dirty = self._appender.dirty
         #: called (any thread) when a dup for a sync, a compression or spare
         #: files found the process out of descriptors (the work waits or is done in place)
         self.on_fd_shortage: Callable[[], None] = lambda: None
@@ -282,7 +204,7 @@ class StoreWriter:
             names = os.listdir(self._root)
         except OSError as exc:
             raise _store_error(exc, f"log_dir {self.log_dir!r}") from exc
-        self._open_drops_dir()
+        self._drops.open_dir(root)
         for name in names:
             if not name.isdigit() or not name.isascii():
                 continue
@@ -300,101 +222,26 @@ class StoreWriter:
         return {uid: uf.last_seq for uid, uf in self._files.items()}
 
     def _open_uid(self, uid: int, *, create: bool) -> UidFile:
-        """Open and recover one uid directory. Call with the lock held."""
+        """Open and recover one uid directory (``_startup``). Call with the lock held."""
         assert self._root is not None, "StoreWriter.open() first"
-        dir_fd = _layout.open_uid_dir(self._root, uid, create=create)
-        try:
-            uf = UidFile(uid=uid, dir_fd=dir_fd, fd=-1, size=0, last_seq=0)
-            self._scan(uf)
-            self._open_current(uf, recover=True)
-        except BaseException:
-            os.close(dir_fd)
-            raise
-        # the mark: the current file's last seq, or the newest rotated file's
-        # (its name says it) when the current file is empty or older
-        if uf.rotated:
-            uf.last_seq = max(uf.last_seq, uf.rotated[max(uf.rotated)][0].last_seq)
+        uf = _startup.recover_uid(self._appender, self._root, uid, create=create)
         self._files[uid] = uf
         self.refused.pop(uid, None)
-        self._open_drops(uf)
-        self.ledger.set(uid, self._disk_bytes(uf))
+        self._drops.open_uid(self._root, uf)
+        self.ledger.set(uid, disk_bytes(uf))
         try:
-            self._repair_high_water(uf)
+            _startup.repair_high_water(self._appender, uf, self.daemon)
         except OSError as exc:
             # the mark stays in the newest rotated file (retention keeps it
             # while current.jsonl is empty); the next append puts it here
             log.warning("high_water_record_deferred", uid=uid, error=exc.strerror)
         return uf
 
-    def _open_drops_dir(self) -> None:
-        """Open (making it) ``log_dir/.drops``; a failure is logged (counts stay in memory)."""
-        assert self._root is not None
-        if self._drops_dir is not None:
-            return
-        what = f"{self.log_dir}/{DROPS_DIR}"
-        try:
-            self._drops_dir = _layout.open_dir(self._root, DROPS_DIR, create=True, what=what)
-            self._drop_spares = make_spares(self._drops_dir, what=what)
-        except (OSError, UnsafeLogDir) as exc:
-            log.warning("drops_state_unavailable", error=str(exc))
-
-    def _open_drops(self, uf: UidFile) -> None:
-        """Make the uid's file in ``log_dir/.drops`` while there is room (``dropstate``)."""
-        if uf.drops_gen is not None:
-            return
-        self._open_drops_dir()
-        if self._drops_dir is None:
-            return
-        try:
-            uf.drops_gen = make_drop_file(self._drops_dir, str(uf.uid), what=self._drops_what(uf))
-        except (OSError, UnsafeLogDir) as exc:
-            # no room (a uid first seen on a full disk): a file made at start
-            if take_spare(self._drops_dir, self._drop_spares, str(uf.uid)):
-                uf.drops_gen = 0
-                return
-            log.warning("drops_state_unavailable", uid=uf.uid, error=str(exc))
-
-    def _drops_what(self, uf: UidFile) -> str:
-        return f"{self.log_dir}/{DROPS_DIR}/{uf.uid}"
-
-    def _scan(self, uf: UidFile) -> None:
-        """Index rotated files and torn tails; finish or undo unfinished compressions."""
-        scan = _recover.scan_uid_dir(uf.dir_fd, self._suffix())
-        uf.rotated.update(scan.rotated)
-        uf.torn.update(scan.torn)
-        uf.chains.update(scan.chains)
-        if self.compress != "none":
-            for name in scan.uncompressed:
-                self._compression.add(uf.uid, name)
-
-    def _suffix(self) -> str:
-        return _layout.COMPRESSED_SUFFIXES.get(self.compress, "")
-
-    def _open_current(self, uf: UidFile, *, recover: bool = False) -> None:
-        """Open (creating) current.jsonl; at start also cut a torn tail and read its bounds."""
-        what = f"{uf.uid}/{_layout.CURRENT}"
-        fd = -1 if recover else self._spares.link(uf, _layout.CURRENT)
-        if fd < 0:
-            if not recover:
-                self.files_created += 1
-            fd = _layout.open_file(
-                uf.dir_fd, _layout.CURRENT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=what
-            )
-        try:
-            size = os.fstat(fd).st_size
-            if size and recover:
-                size = self._recover_current(uf, fd, size)
-            elif size:
-                # reopened after a failed rotation: someone else's file? refuse to append
-                msg = f"{what}: appeared with {size} bytes while the daemon had it rotated"
-                raise UnsafeLogDir(msg)
-        except BaseException:
-            os.close(fd)
-            raise
-        uf.fd = fd
-        uf.size = size
-        self._changed_dir(uf)
-        self._open_chain(uf, recover=recover)
+    @property
+    def files_created(self) -> int:
+        """Current files created, not linked from a spare (a uid's first file, or a
+        rotation that found none ready), since start."""
+        return self._appender.files_created
 
     # -- spare files (``_spares``) ------------------------------------------
 
@@ -457,101 +304,6 @@ class StoreWriter:
             made += self.add_spares(uid, fds, ino) > 0
         return made
 
-    def _open_chain(self, uf: UidFile, *, recover: bool) -> None:
-        """Open current.chain beside the current.jsonl just opened (``_chain``).
-
-        A chain that cannot be made leaves the file unchained (logged, and
-        reported by ``logq --verify``): records are never refused for it.
-        """
-        what = f"{uf.uid}/{CURRENT_CHAIN}"
-        chain: ChainWriter | None = None
-        try:
-            if recover:
-                uf.seal = self._newest_seal(uf)
-                chain, aside = recover_chain(uf.dir_fd, uf.uid, uf.size, uf.seal, what=what)
-                if aside is not None:
-                    uf.torn[aside[0]] = (aside[1], time.time())
-                    log.warning("chain_set_aside", uid=uf.uid, file=aside[0])
-            else:
-                spare = self._spares.take(uf)
-                chain = create_chain(uf.dir_fd, uf.uid, uf.seal, what=what, spare=spare)
-                self.ledger.add(uf.uid, chain.size)
-        except (OSError, UnsafeLogDir) as exc:
-            log.error("chain_unavailable", uid=uf.uid, error=str(exc))
-        uf.chain = chain
-
-    def _retry_chain(self, uf: UidFile) -> None:
-        """A chain that could not be made earlier (a full disk): make it now.
-
-        Records already in ``current.jsonl`` are chained as at a start after
-        a crash (``recovered``): the chain vouches for them from now on.
-        """
-        uf.chain_retry_at = time.monotonic() + CHAIN_RETRY
-        self._open_chain(uf, recover=True)
-        if uf.chain is not None:
-            self.ledger.set(uf.uid, self._disk_bytes(uf))
-            self._changed_dir(uf)
-            log.info("chain_made", uid=uf.uid)
-
-    def _newest_seal(self, uf: UidFile) -> Seal | None:
-        """The newest rotated file's seal (hash ``""`` when it has no chain); ``None``: none."""
-        if not uf.rotated:
-            return None
-        newest, _size = uf.rotated[max(uf.rotated)]
-        name = newest.with_suffix("").format()
-        found = read_seal(uf.dir_fd, name)
-        if found is not None:
-            return found
-        return Seal(name, newest.first_seq, newest.last_seq, 0, 0, "")
-
-    def _recover_current(self, uf: UidFile, fd: int, size: int) -> int:
-        cur = _recover.recover_current(uf.dir_fd, fd, size)
-        if cur.torn is not None:
-            name, nbytes = cur.torn
-            uf.torn[name] = (nbytes, time.time())
-            log.warning("torn_tail_set_aside", uid=uf.uid, file=name, bytes=nbytes)
-        uf.last_seq, uf.last_ts = cur.last_seq, cur.last_ts
-        uf.first_seq, uf.first_ts = cur.first_seq, cur.first_ts
-        uf.records_since = cur.records_since
-        return cur.size
-
-    def _repair_high_water(self, uf: UidFile) -> None:
-        """A crash between a rotation and its ``rotated`` record: write that record now."""
-        if not uf.rotated:
-            return
-        newest, _size = uf.rotated[max(uf.rotated)]
-        if uf.size > 0 and uf.last_seq > newest.last_seq:
-            return
-        if uf.fd < 0:
-            return
-        seq = uf.last_seq + 1
-        name = newest.with_suffix("").format()
-        stamp = Stamp(PeerCred(self.daemon.pid, uf.uid, self.daemon.gid))
-        seal = read_seal(uf.dir_fd, name)
-        sealed = {} if seal is None else {"records": seal.records, "hash": seal.hash}
-        ts = format_ts(time.time()).encode()
-        line = daemon_record_line(
-            ts,
-            seq,
-            stamp,
-            "rotated",
-            msg=f"rotated {name} (its record written at start, after a crash)",
-            file=name,
-            first_seq=newest.first_seq,
-            last_seq=newest.last_seq,
-            reason="recovered",
-            **sealed,
-        )
-        self._done = 0
-        at = RunIndex([LineRun((line,), seq, ts, "rotated")])
-        try:
-            self._write(uf, [line], at, 0)
-        except OSError:
-            self._cut_partial(uf, [line], at, 0)  # nothing half written stays
-            raise
-        if self.fsync != "never":
-            os.fdatasync(uf.fd)
-
     def last_seq(self, uid: int) -> int | None:
         """Return the last ``seq`` written for *uid* (0 for a uid never seen).
 
@@ -590,22 +342,8 @@ class StoreWriter:
         Raises:
             Nothing: a file that cannot be read is logged and skipped.
         """
-        out: dict[int, dict[str, int]] = {}
         with self._lock:
-            for uid, uf in self._files.items():
-                if uf.drops_gen is None or self._drops_dir is None:
-                    continue
-                try:
-                    uf.drops_gen, counts, seq = read_drop_file(
-                        self._drops_dir, str(uid), what=self._drops_what(uf)
-                    )
-                except (OSError, UnsafeLogDir) as exc:
-                    log.warning("drops_state_unreadable", uid=uid, error=str(exc))
-                    continue
-                if counts:
-                    out[uid] = counts
-                    uf.numbered = max(uf.numbered, seq)
-        return out
+            return self._drops.load(self._files)
 
     def save_drops(self, uid: int, counts: dict[str, int], seq: int, *, sync: bool = True) -> bool:
         """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
@@ -623,25 +361,8 @@ class StoreWriter:
             uf = self._files.get(uid)
             if uf is None:
                 return not counts
-            self._open_drops(uf)
-            if uf.drops_gen is None or self._drops_dir is None:
-                return False
-            gen = uf.drops_gen + 1
-            try:
-                write_drop_file(
-                    self._drops_dir,
-                    str(uid),
-                    gen,
-                    counts,
-                    seq,
-                    sync=sync and self.fsync != "never",
-                    what=self._drops_what(uf),
-                )
-            except (OSError, UnsafeLogDir) as exc:
-                log.warning("drops_state_write_failed", uid=uid, error=str(exc))
-                return False
-            uf.drops_gen = gen
-            return True
+            assert self._root is not None, "StoreWriter.open() first"
+            return self._drops.save(self._root, uf, counts, seq, sync=sync)
 
     # -- writing ----------------------------------------------------------
 
@@ -686,12 +407,12 @@ class StoreWriter:
             raise full
         at = RunIndex(runs if runs is not None else runs_of_lines(lines, last_seq))
         with self._lock:
-            self._done = 0
+            self._appender.done = 0
             uf = self._files.get(uid)
             try:
                 if uf is None:
                     uf = self._open_uid(uid, create=True)
-                    self._done = 0  # a high-water record written there is not one of these
+                    self._appender.done = 0  # a high-water record written there is not one of these
                 first = at.seq(0)
                 if first <= uf.last_seq:
                     msg = (
@@ -699,266 +420,21 @@ class StoreWriter:
                         f"last seq on disk ({uf.last_seq}): not written"
                     )
                     raise SeqConflict(msg, uid=uid, mark=uf.last_seq)
-                if uf.fd < 0:
-                    self._open_current(uf)
-                if uf.chain is None and time.monotonic() >= uf.chain_retry_at:
-                    self._retry_chain(uf)
-                if uf.needs_trim:
-                    os.ftruncate(uf.fd, uf.size)
-                    uf.needs_trim = False
-                if (
-                    uf.records_since is not None
-                    and self.max_file_age
-                    and time.time() - uf.records_since >= self.max_file_age
-                ):
-                    self._rotate(uf, "age")
-                    self._open_current(uf)
-                data = lines[0] if len(lines) == 1 else b"".join(lines)
-                if uf.size + len(data) <= self.max_file_bytes:
-                    self._write(uf, lines, at, 0, data)
-                else:
-                    self._write_rotating(uf, lines, at, data)
+                self._appender.add(uf, lines, at)
             except (UnsafeLogDir, SeqConflict) as exc:
-                exc.written = self._done  # type: ignore[union-attr]
+                exc.written = self._appender.done  # type: ignore[union-attr]
                 raise
             except OSError as exc:
-                written = self._done  # whole writes before the failure (an earlier file)
+                written = self._appender.done  # whole writes before the failure (an earlier file)
                 if uf is not None and uf.fd >= 0:
-                    written += self._cut_partial(uf, lines, at, written)
+                    written += self._appender.cut_partial(uf, lines, at, written)
                 err = _store_error(exc, f"writing uid {uid}")
                 err.written = written  # type: ignore[attr-defined]
                 raise err from exc
             if self.fsync == "always":
                 self._sync_locked()
 
-    def _write(
-        self,
-        uf: UidFile,
-        lines: Sequence[bytes],
-        at: RunIndex,
-        start: int,
-        data: bytes | memoryview | None = None,
-    ) -> int:
-        """Write *lines* (joined: *data*) to the open current file; return how many (all).
-
-        *lines* are lines ``start…`` of those *at* describes.
-
-        On an error ``uf.size`` still counts only what was there before:
-        :meth:`_cut_partial` deals with the bytes that made it.
-        """
-        if data is None:
-            data = lines[0] if len(lines) == 1 else b"".join(lines)
-        _layout.write_all(uf.fd, data)
-        uf.size += len(data)
-        self._spares.note_write(uf, len(data), uf.size, self.max_file_bytes)
-        self.ledger.add(uf.uid, len(data))
-        stop = start + len(lines)
-        last_seq = self._note_written(uf, at, start, stop)
-        if uf.chain is not None:
-            chained = uf.chain.add(lines, data, last_seq, at.seq(start))
-            if chained:
-                self.ledger.add(uf.uid, chained)
-        self._done += len(lines)
-        return len(lines)
-
-    def _note_written(self, uf: UidFile, at: RunIndex, start: int, stop: int) -> int:
-        """Note lines ``start…stop`` of *at* written to *uf*; return the last one's ``seq``."""
-        if not uf.first_ts:
-            uf.first_seq = at.seq(start)
-            uf.first_ts = at.ts(start)
-        if uf.records_since is None:
-            i = at.first_record(start, stop)
-            if i is not None:
-                uf.records_since = epoch_or_now(at.ts(i))
-        uf.last_ts = at.ts(stop - 1)
-        uf.last_seq = last_seq = at.seq(stop - 1)
-        if not uf.dirty:
-            uf.dirty = True
-            self._dirty.add(uf.uid)
-        return last_seq
-
-    def _write_rotating(
-        self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, data: bytes
-    ) -> int:
-        """Write *lines* (joined: *data*; described by *at*), rotating between two of
-        them whenever the next would overflow.
-
-        A file always takes its first record, however long (a ``rotated``
-        header does not count as one). The split points are found in *data*
-        (the last line feed that fits, and a count of those before it), so a
-        round costs no loop over its lines, and its pieces are written from
-        views of *data*, not joined again.
-        """
-        written = 0
-        view = memoryview(data)
-        n = len(lines)
-        has_records = uf.records_since is not None
-        c = i = 0  # lines[c:i]: taken for the current file, not written yet...
-        oc = oi = 0  # ...data[oc:oi]
-        fsize = uf.size
-        while i < n:
-            if not has_records:  # up to and including the first record: taken as they are
-                k = at.first_record(i, n)
-                stop = n if k is None else k + 1
-                oi += sum(len(line) for line in lines[i:stop])
-                i = stop
-                has_records = k is not None
-                continue
-            # the longest run from i that still fits: lines ending at or before `limit`
-            limit = min(oc + self.max_file_bytes - fsize, len(data))
-            end = data.rfind(b"\n", oi, limit) + 1 if limit > oi else 0
-            if end > oi:
-                i += data.count(b"\n", oi, end)
-                oi = end
-                if i < n:
-                    continue
-                break
-            if i > c:
-                written += self._write(uf, lines[c:i], at, c, view[oc:oi])
-            self._rotate(uf, "size")
-            self._open_current(uf)
-            fsize = uf.size
-            c, oc = i, oi
-            has_records = False
-        if i > c:
-            written += self._write(uf, lines[c:i], at, c, view[oc:oi])
-        return written
-
-    def _cut_partial(self, uf: UidFile, lines: Sequence[bytes], at: RunIndex, start: int) -> int:
-        """After a failed write of ``lines[start:]`` (described by *at*), cut the file back
-        to its last complete line.
-
-        Returns:
-            How many of ``lines[start:]`` made it whole before the failure (they stay).
-        """
-        unwritten = lines[start:]
-        try:
-            actual = os.fstat(uf.fd).st_size
-        except OSError:
-            uf.needs_trim = True
-            return 0
-        extra = actual - uf.size  # bytes of the failed write that reached the file
-        whole = done = 0
-        for line in unwritten:
-            if done + len(line) > extra:
-                break
-            done += len(line)
-            whole += 1
-        good = uf.size + done
-        if good != actual:
-            try:
-                os.ftruncate(uf.fd, good)
-            except OSError:
-                uf.needs_trim = True  # cut before the next write, or at the next start
-        uf.size = good
-        if whole:
-            kept = unwritten[:whole]
-            last_seq = self._note_written(uf, at, start, start + whole)
-            if uf.chain is not None:
-                uf.chain.add(kept, b"".join(kept), last_seq, at.seq(start))
-        self.ledger.set(uf.uid, self._disk_bytes(uf))
-        return whole
-
-    def _disk_bytes(self, uf: UidFile) -> int:
-        return (
-            uf.size
-            + (uf.chain.size if uf.chain is not None else 0)
-            + sum(size for _, size in uf.rotated.values())
-            + sum(uf.chains.values())
-            + sum(size for size, _ in uf.torn.values())
-        )
-
     # -- rotation ---------------------------------------------------------
-
-    def _rotate(self, uf: UidFile, reason: str) -> Rotation | None:
-        """Rename current.jsonl to its rotated name; the caller reopens a new one.
-
-        Raises:
-            OSError: the rename (or a sync) failed; nothing changed.
-        """
-        if uf.fd < 0 or uf.size == 0:
-            return None
-        name = RotatedName(
-            uf.first_seq,
-            uf.last_seq,
-            math.floor(epoch_or_now(uf.first_ts)),
-            math.ceil(epoch_or_now(uf.last_ts)),
-            "",
-        )
-        final = name.format()
-        try:
-            os.stat(final, dir_fd=uf.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            msg = f"uid directory {uf.uid}: {final} exists already; not rotating over it"
-            raise UnsafeLogDir(msg)
-        chain = uf.chain
-        seal = None
-        if chain is not None:
-            seal, chained = chain.seal(final, uf.first_seq, uf.last_seq, uf.size)
-            self.ledger.add(uf.uid, chained)
-        try:
-            os.rename(_layout.CURRENT, final, src_dir_fd=uf.dir_fd, dst_dir_fd=uf.dir_fd)
-        except BaseException:
-            if chain is not None:
-                chain.unseal()  # nothing rotated: the chain goes on
-            raise
-        if chain is not None:
-            self._retire_chain(uf, chain, name)
-        # its data and the rename are synced with the round (before anything in
-        # it is acknowledged), not here: a rotation costs no extra sync
-        if self.fsync == "never":
-            os.close(uf.fd)
-        else:
-            uf.retired.append(uf.fd)
-        self._changed_dir(uf)
-        rot = Rotation(
-            uf.uid,
-            final,
-            uf.first_seq,
-            uf.last_seq,
-            uf.size,
-            reason,
-            records=seal.records if seal is not None else 0,
-            hash=seal.hash if seal is not None else "",
-        )
-        uf.seal = seal or Seal(final, uf.first_seq, uf.last_seq, 0, uf.size, "")
-        uf.rotated[name.key] = (name, uf.size)
-        uf.fd = -1
-        uf.size = 0
-        uf.dirty = False
-        uf.first_seq = 0
-        uf.first_ts = uf.last_ts = b""
-        uf.records_since = None
-        self._rotations.append(rot)
-        if self.compress != "none":
-            self._compression.add(uf.uid, name)
-        return rot
-
-    def _retire_chain(self, uf: UidFile, chain: ChainWriter, name: RotatedName) -> None:
-        """The sealed chain follows its file to the rotated name; synced with the round."""
-        uf.chain = None
-        try:
-            os.rename(
-                CURRENT_CHAIN,
-                chain_name(name.format()),
-                src_dir_fd=uf.dir_fd,
-                dst_dir_fd=uf.dir_fd,
-            )
-        except OSError as exc:  # left as current.chain: the next start moves it (it is sealed)
-            log.error("chain_rename_failed", uid=uf.uid, error=exc.strerror)
-        else:
-            uf.chains[name.key] = chain.size
-        if self.fsync == "never":
-            os.close(chain.fd)
-        else:
-            uf.retired.append(chain.fd)
-
-    def _changed_dir(self, uf: UidFile) -> None:
-        if self.fsync != "never":
-            uf.dir_dirty = True
-            self._dirty.add(uf.uid)
 
     def rotate(self, uid: int, reason: str) -> Rotation | None:
         """Rotate *uid*'s current file now (quota, age), if it holds anything.
@@ -975,9 +451,9 @@ class StoreWriter:
             if uf is None:
                 return None
             try:
-                rot = self._rotate(uf, reason)
+                rot = self._appender.rotate(uf, reason)
                 if rot is not None:
-                    self._open_current(uf)
+                    self._appender.open_current(uf)
                 self._sync_locked()
             except OSError as exc:
                 raise _store_error(exc, f"rotating uid {uid}") from exc
@@ -1021,7 +497,7 @@ class StoreWriter:
     def take_rotations(self) -> list[Rotation]:
         """Return (and forget) the rotations done by :meth:`append` since the last call."""
         with self._lock:
-            out, self._rotations = self._rotations, []
+            out, self._appender.rotations = self._appender.rotations, []
         return out
 
     # -- compression and retention (the housekeeping thread) ---------------
@@ -1099,105 +575,23 @@ class StoreWriter:
             if uf is not None:
                 if name.key in uf.rotated:
                     uf.rotated[name.key] = (new, size)
-                self.ledger.set(uid, self._disk_bytes(uf))
+                self.ledger.set(uid, disk_bytes(uf))
 
     def snapshot(self) -> list[UidFiles]:
         """What retention decides on: every uid's files, oldest first."""
         with self._lock:
-            out = []
-            for uid, uf in self._files.items():
-                files = [
-                    StoredFile(uid, name, size, mtime, 0)
-                    for name, (size, mtime) in sorted(uf.torn.items())
-                ]
-                files.extend(
-                    StoredFile(
-                        uid,
-                        _name(n),
-                        size + uf.chains.get(n.key, 0),
-                        float(n.last_time),
-                        n.last_seq,
-                    )
-                    for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
-                )
-                beside = uf.chain.size if uf.chain is not None else 0
-                out.append(UidFiles(uid, uf.size, tuple(files), beside))
-            return out
+            return _deletion.snapshot(self._files)
 
     def delete(self, files: Sequence[StoredFile], rules: Sequence[str] = ()) -> int:
-        """Delete files chosen by retention; return the bytes freed.
+        """Delete files chosen by retention; return the bytes freed (``_deletion.delete``).
 
         *rules* names, file by file, the retention rule that chose each
         (``Plan.rules``); it goes into the deletion mark.
-
-        A file already gone (or renamed by compression since the snapshot)
-        is looked up by its seq range; the current file is never deleted.
-        Before a rotated file goes, its deletion is marked in the uid's
-        current chain (with the file's seal), so that ``logq --verify`` can
-        tell retention from removal; its chain file goes first, then the file.
         """
-        freed = 0
         with self._lock:
-            self._mark_deleted(files, rules)
-            for f in files:
-                uf = self._files.get(f.uid)
-                if uf is None:
-                    continue
-                name, size = f.name, f.size
-                parsed = RotatedName.parse(f.name)
-                if parsed is not None:
-                    entry = uf.rotated.get(parsed.key)
-                    if entry is None:
-                        continue
-                    name, size = entry[0].format(), entry[1]
-                elif f.name not in uf.torn:
-                    continue
-                if parsed is not None and parsed.key in uf.chains:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(chain_name(parsed.with_suffix("").format()), dir_fd=uf.dir_fd)
-                    size += uf.chains.pop(parsed.key)
-                try:
-                    os.unlink(name, dir_fd=uf.dir_fd)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    log.error("delete_failed", uid=f.uid, file=name, error=exc.strerror)
-                    continue
-                if parsed is not None:
-                    del uf.rotated[parsed.key]
-                else:
-                    del uf.torn[f.name]
-                self.ledger.set(f.uid, self._disk_bytes(uf))
-                freed += size
-            if self.fsync != "never":
-                for uid in {f.uid for f in files}:
-                    uf = self._files.get(uid)
-                    if uf is not None:
-                        with contextlib.suppress(OSError):
-                            _layout.fsync_dir(uf.dir_fd)
-        return freed
-
-    def _mark_deleted(self, files: Sequence[StoredFile], rules: Sequence[str]) -> None:
-        """Mark the rotated files about to be deleted in their uid's current chain (synced)."""
-        by_uid: dict[int, list[tuple[Seal, str | None]]] = {}
-        for i, f in enumerate(files):
-            uf = self._files.get(f.uid)
-            parsed = RotatedName.parse(f.name)
-            if uf is None or uf.chain is None or parsed is None or parsed.key not in uf.rotated:
-                continue
-            name = parsed.with_suffix("").format()
-            seal = read_seal(uf.dir_fd, name) if parsed.key in uf.chains else None
-            rule = rules[i] if i < len(rules) else None
-            by_uid.setdefault(f.uid, []).append(
-                (seal or Seal(name, parsed.first_seq, parsed.last_seq, 0, 0, ""), rule)
+            return _deletion.delete(
+                self._files, self.ledger, files, rules, sync=self.fsync != "never"
             )
-        for uid, seals in by_uid.items():
-            uf = self._files[uid]
-            assert uf.chain is not None
-            self.ledger.add(uid, uf.chain.mark_deleted(seals))
-            if self.fsync != "never":  # the mark is on disk before the file is gone
-                with contextlib.suppress(OSError):
-                    os.fdatasync(uf.chain.fd)
 
     def flush_chains(self) -> None:
         """Write every current chain's pending block (the housekeeper, once a second)."""
@@ -1223,8 +617,7 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        st = self._statvfs()
-        return st.f_bavail * st.f_frsize
+        return _deletion.free_bytes(self._statvfs())
 
     def writable_bytes(self) -> int:
         """Bytes an append may take now on the file system of ``log_dir`` (a cheap check).
@@ -1236,10 +629,7 @@ class StoreWriter:
         Raises:
             StoreError: ``statvfs`` failed.
         """
-        st = self._statvfs()
-        if st.f_flag & os.ST_RDONLY:
-            return 0
-        return (st.f_bfree if self._euid == 0 else st.f_bavail) * st.f_frsize
+        return _deletion.writable_bytes(self._statvfs(), root=self._euid == 0)
 
     def _statvfs(self) -> os.statvfs_result:
         assert self._root is not None, "StoreWriter.open() first"
@@ -1372,9 +762,7 @@ class StoreWriter:
                     os.close(uf.dir_fd)
                 self._files.clear()
                 self._spares.files = 0
-                if self._drops_dir is not None:
-                    os.close(self._drops_dir)
-                    self._drops_dir = None
+                self._drops.close()
                 if self._root is not None:
                     os.close(self._root)
                     self._root = None
