@@ -22,6 +22,11 @@ included, output to /dev/null):
 * ``logq --uid 1000 --after-cursor C``: a cursor 100 records before the end
   (time and files opened: it seeks), and ``--after-cursor C -n 100`` from a
   cursor in the middle of the uid's records;
+* journalctl's selection, each against ``-n 100`` (target: within 2x):
+  ``-n 100 comm=web`` (a field every record has), ``-n 100 sev=err`` (1 %
+  of the records), ``-n 100 -t web``, and ``-n 100 -u web`` (no record of
+  this store names a unit: the whole uid is read, the worst case);
+  ``-F sev`` and ``-F pid`` (5 and 201 values in 1 M records, target 2 s);
 * for comparison: ``zstdcat … | grep`` over the same files, ``logq`` with no
   filter (everything, as JSON) and a naive record-by-record scan
   (``read_uid_records`` + JSON decode + regex on every record).
@@ -248,6 +253,31 @@ def _cursor(offline: list[str], uid_dir: Path, seq_back: int | None = None) -> s
     return Cursor(rec["ts"], (Position(BIG_UID, seq, uid_dir.stat().st_ino),)).encode()
 
 
+#: journalctl's selection (``query.matches``): row key, argv after the base, label, target.
+_SELECTION: list[tuple[str, tuple[str, ...], str, str]] = [
+    ("match_n100", ("-n", "100", "comm=web"), "-n 100 comm=web", "<= 2x -n 100"),
+    ("match_rare_n100", ("-n", "100", "sev=err"), "-n 100 sev=err (1 %)", "<= 2x -n 100"),
+    ("identifier_n100", ("-n", "100", "-t", "web"), "-n 100 -t web", "<= 2x -n 100"),
+    ("unit_n100", ("-n", "100", "-u", "web"), "-n 100 -u web (no unit: all read)", ""),
+    ("field_sev", ("-F", "sev"), "-F sev (5 values)", "<= 2 s"),
+    ("field_pid", ("-F", "pid"), "-F pid (201 values)", "<= 2 s"),
+]
+_SELECTION_ROWS = [
+    (f"{key}_{where}", f"{label} ({'daemon' if where == 'online' else '--directory'})", target)
+    for key, _, label, target in _SELECTION
+    for where in ("online", "offline")
+]
+
+
+def _selection_rows(online: list[str], offline: list[str], runs: int) -> dict[str, list[float]]:
+    """Each selection query through the daemon, then offline."""
+    rows: dict[str, list[float]] = {}
+    for key, argv, _, _ in _SELECTION:
+        rows[f"{key}_online"], _ = _time([*online, *argv], runs)
+        rows[f"{key}_offline"], _ = _time([*offline, *argv], runs)
+    return rows
+
+
 def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})"
 
@@ -272,6 +302,7 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         rows["grep_online"], _ = _time([*online, "--grep", TOKEN], runs)
         rows["grep_offline"], _ = _time([*offline, "--grep", TOKEN], runs)
         rows["grep_no_literal_online"], _ = _time([*online, "--grep", "(?i)econnreset"], runs)
+        rows.update(_selection_rows(online, offline, runs))
         rows["since_1h_online"], err = _time([*online, "--since", last_hour, "--stats"], runs)
         since_stats = _stats(err)
         near_end = _cursor(offline, uid_dir, 100)
@@ -289,6 +320,9 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         matches = _count([*online, "--grep", TOKEN])
         assert matches == _count([*offline, "--grep", TOKEN])
         assert _count([*online, "-n", "100"]) == 100
+        assert _count([*online, "-n", "100", "comm=web"]) == 100
+        assert _count([*online, "-n", "100", "sev=err"]) == 100
+        assert _count([*online, "-F", "sev"]) == len(set(_SEVS))
     zst = " ".join(str(uid_dir / n) for n in uid_files if n.endswith(".zst"))
     shell = f"(zstdcat -q {zst}; cat {uid_dir / CURRENT}) | grep -c {TOKEN}"
     rows["zstdcat_grep"], _ = _time(["sh", "-c", shell], runs)
@@ -318,6 +352,8 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
           f"{matches} matches")  # fmt: skip
     print(f"  --grep {TOKEN} (--directory){_fmt(rows['grep_offline'])}")
     print(f"  --grep (?i)econnreset (daemon) {_fmt(rows['grep_no_literal_online'])}   no prefilter")
+    for key, label, target in _SELECTION_ROWS:
+        print(f"  {label:<31}{_fmt(rows[key])}   {target}")
     print(f"  --since last hour (daemon)     {_fmt(rows['since_1h_online'])}   "
           f"{since_stats['records']} records, opened {since_stats['files_opened']} of "
           f"{len(uid_files)} files ({since_stats['files_skipped']} skipped by name)")  # fmt: skip

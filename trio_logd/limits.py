@@ -673,6 +673,10 @@ class QuotaLedger:
         """Return the bytes all uids' files use."""
         return self._total
 
+    def usages(self) -> dict[int, int]:
+        """Return every uid's bytes (a copy; uids using none left out)."""
+        return dict(self._used)
+
     def over_quota(self, uid: int, quota: int) -> int:
         """Return how many bytes *uid* is over *quota* (``0`` when within it)."""
         return max(0, self._used.get(uid, 0) - quota)

@@ -34,6 +34,7 @@ from trio_logd.protocol.control import decode_response
 from trio_logd.query.boots import Boot, boots_from_answer, daemon_uid, read_boots
 from trio_logd.query.cursor import CursorRequest, place
 from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
+from trio_logd.query.matches import Selection, parse_matches, unit_pattern, value_printer
 from trio_logd.query.output import FORMATS, make_formatter
 from trio_logd.query.timespec import parse_time, ts_bound
 
@@ -129,6 +130,10 @@ def spec_from_args(args: argparse.Namespace, *, now: float | None = None) -> Que
     if args.all and args.uid:
         msg = "--all and --uid: give one or the other"
         raise _Usage(msg)
+    select = selection_from_args(args)
+    if select.field is not None and (args.follow or args.lines is not None):
+        msg = "--field lists every value of the selection once: it cannot be used with -n or -f"
+        raise _Usage(msg)
     try:
         return QuerySpec(
             uids=tuple(dict.fromkeys(_uid(u) for u in args.uid or ())),
@@ -141,6 +146,35 @@ def spec_from_args(args: argparse.Namespace, *, now: float | None = None) -> Que
             case_sensitive=None if args.case_sensitive is None else _yes_no(args.case_sensitive),
             lines=lines,
             follow=args.follow,
+            select=select,
+        )
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
+
+
+def selection_from_args(args: argparse.Namespace) -> Selection:
+    """The matches, units, identifiers and ``-F`` field of the arguments.
+
+    A positional word that is a path and no match (``logq /usr/sbin/sshd``)
+    means ``exe=`` that path, resolved, as in journalctl.
+
+    Raises:
+        _Usage: a word that is not ``FIELD=VALUE``, ``+`` or a path.
+    """
+    words = [
+        f"exe={os.path.realpath(w)}" if w.startswith("/") and "=" not in w else w
+        for w in args.matches
+    ]
+    try:
+        groups = parse_matches(words)
+        return Selection.from_request(
+            Selection(
+                matches=groups,
+                units=tuple(unit_pattern(u) for u in args.unit or ()),
+                user_units=tuple(unit_pattern(u) for u in args.user_unit or ()),
+                identifiers=tuple(args.identifier or ()),
+                field=args.field,
+            ).to_request()
         )
     except ValueError as exc:
         raise _Usage(str(exc)) from None
@@ -163,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sel.add_argument("--all", action="store_true", help="records of every uid (readers, root)")
     sel.add_argument("--pid", action="append", metavar="PID", help="records of this pid; repeat")
+    sel.add_argument(
+        "matches", nargs="*", metavar="FIELD=VALUE",
+        help=(
+            "records whose FIELD (a record field, or fields.NAME for a sender's) is VALUE; "
+            "the same field again: either value; different fields: both; '+' between "
+            "groups: either group"
+        ),
+    )  # fmt: skip
+    sel.add_argument(
+        "-u", "--unit", action="append", metavar="UNIT",
+        help="records of this systemd unit or slice (a glob; NAME means NAME.service); repeat",
+    )  # fmt: skip
+    sel.add_argument(
+        "--user-unit", action="append", metavar="UNIT",
+        help="records of this unit of a user's own systemd (a glob); repeat",
+    )  # fmt: skip
+    sel.add_argument(
+        "-t", "--identifier", action="append", metavar="APP",
+        help="records whose sender claimed this app name (syslog tag); repeat",
+    )  # fmt: skip
     sel.add_argument(
         "-S", "--since", metavar="T",
         help="at or after T: 2026-11-27, '2026-11-27 21:47', 21:47, -1h, today, yesterday, @EPOCH",
@@ -195,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
         "only), json (records as stored), json-pretty, verbose (every field)",
     )  # fmt: skip
     out.add_argument("--no-pager", action="store_true", help="never pipe output into a pager")
+    out.add_argument(
+        "-F", "--field", metavar="FIELD",
+        help="print each value FIELD takes in the selection, once (not records)",
+    )  # fmt: skip
+    out.add_argument(
+        "--disk-usage", action="store_true",
+        help="print the disk space your records take (every uid's for readers and root)",
+    )  # fmt: skip
     out.add_argument(
         "--stats", action="store_true", help="at the end, print what the query read, on stderr"
     )
@@ -431,6 +493,60 @@ def _verify_summary(report: Report, directory: str) -> str:
     return f"OK: {checked}: every chain intact" + (f" ({_count(notes, 'note')})" if notes else "")
 
 
+def run_disk_usage(args: argparse.Namespace) -> int:
+    """``logq --disk-usage``: the bytes of the caller's files, or every uid's (readers, root)."""
+    if args.follow or args.matches:
+        msg = "--disk-usage prints one figure: it takes no matches and cannot be used with -f"
+        raise _Usage(msg)
+    if args.directory is not None:
+        from trio_logd.store.usage import disk_usage  # only this path needs it
+
+        uids = None if args.all else list(dict.fromkeys(_uid(u) for u in args.uid or ()))
+        usage = disk_usage(args.directory, uids or (None if args.all else [os.getuid()]))
+    else:
+        path = args.socket or configured_path(args.config, "control_socket")
+        wanted = list(dict.fromkeys(_uid(u) for u in args.uid or ()))
+        reply = (
+            request_one(path, "disk_usage", uids=wanted)
+            if wanted
+            else request_one(path, "disk_usage")
+        )
+        if reply.get("type") != "ok":
+            _err(str(reply.get("error")))
+            return EXIT_FAIL
+        usage = {int(uid): int(n) for uid, n in reply["uids"]}
+    out = sys.stdout
+    if args.output == "json":
+        total = sum(usage.values())
+        items = [{"uid": uid, "bytes": n} for uid, n in sorted(usage.items())]
+        out.write(orjson.dumps({"uids": items, "total": total}).decode() + "\n")
+    else:
+        out.write(usage_line(usage) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def usage_line(usage: dict[int, int]) -> str:
+    """``--disk-usage``'s sentence, as journalctl's ("… take up 1.2G in the file system.")."""
+    total = _size(sum(usage.values()))
+    if len(usage) == 1:
+        (uid,) = usage
+        return f"Records of uid {uid} take up {total} in the file system."
+    return f"Records of {_count(len(usage), 'uid')} take up {total} in the file system."
+
+
+def _size(n: int) -> str:
+    """Bytes as journalctl's ``format_bytes`` shows them: 512B, 1.5K, 3.0M (powers of 1024)."""
+    if n < 1024:
+        return f"{n}B"
+    value = float(n)
+    for unit in "KMGTPE":
+        value /= 1024
+        if value < 1024 or unit == "E":
+            return f"{value:.1f}{unit}"
+    raise AssertionError  # the loop returns at "E"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -453,6 +569,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the query *args* asks for; return the exit code."""
     if args.verify:
         return run_verify(args)
+    if args.disk_usage:
+        return run_disk_usage(args)
     spec = spec_from_args(args)
     try:
         plan, spec = _position.plan(args, spec)
@@ -465,9 +583,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise _Usage(str(exc)) from None
     tty = sys.stdout.isatty()
-    fmt = make_formatter(
-        args.output, colour=_colour_wanted(), fields=plan.fields, uid_column=not args.no_hostname
-    )
+    if spec.select.field is not None:
+        fmt = value_printer(spec.select.field)
+    else:
+        fmt = make_formatter(
+            args.output,
+            colour=_colour_wanted(),
+            fields=plan.fields,
+            uid_column=not args.no_hostname,
+        )
     sink = _Sink(pager=tty and not args.no_pager and not spec.follow)
     out = _position.RecordOutput(sink.out.write, fmt, plan, sink.out.flush if spec.follow else None)
     if spec.follow and plan.cursor_file is not None:  # SIGTERM too writes the cursor file
@@ -514,7 +638,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    words = _join_dash_values(sys.argv[1:] if argv is None else argv)
+    # matches may stand between options (logq -u sshd _PID=1 -n 5), as journalctl takes them
+    args = build_parser().parse_intermixed_args(words)
     try:
         return run(args)
     except _Usage as exc:

@@ -39,19 +39,25 @@ of integers; default the caller's own) or ``all: true``, ``pids``,
 inclusive), ``priority`` (``[most, least]`` severe, 0..7), ``grep`` (RE2, on
 ``msg``), ``case_sensitive`` (``null`` for smart case), ``lines`` (the last
 N), ``follow``, ``cursor`` or ``after_cursor`` (a cursor's text,
-``query.cursor``; not with ``lines``) and ``stores`` (true: the ``ok`` line
-carries each uid's store identity, for the client's cursors). It answers
-``ok`` (with the ``uids`` read, or ``"all"``), then ``record`` lines in
-``seq`` order per uid and ``ts`` order across uids, then ``end`` (with
-``records``, ``files_opened``, ``files_skipped``, ``bytes_read``); a follow
-stream sends no ``end`` but more ``record`` lines and, when it fell behind,
-``missed``. An error after ``ok`` (an unreadable file) ends the stream with
-an ``error`` line. The client must not shut down its sending side while it
+``query.cursor``; not with ``lines``), ``stores`` (true: the ``ok`` line
+carries each uid's store identity, for the client's cursors) and
+journalctl's selection: ``matches``, ``units``, ``user_units``,
+``identifiers`` and ``field`` (``query.matches``). It answers ``ok`` (with
+the ``uids`` read, or ``"all"``), then ``record`` lines in ``seq`` order per
+uid and ``ts`` order across uids, then ``end`` (with ``records``,
+``files_opened``, ``files_skipped``, ``bytes_read``); a follow stream sends
+no ``end`` but more ``record`` lines and, when it fell behind, ``missed``.
+An error after ``ok`` (an unreadable file) ends the stream with an
+``error`` line. The client must not shut down its sending side while it
 reads a stream: the server takes EOF as the end of the query.
 
 ``boots`` (no arguments; any caller) answers ``ok`` with ``boots``: the
 kernel boots the daemon ran in, oldest first, each ``boot_id``, ``first``
 and ``last`` (``ts`` of the daemon's own records: ``query.boots``).
+
+``disk_usage`` takes ``uids`` (optional, as ``query``'s, and authorized the
+same way) and answers ``ok`` with ``uids`` (``[uid, bytes]`` pairs: by
+default the caller's own, or every uid for root and readers) and ``total``.
 
 Requests are authorized by the caller's ``SO_PEERCRED`` (and
 ``SO_PEERGROUPS``), never by anything in the request. A request line longer

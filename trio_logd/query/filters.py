@@ -35,7 +35,7 @@ stops at once when its query is cancelled (:meth:`LineFilter.cancel`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -43,6 +43,8 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
+from trio_logd.query.matcher import Matcher
+from trio_logd.query.matches import Selection
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.record import TS_AT
 
@@ -382,7 +384,7 @@ def _bool_arg(args: Mapping[str, Any], key: str) -> bool | None:
 _KEYS: Final = frozenset(
     {"uids", "all", "pids", "since", "until", "priority", "grep", "case_sensitive", "lines",
      "follow"}
-)  # fmt: skip
+) | Selection.KEYS  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +402,7 @@ class QuerySpec:
         case_sensitive: ``None`` for journalctl's smart case.
         lines: only the last N matching records (then live ones, if following).
         follow: keep the stream open and send new matching records.
+        select: field matches, units, identifiers and ``-F`` (``query.matches``).
     """
 
     uids: tuple[int, ...] = ()
@@ -412,8 +415,12 @@ class QuerySpec:
     case_sensitive: bool | None = None
     lines: int | None = None
     follow: bool = False
+    select: Selection = field(default_factory=Selection)
 
     def __post_init__(self) -> None:
+        if self.select.field is not None and (self.lines is not None or self.follow):
+            msg = "query 'field' lists every value of the selection: not with 'lines' or 'follow'"
+            raise ValueError(msg)
         if self.all_uids and self.uids:
             msg = "query: give either 'uids' or 'all', not both"
             raise ValueError(msg)
@@ -468,6 +475,7 @@ class QuerySpec:
             case_sensitive=_bool_arg(args, "case_sensitive"),
             lines=lines,
             follow=bool(_bool_arg(args, "follow")),
+            select=Selection.from_request(args),
         )
 
     def to_request(self) -> dict[str, Any]:
@@ -487,6 +495,7 @@ class QuerySpec:
             out["priority"] = list(self.priority)
         if self.follow:
             out["follow"] = True
+        out.update(self.select.to_request())
         return out
 
 
@@ -531,7 +540,9 @@ class LineFilter:
             )
             self._needle = required_literal(spec.grep, ignore_case=self._ignore_case)
         self._must = tuple(must)
-        self._decode = bool(self._pids or self._sevs is not None or self._regex is not None)
+        self._select = None if spec.select.empty else Matcher(spec.select)
+        self._decode_others = bool(self._pids or self._sevs is not None or self._regex is not None)
+        self._decode = self._decode_others or self._select is not None
         self.unreadable = 0
         self.cancelled = False
 
@@ -544,7 +555,7 @@ class LineFilter:
     def decodes(self) -> bool:
         """True when lines are decoded one by one (pid, priority or ``--grep``):
         a scan then filters small pieces, so that a step ends on time."""
-        return self._decode
+        return self._decode_others or (self._select is not None and not self._select.by_chunk)
 
     @property
     def selects_all(self) -> bool:
@@ -561,7 +572,7 @@ class LineFilter:
             msg = record.get("msg")
             if not isinstance(msg, str) or self._regex.search(msg) is None:
                 return False
-        return True
+        return self._select is None or self._select.accepts(record)
 
     def _check(self, line: bytes) -> bool:
         if not line or self.cancelled:
@@ -572,6 +583,11 @@ class LineFilter:
         for alternatives in self._must:
             if not any(a in line for a in alternatives):
                 return False
+        select = self._select
+        if select is not None:
+            verdict = select.decide(line)
+            if verdict is False or (verdict and not self._decode_others):
+                return bool(verdict)
         if not self._decode:
             return True
         try:
@@ -590,6 +606,9 @@ class LineFilter:
         Args:
             chunk: complete record lines, each ending in LF.
         """
+        picked = self._select.pick(chunk, self._check) if self._select is not None else None
+        if picked is not None:
+            return picked
         if self._needle is not None:
             return self._filter_by_needle(chunk, self._needle)
         lines = chunk.split(b"\n")

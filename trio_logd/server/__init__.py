@@ -60,6 +60,7 @@ from trio_logd.server._sockets import (
 )
 from trio_logd.server._suppress import DropReports, serve_suppressions
 from trio_logd.server._systemd import take_activated_sockets
+from trio_logd.server._usage import op_disk_usage
 from trio_logd.server._writer_task import serve_store
 from trio_logd.store.placement import candidate_dirs, shared_writable_dirs
 from trio_logd.store.retention import RetentionPolicy
@@ -288,6 +289,10 @@ def build_daemon(config: Config) -> Daemon:
     daemon.control.register("query", queries.handle)
     boots = BootService(store.log_dir, ingest.daemon.uid, queries.limiter)
     daemon.control.register("boots", boots.handle)
+    usage = partial(
+        op_disk_usage, lambda: daemon.config, store.ledger, store.log_dir, limiter.delegated_to
+    )
+    daemon.control.register("disk_usage", usage)
     daemon.extra_status["queries"] = queries.status
     daemon.operators = install_operators(daemon, uid_stats)  # replaces "stats"
     if config.forward:
