@@ -47,6 +47,7 @@ __all__ = [
     "files_after",
     "line_time",
     "line_ts",
+    "list_uids",
     "open_record_file",
     "plain_reads",
     "read_uid_records",
@@ -85,6 +86,20 @@ def line_time(line: bytes) -> float:
         ValueError: the line has no ``ts`` of the daemon's form.
     """
     return ts_epoch(line[TS_AT])
+
+
+def list_uids(log_dir: str) -> list[int]:
+    """The uids that have a directory under *log_dir*, ascending.
+
+    Raises:
+        StoreError: *log_dir* cannot be listed.
+    """
+    try:
+        names = os.listdir(log_dir)
+    except OSError as exc:
+        msg = f"cannot list {log_dir}: {exc.strerror or exc}"
+        raise StoreError(msg) from exc
+    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)))
 
 
 def seek_seq(lines: Sequence[bytes], seq: int) -> int:

@@ -56,6 +56,7 @@ from trio_logd.store.files import (
     Stream,
     line_time,
     line_ts,
+    list_uids,
     open_record_file,
     rotated_files,
     seek_seq,
@@ -140,19 +141,6 @@ class ScanStats:
 
 def _store_error(exc: OSError, what: str) -> StoreError:
     return StoreError(f"{what}: {exc.strerror or exc}")
-
-
-def list_uids(log_dir: str) -> list[int]:
-    """The uids that have a directory under *log_dir*, ascending.
-
-    Raises:
-        StoreError: *log_dir* cannot be listed.
-    """
-    try:
-        names = os.listdir(log_dir)
-    except OSError as exc:
-        raise _store_error(exc, f"cannot list {log_dir}") from exc
-    return sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Iterable
 
 from trio_logd.errors import StoreError
+from trio_logd.store.files import list_uids
 
 __all__ = ["disk_usage"]
 
@@ -28,12 +29,7 @@ def disk_usage(log_dir: str, uids: Iterable[int] | None) -> dict[int, int]:
         StoreError: *log_dir* or a uid's directory cannot be read.
     """
     if uids is None:
-        try:
-            names = os.listdir(log_dir)
-        except OSError as exc:
-            msg = f"cannot list {log_dir}: {exc.strerror or exc}"
-            raise StoreError(msg) from exc
-        uids = sorted(int(n) for n in names if n.isascii() and n.isdigit() and n == str(int(n)))
+        uids = list_uids(log_dir)
     out: dict[int, int] = {}
     for uid in uids:
         where = os.path.join(log_dir, str(uid))
