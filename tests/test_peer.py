@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +13,17 @@ import pytest
 
 from trio_logd.cgroup import cgroup_path, unit_names
 from trio_logd.peer import (
+    MAX_LABEL_BYTES,
     NO_ATTRIBUTION,
     SCM_CREDENTIALS_SPACE,
+    SCM_SECURITY,
     Attribution,
     PeerCred,
     ProcessIdentity,
     creds_from_ancdata,
+    datagram_writer,
     decode_label,
+    decode_writer_key,
     read_peer_cred,
     read_peer_groups,
     read_process_identity,
@@ -172,3 +177,77 @@ def test_peer_groups_come_from_the_kernel(pair: tuple[socket.socket, socket.sock
     """SO_PEERGROUPS lists our supplementary groups."""
     _cli, srv = pair
     assert sorted(read_peer_groups(srv)) == sorted(os.getgroups())
+
+
+_CREDS = struct.pack("iII", 4242, 1000, 100)
+_SOL = socket.SOL_SOCKET
+
+
+@pytest.mark.parametrize(
+    ("ancdata", "key", "fds"),
+    [
+        ([(_SOL, socket.SCM_CREDENTIALS, _CREDS)], _CREDS, []),
+        (
+            [(_SOL, socket.SCM_CREDENTIALS, _CREDS), (_SOL, SCM_SECURITY, b"lbl\0")],
+            _CREDS + b"lbl\0",
+            [],
+        ),
+        (
+            [
+                (_SOL, socket.SCM_CREDENTIALS, _CREDS),
+                (_SOL, SCM_SECURITY, b"lbl\0"),
+                (_SOL, socket.SCM_RIGHTS, struct.pack("3i", 7, 8, 9)),
+            ],
+            _CREDS + b"lbl\0",
+            [7, 8, 9],
+        ),
+        # a cut SCM_RIGHTS (MSG_CTRUNC): whole ints only
+        (
+            [
+                (_SOL, socket.SCM_CREDENTIALS, _CREDS),
+                (_SOL, socket.SCM_RIGHTS, b"\x07\0\0\0\x08\0"),
+            ],
+            _CREDS,
+            [7],
+        ),
+        # no credentials: an unknown writer, its label not kept, its fds still closed
+        ([(_SOL, SCM_SECURITY, b"lbl"), (_SOL, socket.SCM_RIGHTS, struct.pack("i", 5))], b"", [5]),
+        ([(socket.SOL_IP, socket.SCM_CREDENTIALS, _CREDS)], b"", []),
+        ([], b"", []),
+    ],
+)
+def test_datagram_writer_splits_ancillary_data(
+    ancdata: list[tuple[int, int, bytes]], key: bytes, fds: list[int]
+) -> None:
+    """A datagram's ancillary list gives its writer's key (creds + label) and every fd to close."""
+    assert datagram_writer(ancdata) == (key, fds)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        (b"", None),
+        (b"\0", None),
+        (b"system_u:system_r:syslogd_t:s0\0", "system_u:system_r:syslogd_t:s0"),
+        (b"/usr/bin/app (enforce)", "/usr/bin/app (enforce)"),
+        (b"x" * (MAX_LABEL_BYTES - 1), "x" * (MAX_LABEL_BYTES - 1)),
+        (b"x" * MAX_LABEL_BYTES, None),  # as long as the room: cut by the kernel
+        (b"\xff\xfeab", "\ufffd\ufffdab"),
+    ],
+)
+def test_decode_writer_key_gives_creds_and_label(label: bytes, expected: str | None) -> None:
+    """A writer key decodes to its credentials and label; an empty or cut label is left out."""
+    assert decode_writer_key(_CREDS + label) == (PeerCred(4242, 1000, 100), expected)
+
+
+def test_an_empty_writer_key_is_an_unknown_writer() -> None:
+    """The key of a datagram without credentials decodes to nothing."""
+    assert decode_writer_key(b"") == (None, None)
+
+
+def test_same_creds_with_other_labels_are_other_writers() -> None:
+    """One process whose label changed (or two labels on one pid) gets another key."""
+    a, _ = datagram_writer([(_SOL, socket.SCM_CREDENTIALS, _CREDS), (_SOL, SCM_SECURITY, b"a")])
+    b, _ = datagram_writer([(_SOL, socket.SCM_CREDENTIALS, _CREDS), (_SOL, SCM_SECURITY, b"b")])
+    c, _ = datagram_writer([(_SOL, socket.SCM_CREDENTIALS, _CREDS)])
+    assert len({a, b, c}) == 3

@@ -29,11 +29,18 @@ __all__ = [
     "NO_ATTRIBUTION",
     "OVERFLOW_ID",
     "SCM_CREDENTIALS_SPACE",
+    "SCM_LABELLED_SPACE",
+    "SCM_SECURITY",
+    "SO_PASSRIGHTS",
+    "SO_PASSSEC",
     "Attribution",
     "HasSockopts",
+    "MAX_LABEL_BYTES",
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",
+    "datagram_writer",
+    "decode_writer_key",
     "probe_socket",
     "read_peer_cred",
     "read_peer_groups",
@@ -47,6 +54,13 @@ __all__ = [
 SO_PEERPIDFD: Final = getattr(socket, "SO_PEERPIDFD", 77)
 #: ``SO_PEERGROUPS`` from <asm-generic/socket.h> (Linux 4.13).
 SO_PEERGROUPS: Final = getattr(socket, "SO_PEERGROUPS", 59)
+#: ``SO_PASSSEC`` from <asm-generic/socket.h> (Linux 2.6.18): ``SCM_SECURITY`` on each read.
+SO_PASSSEC: Final = getattr(socket, "SO_PASSSEC", 34)
+#: ``SO_PASSRIGHTS`` from <asm-generic/socket.h> (Linux 6.16): off, a sender's
+#: ``SCM_RIGHTS`` fails with ``EPERM`` instead of installing fds in the receiver.
+SO_PASSRIGHTS: Final = getattr(socket, "SO_PASSRIGHTS", 83)
+#: ``SCM_SECURITY`` from <linux/socket.h>: the sender's LSM label (``SO_PASSSEC``).
+SCM_SECURITY: Final = getattr(socket, "SCM_SECURITY", 0x03)
 
 #: ``struct ucred { pid_t pid; uid_t uid; gid_t gid; }`` (socket(7)).
 _UCRED: Final = struct.Struct("iII")
@@ -63,6 +77,12 @@ _CGROUP_READ: Final = 65536
 #: The longest LSM label kept (SELinux contexts are < 256 bytes, AppArmor
 #: profile names < 4 KiB); a longer one is left out.
 MAX_LABEL_BYTES: Final = 4096
+#: Ancillary buffer size for ``SCM_CREDENTIALS`` and an ``SCM_SECURITY`` label
+#: (the kernel puts them in that order; a label that does not fit is cut, and
+#: a cut one fills the room: ``decode_label`` leaves it out).
+SCM_LABELLED_SPACE: Final = SCM_CREDENTIALS_SPACE + socket.CMSG_SPACE(MAX_LABEL_BYTES)
+#: One ``int`` of an ``SCM_RIGHTS`` message.
+_FD: Final = struct.Struct("i")
 
 
 class ProcessIdentity(NamedTuple):
@@ -401,3 +421,45 @@ def creds_from_ancdata(ancdata: list[tuple[int, int, bytes]]) -> PeerCred | None
         ):
             return PeerCred(*_UCRED.unpack_from(data))
     return None
+
+
+def datagram_writer(ancdata: list[tuple[int, int, bytes]]) -> tuple[bytes, list[int]]:
+    """Split a datagram's ancillary data into its writer's key and the fds to close.
+
+    The key is the raw ``SCM_CREDENTIALS`` followed by the raw ``SCM_SECURITY``
+    label, if any (``b""`` without credentials: an unknown writer, its label
+    not kept): equal keys mean one writer with one label, so a stamp can be
+    kept per key (:func:`decode_writer_key`). Every fd of an ``SCM_RIGHTS``
+    message (a sender may attach some; with ``SO_PASSRIGHTS`` on, the kernel
+    installs them in the reader) is returned, whole ``int``s only, so that the
+    caller closes each.
+
+    Returns:
+        ``(key, fds)``.
+    """
+    creds = label = b""
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level != socket.SOL_SOCKET:
+            continue
+        if kind == socket.SCM_CREDENTIALS and len(data) >= _UCRED.size:
+            creds = data[: _UCRED.size]
+        elif kind == SCM_SECURITY:
+            label = data
+        elif kind == socket.SCM_RIGHTS:
+            whole = len(data) - len(data) % _FD.size
+            fds.extend(fd for (fd,) in _FD.iter_unpack(data[:whole]))
+    return (creds + label if creds else b""), fds
+
+
+def decode_writer_key(key: bytes) -> tuple[PeerCred | None, str | None]:
+    """The credentials and LSM label in a key of :func:`datagram_writer`.
+
+    Returns:
+        ``(cred, label)``; ``cred`` is ``None`` for the empty key, ``label``
+        ``None`` when there was none, it was empty, or too long (cut).
+    """
+    if len(key) < _UCRED.size:
+        return None, None
+    rest = key[_UCRED.size :]
+    return PeerCred(*_UCRED.unpack_from(key)), (decode_label(rest) if rest else None)

@@ -8,6 +8,8 @@ is a symlink to the daemon's socket (needs root, as the other-uid tests do).
 
 from __future__ import annotations
 
+import array
+import contextlib
 import ctypes
 import logging
 import logging.handlers
@@ -16,6 +18,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +175,42 @@ def test_datagram_socket_is_removed_at_exit_and_not_taken_from_another() -> None
             assert path.is_socket()  # left alone: not ours
         finally:
             other.close()
+
+
+def test_fds_on_datagrams_never_grow_the_daemons_fd_table(
+    dgram_daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """Many datagrams with fds attached: none of them stays in the daemon; records land."""
+    assert dgram_daemon.proc is not None
+    table = f"/proc/{dgram_daemon.proc.pid}/fd"
+    marker = tmp_path / "passed-file"
+    marker.touch()
+
+    def passed() -> int:  # the daemon's fds that are ours (its own come and go)
+        n = 0
+        for fd in os.listdir(table):
+            with contextlib.suppress(OSError):
+                n += os.readlink(f"{table}/{fd}") == str(marker)
+        return n
+
+    fds = [os.open(marker, os.O_RDONLY) for _ in range(100)]
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+    refused = 0
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            for i in range(50):
+                try:
+                    s.sendmsg([b"<13>fds %d" % i], rights, 0, _path(dgram_daemon))
+                except PermissionError:  # SO_PASSRIGHTS off (Linux 6.16): refused
+                    refused += 1
+                s.sendto(b"<13>plain %d" % i, _path(dgram_daemon))
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert refused in (0, 50)
+    recs = dgram_daemon.wait_records(ROOT, 100 - refused)
+    assert passed() == 0
+    assert sorted(r["msg"] for r in recs if r["msg"].startswith("plain")) == sorted(
+        f"plain {i}" for i in range(50)
+    )
+    assert not any("label" in r for r in recs)  # no LSM here: no label, never an empty one

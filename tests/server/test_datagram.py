@@ -12,8 +12,10 @@ import array
 import os
 import pwd
 import socket
+import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,7 +26,7 @@ import trio.testing
 from tests._daemon import run_as, world
 from trio_logd.config import loads
 from trio_logd.limits import SuppressionTracker
-from trio_logd.peer import PeerCred
+from trio_logd.peer import SO_PASSSEC, PeerCred
 from trio_logd.server import _datagram
 from trio_logd.server._datagram import DatagramReader, serve_datagrams, strip_terminator
 from trio_logd.server._ingest import IngestContext
@@ -228,27 +230,89 @@ async def test_a_deep_queue_pauses_reading_until_the_writer_takes_a_round(
             nursery.cancel_scope.cancel()
 
 
-async def test_passed_file_descriptors_are_never_kept(sock_path: str) -> None:
-    """A datagram carrying SCM_RIGHTS fds is filed; no fd reaches the daemon's table."""
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rights(n: int) -> tuple[list[int], list[tuple[int, int, bytes]]]:
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
+    return fds, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+
+
+async def test_passed_file_descriptors_are_refused_or_never_kept(sock_path: str) -> None:
+    """Fds attached to a datagram: refused (EPERM) where labels are on, else never installed."""
     ctx = make_ctx()
     bound = bind_unix(sock_path, kind=socket.SOCK_DGRAM, passcred=True)
-    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]
+    labels = bool(bound.sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC))
+    fds, rights = _rights(20)
+    refused = 0
     try:
         with bound.sock, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            before = len(os.listdir("/proc/self/fd"))
-            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+            before = _fd_count()
             for _ in range(5):
-                s.sendmsg([b"<13>with fds"], rights, 0, sock_path)
+                try:
+                    s.sendmsg([b"<13>with fds"], rights, 0, sock_path)
+                except PermissionError:
+                    refused += 1
+            s.sendto(b"<13>plain", sock_path)
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve_datagrams, bound.sock, ctx)
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.cancel_scope.cancel()
-            after = len(os.listdir("/proc/self/fd"))
+            after = _fd_count()
     finally:
         for fd in fds:
             os.close(fd)
-    assert [r["msg"] for r in queued(ctx, ME.uid)] == ["with fds"] * 5
+    # SO_PASSRIGHTS (Linux 6.16) lets the socket refuse them; before it, no labels
+    # either, and the kernel discards them (they do not fit the buffer)
+    assert refused == (5 if labels else 0)
+    assert [r["msg"] for r in queued(ctx, ME.uid)] == ["with fds"] * (5 - refused) + ["plain"]
     assert after == before
+
+
+async def test_fds_that_got_in_are_closed_and_their_records_filed(tmp_path: Path) -> None:
+    """A socket that still takes fds (datagrams queued before it refused them): each is closed."""
+    ctx = make_ctx()
+    path = str(tmp_path / "open.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        srv.setsockopt(socket.SOL_SOCKET, SO_PASSSEC, 1)  # room for a label: fds fit too
+        srv.bind(path)
+        fds, rights = _rights(200)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                before = _fd_count()
+                for i in range(8):
+                    s.sendmsg([b"<13>fds %d" % i], rights, 0, path)
+                s.sendmsg([b""], rights, 0, path)  # empty: ignored, its fds closed too
+                reader = DatagramReader(ctx, srv)
+                srv.setblocking(False)
+                n, by_writer = reader.read_turn()
+                after = _fd_count()
+                reader.file(by_writer, 0.0)
+        finally:
+            for fd in fds:
+                os.close(fd)
+    assert n == 9
+    assert after == before
+    assert [r["msg"] for r in queued(ctx, ME.uid)] == [f"fds {i}" for i in range(8)]
+    assert not any("label" in r for r in queued(ctx, ME.uid))  # no LSM here: no label
+
+
+def test_one_writer_with_two_labels_gets_two_stamps() -> None:
+    """The same credentials with another label (a relabelled process) are stamped apart."""
+    ctx = make_ctx()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        reader = DatagramReader(ctx, sock)
+        creds = struct.pack("iII", ME.pid, ME.uid, ME.gid)
+        plain = reader._stamp(creds)
+        a = reader._stamp(creds + b"unconfined_t\0")
+        b = reader._stamp(creds + b"sandbox_t\0")
+        assert reader._stamp(creds + b"sandbox_t\0") is b
+    assert b'"label"' not in plain.fragment
+    assert b'"label":"unconfined_t"' in a.fragment
+    assert b'"label":"sandbox_t"' in b.fragment
+    assert a.cred == b.cred == plain.cred == ME
 
 
 @needs_root

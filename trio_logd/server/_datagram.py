@@ -7,8 +7,13 @@ kernel has none left or ``TURN_DATAGRAMS`` were read, files them, and yields.
 ``SCM_CREDENTIALS`` of the process that sent it; a datagram has no
 connection, so there is no ``conn_uid``/``conn_pid``, and no pidfd, so no
 ``exe``/``comm`` (``SO_PASSPIDFD`` measured at a third or more of the
-throughput: docs/ingest-datagram.md). A turn's datagrams are grouped by
-writer (keyed by the raw credentials), each writer's in the order sent: one
+throughput: docs/ingest-datagram.md). Where the socket has ``SO_PASSSEC``
+(``_sockets.pass_labels``), the kernel adds the sender's LSM label
+(``SCM_SECURITY``) and the ancillary buffer has room for it; an fd a sender
+still got in (``SCM_RIGHTS`` queued before the socket refused them) is
+closed at once. A turn's datagrams are grouped by writer (keyed by the raw
+credentials and label: ``peer.datagram_writer``), each writer's in the
+order sent: one
 admission and one batch per writer per turn, filed by the same code as a
 stream read (``_ingest.Connection.file_frames``). Records of one turn share
 their receive time; two writers' records within one turn (~64 datagrams)
@@ -43,6 +48,8 @@ claim stays a claim (``fields``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 from typing import Final
@@ -51,9 +58,14 @@ import structlog
 import trio
 
 from trio_logd.peer import (
+    NO_ATTRIBUTION,
     SCM_CREDENTIALS_SPACE,
+    SCM_LABELLED_SPACE,
+    SO_PASSSEC,
+    Attribution,
     PeerCred,
-    creds_from_ancdata,
+    datagram_writer,
+    decode_writer_key,
     read_writer_pidns,
 )
 from trio_logd.protocol.framing import Frame
@@ -79,9 +91,16 @@ _SLACK: Final = 3
 #: After an unexpected failure of a turn, wait this long (never spin).
 _FAILURE_PAUSE: Final = 0.1
 #: Plain ints: testing an ``IntFlag`` costs ~2.5 us per datagram (measured).
-_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT)
+#: ``MSG_CMSG_CLOEXEC``: an fd a sender gets in is never inherited by a child.
+_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT) | getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _SCM_CREDENTIALS: Final = int(socket.SCM_CREDENTIALS)
+
+
+def close_quietly(fd: int) -> None:
+    """Close an fd a sender passed (``EBADF``/``EINTR`` are nothing to report)."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def strip_terminator(data: bytes) -> bytes:
@@ -100,14 +119,17 @@ class DatagramReader:
 
     Args:
         ctx: what the ingest tasks share (pipeline, limiter, settings).
-        sock: the bound ``SOCK_DGRAM`` socket, ``SO_PASSCRED`` on, non-blocking.
+        sock: the bound ``SOCK_DGRAM`` socket, ``SO_PASSCRED`` on, non-blocking;
+            with ``SO_PASSSEC`` on, records carry the senders' labels.
     """
 
     def __init__(self, ctx: IngestContext, sock: socket.socket) -> None:
         self.ctx = ctx
         self.sock = sock
         self.bufsize = ctx.max_message_bytes + _SLACK
-        #: per writer (the raw SCM_CREDENTIALS bytes): its stamp
+        labels = sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC)
+        self.ancsize = SCM_LABELLED_SPACE if labels else SCM_CREDENTIALS_SPACE
+        #: per writer (the raw SCM_CREDENTIALS bytes, then its label's): its stamp
         self.stamps: dict[bytes, Stamp] = {}
         #: files records exactly as a stream connection does (no ack, no relay)
         self._filer = Connection(ctx, ctx.daemon, Stamp(ctx.daemon))
@@ -123,18 +145,25 @@ class DatagramReader:
 
         Returns:
             How many datagrams were read, and their non-empty frames grouped
-            by writer (the raw ``SCM_CREDENTIALS``), each writer's in order.
+            by writer (``peer.datagram_writer``'s key), each writer's in order.
         """
         by_writer: dict[bytes, list[Frame]] = {}
         recv = self.sock.recvmsg
-        bufsize, limit = self.bufsize, self.ctx.max_message_bytes
+        bufsize, ancsize, limit = self.bufsize, self.ancsize, self.ctx.max_message_bytes
         n = 0
         while n < TURN_DATAGRAMS:
             try:
-                data, anc, flags, _addr = recv(bufsize, SCM_CREDENTIALS_SPACE, _MSG_DONTWAIT)
+                data, anc, flags, _addr = recv(bufsize, ancsize, _MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             n += 1
+            # the credentials' bytes as the key: no PeerCred per datagram
+            if len(anc) == 1 and anc[0][1] == _SCM_CREDENTIALS:
+                key = anc[0][2]
+            else:  # a label, fds, or no credentials (seldom: off the fast path)
+                key, fds = datagram_writer(anc)
+                for fd in fds:
+                    close_quietly(fd)
             truncated = bool(flags & _MSG_TRUNC)
             if not truncated and data and data[-1] in b"\0\n\r":
                 data = strip_terminator(data)
@@ -143,8 +172,6 @@ class DatagramReader:
                 truncated = True
             if not data:
                 continue
-            # the credentials' bytes as the key: no PeerCred per datagram
-            key = anc[0][2] if len(anc) == 1 and anc[0][1] == _SCM_CREDENTIALS else b""
             frames = by_writer.get(key)
             if frames is None:
                 frames = by_writer[key] = []
@@ -189,14 +216,16 @@ class DatagramReader:
     def _stamp(self, key: bytes) -> Stamp:
         stamp = self.stamps.get(key)
         if stamp is None:  # decoded once per writer, as peer.py decodes ancillary data
-            anc = [(socket.SOL_SOCKET, _SCM_CREDENTIALS, key)] if key else []
-            cred = creds_from_ancdata(anc) or UNKNOWN_WRITER
+            writer, label = decode_writer_key(key)
+            cred = writer or UNKNOWN_WRITER
+            attribution = NO_ATTRIBUTION if label is None else Attribution(label=label)
             policy = self.ctx.limiter.policies.get(cred.uid)
             if policy is None:  # its owner is known once its policy is: not kept till then
                 self._look_up(cred.uid)
-                return Stamp(cred)
+                return Stamp(cred, attribution=attribution)
             owner = self.ctx.limiter.owner_of(cred, policy)
-            stamp = Stamp(cred, owner=owner, pidns=read_writer_pidns(cred.pid))
+            pidns = read_writer_pidns(cred.pid)
+            stamp = Stamp(cred, owner=owner, pidns=pidns, attribution=attribution)
             if len(self.stamps) >= MAX_STAMPS:
                 self.stamps.clear()
             self.stamps[key] = stamp

@@ -12,6 +12,15 @@ stale.
 accepted socket inherits it, so even its first bytes carry the writer's
 ``SCM_CREDENTIALS`` (set late, the kernel reports pid 0 / uid 65534 for bytes
 queued before).
+
+On a datagram socket the daemon also asks for each sender's LSM label
+(``SO_PASSSEC``), but only where the kernel lets it refuse passed fds first
+(``SO_PASSRIGHTS`` off, Linux 6.16): an ancillary buffer with room for a
+label has room for ``SCM_RIGHTS`` fds too, which the kernel would install
+in the daemon, and closing a sender's fd can hang (a FUSE file's ``flush``
+waits for its server: the attacker). Where it cannot, the buffer keeps room
+for the credentials only, the kernel discards passed fds, and datagram
+records carry no ``label``.
 """
 
 from __future__ import annotations
@@ -24,12 +33,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from trio_logd.errors import LogdError
-from trio_logd.peer import PeerCred, probe_socket
+from trio_logd.peer import SO_PASSRIGHTS, SO_PASSSEC, PeerCred, probe_socket
 
 __all__ = [
     "AlreadyRunning",
     "BoundSocket",
     "bind_unix",
+    "pass_labels",
     "probe_datagram",
     "unlink_if_ours",
 ]
@@ -73,6 +83,23 @@ def probe_datagram(path: str) -> bool:
         s.close()
 
 
+def pass_labels(sock: socket.socket) -> bool:
+    """Refuse passed fds on the datagram socket *sock*, then ask for labels (module doc).
+
+    Returns:
+        Whether ``SO_PASSSEC`` is on: the kernel refuses ``SCM_RIGHTS``
+        (``SO_PASSRIGHTS`` off; a sender gets ``EPERM``). ``False`` on a
+        kernel without ``SO_PASSRIGHTS``: no labels, and passed fds are
+        discarded by the kernel as they do not fit the buffer.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS, 0)
+    except OSError:  # ENOPROTOOPT before Linux 6.16
+        return False
+    sock.setsockopt(socket.SOL_SOCKET, SO_PASSSEC, 1)
+    return True
+
+
 def bind_unix(
     path: str, *, kind: int = socket.SOCK_STREAM, mode: int = 0o666, passcred: bool = False
 ) -> BoundSocket:
@@ -82,7 +109,8 @@ def bind_unix(
         path: absolute path of the socket; its directory is created (0755).
         kind: ``SOCK_STREAM`` or ``SOCK_DGRAM``.
         mode: permission bits of the socket file.
-        passcred: set ``SO_PASSCRED`` before ``listen()``.
+        passcred: set ``SO_PASSCRED`` before ``listen()`` (and, on a
+            datagram socket, :func:`pass_labels` before ``bind()``).
 
     Raises:
         LogdError: *path* is served by a live process, or exists and is not a socket.
@@ -113,6 +141,8 @@ def bind_unix(
     try:
         if passcred:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            if kind == socket.SOCK_DGRAM:
+                pass_labels(sock)
         sock.bind(tmp)
         os.chmod(tmp, mode)
         if kind == socket.SOCK_STREAM:

@@ -8,7 +8,8 @@ named ``ingest`` (or, unnamed, the one ``SOCK_STREAM`` fd) as the ingest
 socket and one named ``datagram`` (or the one ``SOCK_DGRAM`` fd) as the
 datagram socket, check that each is an ``AF_UNIX`` socket of the right type
 bound to the path the config names (clients find the socket through the
-config), and set ``SO_PASSCRED`` on it. The socket unit should have set it
+config), and set ``SO_PASSCRED`` on it (and on a datagram socket
+``_sockets.pass_labels``). The socket unit should have set it
 already (``PassCredentials=yes``): the option must be on the listening socket
 before clients connect, or bytes queued before we set it are reported as pid
 0 / uid 65534; we warn when it was not. The variables are removed from our
@@ -37,7 +38,7 @@ import structlog
 
 from trio_logd.config import Config
 from trio_logd.errors import LogdError
-from trio_logd.server._sockets import BoundSocket
+from trio_logd.server._sockets import BoundSocket, pass_labels
 
 __all__ = [
     "ActivatedSockets",
@@ -159,6 +160,9 @@ def _adopt(fd: int, name: str, *, kind: int, path: str, key: str) -> BoundSocket
                 "connections queued before the daemon started are reported as pid 0, uid 65534",
             )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        if kind == socket.SOCK_DGRAM:
+            # datagrams queued before this may still carry fds: the reader closes them
+            pass_labels(sock)
         inode = os.stat(path).st_ino
     except BaseException:
         sock.detach()  # not ours to close on error: the caller reports and exits
