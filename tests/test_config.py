@@ -604,6 +604,22 @@ def test_unknown_names_are_refused_with_a_suggestion(text: str, message: str) ->
     assert error_of(text) == message
 
 
+_UNIT_UID_ONLY = (
+    "a uid's key, not a unit's: quotas stay per uid, and a unit over its rate is treated as "
+    "its uid's on_rate says; set it in [limits.default], [limits.uid.N], [limits.user.NAME] "
+    "or [limits.group.NAME]"
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("quota_bytes", '"5MiB"'), ("on_quota", '"drop"'), ("on_rate", '"block"')]
+)
+def test_a_uid_only_key_in_a_unit_table_says_quotas_stay_per_uid(key: str, value: str) -> None:
+    """quota_bytes, on_quota, on_rate in [limits.unit."GLOB"]: an error naming table and key."""
+    text = f'[limits.unit."nginx*.service"]\nrate_messages = 5\n{key} = {value}'
+    assert error_of(text) == (f'logd.toml: [limits.unit."nginx*.service"] {key}: {_UNIT_UID_ONLY}')
+
+
 def test_config_error_fields() -> None:
     """ConfigError carries file, key and reason separately, for callers that match on them."""
     with pytest.raises(ConfigError) as info:

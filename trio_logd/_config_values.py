@@ -21,6 +21,7 @@ from typing import Final, TypeGuard, TypeVar
 from trio_logd._units import parse_duration, parse_size
 from trio_logd.config import (
     _KEY_HOMES,
+    _UID_ONLY,
     MAX_INT,
     MAX_SECONDS,
     MAX_UID,
@@ -224,6 +225,15 @@ def _check_names(
 def _unknown(
     key: str, value: object, known: Iterable[str], path: tuple[str, ...], file: str
 ) -> ConfigError:
+    if len(path) == 3 and path[:2] == ("limits", "unit") and key in _UID_ONLY:
+        # a near miss among the unit's keys (quota_bytes -> burst_bytes) would mislead
+        where = f"{_table_name(path)} {_toml_key(key)}"
+        reason = (
+            "a uid's key, not a unit's: quotas stay per uid, and a unit over its rate "
+            "is treated as its uid's on_rate says; set it in [limits.default], "
+            "[limits.uid.N], [limits.user.NAME] or [limits.group.NAME]"
+        )
+        return ConfigError(file, where, reason)
     close = difflib.get_close_matches(key, list(known), n=1)
     if isinstance(value, dict):
         hint = f" (did you mean {_table_name((*path, close[0]))}?)" if close else ""

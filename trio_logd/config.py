@@ -676,6 +676,10 @@ _SCHEMA: Final[_Schema] = {
     "forward": _keys(ForwardConfig),  # an array of tables: each element has these keys
 }
 
+#: A uid's limit keys that ``[limits.unit."GLOB"]`` tables do not take: quotas
+#: and what happens over a limit stay per uid (named as such by the check).
+_UID_ONLY: Final = frozenset(_keys(Limits)) - frozenset(_keys(UnitLimits))
+
 #: Tables with fixed names and their keys, to say where a misplaced key lives.
 _KEY_HOMES: Final = (
     (("daemon",), _keys(DaemonConfig)),

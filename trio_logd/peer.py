@@ -26,6 +26,7 @@ from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
 from trio_logd.record import NO_ATTRIBUTION, Attribution, PeerCred
 
 __all__ = [
+    "MAX_LABEL_BYTES",
     "NO_ATTRIBUTION",
     "OVERFLOW_ID",
     "SCM_CREDENTIALS_SPACE",
@@ -35,7 +36,6 @@ __all__ = [
     "SO_PASSSEC",
     "Attribution",
     "HasSockopts",
-    "MAX_LABEL_BYTES",
     "PeerCred",
     "ProcessIdentity",
     "creds_from_ancdata",

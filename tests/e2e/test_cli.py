@@ -88,6 +88,19 @@ name = "a"
 """
 
 
+def test_check_config_says_a_units_quota_stays_per_uid(tmp_path: Path) -> None:
+    """check-config refuses quota_bytes in a [limits.unit] table, naming table and key."""
+    bad = tmp_path / "unit.toml"
+    bad.write_text('[limits.unit."web-*.service"]\nrate_messages = 10\nquota_bytes = 1000\n')
+    r = _run([*TRIO_LOGD, "check-config", str(bad)])
+    assert r.returncode == 1
+    assert r.stderr.startswith(
+        f'trio-logd: {bad}: [limits.unit."web-*.service"] quota_bytes: a uid\'s key, not a '
+        "unit's: quotas stay per uid"
+    )
+    assert "Traceback" not in r.stderr
+
+
 def test_check_config_reports_every_error(tmp_path: Path) -> None:
     """check-config names every error in the file, each with its key, and exits 1."""
     bad = tmp_path / "bad.toml"

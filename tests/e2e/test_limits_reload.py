@@ -159,6 +159,25 @@ def test_bad_reload_is_refused_precisely_and_old_limits_stay(daemon_: DaemonProc
 
 
 @pytest.mark.usefixtures("as_root")
+def test_reload_refuses_a_quota_in_a_unit_table(daemon_: DaemonProcess) -> None:
+    """quota_bytes in a [limits.unit] table: reload refused, naming both; the old limits stay."""
+    d = daemon_
+    rewrite_config(d, extra=TIGHT)
+    reload_ok(d)
+    good = d.config.read_text()
+    d.config.write_text(good + '[limits.unit."app*.service"]\nquota_bytes = 1000\n')
+    out = cli_as(d, ROOT, "reload", "--control-socket", d.control)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr.startswith(
+        "trio-logd: reload refused, the running config stays in force: "
+        f"{d.config}: [limits.unit.\"app*.service\"] quota_bytes: a uid's key, not a unit's: "
+        "quotas stay per uid"
+    )
+    send_as(d, SENDER, payloads(30, "still tight"))
+    poll(lambda: uid_stats(d, SENDER).get("dropped", {}).get("rate", 0) >= 24)
+
+
+@pytest.mark.usefixtures("as_root")
 def test_reload_is_for_root_and_admins_only(daemon_: DaemonProcess) -> None:
     """An ordinary uid is refused with "permission denied" (exit 1); an admins member may."""
     d = daemon_
