@@ -844,6 +844,15 @@ class SuppressionTracker:
             counts[reason] = counts.get(reason, 0) + window.count
         return out
 
+    def open_unit_counts(self) -> dict[int, dict[str, dict[DropReason, int]]]:
+        """The part of ``open_counts`` that came from a named unit: per uid, unit and reason."""
+        out: dict[int, dict[str, dict[DropReason, int]]] = {}
+        for (uid, reason, unit), window in self._open.items():
+            if unit is not None:
+                counts = out.setdefault(uid, {}).setdefault(unit, {})
+                counts[reason] = counts.get(reason, 0) + window.count
+        return out
+
     def pending(self, uid: int, reason: DropReason) -> int:
         """Return the drops of (*uid*, *reason*), any unit, noted but not yet handed out."""
         return sum(w.count for (u, r, _unit), w in self._open.items() if u == uid and r == reason)

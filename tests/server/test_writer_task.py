@@ -331,3 +331,41 @@ async def test_unreported_counts_are_saved_for_disk_drops_and_all_at_shutdown(
     assert again.restore(left, trio.current_time()) == 7
     assert again.unreported() == {5: {"rate": 3}, 6: {"disk": 4}}
     restarted.close()
+
+
+async def test_unreported_unit_drops_keep_their_unit_across_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Counts of a unit's drops, saved at shutdown, come back naming the unit: in the
+    report filed after the restart and in the unit's stats."""
+    store = StoreWriter(str(tmp_path))
+    store.open()
+    p = Pipeline(store.last_seq)
+    submit(p, 5, lines(1, 2))
+    await _Writer(p, store, SuppressionTracker(), None, None).run_round()
+    reports = DropReports(ingest(p), store)
+    now = trio.current_time()
+    reports.tracker.note_drop(5, "rate", 3, now, "web.service")
+    reports.tracker.note_drop(5, "rate", 2, now)
+    reports.tracker.note_drop(5, "disk", 4, now)
+    await reports.save(final=True)
+    store.close()
+
+    restarted = StoreWriter(str(tmp_path))
+    restarted.open()
+    left = restarted.load_drops()
+    assert left == {5: ({"rate": 5, "disk": 4}, {"web.service": {"rate": 3}})}
+    q = Pipeline(restarted.last_seq)
+    ctx = ingest(q)
+    again = DropReports(ctx, restarted)
+    assert again.restore(left, trio.current_time()) == 9
+    assert again.unreported() == {5: {"rate": 5, "disk": 4}}
+    assert again.unreported_units() == {5: {"web.service": {"rate": 3}}}
+    (web,) = ctx.limiter.units.snapshot()
+    assert (web["unit"], web["dropped"]["rate"]) == ("web.service", 3)
+    again.file(again.tracker.flush(), trio.current_time())
+    filed = [orjson.loads(x) for b in q.state(5).pending for x in b.lines]
+    assert sorted((r["reason"], r["count"], r.get("unit")) for r in filed) == [
+        ("disk", 4, None), ("rate", 2, None), ("rate", 3, "web.service"),
+    ]  # fmt: skip
+    restarted.close()

@@ -180,6 +180,6 @@ def test_unreported_drops_are_saved_in_place_and_read_back(tmp_path: Path) -> No
     w.close()
     w2 = StoreWriter(str(tmp_path))
     w2.open()
-    assert w2.load_drops() == {5: {"disk": 9}}
+    assert w2.load_drops() == {5: ({"disk": 9}, {})}
     assert w2.last_seq(5) == 14  # numbering goes on past the lost records
     w2.close()

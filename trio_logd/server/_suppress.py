@@ -22,7 +22,8 @@ shutdown those of every uid, are saved (when they changed) in
 ``log_dir/.drops/<uid>`` (``store/dropstate.py``: overwritten in place,
 so a full disk does not stop it), and the next start reads them back and
 files them as soon as it can write: a restart during an outage loses no
-count. A ``kill -9`` loses at most the last second's changes of ``disk``
+count, nor the unit a count came from (its report names it, and ``stats``
+counts it for the unit again). A ``kill -9`` loses at most the last second's changes of ``disk``
 counts (or repeats a report stored in that second), and the other counts not
 reported yet.
 """
@@ -36,6 +37,7 @@ import trio
 
 from trio_logd.limits import DROP_REASONS, SUPPRESSION_WINDOW, Suppressed, SuppressionTracker
 from trio_logd.server._ingest import IngestContext
+from trio_logd.store.dropstate import Unreported
 from trio_logd.store.writer import StoreWriter
 
 __all__ = ["DropReports", "serve_suppressions"]
@@ -57,26 +59,41 @@ class DropReports:
         self.ctx = ctx
         self.tracker: SuppressionTracker = ctx.suppression
         self.store = store
-        #: counts of filed records not settled yet: (uid, reason) -> count
-        self._inflight: dict[tuple[int, str], int] = {}
-        #: what each uid's file in log_dir/.drops holds now: counts, seq
-        self._saved: dict[int, tuple[dict[str, int], int]] = {}
+        #: counts of filed records not settled yet: (uid, reason, unit) -> count
+        self._inflight: dict[tuple[int, str, str | None], int] = {}
+        #: what each uid's file in log_dir/.drops holds now: counts, seq, units
+        self._saved: dict[int, tuple[dict[str, int], int, dict[str, dict[str, int]]]] = {}
 
-    def restore(self, counts: dict[int, dict[str, int]], now: float) -> int:
+    def restore(self, counts: dict[int, Unreported], now: float) -> int:
         """Take the counts the last run left unreported (``StoreWriter.load_drops``).
 
-        They are due at once: filed at the first tick that can write.
+        They are due at once: filed at the first tick that can write. A
+        unit's part is reported naming the unit, and counted in its ``stats``
+        (``Limiter.units``) as the last run had counted it.
 
         Returns:
             How many records they count.
         """
         total = 0
-        for uid, by_reason in counts.items():
-            self._saved[uid] = (dict(by_reason), 0)
-            items = [
-                Suppressed(uid, reason, n, now - SUPPRESSION_WINDOW, now)
+        units = self.ctx.limiter.units
+        first = now - SUPPRESSION_WINDOW
+        for uid, (by_reason, by_unit) in counts.items():
+            self._saved[uid] = (dict(by_reason), 0, {u: dict(c) for u, c in by_unit.items()})
+            left = dict(by_reason)
+            items = []
+            for unit, of_unit in by_unit.items():
+                for reason in DROP_REASONS:
+                    n = min(of_unit.get(reason, 0), left.get(reason, 0))
+                    if n > 0:
+                        left[reason] -= n
+                        name = units.drop(unit, reason, n)  # None: no room to track it
+                        items.append(
+                            Suppressed(uid, reason, n, now - SUPPRESSION_WINDOW, now, name)
+                        )
+            items += [
+                Suppressed(uid, reason, n, first, now)
                 for reason in DROP_REASONS
-                if (n := by_reason.get(reason, 0)) > 0
+                if (n := left.get(reason, 0)) > 0
             ]
             self.tracker.requeue(items)
             total += sum(s.count for s in items)
@@ -99,7 +116,7 @@ class DropReports:
         for s in items:
             if held and self._held(s.uid, now):
                 continue
-            key = (s.uid, s.reason)
+            key = (s.uid, s.reason, s.unit)
             self._inflight[key] = self._inflight.get(key, 0) + s.count
             # drops of a unit's records are reported apart, naming it (`unit`)
             unit = {} if s.unit is None else {"unit": s.unit}
@@ -116,7 +133,7 @@ class DropReports:
 
     def _settler(self, s: Suppressed) -> Callable[[int], None]:
         def settled(stored: int) -> None:
-            key = (s.uid, s.reason)
+            key = (s.uid, s.reason, s.unit)
             left = self._inflight.get(key, 0) - s.count
             if left > 0:
                 self._inflight[key] = left
@@ -132,9 +149,20 @@ class DropReports:
         out: dict[int, dict[str, int]] = {}
         for uid, open_ in self.tracker.open_counts().items():
             out[uid] = {str(reason): n for reason, n in open_.items()}
-        for (uid, reason), n in self._inflight.items():
+        for (uid, reason, _unit), n in self._inflight.items():
             counts = out.setdefault(uid, {})
             counts[reason] = counts.get(reason, 0) + n
+        return out
+
+    def unreported_units(self) -> dict[int, dict[str, dict[str, int]]]:
+        """The part of :meth:`unreported` that came from a named unit: per uid, unit, reason."""
+        out: dict[int, dict[str, dict[str, int]]] = {}
+        for uid, by_unit in self.tracker.open_unit_counts().items():
+            out[uid] = {u: {str(r): n for r, n in c.items()} for u, c in by_unit.items()}
+        for (uid, reason, unit), n in self._inflight.items():
+            if unit is not None:
+                counts = out.setdefault(uid, {}).setdefault(unit, {})
+                counts[reason] = counts.get(reason, 0) + n
         return out
 
     async def save(self, *, final: bool = False) -> None:
@@ -151,25 +179,27 @@ class DropReports:
         now = self.unreported()
         if not final:
             now = {uid: c for uid, c in now.items() if "disk" in c}
+        of_units = self.unreported_units()
         # a uid with counts is saved whenever it numbered records since (the
         # next run numbers on past them); one whose counts were reported, once
         uids = self.ctx.pipeline.uids
-        changed: dict[int, tuple[dict[str, int], int]] = {}
+        changed: dict[int, tuple[dict[str, int], int, dict[str, dict[str, int]]]] = {}
         for uid, counts in now.items():
             seq = uids[uid].last_seq if uid in uids else 0
-            if self._saved.get(uid) != (counts, seq):
-                changed[uid] = (counts, seq)
-        for uid, (counts, seq) in self._saved.items():
+            state = (counts, seq, of_units.get(uid, {}))
+            if self._saved.get(uid) != state:
+                changed[uid] = state
+        for uid, (counts, seq, _units) in self._saved.items():
             if counts and uid not in now and (final or "disk" in counts):
-                changed[uid] = ({}, uids[uid].last_seq if uid in uids else seq)
+                changed[uid] = ({}, uids[uid].last_seq if uid in uids else seq, {})
         if not changed:
             return
 
         def write() -> list[int]:
             return [
                 uid
-                for uid, (c, seq) in changed.items()
-                if store.save_drops(uid, c, seq, sync=final)
+                for uid, (c, seq, units) in changed.items()
+                if store.save_drops(uid, c, seq, sync=final, units=units)
             ]
 
         for uid in await trio.to_thread.run_sync(write):

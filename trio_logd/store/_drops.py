@@ -19,6 +19,8 @@ from trio_logd.store import _layout
 from trio_logd.store._uidfile import UidFile
 from trio_logd.store.dropstate import (
     DROPS_DIR,
+    UnitCounts,
+    Unreported,
     make_drop_file,
     make_spares,
     read_drop_file,
@@ -77,28 +79,38 @@ class DropFiles:
                 return
             log.warning("drops_state_unavailable", uid=uf.uid, error=str(exc))
 
-    def load(self, uid_files: Mapping[int, UidFile]) -> dict[int, dict[str, int]]:
+    def load(self, uid_files: Mapping[int, UidFile]) -> dict[int, Unreported]:
         """The counts the last run left unreported, per uid; each uid's ``numbered`` goes
         past the last seq that run gave out. A file that cannot be read is logged and skipped.
         """
-        out: dict[int, dict[str, int]] = {}
+        out: dict[int, Unreported] = {}
         for uid, uf in uid_files.items():
             if uf.drops_gen is None or self.dir_fd is None:
                 continue
             try:
-                uf.drops_gen, counts, seq = read_drop_file(
+                uf.drops_gen, counts, seq, units = read_drop_file(
                     self.dir_fd, str(uid), what=self._what(uid)
                 )
             except (OSError, UnsafeLogDir) as exc:
                 log.warning("drops_state_unreadable", uid=uid, error=str(exc))
                 continue
             if counts:
-                out[uid] = counts
+                out[uid] = (counts, units)
                 uf.numbered = max(uf.numbered, seq)
         return out
 
-    def save(self, root: int, uf: UidFile, counts: dict[str, int], seq: int, *, sync: bool) -> bool:
-        """Keep the uid's counts and last seq given out, in place; whether they were kept."""
+    def save(
+        self,
+        root: int,
+        uf: UidFile,
+        counts: dict[str, int],
+        seq: int,
+        *,
+        sync: bool,
+        units: UnitCounts | None = None,
+    ) -> bool:
+        """Keep the uid's counts (and their units') and last seq given out, in place;
+        whether they were kept."""
         self.open_uid(root, uf)
         if uf.drops_gen is None or self.dir_fd is None:
             return False
@@ -112,6 +124,7 @@ class DropFiles:
                 seq,
                 sync=sync and self.sync,
                 what=self._what(uf.uid),
+                units=units,
             )
         except (OSError, UnsafeLogDir) as exc:
             log.warning("drops_state_write_failed", uid=uf.uid, error=str(exc))

@@ -19,10 +19,15 @@ The file has two slots of :data:`SLOT_BYTES`; each save goes to the slot the
 newest one is not in, with a generation number and a CRC-32, so a write cut
 short by a crash leaves the other slot intact: reading takes the valid slot
 with the highest generation. A slot holds one JSON object ``{"gen": N,
-"counts": {"disk": 12, ...}, "seq": S}``: reason -> records not reported
-yet, and the last ``seq`` the daemon gave the uid's records (dropped ones
-included), so that the next run numbers on past the records it lost and the
-loss shows as a gap of exactly the count.
+"counts": {"disk": 12, ...}, "seq": S, "units": {"web.service": {"rate":
+5}}}``: reason -> records not reported yet, and the last ``seq`` the daemon
+gave the uid's records (dropped ones included), so that the next run numbers
+on past the records it lost and the loss shows as a gap of exactly the count.
+``units`` (left out when empty; files of earlier versions have none) says
+which part of each count came from which system unit: ``counts`` holds the
+uid's whole count (so a version that does not know ``units`` still reports
+every record), ``units`` a part of it. Units that do not fit the slot are
+left out (their records then count as the uid's, without a unit).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ __all__ = [
     "SLOT_BYTES",
     "SPARES",
     "DropState",
+    "UnitCounts",
+    "Unreported",
     "decode_slot",
     "encode_slot",
     "make_drop_file",
@@ -65,27 +72,54 @@ SLOT_BYTES: Final = 2048
 FILE_BYTES: Final = 2 * SLOT_BYTES
 
 
-def encode_slot(gen: int, counts: Mapping[str, int], seq: int = 0) -> bytes:
+#: Per system unit, reason -> records: the part of a uid's counts that came from it.
+UnitCounts = Mapping[str, Mapping[str, int]]
+
+
+def encode_slot(
+    gen: int, counts: Mapping[str, int], seq: int = 0, units: UnitCounts | None = None
+) -> bytes:
     """One slot's bytes: ``CRC32HEX JSON\\n`` padded with spaces to :data:`SLOT_BYTES`.
+
+    The units with the most records are kept as far as they fit; the others
+    are left out (their records stay in *counts*, without a unit).
 
     Raises:
         ValueError: the counts do not fit in a slot.
     """
-    body = orjson.dumps(
-        {"gen": gen, "counts": dict(counts), "seq": seq}, option=orjson.OPT_SORT_KEYS
-    )
-    line = b"%08x %s\n" % (zlib.crc32(body), body)
-    if len(line) > SLOT_BYTES:
-        msg = f"drop counts of {len(line)} bytes do not fit a slot of {SLOT_BYTES}"
-        raise ValueError(msg)
-    return line.ljust(SLOT_BYTES, b" ")
+    kept = sorted(((u, dict(c)) for u, c in (units or {}).items() if c), key=_most_first)
+    while True:
+        obj: dict[str, object] = {"gen": gen, "counts": dict(counts), "seq": seq}
+        if kept:
+            obj["units"] = dict(kept)
+        body = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+        line = b"%08x %s\n" % (zlib.crc32(body), body)
+        if len(line) <= SLOT_BYTES:
+            return line.ljust(SLOT_BYTES, b" ")
+        if not kept:
+            msg = f"drop counts of {len(line)} bytes do not fit a slot of {SLOT_BYTES}"
+            raise ValueError(msg)
+        kept.pop()
 
 
-DropState = tuple[int, dict[str, int], int]
+def _most_first(item: tuple[str, Mapping[str, int]]) -> tuple[int, str]:
+    return -sum(item[1].values()), item[0]
+
+
+#: A uid's unreported counts: reason -> records (all of them), and the part
+#: of them that came from each system unit.
+Unreported = tuple[dict[str, int], dict[str, dict[str, int]]]
+
+#: ``(gen, counts, seq, units)`` of a slot.
+DropState = tuple[int, dict[str, int], int, dict[str, dict[str, int]]]
 
 
 def decode_slot(data: bytes) -> DropState | None:
-    """``(gen, counts, seq)`` of one slot, or ``None`` when it is empty, torn or damaged."""
+    """``(gen, counts, seq, units)`` of one slot, or ``None`` when it is empty, torn or damaged.
+
+    A unit's count is never more than the uid's count for the reason
+    (what ``units`` cannot name stays the uid's).
+    """
     line, _, _ = data.partition(b"\n")
     crc, _, body = line.partition(b" ")
     if len(crc) != 8 or not body:
@@ -103,7 +137,27 @@ def decode_slot(data: bytes) -> DropState | None:
         return None
     counts = {str(k): v for k, v in raw.items() if isinstance(v, int) and v > 0}
     seq = obj.get("seq", 0)
-    return obj["gen"], counts, seq if isinstance(seq, int) and seq > 0 else 0
+    units = _units(obj.get("units"), counts)
+    return obj["gen"], counts, seq if isinstance(seq, int) and seq > 0 else 0, units
+
+
+def _units(raw: object, counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """The ``units`` of a slot, each count capped by what is left of the uid's."""
+    if not isinstance(raw, dict):
+        return {}
+    left = dict(counts)
+    out: dict[str, dict[str, int]] = {}
+    for unit, by_reason in raw.items():
+        if not isinstance(by_reason, dict):
+            continue
+        mine = {}
+        for reason, n in by_reason.items():
+            if isinstance(n, int) and n > 0 and left.get(reason, 0) > 0:
+                mine[reason] = min(n, left[reason])
+                left[reason] -= mine[reason]
+        if mine:
+            out[str(unit)] = mine
+    return out
 
 
 def make_drop_file(dir_fd: int, name: str, *, what: str) -> int:
@@ -124,7 +178,7 @@ def make_drop_file(dir_fd: int, name: str, *, what: str) -> int:
 
 
 def _newest(data: bytes) -> DropState:
-    best: DropState = (0, {}, 0)
+    best: DropState = (0, {}, 0, {})
     for at in (0, SLOT_BYTES):
         slot = decode_slot(data[at : at + SLOT_BYTES])
         if slot is not None and slot[0] >= best[0]:
@@ -133,7 +187,7 @@ def _newest(data: bytes) -> DropState:
 
 
 def read_drop_file(dir_fd: int, name: str, *, what: str) -> DropState:
-    """``(generation, counts, seq)`` of the newest valid slot; ``(0, {}, 0)`` when none is.
+    """``(generation, counts, seq, units)`` of the newest valid slot; ``(0, {}, 0, {})`` if none is.
 
     Raises:
         OSError: the file is missing or could not be read.
@@ -154,6 +208,7 @@ def write_drop_file(
     *,
     sync: bool,
     what: str,
+    units: UnitCounts | None = None,
 ) -> None:
     """Overwrite the slot of generation *gen* (the one after the newest) in place.
 
@@ -161,7 +216,7 @@ def write_drop_file(
         OSError: the file is missing, or the write (or the sync) failed; the
             other slot is intact.
     """
-    data = encode_slot(gen, {k: v for k, v in counts.items() if v > 0}, seq)
+    data = encode_slot(gen, {k: v for k, v in counts.items() if v > 0}, seq, units)
     fd = _layout.open_file(dir_fd, name, os.O_WRONLY, what=what)
     try:
         if os.fstat(fd).st_size < FILE_BYTES:

@@ -67,6 +67,7 @@ from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
+from trio_logd.store.dropstate import UnitCounts, Unreported
 from trio_logd.store.retention import StoredFile, UidFiles
 from trio_logd.store.runs import Run, RunIndex, runs_of_lines
 
@@ -333,7 +334,7 @@ class StoreWriter:
 
     # -- unreported drop counts (``dropstate``) ------------------------------
 
-    def load_drops(self) -> dict[int, dict[str, int]]:
+    def load_drops(self) -> dict[int, Unreported]:
         """The drop counts left unreported by the last run, per uid (call after :meth:`open`).
 
         The last ``seq`` that run gave each uid is taken too: :meth:`last_seq`
@@ -345,8 +346,18 @@ class StoreWriter:
         with self._lock:
             return self._drops.load(self._files)
 
-    def save_drops(self, uid: int, counts: dict[str, int], seq: int, *, sync: bool = True) -> bool:
+    def save_drops(
+        self,
+        uid: int,
+        counts: dict[str, int],
+        seq: int,
+        *,
+        sync: bool = True,
+        units: UnitCounts | None = None,
+    ) -> bool:
         """Keep *uid*'s unreported drop counts (reason -> records) in ``log_dir/.drops/<uid>``.
+
+        *units* names the part of them that came from each system unit.
 
         *seq* is the last ``seq`` given to the uid's records, dropped ones included.
         With *sync* the file is synced too (unless ``fsync`` is ``never``).
@@ -362,7 +373,7 @@ class StoreWriter:
             if uf is None:
                 return not counts
             assert self._root is not None, "StoreWriter.open() first"
-            return self._drops.save(self._root, uf, counts, seq, sync=sync)
+            return self._drops.save(self._root, uf, counts, seq, sync=sync, units=units)
 
     # -- writing ----------------------------------------------------------
 
