@@ -61,6 +61,7 @@ from trio_logd.peer import (
     NO_ATTRIBUTION,
     SCM_CREDENTIALS_SPACE,
     SCM_LABELLED_SPACE,
+    SO_PASSRIGHTS,
     SO_PASSSEC,
     Attribution,
     PeerCred,
@@ -97,6 +98,21 @@ _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _SCM_CREDENTIALS: Final = int(socket.SCM_CREDENTIALS)
 
 
+def _labels_safe(sock: socket.socket) -> bool:
+    """Whether *sock* has ``SO_PASSSEC`` on and refuses new fds (``_sockets.pass_labels``).
+
+    ``SO_PASSSEC`` alone (``PassSecurity=yes`` in a socket unit, on a kernel
+    without ``SO_PASSRIGHTS``) does not make room for a label: every
+    datagram could then bring fds to close.
+    """
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC)) and not sock.getsockopt(
+            socket.SOL_SOCKET, SO_PASSRIGHTS
+        )
+    except OSError:  # ENOPROTOOPT: no SO_PASSRIGHTS before Linux 6.16
+        return False
+
+
 def close_quietly(fd: int) -> None:
     """Close an fd a sender passed (``EBADF``/``EINTR`` are nothing to report)."""
     with contextlib.suppress(OSError):
@@ -127,8 +143,7 @@ class DatagramReader:
         self.ctx = ctx
         self.sock = sock
         self.bufsize = ctx.max_message_bytes + _SLACK
-        labels = sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC)
-        self.ancsize = SCM_LABELLED_SPACE if labels else SCM_CREDENTIALS_SPACE
+        self.ancsize = SCM_LABELLED_SPACE if _labels_safe(sock) else SCM_CREDENTIALS_SPACE
         #: per writer (the raw SCM_CREDENTIALS bytes, then its label's): its stamp
         self.stamps: dict[bytes, Stamp] = {}
         #: files records exactly as a stream connection does (no ack, no relay)
