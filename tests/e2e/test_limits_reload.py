@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -132,28 +132,41 @@ def test_reload_applies_new_limits_to_open_connections(daemon_: DaemonProcess) -
     assert uid_stats(d, SENDER)["dropped"] == {"rate": 50 - len(after)}
 
 
+def tight_then(d: DaemonProcess, edit: Callable[[str], str]) -> str:
+    """Put TIGHT in force, then write *edit* of the file and reload it through the
+    control socket: the daemon's refusal (exit 1, stderr)."""
+    rewrite_config(d, extra=TIGHT)
+    reload_ok(d)
+    d.config.write_text(edit(d.config.read_text()))
+    out = cli_as(d, ROOT, "reload", "--control-socket", d.control)
+    assert (out.returncode, out.stdout) == (1, "")
+    return out.stderr
+
+
+def still_tight(d: DaemonProcess) -> None:
+    """SENDER's records are still limited by TIGHT."""
+    send_as(d, SENDER, payloads(30, "still tight"))
+    poll(lambda: uid_stats(d, SENDER).get("dropped", {}).get("rate", 0) >= 24)
+    assert len(d.records(SENDER)) <= 6
+
+
 @pytest.mark.usefixtures("as_root")
 def test_bad_reload_is_refused_precisely_and_old_limits_stay(daemon_: DaemonProcess) -> None:
     """An invalid file: `reload` exits 1 naming file, key and reason; the old limits stay."""
     d = daemon_
-    rewrite_config(d, extra=TIGHT)
-    reload_ok(d)
-    good = d.config.read_text()
-    d.config.write_text(good.replace("rate_messages = 1\n", 'rate_messages = "lots"\n'))
+    stderr = tight_then(
+        d, lambda good: good.replace("rate_messages = 1\n", 'rate_messages = "lots"\n')
+    )
     error = (
         f'{d.config}: [limits.uid.{SENDER}] rate_messages: expected a positive integer, got "lots"'
     )
-    out = cli_as(d, ROOT, "reload", "--control-socket", d.control)
-    assert (out.returncode, out.stdout) == (1, "")
-    assert out.stderr == f"trio-logd: reload refused, the running config stays in force: {error}\n"
+    assert stderr == f"trio-logd: reload refused, the running config stays in force: {error}\n"
     # without --control-socket the CLI itself reads the file first, and stops there
     out = cli_as(d, ROOT, "reload")
     assert (out.returncode, out.stderr) == (
         1, f"trio-logd: reload refused, nothing sent to the daemon: {error}\n",
     )  # fmt: skip
-    send_as(d, SENDER, payloads(30, "still tight"))
-    poll(lambda: uid_stats(d, SENDER).get("dropped", {}).get("rate", 0) >= 24)
-    assert len(d.records(SENDER)) <= 6
+    still_tight(d)
     (refused,) = [r for r in d.records(ROOT) if r.get("event") == "reload_refused"]
     assert "rate_messages" in refused["msg"]
 
@@ -162,19 +175,13 @@ def test_bad_reload_is_refused_precisely_and_old_limits_stay(daemon_: DaemonProc
 def test_reload_refuses_a_quota_in_a_unit_table(daemon_: DaemonProcess) -> None:
     """quota_bytes in a [limits.unit] table: reload refused, naming both; the old limits stay."""
     d = daemon_
-    rewrite_config(d, extra=TIGHT)
-    reload_ok(d)
-    good = d.config.read_text()
-    d.config.write_text(good + '[limits.unit."app*.service"]\nquota_bytes = 1000\n')
-    out = cli_as(d, ROOT, "reload", "--control-socket", d.control)
-    assert (out.returncode, out.stdout) == (1, "")
-    assert out.stderr.startswith(
+    stderr = tight_then(d, lambda good: good + '[limits.unit."app*.service"]\nquota_bytes = 1000\n')
+    assert stderr.startswith(
         "trio-logd: reload refused, the running config stays in force: "
         f"{d.config}: [limits.unit.\"app*.service\"] quota_bytes: a uid's key, not a unit's: "
         "quotas stay per uid"
     )
-    send_as(d, SENDER, payloads(30, "still tight"))
-    poll(lambda: uid_stats(d, SENDER).get("dropped", {}).get("rate", 0) >= 24)
+    still_tight(d)
 
 
 @pytest.mark.usefixtures("as_root")

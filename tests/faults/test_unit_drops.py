@@ -9,15 +9,13 @@ report names the unit.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests._cgroups import CgroupTree
 from tests._daemon import DaemonProcess, poll
@@ -33,16 +31,6 @@ burst_messages = 20
 SENT = 300
 
 
-@pytest.fixture
-def cgroups() -> Iterator[CgroupTree]:
-    """A private cgroup subtree, removed afterwards (skips where none can be made)."""
-    tree = CgroupTree()
-    try:
-        yield tree
-    finally:
-        tree.close()
-
-
 def _flood(path: str, n: int, hold: int) -> None:
     """Send *n* records in one go, then stay until released (the pidfd check holds)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -56,16 +44,14 @@ def _units(d: DaemonProcess) -> dict[str, dict[str, Any]]:
     return {item["unit"]: item for item in json.loads(out.stdout)["units"]}
 
 
-def test_a_units_pending_drops_keep_their_unit_across_a_restart(
-    small_fs: SmallFs, cgroups: CgroupTree
-) -> None:
+def test_a_units_pending_drops_keep_their_unit_across_a_restart(small_fs: SmallFs) -> None:
     """Rate drops of a unit pending at a stop on a full disk: after the restart, stats show
     them for the unit, and the suppressed record filed once there is room names it."""
     (uid,) = free_uids(1)
     d = daemon_on(small_fs, extra=UNIT_LIMITS)
     r, w = os.pipe()
     try:
-        with d:
+        with contextlib.closing(CgroupTree()) as cgroups, d:
             small_fs.fill()
             child = cgroups.fork_in(
                 "system.slice/noisy.service", functools.partial(_flood, d.socket, SENT, r), uid=uid
