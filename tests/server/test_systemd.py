@@ -13,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from trio_logd.errors import LogdError
+from trio_logd.peer import SO_PASSRIGHTS, SO_PASSSEC
 from trio_logd.server._systemd import Notifier, _adopt, listen_fds, watchdog_interval
 
 
@@ -76,6 +77,23 @@ def test_adopt_checks_and_sets_passcred(short_dir: Path) -> None:
         assert not os.get_inheritable(fd)
     finally:
         bound.sock.close()
+
+
+def test_adopt_refuses_fds_and_asks_for_labels_on_a_datagram_socket(short_dir: Path) -> None:
+    """A passed datagram socket gets SO_PASSRIGHTS off, then SO_PASSSEC on (Linux >= 6.16)."""
+    path = short_dir / "d.sock"
+    s = _listening(path, socket.SOCK_DGRAM)
+    bound = _adopt(s.fileno(), "datagram", kind=socket.SOCK_DGRAM, path=str(path), key="x")
+    try:
+        try:
+            refused = not s.getsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS)
+        except OSError:
+            pytest.skip("no SO_PASSRIGHTS (Linux < 6.16): the socket is left as it was")
+        assert refused
+        assert s.getsockopt(socket.SOL_SOCKET, SO_PASSSEC) == 1
+    finally:
+        bound.sock.detach()
+        s.close()
 
 
 def test_adopt_warns_when_passcred_was_off(short_dir: Path) -> None:
