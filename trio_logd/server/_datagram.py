@@ -92,8 +92,8 @@ _SLACK: Final = 3
 #: After an unexpected failure of a turn, wait this long (never spin).
 _FAILURE_PAUSE: Final = 0.1
 #: Plain ints: testing an ``IntFlag`` costs ~2.5 us per datagram (measured).
-#: ``MSG_CMSG_CLOEXEC``: an fd a sender gets in is never inherited by a child.
-_MSG_DONTWAIT: Final = int(socket.MSG_DONTWAIT) | getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+#: ``MSG_DONTWAIT``, and ``MSG_CMSG_CLOEXEC``: an fd a sender gets in is never inherited.
+_RECV_FLAGS: Final = int(socket.MSG_DONTWAIT) | getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _MSG_TRUNC: Final = int(socket.MSG_TRUNC)
 _SCM_CREDENTIALS: Final = int(socket.SCM_CREDENTIALS)
 
@@ -168,7 +168,7 @@ class DatagramReader:
         n = 0
         while n < TURN_DATAGRAMS:
             try:
-                data, anc, flags, _addr = recv(bufsize, ancsize, _MSG_DONTWAIT)
+                data, anc, flags, _addr = recv(bufsize, ancsize, _RECV_FLAGS)
             except (BlockingIOError, InterruptedError):
                 break
             n += 1
