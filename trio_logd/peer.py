@@ -9,7 +9,8 @@ forged by an unprivileged process. ``exe`` and ``comm``, and the
 session), come from ``/proc`` and are only trusted when a pidfd
 (``SO_PEERPIDFD``, Linux >= 6.5) proves that the pid still names the same
 process after we read them; otherwise they are left out, never guessed. The
-LSM label comes from the kernel with the socket (``SO_PEERSEC``).
+LSM label comes from the kernel with the socket (``SO_PEERSEC``), or with
+each datagram (``SCM_SECURITY``: :func:`datagram_writer`).
 """
 
 from __future__ import annotations
