@@ -189,9 +189,9 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``logq`` argument parser."""
-    import argparse
+    from trio_logd.cli._parser import ArgumentParser
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="logq",
         description=(
             "Read trio-logd records: your own, or every uid's if you are root or in an "
