@@ -11,7 +11,7 @@ the filters with re2 and the formatters with orjson (``tests/cli/test_startup.py
 
 from __future__ import annotations
 
-import importlib
+from trio_logd._lazy import lazy_getattr
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLIs' start-up)
 if TYPE_CHECKING:  # for the type checker, the same objects as __getattr__ gives
@@ -65,11 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later look-ups do not come here
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
