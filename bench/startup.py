@@ -4,9 +4,11 @@ Issue 21's budgets, each a median of many runs (start-up is short and the
 machine noisy; at least 11 runs, or ``--runs``):
 
 * ``python -c pass``: the interpreter alone, what every figure below includes
-  but the import time;
+  but the import time; ``python -S -c pass`` without ``site`` (the venv's
+  ``.pth`` files: the editable install's is a plain path, no import hook);
 * ``import trio_logd.cli.logq``: the module's cumulative import time from
-  ``python -X importtime`` (budget 40 ms);
+  ``python -X importtime`` (budget 40 ms); ``python_import_logq``: the whole
+  process ``python -c 'import trio_logd.cli.logq'`` (with its CPU time);
 * ``logq --help``, ``trio-logd status --help``: whole processes, wall time
   (budget 80 ms);
 * ``trio-logd status`` and ``stats`` against a running daemon (budget 80 ms);
@@ -18,12 +20,18 @@ machine noisy; at least 11 runs, or ``--runs``):
 Each whole-process row also gives the CPU time (user + system) of the
 process, steadier than wall time when the machine is busy.
 
+The processes run with bytecode caching on (``PYTHONDONTWRITEBYTECODE``
+removed from their environment), as an installed package runs: with it set,
+every run compiles the package's modules from source and the figures
+measure the compiler (``import trio_logd.cli.logq`` about twice as long).
+
 ``tests/cli/test_startup.py`` checks that no heavy module is back on these
 paths; this measures.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import statistics
@@ -48,6 +56,10 @@ def _script(name: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
+#: The children's environment: bytecode cached, as installed (see the module doc).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _import_ms(module: str) -> float:
     """Cumulative import time of *module* in a fresh interpreter, in ms."""
     err = subprocess.run(
@@ -55,6 +67,7 @@ def _import_ms(module: str) -> float:
         capture_output=True,
         text=True,
         check=True,
+        env=ENV,
     ).stderr
     line = next(ln for ln in err.splitlines() if ln.rstrip().endswith(f"| {module}"))
     return int(line.split("|")[1]) / 1000
@@ -77,7 +90,7 @@ def _private_copy() -> Path | None:
 
 def _wall_ms(argv: list[str]) -> float:
     t0 = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, env=ENV)
     return (time.perf_counter() - t0) * 1000
 
 
@@ -111,10 +124,18 @@ def startup_scenario(runs: int = 3) -> dict[str, Any]:
         "python_bare_ms": _runs(
             lambda: _wall_ms([sys.executable, "-c", "pass"]), n, "python_bare_ms"
         ),
+        "python_no_site_ms": _runs(
+            lambda: _wall_ms([sys.executable, "-S", "-c", "pass"]), n, "python_no_site_ms"
+        ),
         "import_logq_ms": _runs(lambda: _import_ms("trio_logd.cli.logq"), n),
         "import_daemon_cli_ms": _runs(lambda: _import_ms("trio_logd.cli.daemon"), n),
         "logq_help_ms": _runs(lambda: _wall_ms([*logq, "--help"]), n, "logq_help_ms"),
         "status_help_ms": _runs(lambda: _wall_ms([*logd, "status", "--help"]), n, "status_help_ms"),
+        "python_import_logq_ms": _runs(
+            lambda: _wall_ms([sys.executable, "-c", "import trio_logd.cli.logq"]),
+            n,
+            "python_import_logq_ms",
+        ),
     }
     with BenchDaemon() as d:
         cfg = ["--config", str(d.config)]

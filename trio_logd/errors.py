@@ -19,7 +19,9 @@ operation (or the connection) cannot go on.
 
 from __future__ import annotations
 
-from typing import Final
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLIs' start-up)
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "AccessDenied",

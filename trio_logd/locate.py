@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
 
 from trio_logd.errors import ConfigError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLIs' start-up)
 if TYPE_CHECKING:
     import tomllib
+    from collections.abc import Mapping
+    from typing import Final
 
 __all__ = [
     "CONFIG_ENV_VAR",

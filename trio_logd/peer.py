@@ -24,7 +24,7 @@ import struct
 from typing import Final, NamedTuple, Protocol
 
 from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
-from trio_logd.record import NO_ATTRIBUTION, Attribution, PeerCred
+from trio_logd.credentials import NO_ATTRIBUTION, Attribution, PeerCred
 
 __all__ = [
     "MAX_LABEL_BYTES",

@@ -42,10 +42,11 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
+from trio_logd.credentials import NO_ATTRIBUTION, Attribution, PeerCred
 from trio_logd.protocol.message import Message
 
 __all__ = [
@@ -73,43 +74,6 @@ __all__ = [
     "ts_epoch",
     "with_seq",
 ]
-
-
-class PeerCred(NamedTuple):
-    """Credentials as the kernel reported them (never as the peer claimed)."""
-
-    pid: int
-    uid: int
-    gid: int
-
-
-class Attribution(NamedTuple):
-    """Which service, login and security context a writer belongs to (each ``None``: unknown).
-
-    Read by ``peer.read_process_identity`` (through the writer's pidfd) and
-    written by :class:`Stamp` under these names. ``cgroup`` is the writer's
-    cgroup v2 path; ``unit``/``slice`` or ``user_unit``/``user_slice`` are
-    read from it (``cgroup.unit_names``); ``loginuid``/``session`` are the
-    audit login uid and session id (left out when unset); ``label`` is the
-    LSM security label.
-    """
-
-    cgroup: str | None = None
-    unit: str | None = None
-    slice: str | None = None
-    user_unit: str | None = None
-    user_slice: str | None = None
-    loginuid: int | None = None
-    session: int | None = None
-    label: str | None = None
-
-    def fields(self) -> dict[str, Any]:
-        """The known ones, by their record keys (``cgroup``, ``unit`` …)."""
-        return {k: v for k, v in zip(self._fields, self, strict=True) if v is not None}
-
-
-#: Nothing known.
-NO_ATTRIBUTION: Final = Attribution()
 
 
 #: Keys that only the daemon or the kernel may set. Nothing a sender writes

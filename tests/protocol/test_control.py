@@ -40,6 +40,32 @@ def test_response_round_trips() -> None:
     }
 
 
+def test_request_is_compact_utf8_as_the_daemon_reads_it() -> None:
+    """A request is one compact JSON line, non-ASCII text as UTF-8, what orjson reads back."""
+    line = encode_request("query", identifiers=["wéb", "日本"], lines=5)
+    assert line == '{"op":"query","identifiers":["wéb","日本"],"lines":5}\n'.encode()
+    assert decode_request(line) == Request("query", {"identifiers": ["wéb", "日本"], "lines": 5})
+
+
+def test_request_with_a_lone_surrogate_is_refused_not_raised() -> None:
+    """An argument that was not UTF-8 (a lone surrogate) is sent escaped; the daemon refuses it."""
+    line = encode_request("query", identifiers=["\udcff"])
+    assert line == b'{"op":"query","identifiers":["\\udcff"]}\n'
+    with pytest.raises(ParseError, match="invalid control request"):
+        decode_request(line)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"nope", b"[1]", b'{"x": 1}', b'{"type": NaN}', b'{"type": "ok", "n": Infinity}',
+     b'{"type": "\xff"}', b"[" * 100_000],
+)  # fmt: skip
+def test_malformed_responses_are_parse_errors(bad: bytes) -> None:
+    """Not JSON, not UTF-8, NaN, nested past the parser, or no string type: ParseError."""
+    with pytest.raises(ParseError, match="invalid control response"):
+        decode_response(bad)
+
+
 def test_line_reader_splits_any_chunking() -> None:
     """Lines come out the same whether fed whole or byte by byte."""
     data = b'{"op":"a"}\n{"op":"b"}\n'

@@ -21,8 +21,11 @@ import contextlib
 import os
 import select
 import sys
-from collections.abc import Callable
-from typing import Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLIs' start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Final
 
 __all__ = ["EXIT_INTERRUPTED", "run_guarded", "stdout_gone"]
 

@@ -14,23 +14,27 @@ a cursor, and at the end prints ``-- cursor: C`` and writes the cursor file
 
 from __future__ import annotations
 
-import argparse
-import array
-import dataclasses
-import datetime as _dt
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import IO, Final
-
-import orjson
 
 from trio_logd.errors import LogdError
-from trio_logd.query.boots import Boot, boot_window, select_boot
-from trio_logd.query.cursor import Cursor, CursorRequest, CursorTracker
-from trio_logd.query.filters import QuerySpec
-from trio_logd.query.output import FIELD_FORMATS, parse_output_fields
+from trio_logd.query.modes import FIELD_FORMATS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (logq's start-up)
+if TYPE_CHECKING:
+    import argparse
+    import datetime as _dt
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import IO, Final
+
+    from trio_logd.query.boots import Boot
+    from trio_logd.query.cursor import Cursor, CursorRequest
+    from trio_logd.query.filters import QuerySpec
+
+# logq's start-up (tests/cli/test_startup.py): ``add_arguments`` runs for every
+# logq, ``--help`` included; the cursor, boot and output modules are imported
+# only by the functions of the options that need them, and :class:`Plan` is a
+# plain class (a dataclass would import ``dataclasses``, with ``inspect``).
 
 __all__ = ["Plan", "RecordOutput", "add_arguments", "format_boots", "narrow_to_boot", "plan"]
 
@@ -82,12 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
 class Plan:
     """What the position options ask for.
 
     Attributes:
-        request: the query's position arguments (cursor, store identities).
+        request: the query's position arguments (cursor, store identities),
+            or ``None`` when no position option is given.
         cursor_file: ``--cursor-file``.
         show_cursor: ``--show-cursor``.
         head: show only the first N records after the cursor.
@@ -96,13 +100,26 @@ class Plan:
         quiet: ``-q``.
     """
 
-    request: CursorRequest = dataclasses.field(default_factory=CursorRequest)
-    cursor_file: str | None = None
-    show_cursor: bool = False
-    head: int | None = None
-    reverse: bool = False
-    fields: tuple[str, ...] = ()
-    quiet: bool = False
+    __slots__ = ("cursor_file", "fields", "head", "quiet", "request", "reverse", "show_cursor")
+
+    def __init__(
+        self,
+        *,
+        request: CursorRequest | None = None,
+        cursor_file: str | None = None,
+        show_cursor: bool = False,
+        head: int | None = None,
+        reverse: bool = False,
+        fields: tuple[str, ...] = (),
+        quiet: bool = False,
+    ) -> None:
+        self.request = request
+        self.cursor_file = cursor_file
+        self.show_cursor = show_cursor
+        self.head = head
+        self.reverse = reverse
+        self.fields = fields
+        self.quiet = quiet
 
     @property
     def tracks(self) -> bool:
@@ -111,6 +128,8 @@ class Plan:
 
 
 def _read_cursor_file(path: str) -> Cursor | None:
+    from trio_logd.query.cursor import Cursor
+
     try:
         with open(path, "rb") as f:
             text = f.read(64 << 10).decode("ascii", "replace").strip()
@@ -139,12 +158,20 @@ def plan(args: argparse.Namespace, spec: QuerySpec) -> tuple[Plan, QuerySpec]:
         names = " and ".join("--" + o.replace("_", "-") for o in given)
         msg = f"{names}: give one of them"
         raise ValueError(msg)
-    fields = parse_output_fields(args.output_fields) if args.output_fields else ()
+    fields: tuple[str, ...] = ()
+    if args.output_fields:
+        from trio_logd.query.output import parse_output_fields
+
+        fields = parse_output_fields(args.output_fields)
     if fields and args.output not in FIELD_FORMATS:
         msg = f"--output-fields applies to -o {', '.join(FIELD_FORMATS)}, not -o {args.output}"
         raise ValueError(msg)
     text = args.cursor if args.cursor is not None else args.after_cursor
-    cursor = Cursor.decode(text) if text is not None else None
+    cursor = None
+    if text is not None:
+        from trio_logd.query.cursor import Cursor
+
+        cursor = Cursor.decode(text)
     if args.cursor_file is not None:
         cursor = _read_cursor_file(args.cursor_file)
         where = os.path.dirname(os.path.abspath(args.cursor_file))
@@ -159,14 +186,18 @@ def plan(args: argparse.Namespace, spec: QuerySpec) -> tuple[Plan, QuerySpec]:
         raise ValueError(msg)
     head = None
     if cursor is not None:  # forwards from the cursor: -n N is the first N (journalctl)
+        import dataclasses
+
         head = spec.lines if args.lines is not None and not spec.follow else None
         spec = dataclasses.replace(spec, lines=None)
+    request = None
+    stores = args.show_cursor or args.cursor_file is not None
+    if cursor is not None or stores:
+        from trio_logd.query.cursor import CursorRequest
+
+        request = CursorRequest(cursor, inclusive=args.cursor is not None, stores=stores)
     out = Plan(
-        request=CursorRequest(
-            cursor,
-            inclusive=args.cursor is not None,
-            stores=args.show_cursor or args.cursor_file is not None,
-        ),
+        request=request,
         cursor_file=args.cursor_file,
         show_cursor=args.show_cursor,
         head=head,
@@ -183,6 +214,10 @@ def narrow_to_boot(spec: QuerySpec, boots: list[Boot], arg: str) -> QuerySpec:
     Raises:
         ValueError: no such boot.
     """
+    import dataclasses
+
+    from trio_logd.query.boots import boot_window, select_boot
+
     since, until = boot_window(boots, select_boot(boots, arg))
     if spec.since is not None:
         since = max(since, spec.since)
@@ -192,6 +227,8 @@ def narrow_to_boot(spec: QuerySpec, boots: list[Boot], arg: str) -> QuerySpec:
 
 
 def _local(ts: str, tz: _dt.tzinfo | None) -> str:
+    import datetime as _dt
+
     try:
         t = _dt.datetime.fromisoformat(ts[:-1] + "+00:00")
     except ValueError:
@@ -203,6 +240,8 @@ def format_boots(boots: list[Boot], output: str, *, tz: _dt.tzinfo | None = None
     """``--list-boots``: a table (index, boot id, first and last), or JSON for the json modes."""
     n = len(boots)
     if output in ("json", "json-pretty"):
+        import orjson
+
         items = [{"index": i - n + 1, **b.as_dict()} for i, b in enumerate(boots)]
         option = orjson.OPT_INDENT_2 if output == "json-pretty" else 0
         return orjson.dumps(items, option=option) + b"\n"
@@ -221,6 +260,8 @@ class _Spool:
         self._memory = memory
         self._lines: list[bytes] = []
         self._bytes = 0
+        import array
+
         self._file: IO[bytes] | None = None
         self._ends = array.array("Q")
 
@@ -295,14 +336,19 @@ class RecordOutput:
         reverse_memory: int = REVERSE_MEMORY,
     ) -> None:
         self._write, self._fmt, self._plan, self._flush = write, fmt, plan, flush
-        self.tracker = CursorTracker({}, plan.request.cursor) if plan.tracks else None
+        self.tracker = None
+        if plan.tracks:
+            from trio_logd.query.cursor import CursorTracker
+
+            cursor = plan.request.cursor if plan.request is not None else None
+            self.tracker = CursorTracker({}, cursor)
         self._spool = _Spool(reverse_memory) if plan.reverse else None
         self._count = 0
         self._saved = time.monotonic()
 
     @property
-    def request(self) -> CursorRequest:
-        """The query's position arguments."""
+    def request(self) -> CursorRequest | None:
+        """The query's position arguments (``None``: no position option)."""
         return self._plan.request
 
     def stores(self, ids: Mapping[int, int]) -> None:

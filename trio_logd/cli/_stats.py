@@ -15,7 +15,6 @@ summary wrapped at its commas. UID, REC/S, USE and DROPS stay to the end.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -312,7 +311,11 @@ def show_stats(path: str, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(stats))
     else:  # on a terminal, fit its width as top does; into a pipe, every column
-        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        width = None
+        if sys.stdout.isatty():  # shutil only for a terminal (start-up: tests/cli/test_startup.py)
+            import shutil
+
+            width = shutil.get_terminal_size().columns
         print("\n".join(render_table(stats, width=width)))
     return 0
 

@@ -13,16 +13,13 @@ import grp
 import json
 import os
 import pwd
-import socket
 import stat
 import sys
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
 
 from trio_logd import __version__
 from trio_logd.cli._exit import run_guarded
-from trio_logd.client import PeerRefused, socket_origin
+from trio_logd.cli._parser import ArgumentParser
 from trio_logd.errors import (
     ConfigError,
     ConnectFailed,
@@ -37,15 +34,19 @@ from trio_logd.locate import (
     configured_path,
     find_config_path,
 )
-from trio_logd.peer import read_peer_cred
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CLIs' start-up)
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Final
+
     from trio_logd.config import Config
 
 # Start-up budget (tests/cli/test_startup.py, bench/startup.py): the control
 # commands (status, stats, reload...) import neither trio, structlog, the
 # server nor the config schema; a command that needs one imports it in its
-# own function.
+# own function, and so do the commands that need the control client or
+# SO_PEERCRED (``--help`` imports neither).
 
 __all__ = ["main"]
 
@@ -127,6 +128,7 @@ def _fmt_duration(seconds: float) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Report whether the daemon runs, its pid (from SO_PEERCRED), uptime and sockets."""
+    from trio_logd.client import PeerRefused, socket_origin
     from trio_logd.control_client import request_one
     from trio_logd.peer import probe_socket
 
@@ -302,6 +304,10 @@ def _peer_failure(path: str, exc: OSError) -> str:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     """Print pid/uid/gid of whoever serves a Unix stream socket."""
+    import socket
+
+    from trio_logd.peer import read_peer_cred
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(5)
     try:
@@ -427,9 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"config file (default: ${CONFIG_ENV_VAR}, else {SYSTEM_CONFIG_PATH} if it exists, "
         "else the embedded defaults)"
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help=config_help)
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="trio-logd",
         description="An authenticated, syslog-style logging daemon. Without a COMMAND: serve.",
     )

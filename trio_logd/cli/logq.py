@@ -9,44 +9,39 @@ unreadable store: the message says why), 2 bad usage.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import pwd
-import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Final
-
-import orjson
 
 from trio_logd import __version__
 from trio_logd.cli import _position
 from trio_logd.cli._exit import run_guarded
-from trio_logd.client import PeerRefused, socket_origin
-from trio_logd.control_client import ControlConnection, request_one
 from trio_logd.errors import ConnectFailed, LogdError, ParseError, StoreError
-from trio_logd.identity import MAX_UID
-from trio_logd.locate import configured_path
-from trio_logd.protocol.control import decode_response
-from trio_logd.query.boots import Boot, boots_from_answer, daemon_uid, read_boots
-from trio_logd.query.cursor import CursorRequest, place
-from trio_logd.query.filters import MAX_LINES, QuerySpec, parse_priority
-from trio_logd.query.matches import Selection, parse_matches, unit_pattern, value_printer
-from trio_logd.query.output import FORMATS, make_formatter
-from trio_logd.query.timespec import parse_time, ts_bound
+from trio_logd.query.modes import FORMATS
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up, below)
 if TYPE_CHECKING:
+    import argparse
     import subprocess
+    from collections.abc import Iterator, Sequence
+    from typing import IO, Final
 
+    from trio_logd.control_client import ControlConnection
+    from trio_logd.query.boots import Boot
+    from trio_logd.query.cursor import CursorRequest
+    from trio_logd.query.filters import QuerySpec
+    from trio_logd.query.matches import Selection
     from trio_logd.store.verify import Report
 
 # Start-up budget (tests/cli/test_startup.py, bench/startup.py): at module level
-# import only what parsing arguments and a query on the control socket need;
-# the offline reader, --verify and anything else heavy are imported in the
-# function of the path that uses them.
+# import only what every path needs (not even argparse: ``build_parser``
+# imports it); the control client, the query layer, orjson and anything else
+# heavy are imported in the function of the path that uses them, and an
+# option's module only when the option is given (re2 for --grep, the cursor
+# and boot modules for their options).
 
 __all__ = ["build_parser", "main"]
 
@@ -73,6 +68,8 @@ def _err(msg: str) -> None:
 
 
 def _uid(text: str) -> int:
+    from trio_logd.identity import MAX_UID
+
     if text.isascii() and text.isdigit():
         uid = int(text)
         if uid > MAX_UID:
@@ -87,6 +84,8 @@ def _uid(text: str) -> int:
 
 
 def _lines(text: str) -> int | None:
+    from trio_logd.query.filters import MAX_LINES
+
     if text == "all":
         return None
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_LINES:
@@ -111,10 +110,16 @@ def spec_from_args(args: argparse.Namespace, *, now: float | None = None) -> Que
     Raises:
         _Usage: a bad value, with the message to print.
     """
+    from trio_logd.query.filters import QuerySpec, parse_priority
+
     now = time.time() if now is None else now
     try:
-        since = ts_bound(parse_time(args.since, now=now)) if args.since else None
-        until = ts_bound(parse_time(args.until, now=now)) if args.until else None
+        since = until = None
+        if args.since or args.until:  # the time parser only when a time is given
+            from trio_logd.query.timespec import parse_time, ts_bound
+
+            since = ts_bound(parse_time(args.since, now=now)) if args.since else None
+            until = ts_bound(parse_time(args.until, now=now)) if args.until else None
         priority = parse_priority(args.priority) if args.priority else None
     except ValueError as exc:
         raise _Usage(str(exc)) from None
@@ -161,6 +166,8 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
     Raises:
         _Usage: a word that is not ``FIELD=VALUE``, ``+`` or a path.
     """
+    from trio_logd.query.matches import Selection, parse_matches, unit_pattern
+
     words = [
         f"exe={os.path.realpath(w)}" if w.startswith("/") and "=" not in w else w
         for w in args.matches
@@ -182,7 +189,9 @@ def selection_from_args(args: argparse.Namespace) -> Selection:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``logq`` argument parser."""
-    p = argparse.ArgumentParser(
+    from trio_logd.cli._parser import ArgumentParser
+
+    p = ArgumentParser(
         prog="logq",
         description=(
             "Read trio-logd records: your own, or every uid's if you are root or in an "
@@ -298,7 +307,8 @@ class _Sink:
         env = dict(os.environ)
         env.setdefault("LESS", LESS_DEFAULT)
         try:
-            import subprocess  # only with a pager: see the start-up note above
+            import shlex  # only with a pager: see the start-up note above
+            import subprocess
 
             self._proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, env=env)
         except (OSError, ValueError):
@@ -332,12 +342,20 @@ def _colour_wanted() -> bool:
 
 
 def _control_path(args: argparse.Namespace) -> str:
-    return args.socket or configured_path(args.config, "control_socket")
+    if args.socket:
+        return str(args.socket)
+    from trio_logd.locate import configured_path
+
+    return configured_path(args.config, "control_socket")
 
 
 def _run_online(
     args: argparse.Namespace, spec: QuerySpec, sink: _Sink, out: _position.RecordOutput
 ) -> int:
+    from trio_logd.client import PeerRefused, socket_origin
+    from trio_logd.control_client import ControlConnection
+    from trio_logd.protocol.control import decode_response
+
     path = _control_path(args)
     try:
         conn = ControlConnection(path, timeout=None)
@@ -392,10 +410,13 @@ def _stores(value: object) -> dict[int, int]:
     return out
 
 
-def _answer(conn: ControlConnection, spec: QuerySpec, position: CursorRequest) -> Iterator[bytes]:
+def _answer(
+    conn: ControlConnection, spec: QuerySpec, position: CursorRequest | None
+) -> Iterator[bytes]:
     """Send the query and yield the answer's lines; socket errors become ConnectFailed."""
+    where = position.to_request() if position is not None else {}
     try:
-        conn.send("query", **spec.to_request(), **position.to_request())
+        conn.send("query", **spec.to_request(), **where)
         yield from conn.raw_lines()
     except OSError as exc:
         msg = f"{conn.path}: lost the connection to the daemon: {exc.strerror or exc}"
@@ -413,9 +434,11 @@ def _run_offline(
     uids = None if spec.all_uids else list(spec.uids or (os.getuid(),))
     position = out.request
     scanner = query_scanner(args.directory, uids, spec)
-    if position.cursor is not None:
+    if position is not None and position.cursor is not None:
+        from trio_logd.query.cursor import place
+
         place(scanner, position.cursor, inclusive=position.inclusive)
-    if position.stores:
+    if position is not None and position.stores:
         out.stores(scanner.store_ids())
     count = 0
     batches = scanner.batches()
@@ -445,6 +468,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if args.follow:
         msg = "--verify checks the files once; it cannot be used with --follow"
         raise _Usage(msg)
+    import orjson
+
+    from trio_logd.locate import configured_path
     from trio_logd.store.verify import verify_store
 
     directory = args.directory or configured_path(args.config, "log_dir")
@@ -504,7 +530,9 @@ def run_disk_usage(args: argparse.Namespace) -> int:
         uids = None if args.all else list(dict.fromkeys(_uid(u) for u in args.uid or ()))
         usage = disk_usage(args.directory, uids or (None if args.all else [os.getuid()]))
     else:
-        path = args.socket or configured_path(args.config, "control_socket")
+        from trio_logd.control_client import request_one
+
+        path = _control_path(args)
         wanted = list(dict.fromkeys(_uid(u) for u in args.uid or ()))
         reply = (
             request_one(path, "disk_usage", uids=wanted)
@@ -519,7 +547,9 @@ def run_disk_usage(args: argparse.Namespace) -> int:
     if args.output == "json":
         total = sum(usage.values())
         items = [{"uid": uid, "bytes": n} for uid, n in sorted(usage.items())]
-        out.write(orjson.dumps({"uids": items, "total": total}).decode() + "\n")
+        import json  # integers only: the same bytes as orjson's, without its start-up
+
+        out.write(json.dumps({"uids": items, "total": total}, separators=(",", ":")) + "\n")
     else:
         out.write(usage_line(usage) + "\n")
     out.flush()
@@ -554,7 +584,12 @@ def _count(n: int, noun: str) -> str:
 def _boots(args: argparse.Namespace) -> list[Boot]:
     """The daemon's boots: from the daemon (``boots``), or its records under --directory."""
     if args.directory is not None:
+        from trio_logd.query.boots import daemon_uid, read_boots
+
         return read_boots(args.directory, daemon_uid(args.directory))
+    from trio_logd.control_client import request_one
+    from trio_logd.query.boots import boots_from_answer
+
     reply = request_one(_control_path(args), "boots")
     if reply.get("type") != "ok":
         raise ConnectFailed(str(reply.get("error", reply)))
@@ -584,8 +619,12 @@ def run(args: argparse.Namespace) -> int:
         raise _Usage(str(exc)) from None
     tty = sys.stdout.isatty()
     if spec.select.field is not None:
+        from trio_logd.query.matches import value_printer
+
         fmt = value_printer(spec.select.field)
     else:
+        from trio_logd.query.output import make_formatter
+
         fmt = make_formatter(
             args.output,
             colour=_colour_wanted(),

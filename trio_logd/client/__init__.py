@@ -18,8 +18,9 @@ For the CLIs and the control client: :func:`default_socket_path` and
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Final
+
+from trio_logd._lazy import lazy_getattr
 
 # Light: what the CLIs and the control client use (no trio, no structlog).
 from trio_logd.client._connect import (
@@ -62,11 +63,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later look-ups do not come here
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

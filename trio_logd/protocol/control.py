@@ -66,11 +66,15 @@ than :data:`MAX_REQUEST_BYTES` is refused.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final, NamedTuple
 
-import orjson
-
 from trio_logd.errors import ParseError, excerpt
+
+# The client's side (requests out, answers in) uses the standard library's
+# json: answers are small, and orjson's import (about 15 ms with what it
+# pulls in) would be most of ``trio-logd status``'s start-up. The server's
+# side (requests in, answers out) keeps orjson, imported in its functions.
 
 __all__ = [
     "GREETING",
@@ -112,7 +116,12 @@ class Request(NamedTuple):
 def encode_request(op: str, **args: Any) -> bytes:
     """Return the request line for *op* with *args* (``None`` values left out)."""
     obj = {"op": op, **{k: v for k, v in args.items() if v is not None}}
-    return orjson.dumps(obj) + b"\n"
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    except UnicodeEncodeError:
+        # a lone surrogate (an argument that was not UTF-8): sent escaped, which
+        # the daemon refuses as an invalid request, with a message
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 def decode_request(line: bytes) -> Request:
@@ -121,6 +130,8 @@ def decode_request(line: bytes) -> Request:
     Raises:
         ParseError: not a JSON object with a string ``op``.
     """
+    import orjson
+
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -140,7 +151,14 @@ def is_greeting(obj: dict[str, Any]) -> bool:
 
 def encode_response(kind: str, **fields: Any) -> bytes:
     """Return one response line of *kind* (``ok``, ``error``, ``record`` …)."""
+    import orjson
+
     return orjson.dumps({"type": kind, **fields}) + b"\n"
+
+
+def _no_constant(name: str) -> object:
+    msg = f"{name} is not JSON"  # json accepts NaN and Infinity; the daemon never sends them
+    raise ValueError(msg)
 
 
 def decode_response(line: bytes) -> dict[str, Any]:
@@ -150,8 +168,8 @@ def decode_response(line: bytes) -> dict[str, Any]:
         ParseError: not a JSON object with a string ``type``.
     """
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
+        obj = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
         msg = f"invalid control response {excerpt(line)}"
         raise ParseError(msg, excerpt=excerpt(line)) from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):

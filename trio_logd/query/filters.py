@@ -39,14 +39,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
-import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
-from trio_logd.query.matcher import Matcher
 from trio_logd.query.matches import Selection
-from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.record import TS_AT
+
+# logq's start-up (tests/cli/test_startup.py): a client builds a QuerySpec for
+# every query; re2 (for --grep), the matcher and the time parser are imported
+# by the functions that use them, once per query, never per record.
 
 __all__ = [
     "MAX_GREP_CHARS",
@@ -156,6 +157,8 @@ def compile_grep(
         msg = f"--grep pattern is {len(pattern)} characters long: expected at most {MAX_GREP_CHARS}"
         raise ValueError(msg)
     ignore_case = not _is_upper_present(pattern) if case_sensitive is None else not case_sensitive
+    import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
+
     options = re2.Options()
     options.log_errors = False
     options.max_mem = max_mem
@@ -365,6 +368,8 @@ def _ts_arg(args: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str):
         msg = f"query {key!r}: expected a time string, got {value!r:.80}"
         raise ValueError(msg)
+    from trio_logd.query.timespec import ts_to_epoch
+
     try:
         ts_to_epoch(value)
     except ValueError as exc:
@@ -517,6 +522,9 @@ class LineFilter:
     """
 
     def __init__(self, spec: QuerySpec, *, regex_memory_bytes: int = RE2_MAX_MEM) -> None:
+        from trio_logd.query.matcher import Matcher
+        from trio_logd.query.timespec import ts_to_epoch
+
         self._lo = spec.since.encode() if spec.since is not None else None
         self._hi = spec.until.encode() if spec.until is not None else None
         self.since_epoch = ts_to_epoch(spec.since) if spec.since is not None else None

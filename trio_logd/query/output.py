@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import orjson
 
+from trio_logd.query.modes import FIELD_FORMATS, FORMATS
+
 __all__ = [
     "ALWAYS_FIELDS",
     "FIELD_FORMATS",
@@ -35,10 +37,6 @@ __all__ = [
     "parse_output_fields",
 ]
 
-#: The ``-o`` choices (journalctl's names; ``short`` first: the default).
-FORMATS: Final = ("short", "short-iso", "short-precise", "cat", "json", "json-pretty", "verbose")
-#: The modes that show whole records, where ``--output-fields`` picks the fields.
-FIELD_FORMATS: Final = ("json", "json-pretty", "verbose")
 #: Fields ``--output-fields`` always keeps: where the record is (as journalctl
 #: always prints ``__CURSOR`` and ``__REALTIME_TIMESTAMP``).
 ALWAYS_FIELDS: Final = ("ts", "seq", "uid")
