@@ -19,7 +19,8 @@
 #
 # Prints one JSON line per run to $OUT (default /tmp/ab/cgroup.jsonl, the
 # load average included) and, at the end, per cell the medians of msgs/s
-# and of CPU s per 1M records (whole, trio's thread, the store helper), and
+# and of CPU s per 1M records (whole; trio's thread, worker threads, store
+# helper, the kernel's part; how many runs appended from a worker thread), and
 # the medians of the rounds' ratios: AFTER/BASE with writers in the unit and
 # in the root cgroup, unit/root for each version. CPU per record is the
 # steadier figure on a shared machine. Exits 0 with a message (skipped)
@@ -71,30 +72,35 @@ done
 
 "$PY" - "$OUT" <<'EOF'
 import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
+rows = [json.loads(line) for line in open(sys.argv[1])]
 cells = {}
 for r in rows:
     cells.setdefault((r["code"], r["writers"]), {})[r["round"]] = r["result"]["runs"][0]
-def med(xs):
-    return statistics.median(xs)
-print("cell          msgs/s   CPU s/1M (trio thread, helper)   runs")
+med = statistics.median
+parts = ("cpu_s_per_million", "cpu_main_s_per_million", "cpu_threads_s_per_million",
+         "cpu_helper_s_per_million", "cpu_system_s_per_million")
+print("cell          msgs/s   CPU s/1M: whole  trio  threads helper kernel  runs (threaded)")
 for (code, w), runs in sorted(cells.items()):
     v = list(runs.values())
-    print(f"{code:5} {w:5} {med([r['msgs_per_s'] for r in v]):9,.0f}   "
-          f"{med([r['cpu_s_per_million'] for r in v]):.2f} "
-          f"({med([r['cpu_main_s_per_million'] for r in v]):.2f}, "
-          f"{med([r['cpu_helper_s_per_million'] for r in v]):.2f})   {len(v)}")
-def ratio(a, b, key):
+    threaded = sum(r["cpu_threads_s_per_million"] >= 0.1 for r in v)
+    print(f"{code:5} {w:5} {med([r['msgs_per_s'] for r in v]):9,.0f}           "
+          + " ".join(f"{med([r[k] for r in v]):6.2f}" for k in parts)
+          + f"  {len(v)} ({threaded})")
+def ratios(a, b, key):
     ra, rb = cells.get(a, {}), cells.get(b, {})
-    xs = [ra[k][key] / rb[k][key] for k in ra if k in rb]
-    return f"{med(xs):.3f} ({min(xs):.3f}-{max(xs):.3f}, {len(xs)} pairs)" if xs else "-"
+    return [ra[k][key] / rb[k][key] for k in ra if k in rb]
+def show(xs):
+    if len(xs) < 2:
+        return "-"
+    q = statistics.quantiles(xs, n=4)
+    return f"{med(xs):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, {len(xs)} pairs)"
 for name, a, b in [
     ("after/base, writers in the unit", ("after", "unit"), ("base", "unit")),
     ("after/base, writers in root    ", ("after", "root"), ("base", "root")),
     ("unit/root, after               ", ("after", "unit"), ("after", "root")),
     ("unit/root, base                ", ("base", "unit"), ("base", "root")),
 ]:
-    print(f"{name}  CPU/1M {ratio(a, b, 'cpu_s_per_million')}  msgs/s {ratio(a, b, 'msgs_per_s')}")
-print("load average (1 min) over the runs:", min(float(r["load"].split()[0]) for r in rows),
-      "-", max(float(r["load"].split()[0]) for r in rows))
+    print(f"{name}  CPU/1M {show(ratios(a, b, parts[0]))}  msgs/s {show(ratios(a, b, 'msgs_per_s'))}")
+loads = [float(r["load"].split()[0]) for r in rows]
+print(f"load average (1 min) over the runs: {min(loads)}-{max(loads)}, median {med(loads)}")
 EOF
