@@ -84,7 +84,8 @@ for (code, w), runs in sorted(cells.items()):
     v = list(runs.values())
     threaded = sum(r["cpu_threads_s_per_million"] >= 0.1 for r in v)
     print(f"{code:5} {w:5} {med([r['msgs_per_s'] for r in v]):9,.0f}           "
-          + " ".join(f"{med([r[k] for r in v]):6.2f}" for k in parts)
+          + " ".join(f"{med(xs):6.2f}" if (xs := [r[k] for r in v if k in r]) else "     -"
+                     for k in parts)
           + f"  {len(v)} ({threaded})")
 def ratios(a, b, key):
     ra, rb = cells.get(a, {}), cells.get(b, {})
