@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._cgroup import DAEMON_ENV, join, placement
 from trio_logd.control_client import request_one
 from trio_logd.errors import ConnectFailed
 
@@ -58,12 +59,43 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _own_cpu(pid: int) -> float:
+def _times(stat: Path) -> tuple[float, float]:
+    """utime and stime in seconds from a ``/proc/…/stat`` file (0, 0: gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return 0.0, 0.0
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def _own_cpu_path(stat: Path) -> float:
+    return sum(_times(stat))
+
+
+def _own_cpu(pid: int) -> float:
+    return _own_cpu_path(Path(f"/proc/{pid}/stat"))
+
+
+def cpu_parts(pid: int) -> dict[str, float]:
+    """CPU seconds of the daemon's main thread, its other threads, and its children.
+
+    The main thread runs trio (reading, parsing, encoding, limits, and the
+    store's appends while they are quick); the others are trio's worker
+    threads (appends once the disk pushes back, syncs); the children are
+    the store helper. ``/proc/PID/stat`` counts threads that have exited,
+    so the other threads' share is that minus the main thread's. ``system``
+    is the kernel's part of all of them (it is not added again).
+    """
+    user, system = _times(Path(f"/proc/{pid}/stat"))
+    main = _own_cpu_path(Path(f"/proc/{pid}/task/{pid}/stat"))
+    children = [_times(Path(f"/proc/{c}/stat")) for c in _children(pid)]
+    return {
+        "main": main,
+        "threads": user + system - main,
+        "helper": sum(map(sum, children)),
+        # the kernel's share (daemon and helper): writes, reads, page cache, fsync
+        "system": system + sum(t[1] for t in children),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -125,10 +157,15 @@ class BenchDaemon:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BenchDaemon:
+        cgroup = placement(DAEMON_ENV)
+        # BENCH_DAEMON_PROFILE=FILE: the daemon under cProfile (its main thread), stats to FILE
+        profile = os.environ.get("BENCH_DAEMON_PROFILE")
+        python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_logd", "serve", "--config", str(self.config)],
+            [*python, "-m", "trio_logd", "serve", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=open(self.root / "daemon.stderr", "wb"),
+            preexec_fn=(lambda: join(cgroup)) if cgroup is not None else None,
         )
         deadline = time.monotonic() + 20
         while True:

@@ -13,6 +13,9 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
+
+from bench._cgroup import WRITER_ENV, join, placement
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -31,6 +34,8 @@ class LoadSpec:
     batch: int = 512
     ts: bool = False
     dgram: bool = False
+    #: the writers' cgroup (``bench._cgroup``): joined before connecting
+    cgroup: Path | None = None
 
 
 def _prefix(conn: int) -> bytes:
@@ -52,6 +57,7 @@ def _frame(msg: bytes, framing: str) -> bytes:
 def _child(spec: LoadSpec, conn: int, n: int | None, go_r: int, res_w: int) -> None:
     result: dict[str, object] = {"conn": conn, "sent": 0, "err": None}
     try:
+        join(spec.cgroup)
         if spec.uid is not None:
             os.setgroups([])
             os.setgid(spec.gid if spec.gid is not None else spec.uid)
@@ -109,6 +115,8 @@ class LoadGen:
     """Forked senders; ``start()`` releases them all at once, ``wait()`` collects results."""
 
     def __init__(self, spec: LoadSpec) -> None:
+        if spec.cgroup is None:
+            spec.cgroup = placement(WRITER_ENV)
         self.spec = spec
         self.pids: list[int] = []
         go_r, self._go_w = os.pipe()
