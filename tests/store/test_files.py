@@ -4,6 +4,7 @@ whatever happens; seeking by seq; every compression read the same way."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -161,14 +162,20 @@ def test_read_whole_reads_plain_and_compressed_files_alike(tmp_path: Path, compr
         os.close(fd)
 
 
-def test_a_damaged_compressed_file_is_a_store_error_for_the_forwarders(tmp_path: Path) -> None:
-    """Garbage under a .zst name gives a clear StoreError naming the file, not a traceback."""
+def test_a_damaged_compressed_file_is_passed_over_and_told_by_the_forwarders_reader(
+    tmp_path: Path,
+) -> None:
+    """Garbage under a .zst name: the reader names it in ``damaged`` and goes on with the
+    next file (its records are counted missing), never a traceback."""
     d = tmp_path / "5"
     d.mkdir()
     (d / (_NAME + ".zst")).write_bytes(b"not zstd at all" * 10)
-    reader = SeqReader(str(tmp_path), 5)
-    with pytest.raises(StoreError, match=r"5/0+1-0+20\..*\.jsonl\.zst: cannot read"):
-        reader.read(1 << 20)
+    (d / "current.jsonl").write_bytes(b"".join(lines(21, 22)))
+    reader = SeqReader(str(tmp_path), 5, after=0)
+    assert seqs(reader.read(1 << 20)) == [21, 22]
+    (damaged,) = reader.damaged
+    assert re.search(r"5/0+1-0+20\..*\.jsonl\.zst$", damaged.path)
+    assert damaged.reason.startswith("cannot be decompressed: ")
     reader.close()
     with pytest.raises(ValueError, match="not a compressed"):
         Stream(0, ".jsonl")

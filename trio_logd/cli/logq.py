@@ -349,6 +349,7 @@ def _run_online(
         # nothing there: say where the path came from (a config not found?)
         msg = f"{exc}: is the daemon running? ({socket_origin(args.config, 'control_socket')})"
         raise ConnectFailed(msg) from exc
+    damaged = 0
     with conn:
         head = len(_RECORD_HEAD)
         for raw in _answer(conn, spec, out.request):
@@ -363,6 +364,10 @@ def _run_online(
                 return EXIT_FAIL
             if kind in ("ok", "stores"):  # store identities, for the cursor
                 out.stores(_stores(reply.get("stores")))
+            elif kind == "damaged":
+                damaged += 1
+                sink.out.flush()
+                _warn_damaged(str(reply.get("file")), str(reply.get("error")))
             elif kind == "missed" and not args.quiet:
                 sink.out.flush()
                 _err(
@@ -372,7 +377,7 @@ def _run_online(
             elif kind == "end":
                 if args.stats:
                     _print_stats(reply)
-                return EXIT_OK
+                return EXIT_FAIL if damaged else EXIT_OK
     if spec.follow:
         if not args.quiet:
             _err("the daemon ended the stream (it is stopping)")
@@ -432,7 +437,17 @@ def _run_offline(
         batches.close()
     if args.stats:
         _print_stats({"records": count, **scanner.stats.as_dict()})
+    if scanner.stats.damaged:
+        sink.out.flush()
+        for d in scanner.stats.damaged:
+            _warn_damaged(d.path, d.reason)
+        return EXIT_FAIL
     return EXIT_OK
+
+
+def _warn_damaged(path: str, reason: str) -> None:
+    """A file the query passed over (after what it could read of it), on stderr."""
+    _err(f"warning: {path}: damaged: {reason}; records after the damage are not shown")
 
 
 def _print_stats(figures: dict[str, object]) -> None:
@@ -554,7 +569,11 @@ def _count(n: int, noun: str) -> str:
 def _boots(args: argparse.Namespace) -> list[Boot]:
     """The daemon's boots: from the daemon (``boots``), or its records under --directory."""
     if args.directory is not None:
-        return read_boots(args.directory, daemon_uid(args.directory))
+        damaged: list[StoreError] = []
+        boots = read_boots(args.directory, daemon_uid(args.directory), damaged)
+        for d in damaged:  # the boots in them are not listed
+            _err(f"warning: {d}")
+        return boots
     reply = request_one(_control_path(args), "boots")
     if reply.get("type") != "ok":
         raise ConnectFailed(str(reply.get("error", reply)))
