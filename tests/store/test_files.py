@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from tests.store._lines import T0, line, lines, names, seqs
-from trio_logd.errors import StoreError
 from trio_logd.record import line_seq, with_seq
 from trio_logd.store.files import (
     Stream,
