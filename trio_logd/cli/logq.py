@@ -455,11 +455,46 @@ def _print_stats(figures: dict[str, object]) -> None:
     _err("read: " + ", ".join(f"{k}={figures.get(k)}" for k in keys))
 
 
+#: What ``--verify`` takes besides itself; every other option selects, orders or
+#: shows records, which it does not do: it is refused, named (docs/logq.md).
+_VERIFY_TAKES: Final = frozenset(
+    {"verify", "uid", "all", "directory", "config", "output", "no_pager"}
+)
+_VERIFY_OUTPUTS: Final = ("short", "json")
+
+
+def _verify_usage(args: argparse.Namespace) -> None:
+    """Refuse what ``--verify`` would otherwise ignore, naming the first such option.
+
+    Raises:
+        _Usage: an option that selects or shows records, or an output other than text or json.
+    """
+    defaults = vars(build_parser().parse_args([]))
+    for dest, value in vars(args).items():
+        if dest in _VERIFY_TAKES or value == defaults.get(dest):
+            continue
+        if dest == "matches":
+            msg = (
+                f"--verify checks every record of the uids asked (select them with --uid): it "
+                f"takes no FIELD=VALUE matches ({' '.join(value)})"
+            )
+        else:
+            msg = (
+                f"--verify checks every record of the uids asked (select them with --uid): it "
+                f"cannot be used with --{dest.replace('_', '-')}"
+            )
+        raise _Usage(msg)
+    if args.output not in _VERIFY_OUTPUTS:
+        msg = f"--verify prints its findings as text or json: not -o {args.output}"
+        raise _Usage(msg)
+    if args.all and args.uid:
+        msg = "--all and --uid: give one or the other"
+        raise _Usage(msg)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """``logq --verify``: check the store's chains; exit 1 if anything was changed."""
-    if args.follow:
-        msg = "--verify checks the files once; it cannot be used with --follow"
-        raise _Usage(msg)
+    _verify_usage(args)
     from trio_logd.store.verify import verify_store
 
     directory = args.directory or configured_path(args.config, "log_dir")

@@ -75,7 +75,7 @@ class _Source:
     fd: int
     ino: int
     current: bool
-    key: tuple[int, int, int, int] | None = None  # rotated files: their name's key
+    rotated: _layout.RotatedName | None = None  # rotated files: their name
     stream: Stream | None = None  # compressed files
     offset: int = 0  # plain files: where the next read starts
     carry: bytes = b""  # compressed files: the start of a line not complete yet
@@ -139,6 +139,7 @@ class SeqReader:
                 if src.current:  # rotated meanwhile: what was appended before is still ours
                     data = self._read_chunk(src, max_bytes - size)
                 if not data:
+                    self._passed_file(src)
                     self._close_source(remember=False)
                     self._in_current = False  # the next file is found by listing
                     continue
@@ -236,7 +237,7 @@ class SeqReader:
                     continue
                 if src is None:
                     break  # vanished: list again
-                src.key = r.key
+                src.rotated = r
                 return src
             else:
                 return self._open_file(dir_fd, _layout.CURRENT, current=True, suffix="")
@@ -259,6 +260,18 @@ class SeqReader:
         self._src = src
         self._in_current = current
         return src
+
+    def _passed_file(self, src: _Source) -> None:
+        """*src* is read to its end: a rotated file's name says up to which seq it held.
+
+        Its records missing at its end (a file cut short) are counted; without
+        this, the next listing would find the same file again, and again.
+        """
+        if src.rotated is None or src.rotated.last_seq <= self.after:
+            return
+        if self.after:  # before the first record read, older ones are not ours to miss
+            self.missing += src.rotated.last_seq - self.after
+        self.after = src.rotated.last_seq
 
     def _pass_over(self, key: tuple[int, int, int, int], exc: DamagedFile) -> None:
         self.damaged.append(exc)
@@ -287,11 +300,12 @@ class SeqReader:
                 return self._read_plain(src, max(want, _MIN_READ))
             return self._read_stream(src)
         except READ_ERRORS as exc:
-            if src.key is None:  # the current file: nothing comes after it
+            if src.rotated is None:  # the current file: nothing comes after it
                 msg = f"{self._where}/{src.name}: cannot read: {exc}"
                 raise StoreError(msg) from exc
             # what it held up to the damage was returned: the next file's records follow
-            self._pass_over(src.key, DamagedFile(f"{self._where}/{src.name}", read_error(exc)))
+            damaged = DamagedFile(f"{self._where}/{src.name}", read_error(exc))
+            self._pass_over(src.rotated.key, damaged)
             return b""
 
     def _unread(self, src: _Source, lines: list[bytes]) -> None:

@@ -1,0 +1,207 @@
+"""Every reader of the store with a damaged file: it is named, the rest is read.
+
+The store: uid 5, seq 1..45 (10 records per file, rotated files compressed)
+and uid 6, seq 1..15. Uid 5's file 21..30 is damaged in each way of the
+table (``_damage.DAMAGES``): cut at several points, a byte flipped in its
+header, body or trailer, garbage, plain text under a compressed name, a
+directory, a FIFO or a symlink in its place, and a file the reader may not
+open. Each reader (``--verify``, the query scan forwards and backwards, the
+forwarders' ``SeqReader``, ``read_uid_records``) must name the file, read
+the records before the damage and every other file's, and never raise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests._daemon import world
+from tests._uids import free_uids
+from tests.attacks._helpers import run_child
+from tests.store._damage import DAMAGES
+from tests.store._lines import line, lines, seqs
+from trio_logd.query.filters import QuerySpec
+from trio_logd.query.scanner import query_scanner
+from trio_logd.store.files import read_uid_records
+from trio_logd.store.seqreader import SeqReader
+from trio_logd.store.verify import verify_store
+from trio_logd.store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from trio_logd.store.files import DamagedFile
+
+LINE = len(line(1))
+SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
+DAMAGED = range(21, 31)
+
+
+def _store(log_dir: Path, compress: str) -> None:
+    w = StoreWriter(str(log_dir), max_file_bytes=10 * LINE, compress=compress)
+    w.open()
+    w.append(5, lines(1, 45), 45)
+    w.append(6, lines(1, 15), 15)
+    while w.compress_next() is not None:
+        pass
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One untouched store per compression, copied by each test."""
+    out = {}
+    for compress in SUFFIX:
+        out[compress] = d = tmp_path_factory.mktemp(f"store-{compress}")
+        _store(d, compress)
+    return out
+
+
+def _target(log_dir: Path, compress: str) -> Path:
+    (path,) = (log_dir / "5").glob(f"{DAMAGED.start:016d}-*.jsonl{SUFFIX[compress]}")
+    return path
+
+
+@pytest.fixture(params=list(SUFFIX))
+def damaged_store(
+    request: pytest.FixtureRequest, bases: dict[str, Path], tmp_path: Path
+) -> tuple[Path, Path, str]:
+    """(log_dir, the file to damage, the compression), for each damage and compression."""
+    compress = request.param
+    log_dir = tmp_path / "store"
+    shutil.copytree(bases[compress], log_dir, symlinks=True)
+    return log_dir, _target(log_dir, compress), compress
+
+
+def _check_read(got: list[bytes], damaged: list[DamagedFile], path: Path) -> None:
+    """Every record of the other files, in order; of the damaged one a prefix at most."""
+    numbers = seqs(got)
+    assert [s for s in numbers if s not in DAMAGED] == [s for s in range(1, 46) if s not in DAMAGED]
+    mine = [s for s in numbers if s in DAMAGED]
+    assert mine == list(range(DAMAGED.start, DAMAGED.start + len(mine)))
+    assert [(d.path, bool(d.reason)) for d in damaged] == [(str(path), True)]
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_verify_names_the_damaged_file_and_checks_the_rest(
+    damaged_store: tuple[Path, Path, str], damage: str
+) -> None:
+    """--verify: the file is a 'damaged' problem; no other file, and no other uid, has one."""
+    log_dir, path, _ = damaged_store
+    DAMAGES[damage](path)
+    report = verify_store(log_dir)
+    assert report.uids == 2
+    assert {(f.uid, f.file) for f in report.problems} == {(5, path.name)}
+    assert "damaged" in {f.what for f in report.problems}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("lines_wanted", [None, 40])
+def test_the_query_scan_reads_around_the_damaged_file(
+    damaged_store: tuple[Path, Path, str], damage: str, lines_wanted: int | None
+) -> None:
+    """logq's scan (forwards, and -n backwards): the other files' records, the file named."""
+    log_dir, path, _ = damaged_store
+    DAMAGES[damage](path)
+    scanner = query_scanner(str(log_dir), [5], QuerySpec(lines=lines_wanted))
+    got = [ln for batch in scanner.batches() for ln in batch]
+    if lines_wanted is not None:  # the last 40 that could be read
+        full = [s for s in range(1, 46) if s not in DAMAGED]
+        assert seqs(got)[-len(full[-20:]) :] == full[-20:]
+        assert [d.path for d in scanner.stats.damaged] == [str(path)]
+        return
+    _check_read(got, scanner.stats.damaged, path)
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_the_forwarders_reader_passes_over_the_damaged_file(
+    damaged_store: tuple[Path, Path, str], damage: str
+) -> None:
+    """SeqReader (forwarding, boots): the file is told in ``damaged``, the next one read."""
+    log_dir, path, _ = damaged_store
+    DAMAGES[damage](path)
+    reader = SeqReader(str(log_dir), 5)
+    got: list[bytes] = []
+    while batch := reader.read(4 * LINE):
+        got += batch
+    reader.close()
+    _check_read(got, reader.damaged, path)
+    assert reader.missing >= 1
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_read_uid_records_passes_over_the_damaged_file(
+    damaged_store: tuple[Path, Path, str], damage: str
+) -> None:
+    """read_uid_records (logq --list-boots offline): the file is told, the rest read."""
+    log_dir, path, _ = damaged_store
+    DAMAGES[damage](path)
+    damaged: list[DamagedFile] = []
+    got = list(read_uid_records(log_dir, 5, damaged=damaged))
+    _check_read(got, damaged, path)
+
+
+def test_a_file_the_reader_may_not_open_is_named(bases: dict[str, Path]) -> None:
+    """A file of root's, mode 600, in a store read by another uid: named, the rest read."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the store to another uid")
+    (uid,) = free_uids(1)
+    with world() as top:
+        _unreadable_file(bases, top / "store", uid)
+
+
+def _unreadable_file(bases: dict[str, Path], log_dir: Path, uid: int) -> None:
+    shutil.copytree(bases["zstd"], log_dir)
+    for root, dirs, files in os.walk(log_dir):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, uid)
+    os.chown(log_dir, uid, uid)
+    path = _target(log_dir, "zstd")
+    os.chown(path, 0, 0)
+    path.chmod(0o600)
+
+    def child() -> dict[str, object]:
+        report = verify_store(log_dir)
+        scanner = query_scanner(str(log_dir), [5], QuerySpec())
+        got = [ln for batch in scanner.batches() for ln in batch]
+        reader = SeqReader(str(log_dir), 5)
+        forwarded: list[bytes] = []
+        while batch := reader.read(1 << 20):
+            forwarded += batch
+        return {
+            "problems": sorted({(f.uid, f.file, f.what, f.text) for f in report.problems}),
+            "scanned": seqs(got),
+            "scan_damaged": [(d.path, d.reason) for d in scanner.stats.damaged],
+            "forwarded": seqs(forwarded),
+            "reader_damaged": [(d.path, d.reason) for d in reader.damaged],
+        }
+
+    result = run_child(uid, child)
+    assert result.rc == 0, result.err
+    value = result.value
+    others = [s for s in range(1, 46) if s not in DAMAGED]
+    why = "cannot be opened: Permission denied"
+    assert value["problems"] == [[5, path.name, "damaged", why]]
+    assert value["scanned"] == value["forwarded"] == others
+    assert value["scan_damaged"] == value["reader_damaged"] == [[str(path), why]]
+
+
+def test_a_plain_rotated_file_cut_short_is_read_once(tmp_path: Path) -> None:
+    """An uncompressed rotated file cut inside its records: the forwarders' reader counts
+    the records lost at its end and goes on (it used to list the same file again, forever)."""
+    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="none")
+    w.open()
+    w.append(5, lines(1, 45), 45)
+    w.close()
+    (path,) = (tmp_path / "5").glob(f"{DAMAGED.start:016d}-*.jsonl")
+    path.write_bytes(path.read_bytes()[: 4 * LINE + 7])  # seq 21..24 and a torn line
+    reader = SeqReader(str(tmp_path), 5)
+    got: list[bytes] = []
+    while batch := reader.read(4 * LINE):
+        got += batch
+    reader.close()
+    assert seqs(got) == [*range(1, 25), *range(31, 46)]
+    assert reader.missing == 6
+    assert reader.damaged == []
