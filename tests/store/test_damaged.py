@@ -183,7 +183,7 @@ def _unreadable_file(bases: dict[str, Path], log_dir: Path, uid: int) -> None:
     value = result.value
     others = [s for s in range(1, 46) if s not in DAMAGED]
     why = "cannot be opened: Permission denied"
-    assert value["problems"] == [[5, path.name, "damaged", why]]
+    assert value["problems"] == [[5, path.name, "damaged", f"damaged: {why}"]]
     assert value["scanned"] == value["forwarded"] == others
     assert value["scan_damaged"] == value["reader_damaged"] == [[str(path), why]]
 

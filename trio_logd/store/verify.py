@@ -257,7 +257,7 @@ class _Uid:
         try:
             return self._read(name)
         except DamagedFile as exc:
-            self.say(name, "damaged", exc.reason, problem=True)
+            self.say(name, "damaged", f"damaged: {exc.reason}", problem=True)
             f.chain_damaged = True
             return None
 
@@ -266,7 +266,7 @@ class _Uid:
         try:
             fd = self._open(f.shown)
         except DamagedFile as exc:
-            self.say(f.shown, "damaged", exc.reason, problem=True)
+            self.say(f.shown, "damaged", f"damaged: {exc.reason}", problem=True)
             f.damaged = True
             return None
         try:
@@ -276,8 +276,8 @@ class _Uid:
         if failed is not None:
             f.damaged = True
             self.say(
-                f.shown, "damaged", f"{read_error(failed)}: {len(data)} bytes of records read, "
-                "those after the damage are lost", problem=True,
+                f.shown, "damaged", f"damaged: {read_error(failed)}: {len(data)} bytes of "
+                "records read, those after the damage are lost", problem=True,
             )  # fmt: skip
         return data
 
@@ -344,7 +344,9 @@ class _Uid:
             try:
                 raw_chain, data = self._current()
             except DamagedFile as exc:  # current.jsonl or current.chain
-                self.say(os.path.basename(exc.path), "damaged", exc.reason, problem=True)
+                self.say(
+                    os.path.basename(exc.path), "damaged", f"damaged: {exc.reason}", problem=True
+                )
             else:
                 chain = parse_chain(raw_chain) if raw_chain else None
                 f = _File(_layout.CURRENT, _layout.CURRENT, None, chain, emptied=raw_chain == b"")
