@@ -11,24 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.store._damage import DAMAGES
-from tests.store._lines import line, lines
+from tests.store._damage import DAMAGES, write_store
 from trio_logd.cli.logq import main
-from trio_logd.store.writer import StoreWriter
-
-LINE = len(line(1))
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     """uid 5 untouched; uid 6's oldest rotated file cut in the middle."""
-    w = StoreWriter(str(tmp_path), max_file_bytes=10 * LINE, compress="zstd")
-    w.open()
-    w.append(5, lines(1, 25), 25)
-    w.append(6, lines(1, 25), 25)
-    while w.compress_next() is not None:
-        pass
-    w.close()
+    write_store(tmp_path, "zstd", {5: 25, 6: 25})
     (oldest, *_) = sorted((tmp_path / "6").glob("*.jsonl.zst"))
     DAMAGES["cut in the middle"](oldest)
     return tmp_path

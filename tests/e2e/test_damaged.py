@@ -39,6 +39,19 @@ def logq(d: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: rotated files of about 60 records, compressed
+STORE = 'max_file_bytes = 4096\ncompress = "zstd"'
+
+
+def _fill(d: DaemonProcess) -> None:
+    """Send N records as root; return once at least 3 files are compressed."""
+    with d.connect() as s:
+        for i in range(N):
+            s.sendall(b"<13>app: record number %d\n" % i)
+    d.wait_records(ROOT, N)
+    poll(lambda: len(_zst(d)) >= 3, timeout=30)
+
+
 def _zst(d: DaemonProcess) -> list[Path]:
     return sorted((d.log_dir / str(ROOT)).glob("*.jsonl.zst"))
 
@@ -47,13 +60,9 @@ def _zst(d: DaemonProcess) -> list[Path]:
 def daemon() -> Iterator[DaemonProcess]:
     """A running daemon whose store holds at least 3 compressed files of root's uid."""
     with world() as root:
-        d = DaemonProcess(root, store_extra='max_file_bytes = 4096\ncompress = "zstd"')
+        d = DaemonProcess(root, store_extra=STORE)
         with d:
-            with d.connect() as s:
-                for i in range(N):
-                    s.sendall(b"<13>app: record number %d\n" % i)
-            d.wait_records(ROOT, N)
-            poll(lambda: len(_zst(d)) >= 3, timeout=30)
+            _fill(d)
             yield d
 
 
@@ -146,13 +155,9 @@ def test_the_daemon_starts_over_a_damaged_store() -> None:
     """A restart with a damaged compressed file (and a directory in a file's place): the
     daemon starts, stores, and its queries name what they pass over."""
     with world() as root:
-        d = DaemonProcess(root, store_extra='max_file_bytes = 4096\ncompress = "zstd"')
+        d = DaemonProcess(root, store_extra=STORE)
         with d:
-            with d.connect() as s:
-                for i in range(N):
-                    s.sendall(b"<13>app: record number %d\n" % i)
-            d.wait_records(ROOT, N)
-            poll(lambda: len(_zst(d)) >= 3, timeout=30)
+            _fill(d)
         files = _zst(d)
         DAMAGES["cut in the middle"](files[0])
         DAMAGES["a directory"](files[1])

@@ -8,7 +8,24 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.store._lines import line, lines
+from trio_logd.store.writer import StoreWriter
+
 Damage = Callable[[Path], None]
+#: A record line's length: files of 10 records
+LINE = len(line(1))
+
+
+def write_store(log_dir: Path, compress: str, records: dict[int, int]) -> None:
+    """A store of *records* (uid -> how many: seq 1..N) in files of 10 records, the rotated
+    ones compressed with *compress*, as the daemon leaves them."""
+    w = StoreWriter(str(log_dir), max_file_bytes=10 * LINE, compress=compress)
+    w.open()
+    for uid, n in records.items():
+        w.append(uid, lines(1, n), n)
+    while w.compress_next() is not None:
+        pass
+    w.close()
 
 
 def _cut(at: Callable[[int], int]) -> Damage:

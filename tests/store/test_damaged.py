@@ -22,8 +22,8 @@ import pytest
 from tests._daemon import world
 from tests._uids import free_uids
 from tests.attacks._helpers import run_child
-from tests.store._damage import DAMAGES
-from tests.store._lines import line, lines, seqs
+from tests.store._damage import DAMAGES, LINE, write_store
+from tests.store._lines import lines, seqs
 from trio_logd.query.filters import QuerySpec
 from trio_logd.query.scanner import query_scanner
 from trio_logd.store.files import read_uid_records
@@ -34,19 +34,8 @@ from trio_logd.store.writer import StoreWriter
 if TYPE_CHECKING:
     from trio_logd.store.files import DamagedFile
 
-LINE = len(line(1))
 SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
 DAMAGED = range(21, 31)
-
-
-def _store(log_dir: Path, compress: str) -> None:
-    w = StoreWriter(str(log_dir), max_file_bytes=10 * LINE, compress=compress)
-    w.open()
-    w.append(5, lines(1, 45), 45)
-    w.append(6, lines(1, 15), 15)
-    while w.compress_next() is not None:
-        pass
-    w.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +44,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for compress in SUFFIX:
         out[compress] = d = tmp_path_factory.mktemp(f"store-{compress}")
-        _store(d, compress)
+        write_store(d, compress, {5: 45, 6: 15})
     return out
 
 
@@ -64,15 +53,17 @@ def _target(log_dir: Path, compress: str) -> Path:
     return path
 
 
-@pytest.fixture(params=list(SUFFIX))
+@pytest.fixture(params=[(c, d) for c in SUFFIX for d in DAMAGES], ids=lambda p: f"{p[0]}-{p[1]}")
 def damaged_store(
     request: pytest.FixtureRequest, bases: dict[str, Path], tmp_path: Path
-) -> tuple[Path, Path, str]:
-    """(log_dir, the file to damage, the compression), for each damage and compression."""
-    compress = request.param
+) -> tuple[Path, Path]:
+    """(log_dir, the damaged file): a copy of a store, damaged, for each compression and damage."""
+    compress, damage = request.param
     log_dir = tmp_path / "store"
     shutil.copytree(bases[compress], log_dir, symlinks=True)
-    return log_dir, _target(log_dir, compress), compress
+    path = _target(log_dir, compress)
+    DAMAGES[damage](path)
+    return log_dir, path
 
 
 def _check_read(got: list[bytes], damaged: list[DamagedFile], path: Path) -> None:
@@ -84,44 +75,38 @@ def _check_read(got: list[bytes], damaged: list[DamagedFile], path: Path) -> Non
     assert [(d.path, bool(d.reason)) for d in damaged] == [(str(path), True)]
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
 def test_verify_names_the_damaged_file_and_checks_the_rest(
-    damaged_store: tuple[Path, Path, str], damage: str
+    damaged_store: tuple[Path, Path],
 ) -> None:
     """--verify: the file is a 'damaged' problem; no other file, and no other uid, has one."""
-    log_dir, path, _ = damaged_store
-    DAMAGES[damage](path)
+    log_dir, path = damaged_store
     report = verify_store(log_dir)
     assert report.uids == 2
     assert {(f.uid, f.file) for f in report.problems} == {(5, path.name)}
     assert "damaged" in {f.what for f in report.problems}
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
-@pytest.mark.parametrize("lines_wanted", [None, 40])
-def test_the_query_scan_reads_around_the_damaged_file(
-    damaged_store: tuple[Path, Path, str], damage: str, lines_wanted: int | None
-) -> None:
-    """logq's scan (forwards, and -n backwards): the other files' records, the file named."""
-    log_dir, path, _ = damaged_store
-    DAMAGES[damage](path)
+def _scan(log_dir: Path, lines_wanted: int | None) -> tuple[list[bytes], list[DamagedFile]]:
     scanner = query_scanner(str(log_dir), [5], QuerySpec(lines=lines_wanted))
-    got = [ln for batch in scanner.batches() for ln in batch]
-    if lines_wanted is not None:  # the last 40 that could be read
-        full = [s for s in range(1, 46) if s not in DAMAGED]
-        assert seqs(got)[-len(full[-20:]) :] == full[-20:]
-        assert [d.path for d in scanner.stats.damaged] == [str(path)]
-        return
-    _check_read(got, scanner.stats.damaged, path)
+    return [ln for batch in scanner.batches() for ln in batch], scanner.stats.damaged
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_the_query_scan_reads_around_the_damaged_file(damaged_store: tuple[Path, Path]) -> None:
+    """logq's scan: forwards, the other files' records and the file named; -n 30 (backwards)
+    gives the last 30 of those and names the file too."""
+    log_dir, path = damaged_store
+    got, damaged = _scan(log_dir, None)
+    _check_read(got, damaged, path)
+    tail, damaged = _scan(log_dir, 30)
+    assert tail == got[-30:]
+    assert [d.path for d in damaged] == [str(path)]
+
+
 def test_the_forwarders_reader_passes_over_the_damaged_file(
-    damaged_store: tuple[Path, Path, str], damage: str
+    damaged_store: tuple[Path, Path],
 ) -> None:
     """SeqReader (forwarding, boots): the file is told in ``damaged``, the next one read."""
-    log_dir, path, _ = damaged_store
-    DAMAGES[damage](path)
+    log_dir, path = damaged_store
     reader = SeqReader(str(log_dir), 5)
     got: list[bytes] = []
     while batch := reader.read(4 * LINE):
@@ -131,13 +116,11 @@ def test_the_forwarders_reader_passes_over_the_damaged_file(
     assert reader.missing >= 1
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
 def test_read_uid_records_passes_over_the_damaged_file(
-    damaged_store: tuple[Path, Path, str], damage: str
+    damaged_store: tuple[Path, Path],
 ) -> None:
     """read_uid_records (logq --list-boots offline): the file is told, the rest read."""
-    log_dir, path, _ = damaged_store
-    DAMAGES[damage](path)
+    log_dir, path = damaged_store
     damaged: list[DamagedFile] = []
     got = list(read_uid_records(log_dir, 5, damaged=damaged))
     _check_read(got, damaged, path)
