@@ -3,6 +3,7 @@
 --verify checks every record of the uids it is given; an option that would
 narrow, order or shape the records (matches, -u, --since, -n, a cursor…)
 cannot apply, and is a usage error naming it rather than silently ignored.
+Also: --list-boots offline names a damaged file it passed over.
 """
 
 from __future__ import annotations
@@ -71,3 +72,20 @@ def test_uid_chooses_the_uids_verified(store: Path, capsys: pytest.CaptureFixtur
         assert ".jsonl.zst: damaged: cut short: the file ends inside a zstd frame" in out
         assert "FAILED: " in out
         assert "(uid 6); checked 2 uids" in out
+
+
+def test_list_boots_offline_names_a_damaged_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--list-boots --directory reads the daemon's records around a damaged file, and says
+    which one it passed over."""
+    uid = tmp_path.stat().st_uid  # the daemon's uid: the owner of log_dir
+    write_store(tmp_path, "gzip", {uid: 25})
+    (oldest, *_) = sorted((tmp_path / str(uid)).glob("*.jsonl.gz"))
+    DAMAGES["garbage"](oldest)
+    assert main(["--list-boots", "--directory", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"logq: warning: {oldest}: damaged: cannot be decompressed: Not a gzipped file (b'ga')\n"
+    )
