@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.store._lines import T0, line, lines, names, seqs
 from trio_logd.record import line_seq, with_seq
@@ -21,6 +22,7 @@ from trio_logd.store.files import (
     seek_seq,
     suffix_of,
     uid_files,
+    zstd_cut,
 )
 from trio_logd.store.seqreader import SeqReader
 from trio_logd.store.writer import StoreWriter
@@ -193,3 +195,26 @@ def test_the_store_imports_nothing_of_the_query_layer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_zstd_cut_finds_every_cut_and_only_cuts(tmp_path: Path) -> None:
+    """A file of zstd frames (with and without checksum and size, RLE and raw blocks, a
+    skippable frame between) cut at any byte is found cut, unless the cut falls between
+    frames; whole, it is not."""
+    data = b"".join(lines(1, 400))
+    frames = [
+        zstandard.ZstdCompressor(write_checksum=True).compress(data),
+        b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"skip!",  # a skippable frame
+        zstandard.ZstdCompressor(write_content_size=False).compress(b"x" * 300_000),  # RLE
+        zstandard.ZstdCompressor(level=-50).compress(os.urandom(1000)),  # raw blocks
+    ]
+    whole = b"".join(frames)
+    ends = {sum(map(len, frames[:i])) for i in range(len(frames) + 1)}
+    path = tmp_path / "f.zst"
+    for n in range(len(whole) + 1):
+        path.write_bytes(whole[:n])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert (zstd_cut(fd) is None) == (n in ends), n
+        finally:
+            os.close(fd)

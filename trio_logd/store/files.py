@@ -68,6 +68,7 @@ __all__ = [
     "suffix_of",
     "uid_files",
     "whole_lines",
+    "zstd_cut",
 ]
 
 DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -222,54 +223,48 @@ def open_record_file(dir_fd: int, name: str, where: str) -> int | None:
     return fd
 
 
-class _Zstd:
-    """zstd frames decompressed as the file is read, one after the other.
+_ZSTD_MAGIC: Final = 0xFD2FB528
+_SKIPPABLE: Final = range(0x184D2A50, 0x184D2A60)
+_CUT: Final = "the file ends inside a zstd frame"
 
-    The library's stream reader returns what it has when the file ends
-    inside a frame; here that is an error (``EOFError``): a file cut short.
+
+def zstd_cut(fd: int) -> str | None:
+    """Whether the zstd frames of the file *fd* end early, from their headers alone.
+
+    zstd's stream reader returns what it has when a file ends inside a frame;
+    this walks the frames' block headers (a few bytes each, one read per
+    block: no decompression) to the end of the file. What is not a zstd frame
+    is left to the decompressor to refuse.
+
+    Returns:
+        What is wrong, or ``None``: every frame is whole.
     """
-
-    __slots__ = ("_at", "_ctx", "_fed", "_obj", "_out", "_raw", "_read_size")
-
-    def __init__(self, raw: IO[bytes], read_size: int) -> None:
-        self._raw = raw
-        self._read_size = read_size
-        self._ctx = zstandard.ZstdDecompressor()
-        self._obj = self._ctx.decompressobj()
-        self._fed = False  # the frame being read has had input
-        self._out = b""
-        self._at = 0
-
-    def read(self, size: int) -> bytes:
-        while self._at >= len(self._out):
-            data = self._raw.read(self._read_size)
-            if not data:
-                if self._fed:
-                    msg = "the file ends inside a zstd frame"
-                    raise EOFError(msg)
-                return b""
-            self._out, self._at = self._decompress(data), 0
-        if self._at == 0 and len(self._out) <= size:
-            self._at = len(self._out)
-            return self._out
-        piece = self._out[self._at : self._at + size]
-        self._at += len(piece)
-        return piece
-
-    def _decompress(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            self._fed = True
-            out.append(self._obj.decompress(data))
-            if not self._obj.eof:
-                break
-            data = self._obj.unused_data  # the next frame's start
-            self._obj = self._ctx.decompressobj()
-            self._fed = False
-        return b"".join(out)
-
-    def close(self) -> None:
-        self._out = b""
+    size, at = os.fstat(fd).st_size, 0
+    while at < size:
+        head = os.pread(fd, 18, at)
+        magic = int.from_bytes(head[:4], "little")
+        if len(head) < 4 or (magic in _SKIPPABLE and len(head) < 8):
+            return _CUT
+        if magic in _SKIPPABLE:
+            at += 8 + int.from_bytes(head[4:8], "little")
+            continue
+        if magic != _ZSTD_MAGIC:
+            return None
+        if len(head) < 5:
+            return _CUT
+        fhd = head[4]  # RFC 8878 3.1.1.1.1: the frame header's descriptor
+        single = fhd >> 5 & 1
+        at += 5 + (1 - single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+        last = 0
+        while not last:
+            block = os.pread(fd, 3, at)
+            if len(block) < 3:
+                return _CUT
+            header = int.from_bytes(block, "little")
+            last, kind = header & 1, header >> 1 & 3
+            at += 3 + (1 if kind == 1 else header >> 3)  # an RLE block holds one byte
+        at += 4 * (fhd >> 2 & 1)  # the content checksum
+    return _CUT if at > size else None
 
 
 class Stream:
@@ -281,14 +276,18 @@ class Stream:
     the caller's: :meth:`close` closes only what reads it.
     """
 
-    __slots__ = ("_empty", "_raw", "_stream")
+    __slots__ = ("_empty", "_fd", "_raw", "_stream", "_zstd")
 
     def __init__(self, fd: int, suffix: str, read_size: int = STREAM_READ) -> None:
         raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed by close()
         self._raw = raw
-        self._stream: IO[bytes] | _Zstd
+        self._fd = fd
+        self._zstd = suffix == ".zst"
+        self._stream: IO[bytes]
         if suffix == ".zst":
-            self._stream = _Zstd(raw, read_size)
+            self._stream = zstandard.ZstdDecompressor().stream_reader(
+                raw, read_size=read_size, read_across_frames=True
+            )
         elif suffix == ".gz":
             self._stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         else:
@@ -309,7 +308,10 @@ class Stream:
         if self._empty:
             msg = "the file is empty (0 bytes)"
             raise EOFError(msg)
-        return self._stream.read(size)
+        data = self._stream.read(size)
+        if not data and self._zstd and (cut := zstd_cut(self._fd)):
+            raise EOFError(cut)
+        return data
 
     def reads(self, size: int = STREAM_READ) -> Iterator[bytes]:
         """Every decompressed piece, in order, about *size* bytes each."""
