@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from tests._tls import TestCA
 from tests.forward._sink import Sink
@@ -331,3 +332,33 @@ async def test_tls_to_a_silent_plain_collector_times_out_with_a_hint(store: Stor
         f"127.0.0.1:{port} (tls): TLS handshake timed out after 1s "
         "(does the collector speak TLS on this port?)"
     )
+
+
+async def test_a_damaged_rotated_file_is_passed_over_and_reported(tmp_path: Path) -> None:
+    """A compressed file cut in the middle: the records before the damage and every later
+    file's are forwarded, the file is logged (forward_file_damaged) and the last error."""
+    log_dir = tmp_path / "log"
+    lines = [line(UID, s, Rec(T0 + s, f"record {s}")) for s in range(1, 31)]
+    w = StoreWriter(str(log_dir), max_file_bytes=10 * len(lines[0]), compress="zstd")
+    w.open()
+    w.append(UID, lines, 30)
+    while w.compress_next() is not None:
+        pass
+    w.close()
+    middle = sorted((log_dir / str(UID)).glob("*.jsonl.zst"))[1]
+    first, last = (int(x) for x in middle.name.split(".")[0].split("-"))
+    middle.write_bytes(middle.read_bytes()[:20])  # inside its first block: nothing readable
+    expected = [s for s in range(1, 31) if not first <= s <= last]
+    store = Store(log_dir)
+    try:
+        with trio.fail_after(20), capture_logs() as logs:
+            async with running(Sink()) as sink, forwarding(store, destination(sink)) as service:
+                await sink.wait_for(len(expected))
+                stats = service.stats()[0]
+    finally:
+        store.writer.close()
+    assert sink.seqs(UID) == expected
+    (event,) = [e for e in logs if e["event"] == "forward_file_damaged"]
+    assert (event["uid"], event["file"]) == (UID, str(middle))
+    assert event["error"] == "cut short: the file ends inside a zstd frame"
+    assert stats["last_error"] == f"{middle}: damaged: {event['error']}"

@@ -131,12 +131,16 @@ def test_symlinked_uid_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_symlinked_file_is_refused(tmp_path: Path) -> None:
-    """current.jsonl as a symlink (to another uid's file) is not followed."""
+    """current.jsonl as a symlink (to another uid's file) is not followed: no record of
+    it is read, and the scan names it as damaged."""
     write_uid(tmp_path, 1000, _recs(3))
     (tmp_path / "1001").mkdir()
     (tmp_path / "1001" / _layout.CURRENT).symlink_to(tmp_path / "1000" / _layout.CURRENT)
-    with pytest.raises(StoreError, match=r"cannot open .*/1001/current\.jsonl"):
-        scan(tmp_path, [1001])
+    got, stats = scan(tmp_path, [1001])
+    assert got == []
+    assert [(d.path, d.reason) for d in stats.damaged] == [
+        (f"{tmp_path}/1001/current.jsonl", "a symlink, not a file: not followed")
+    ]
 
 
 def test_missing_directory_is_a_store_error(tmp_path: Path) -> None:
@@ -205,13 +209,14 @@ def test_current_file_growing_during_scan_is_read_to_its_size_at_open(tmp_path: 
     assert scanner.last_seqs() == {1000: 20}
 
 
-def test_unreadable_compressed_file_is_a_store_error(tmp_path: Path) -> None:
-    """A corrupt .zst names the file."""
-    write_uid(tmp_path, 1000, _recs(20), per_file=10)
+def test_unreadable_compressed_file_is_passed_over_and_named(tmp_path: Path) -> None:
+    """A corrupt .zst: the other files' records are read, and the scan names the file."""
+    lines = write_uid(tmp_path, 1000, _recs(20), per_file=10)
     bad = next(p for p in (tmp_path / "1000").iterdir() if p.name.endswith(".zst"))
     bad.write_bytes(b"not zstd at all")
-    with pytest.raises(StoreError, match=bad.name):
-        scan(tmp_path, [1000])
+    got, stats = scan(tmp_path, [1000])
+    assert got == lines[10:]
+    assert [d.path for d in stats.damaged] == [str(bad)]
 
 
 def test_unreadable_directory_is_a_store_error(tmp_path: Path) -> None:

@@ -4,12 +4,13 @@ whatever happens; seeking by seq; every compression read the same way."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.store._lines import T0, line, lines, names, seqs
-from trio_logd.errors import StoreError
 from trio_logd.record import line_seq, with_seq
 from trio_logd.store.files import (
     Stream,
@@ -21,6 +22,7 @@ from trio_logd.store.files import (
     seek_seq,
     suffix_of,
     uid_files,
+    zstd_cut,
 )
 from trio_logd.store.seqreader import SeqReader
 from trio_logd.store.writer import StoreWriter
@@ -161,14 +163,20 @@ def test_read_whole_reads_plain_and_compressed_files_alike(tmp_path: Path, compr
         os.close(fd)
 
 
-def test_a_damaged_compressed_file_is_a_store_error_for_the_forwarders(tmp_path: Path) -> None:
-    """Garbage under a .zst name gives a clear StoreError naming the file, not a traceback."""
+def test_a_damaged_compressed_file_is_passed_over_and_told_by_the_forwarders_reader(
+    tmp_path: Path,
+) -> None:
+    """Garbage under a .zst name: the reader names it in ``damaged`` and goes on with the
+    next file (its records are counted missing), never a traceback."""
     d = tmp_path / "5"
     d.mkdir()
     (d / (_NAME + ".zst")).write_bytes(b"not zstd at all" * 10)
-    reader = SeqReader(str(tmp_path), 5)
-    with pytest.raises(StoreError, match=r"5/0+1-0+20\..*\.jsonl\.zst: cannot read"):
-        reader.read(1 << 20)
+    (d / "current.jsonl").write_bytes(b"".join(lines(21, 22)))
+    reader = SeqReader(str(tmp_path), 5, after=0)
+    assert seqs(reader.read(1 << 20)) == [21, 22]
+    (damaged,) = reader.damaged
+    assert re.search(r"5/0+1-0+20\..*\.jsonl\.zst$", damaged.path)
+    assert damaged.reason.startswith("cannot be decompressed: ")
     reader.close()
     with pytest.raises(ValueError, match="not a compressed"):
         Stream(0, ".jsonl")
@@ -187,3 +195,26 @@ def test_the_store_imports_nothing_of_the_query_layer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_zstd_cut_finds_every_cut_and_only_cuts(tmp_path: Path) -> None:
+    """A file of zstd frames (with and without checksum and size, RLE and raw blocks, a
+    skippable frame between) cut at any byte is found cut, unless the cut falls between
+    frames; whole, it is not."""
+    data = b"".join(lines(1, 400))
+    frames = [
+        zstandard.ZstdCompressor(write_checksum=True).compress(data),
+        b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"skip!",  # a skippable frame
+        zstandard.ZstdCompressor(write_content_size=False).compress(b"x" * 300_000),  # RLE
+        zstandard.ZstdCompressor(level=-50).compress(os.urandom(1000)),  # raw blocks
+    ]
+    whole = b"".join(frames)
+    ends = {sum(map(len, frames[:i])) for i in range(len(frames) + 1)}
+    path = tmp_path / "f.zst"
+    for n in range(len(whole) + 1):
+        path.write_bytes(whole[:n])
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert (zstd_cut(fd) is None) == (n in ends), n
+        finally:
+            os.close(fd)

@@ -9,12 +9,15 @@ from pathlib import Path
 import orjson
 import pytest
 import zstandard
+from structlog.testing import capture_logs
 
+from tests.store._damage import DAMAGES
 from tests.store._lines import T0, chain_bytes, line, lines, names, seqs
 from trio_logd.errors import DiskFull
 from trio_logd.store import _layout
 from trio_logd.store._layout import RotatedName
 from trio_logd.store.files import read_uid_records
+from trio_logd.store.verify import verify_store
 from trio_logd.store.writer import StoreWriter
 
 LINE = len(line(1))
@@ -55,6 +58,29 @@ def test_compressed_and_uncompressed_twins_keep_the_compressed_one(tmp_path: Pat
     w.open()
     assert (names(d), w.compress_pending()) == ([X + ".zst", "current.jsonl"], 0)
     w.close()
+
+
+@pytest.mark.parametrize("damage", ["empty", "cut in the middle", "garbage"])
+def test_a_damaged_compressed_twin_is_set_aside_and_the_original_kept(
+    tmp_path: Path, damage: str
+) -> None:
+    """Crash after the rename of X.jsonl.zst whose bytes never reached the disk: at start
+    the .zst is set aside (X.jsonl.zst.damaged, logged), X.jsonl is kept and compressed
+    again; no record is lost."""
+    d = _rotated_store(tmp_path)
+    (d / (X + ".zst")).write_bytes(zstandard.ZstdCompressor().compress((d / X).read_bytes()))
+    DAMAGES[damage](d / (X + ".zst"))
+    w = StoreWriter(str(tmp_path), compress="zstd")
+    with capture_logs() as logs:
+        w.open()
+    assert names(d) == [X, X + ".zst.damaged", "current.jsonl"]
+    (event,) = [e for e in logs if e["event"] == "compressed_file_damaged"]
+    assert (event["uid"], event["file"], event["set_aside"]) == (5, X + ".zst", X + ".zst.damaged")
+    assert event["error"].startswith(("cut short", "cannot be decompressed"))
+    assert w.compress_next() == RotatedName.parse(X + ".zst")
+    w.close()
+    assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 13))
+    assert verify_store(tmp_path).problems == []
 
 
 def test_a_lost_rotated_record_is_written_at_start(tmp_path: Path) -> None:

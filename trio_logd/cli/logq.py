@@ -367,6 +367,7 @@ def _run_online(
         # nothing there: say where the path came from (a config not found?)
         msg = f"{exc}: is the daemon running? ({socket_origin(args.config, 'control_socket')})"
         raise ConnectFailed(msg) from exc
+    damaged = 0
     with conn:
         head = len(_RECORD_HEAD)
         for raw in _answer(conn, spec, out.request):
@@ -381,6 +382,10 @@ def _run_online(
                 return EXIT_FAIL
             if kind in ("ok", "stores"):  # store identities, for the cursor
                 out.stores(_stores(reply.get("stores")))
+            elif kind == "damaged":
+                damaged += 1
+                sink.out.flush()
+                _warn_damaged(str(reply.get("file")), str(reply.get("error")))
             elif kind == "missed" and not args.quiet:
                 sink.out.flush()
                 _err(
@@ -390,7 +395,7 @@ def _run_online(
             elif kind == "end":
                 if args.stats:
                     _print_stats(reply)
-                return EXIT_OK
+                return EXIT_FAIL if damaged else EXIT_OK
     if spec.follow:
         if not args.quiet:
             _err("the daemon ended the stream (it is stopping)")
@@ -455,7 +460,17 @@ def _run_offline(
         batches.close()
     if args.stats:
         _print_stats({"records": count, **scanner.stats.as_dict()})
+    if scanner.stats.damaged:
+        sink.out.flush()
+        for d in scanner.stats.damaged:
+            _warn_damaged(d.path, d.reason)
+        return EXIT_FAIL
     return EXIT_OK
+
+
+def _warn_damaged(path: str, reason: str) -> None:
+    """A file the query passed over (after what it could read of it), on stderr."""
+    _err(f"warning: {path}: damaged: {reason}; records after the damage are not shown")
 
 
 def _print_stats(figures: dict[str, object]) -> None:
@@ -463,11 +478,46 @@ def _print_stats(figures: dict[str, object]) -> None:
     _err("read: " + ", ".join(f"{k}={figures.get(k)}" for k in keys))
 
 
+#: What ``--verify`` takes besides itself; every other option selects, orders or
+#: shows records, which it does not do: it is refused, named (docs/logq.md).
+_VERIFY_TAKES: Final = frozenset(
+    {"verify", "uid", "all", "directory", "config", "output", "no_pager"}
+)
+_VERIFY_OUTPUTS: Final = ("short", "json")
+
+
+def _verify_usage(args: argparse.Namespace) -> None:
+    """Refuse what ``--verify`` would otherwise ignore, naming the first such option.
+
+    Raises:
+        _Usage: an option that selects or shows records, or an output other than text or json.
+    """
+    defaults = vars(build_parser().parse_args([]))
+    for dest, value in vars(args).items():
+        if dest in _VERIFY_TAKES or value == defaults.get(dest):
+            continue
+        if dest == "matches":
+            msg = (
+                f"--verify checks every record of the uids asked (select them with --uid): it "
+                f"takes no FIELD=VALUE matches ({' '.join(value)})"
+            )
+        else:
+            msg = (
+                f"--verify checks every record of the uids asked (select them with --uid): it "
+                f"cannot be used with --{dest.replace('_', '-')}"
+            )
+        raise _Usage(msg)
+    if args.output not in _VERIFY_OUTPUTS:
+        msg = f"--verify prints its findings as text or json: not -o {args.output}"
+        raise _Usage(msg)
+    if args.all and args.uid:
+        msg = "--all and --uid: give one or the other"
+        raise _Usage(msg)
+
+
 def run_verify(args: argparse.Namespace) -> int:
     """``logq --verify``: check the store's chains; exit 1 if anything was changed."""
-    if args.follow:
-        msg = "--verify checks the files once; it cannot be used with --follow"
-        raise _Usage(msg)
+    _verify_usage(args)
     import orjson
 
     from trio_logd.locate import configured_path
@@ -586,7 +636,11 @@ def _boots(args: argparse.Namespace) -> list[Boot]:
     if args.directory is not None:
         from trio_logd.query.boots import daemon_uid, read_boots
 
-        return read_boots(args.directory, daemon_uid(args.directory))
+        damaged: list[StoreError] = []
+        boots = read_boots(args.directory, daemon_uid(args.directory), damaged)
+        for d in damaged:  # the boots in them are not listed
+            _err(f"warning: {d}")
+        return boots
     from trio_logd.control_client import request_one
     from trio_logd.query.boots import boots_from_answer
 

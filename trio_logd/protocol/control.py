@@ -31,6 +31,9 @@ object with a ``type`` key:
   were skipped;
 * ``{"type": "stores", "stores": {"UID": N, …}}`` - in a follow stream
   that asked for ``stores``: the store identities of uids first seen now;
+* ``{"type": "damaged", "file": "...", "error": "..."}`` - a query passed
+  over a damaged file (after the records it could read of it), before
+  ``end`` (or before the live records of a follow stream);
 * ``{"type": "end", ...}`` - the end of a stream.
 
 ``query`` (``docs/logq.md`` has the whole contract) takes ``uids`` (a list

@@ -176,19 +176,28 @@ def boot_window(boots: Sequence[Boot], index: int) -> tuple[str, str | None]:
     return since, _minus_one_microsecond(boots[index + 1].first)
 
 
-def read_boots(log_dir: str, uid: int) -> list[Boot]:
+def read_boots(log_dir: str, uid: int, damaged: list[StoreError] | None = None) -> list[Boot]:
     """The boots in *uid*'s records (the daemon's), oldest first. Blocks.
+
+    Args:
+        log_dir: the store's root.
+        uid: the daemon's uid.
+        damaged: where damaged files passed over are told (``DamagedFile``).
 
     Raises:
         StoreError: the records cannot be read.
     """
-    from trio_logd.store.files import read_uid_records  # only this reads files
+    from trio_logd.store.files import DamagedFile, read_uid_records  # only this reads files
 
+    found: list[DamagedFile] | None = None if damaged is None else []
     try:
-        return boots_of_lines(read_uid_records(log_dir, uid))
+        return boots_of_lines(read_uid_records(log_dir, uid, damaged=found))
     except OSError as exc:
         msg = f"{log_dir}/{uid}: cannot read the daemon's records: {exc.strerror or exc}"
         raise StoreError(msg) from exc
+    finally:
+        if damaged is not None and found:
+            damaged.extend(found)
 
 
 def daemon_uid(log_dir: str) -> int:

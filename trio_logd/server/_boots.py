@@ -16,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+import structlog
 import trio
 
 from trio_logd.errors import StoreError
 from trio_logd.query.boots import Boot, boots_of_lines
 from trio_logd.server._control import ControlCall
 from trio_logd.store.seqreader import SeqReader
+
+log = structlog.get_logger("trio_logd.boots")
 
 __all__ = ["BootService"]
 
@@ -58,6 +61,9 @@ class BootService:
             raise StoreError(msg) from exc
         finally:
             self._reader.close()
+            for damaged in self._reader.damaged:  # passed over: the boots in it are not listed
+                log.warning("boots_file_damaged", file=damaged.path, error=damaged.reason)
+            self._reader.damaged.clear()
 
     async def handle(self, call: ControlCall) -> None:
         """Answer ``ok`` with ``boots``: ``[{"boot_id", "first", "last"}, …]``, oldest first."""

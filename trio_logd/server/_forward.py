@@ -403,6 +403,16 @@ class Destination:
                 )
             if step.bad:
                 log.error("forward_bad_lines", destination=self.name, uid=uid, lines=step.bad)
+            while reader.damaged:  # passed over, after what could be read of it
+                damaged = reader.damaged.pop(0)
+                self._note_error(str(damaged))
+                log.error(
+                    "forward_file_damaged",
+                    destination=self.name,
+                    uid=uid,
+                    file=damaged.path,
+                    error=damaged.reason,
+                )
             if not step.read:
                 reader.close()  # caught up: free its files until new records come
                 self._open.pop(uid, None)

@@ -630,6 +630,8 @@ class QueryService:
                 if scan.holds_slot:
                     scan.slot.release()
                 self._scans.put(call.caller.uid)
+            for damaged in scanner.stats.damaged:  # passed over: the client says so
+                await call.send("damaged", file=damaged.path, error=damaged.reason)
             if follower is None:
                 await call.send("end", records=scan.sent, **scanner.stats.as_dict())
                 return

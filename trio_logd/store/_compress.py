@@ -56,7 +56,9 @@ def _zstd() -> zstandard.ZstdCompressor:
     """This thread's compressor: made once (its tables cost ~10 % of a 1 MiB file's work)."""
     cctx: zstandard.ZstdCompressor | None = getattr(_local, "zstd", None)
     if cctx is None:
-        cctx = _local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        # with its content checksum (XXH64: a few GB/s), as gzip has its CRC: a byte
+        # changed on disk is then an error for every reader, not a changed record
+        cctx = _local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
     return cctx
 
 

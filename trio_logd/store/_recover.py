@@ -4,8 +4,11 @@ How this works: at start the writer scans each uid directory once
 (:func:`scan_uid_dir`): ``.tmp`` files are unfinished compressions and are
 deleted; a rotated file present both compressed and uncompressed was
 compressed completely (the compressed one is renamed into place only once
-complete), so the uncompressed twin is deleted; an uncompressed rotated file
-alone still has to be compressed. Then :func:`recover_current` looks at
+complete), so the uncompressed twin is deleted, once the compressed one was
+read whole (a crash may have kept the rename and lost the bytes: a damaged
+one is renamed ``X.jsonl.zst.damaged``, kept as evidence, and the
+uncompressed twin stays, to be compressed again); an uncompressed rotated
+file alone still has to be compressed. Then :func:`recover_current` looks at
 ``current.jsonl``: a last line without LF is torn (a crash mid-write): it is
 moved aside into ``torn-<µs>.partial`` (never parsed as a record) and the file
 cut back to its last complete line; the first and last records give the
@@ -27,6 +30,7 @@ from trio_logd.record import TS_AT, daemon_event, seq_key, ts_epoch
 from trio_logd.store import _layout
 from trio_logd.store._chain import CHAIN_SUFFIX
 from trio_logd.store._layout import RotatedName
+from trio_logd.store.files import READ_ERRORS, Stream, read_error, suffix_of
 
 __all__ = [
     "CurrentBounds",
@@ -40,6 +44,9 @@ __all__ = [
 #: How much of a file's tail we read to find its last complete line; a record
 #: is at most max_message_bytes (64 KiB by default) plus its JSON overhead.
 _TAIL_CHUNK: Final = 1 << 18
+
+#: Added to the name of a compressed twin found damaged at start (set aside, kept).
+DAMAGED_SUFFIX: Final = ".damaged"
 
 RotatedKey = tuple[int, int, int, int]
 
@@ -56,6 +63,8 @@ class Scan:
     uncompressed: list[RotatedName] = field(default_factory=list)
     #: bytes of the chain files of rotated files, by key (``_chain``)
     chains: dict[RotatedKey, int] = field(default_factory=dict)
+    #: compressed twins found damaged and set aside: (name, new name, what is wrong)
+    damaged: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,11 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
         # a compressed variant is renamed into place only once complete:
         # prefer it, and drop the uncompressed original it replaces
         variants.sort(key=lambda n: (n.suffix == "", n.suffix != preferred_suffix))
+        if any(not n.suffix for n in variants):  # the original is here: is its copy whole?
+            while variants[0].suffix and (why := _damage(dir_fd, variants[0].format())):
+                bad = variants.pop(0).format()
+                os.rename(bad, bad + DAMAGED_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                out.damaged.append((bad, bad + DAMAGED_SUFFIX, why))
         keep, *extra = variants
         for dup in extra:
             os.unlink(dup.format(), dir_fd=dir_fd)
@@ -126,6 +140,23 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
     # a chain without its file (removed by hand): left alone, as evidence
     out.chains = {key: size for key, size in chains.items() if key in out.rotated}
     return out
+
+
+def _damage(dir_fd: int, name: str) -> str | None:
+    """What is wrong with the compressed file *name* (read whole); ``None``: nothing."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        stream = Stream(fd, suffix_of(name))
+        try:
+            while stream.read(1 << 20):
+                pass
+        finally:
+            stream.close()
+    except READ_ERRORS as exc:
+        return read_error(exc)
+    finally:
+        os.close(fd)
+    return None
 
 
 def read_last_seq(fd: int, size: int) -> int:

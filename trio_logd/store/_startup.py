@@ -50,6 +50,8 @@ def recover_uid(appender: Appender, root: int, uid: int, *, create: bool) -> Uid
         uf.rotated.update(scan.rotated)
         uf.torn.update(scan.torn)
         uf.chains.update(scan.chains)
+        for bad, aside, why in scan.damaged:  # the uncompressed original is kept
+            log.error("compressed_file_damaged", uid=uid, file=bad, set_aside=aside, error=why)
         if appender.compress != "none":
             for name in scan.uncompressed:
                 appender.compression.add(uf.uid, name)

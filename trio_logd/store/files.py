@@ -10,7 +10,13 @@ scans, the forwarders' :class:`~trio_logd.store.seqreader.SeqReader`,
   (compression leaves ``X.jsonl`` beside ``X.jsonl.zst`` for a moment);
 * :func:`open_record_file` opens one without following a symlink and refuses
   anything but a regular file; :class:`Stream` decompresses a compressed one
-  as a stream; :func:`read_whole` reads a whole file;
+  as a stream; :func:`read_whole` reads a whole file, :func:`read_readable`
+  what can be read of a damaged one;
+* a damaged file (a compressed file cut short, empty, with a bad CRC or
+  garbage, a directory, FIFO or symlink where a file belongs, a file that
+  cannot be opened) raises :class:`DamagedFile`, naming the file and what is
+  wrong; every reader says so and goes on with the next file (the records
+  read before the damage are returned);
 * :func:`whole_lines` cuts what is read into complete lines: a line without
   its LF (being written, or torn by a crash) is never a record;
 * seeking by ``seq``: :func:`files_after` says which rotated files hold a
@@ -29,6 +35,7 @@ import errno
 import gzip
 import os
 import stat
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
@@ -43,6 +50,7 @@ __all__ = [
     "DIR_FLAGS",
     "FILE_FLAGS",
     "READ_ERRORS",
+    "DamagedFile",
     "Stream",
     "files_after",
     "line_time",
@@ -50,6 +58,8 @@ __all__ = [
     "list_uids",
     "open_record_file",
     "plain_reads",
+    "read_error",
+    "read_readable",
     "read_uid_records",
     "read_whole",
     "rotated_files",
@@ -58,13 +68,14 @@ __all__ = [
     "suffix_of",
     "uid_files",
     "whole_lines",
+    "zstd_cut",
 ]
 
 DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 #: Never follow a symlink planted in the store; never block on a FIFO.
 FILE_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 #: What reading a (maybe damaged) compressed file raises.
-READ_ERRORS: Final = (OSError, EOFError, ValueError, zstandard.ZstdError)
+READ_ERRORS: Final = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
 #: Decompressed bytes asked of a stream per read (zstd's input buffer too).
 STREAM_READ: Final = 128 << 10
 #: How often :func:`read_uid_records` lists a directory again when files
@@ -146,6 +157,39 @@ def suffix_of(name: str) -> str:
     return os.path.splitext(name)[1] if name.endswith((".gz", ".zst")) else ""
 
 
+class DamagedFile(StoreError):
+    """A record (or chain) file that cannot be read, or not to its end.
+
+    Attributes:
+        path: the file, as messages name it (``DIR/UID/NAME``).
+        reason: what is wrong, in words (``cut short: …``, ``a directory,
+            not a file``, ``cannot be opened: Permission denied``).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: damaged: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def read_error(exc: BaseException) -> str:
+    """What a :data:`READ_ERRORS` exception says of a compressed file, in words."""
+    if isinstance(exc, EOFError):
+        return f"cut short: {exc}"
+    if isinstance(exc, OSError) and not isinstance(exc, gzip.BadGzipFile):
+        return f"cannot be read: {exc.strerror or exc}"
+    return f"cannot be decompressed: {exc}"
+
+
+_KINDS: Final = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
 def open_record_file(dir_fd: int, name: str, where: str) -> int | None:
     """Open the record file *name* of the directory *dir_fd* for reading.
 
@@ -158,33 +202,87 @@ def open_record_file(dir_fd: int, name: str, where: str) -> int | None:
         The fd, or ``None`` if the file is not there (any more).
 
     Raises:
-        StoreError: it cannot be opened, is a symlink, or is not a regular file.
+        DamagedFile: it cannot be opened (permissions), is a symlink (never
+            followed), or is not a regular file (a directory, a FIFO…).
     """
+    path = f"{where}/{name}"
     try:
         fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        msg = f"cannot open {where}/{name}: {exc.strerror or exc}"
-        raise StoreError(msg) from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        why = f"cannot be opened: {exc.strerror or exc}"
+        if exc.errno == errno.ELOOP:
+            why = "a symlink, not a file: not followed"
+        raise DamagedFile(path, why) from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        msg = f"{where}/{name}: not a regular file"
-        raise StoreError(msg)
+        why = f"{_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a file"
+        raise DamagedFile(path, why)
     return fd
+
+
+_ZSTD_MAGIC: Final = 0xFD2FB528
+_SKIPPABLE: Final = range(0x184D2A50, 0x184D2A60)
+_CUT: Final = "the file ends inside a zstd frame"
+
+
+def zstd_cut(fd: int) -> str | None:
+    """Whether the zstd frames of the file *fd* end early, from their headers alone.
+
+    zstd's stream reader returns what it has when a file ends inside a frame;
+    this walks the frames' block headers (a few bytes each, one read per
+    block: no decompression) to the end of the file. What is not a zstd frame
+    is left to the decompressor to refuse.
+
+    Returns:
+        What is wrong, or ``None``: every frame is whole.
+    """
+    size, at = os.fstat(fd).st_size, 0
+    while at < size:
+        head = os.pread(fd, 18, at)
+        magic = int.from_bytes(head[:4], "little")
+        if len(head) < 4 or (magic in _SKIPPABLE and len(head) < 8):
+            return _CUT
+        if magic in _SKIPPABLE:
+            at += 8 + int.from_bytes(head[4:8], "little")
+            continue
+        if magic != _ZSTD_MAGIC:
+            return None
+        if len(head) < 5:
+            return _CUT
+        fhd = head[4]  # RFC 8878 3.1.1.1.1: the frame header's descriptor
+        single = fhd >> 5 & 1
+        at += 5 + (1 - single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+        last = 0
+        while not last:
+            block = os.pread(fd, 3, at)
+            if len(block) < 3:
+                return _CUT
+            header = int.from_bytes(block, "little")
+            last, kind = header & 1, header >> 1 & 3
+            at += 3 + (1 if kind == 1 else header >> 3)  # an RLE block holds one byte
+        at += 4 * (fhd >> 2 & 1)  # the content checksum
+    return _CUT if at > size else None
 
 
 class Stream:
     """A compressed record file's bytes, decompressed as they are read (``.zst``, ``.gz``).
 
-    The fd stays the caller's: :meth:`close` closes only what reads it.
+    A file cut short (also inside a zstd frame), an empty one, one with a bad
+    CRC or one that is not of its suffix's format raises at the read that
+    meets the damage, after the bytes before it were returned. The fd stays
+    the caller's: :meth:`close` closes only what reads it.
     """
 
-    __slots__ = ("_raw", "_stream")
+    __slots__ = ("_empty", "_fd", "_raw", "_stream", "_zstd")
 
     def __init__(self, fd: int, suffix: str, read_size: int = STREAM_READ) -> None:
         raw = open(fd, "rb", buffering=0, closefd=False)  # noqa: SIM115  # closed by close()
         self._raw = raw
+        self._fd = fd
+        self._zstd = suffix == ".zst"
         self._stream: IO[bytes]
         if suffix == ".zst":
             self._stream = zstandard.ZstdDecompressor().stream_reader(
@@ -196,19 +294,28 @@ class Stream:
             raw.close()
             msg = f"not a compressed record file's suffix: {suffix!r}"
             raise ValueError(msg)
+        # compression writes a header whatever the records: an empty file lost its bytes
+        self._empty = os.fstat(fd).st_size == 0
 
     def read(self, size: int) -> bytes:
         """Up to *size* decompressed bytes; ``b""`` at the end.
 
         Raises:
-            OSError, EOFError, ValueError, zstandard.ZstdError: the file is
-            damaged (:data:`READ_ERRORS`).
+            OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError:
+            the file is damaged (:data:`READ_ERRORS`; :func:`read_error`
+            says it in words).
         """
-        return self._stream.read(size)
+        if self._empty:
+            msg = "the file is empty (0 bytes)"
+            raise EOFError(msg)
+        data = self._stream.read(size)
+        if not data and self._zstd and (cut := zstd_cut(self._fd)):
+            raise EOFError(cut)
+        return data
 
     def reads(self, size: int = STREAM_READ) -> Iterator[bytes]:
         """Every decompressed piece, in order, about *size* bytes each."""
-        while data := self._stream.read(size):
+        while data := self.read(size):
             yield data
 
     def close(self) -> None:
@@ -247,15 +354,36 @@ def read_whole(fd: int, suffix: str) -> bytes:
     A plain file that grows while it is read is read up to where it stopped.
 
     Raises:
-        OSError, EOFError, ValueError, zstandard.ZstdError: :data:`READ_ERRORS`.
+        OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError: :data:`READ_ERRORS`.
     """
-    if suffix == "":
-        return b"".join(plain_reads(fd, max(os.fstat(fd).st_size, 1 << 16)))
-    stream = Stream(fd, suffix)
+    data, exc = read_readable(fd, suffix)
+    if exc is not None:
+        raise exc
+    return data
+
+
+def read_readable(fd: int, suffix: str) -> tuple[bytes, Exception | None]:
+    """What can be read of a record file (decompressed), and what stopped it.
+
+    Returns:
+        The bytes read (torn tail included), and ``None``, or the
+        :data:`READ_ERRORS` exception met before the end (a damaged file:
+        the bytes are those before the damage).
+    """
+    pieces: list[bytes] = []
     try:
-        return b"".join(stream.reads(1 << 20))
-    finally:
-        stream.close()
+        if suffix == "":
+            pieces.extend(plain_reads(fd, max(os.fstat(fd).st_size, 1 << 16)))
+            return b"".join(pieces), None
+        stream = Stream(fd, suffix)
+        try:
+            while data := stream.read(1 << 20):
+                pieces.append(data)
+        finally:
+            stream.close()
+    except READ_ERRORS as exc:
+        return b"".join(pieces), exc
+    return b"".join(pieces), None
 
 
 # -- one uid's records, once each --------------------------------------------------
@@ -279,16 +407,25 @@ def uid_files(log_dir: str | os.PathLike[str], uid: int) -> list[Path]:
 
 
 def _open(path: Path) -> int | None:
-    """An fd of *path*; ``None`` if it vanished. A symlink raises ``OSError(ELOOP)``."""
+    """An fd of *path*; ``None`` if it vanished.
+
+    Raises:
+        DamagedFile: a symlink, not a regular file, or it cannot be opened.
+    """
+    dir_fd = os.open(path.parent, DIR_FLAGS)
     try:
-        return os.open(path, FILE_FLAGS)
-    except FileNotFoundError:
-        return None
+        return open_record_file(dir_fd, path.name, str(path.parent))
+    finally:
+        os.close(dir_fd)
 
 
-def _lines_above(fd: int, name: str, last: int) -> Iterator[tuple[bytes, int]]:
-    """Complete lines of a file above seq *last*: ``(line without LF, its seq or -1)``."""
-    suffix = suffix_of(name)
+def _lines_above(fd: int, path: Path, last: int) -> Iterator[tuple[bytes, int]]:
+    """Complete lines of a file above seq *last*: ``(line without LF, its seq or -1)``.
+
+    Raises:
+        DamagedFile: it is damaged (after the lines before the damage).
+    """
+    suffix = suffix_of(path.name)
     stream = Stream(fd, suffix) if suffix else None
     try:
         reads = plain_reads(fd) if stream is None else stream.reads()
@@ -299,13 +436,20 @@ def _lines_above(fd: int, name: str, last: int) -> Iterator[tuple[bytes, int]]:
                     yield line, -1
                 elif seq > last:
                     yield line, seq
+    except READ_ERRORS as exc:
+        raise DamagedFile(str(path), read_error(exc)) from exc
     finally:
         if stream is not None:
             stream.close()
         os.close(fd)
 
 
-def read_uid_records(log_dir: str | os.PathLike[str], uid: int, after: int = 0) -> Iterator[bytes]:
+def read_uid_records(
+    log_dir: str | os.PathLike[str],
+    uid: int,
+    after: int = 0,
+    damaged: list[DamagedFile] | None = None,
+) -> Iterator[bytes]:
     """Yield every complete record line of *uid* (without LF) above seq *after*, once each.
 
     It runs while the daemon writes, rotates, compresses and deletes: a file
@@ -314,10 +458,14 @@ def read_uid_records(log_dir: str | os.PathLike[str], uid: int, after: int = 0) 
     is returned only if its ``seq`` is above the last one returned. Only
     lines ending in LF are records; symlinks are never followed.
 
+
     Args:
         log_dir: the store's root.
         uid: whose records.
         after: seek: start after this seq (0: from the oldest record).
+        damaged: where a damaged file is told (its records up to the damage
+            are yielded, then the next file's): the caller says so. Without
+            it, damaged files are passed over all the same.
 
     Yields:
         Record lines in ``seq`` order. A line whose ``seq`` cannot be read
@@ -335,32 +483,30 @@ def read_uid_records(log_dir: str | os.PathLike[str], uid: int, after: int = 0) 
                 break
             try:
                 fd = _open(path)
-            except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                last = max(last, file_last)  # a symlink: never followed
-                continue
-            if fd is None:
-                break  # compressed or deleted meanwhile: list again
-            for line, seq in _lines_above(fd, path.name, last):
-                last = max(last, seq)
-                yield line
+                if fd is None:
+                    break  # compressed or deleted meanwhile: list again
+                for line, seq in _lines_above(fd, path, last):
+                    last = max(last, seq)
+                    yield line
+            except DamagedFile as exc:
+                if damaged is not None:
+                    damaged.append(exc)
             last = max(last, file_last)  # the name says so, even if its lines did not
         else:
             return  # no current file
         if path == current:
             try:
                 cur = _open(current)  # None: being rotated, list again
-            except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                return  # a symlink: never followed
+            except DamagedFile as exc:
+                if damaged is not None:
+                    damaged.append(exc)
+                return
             if cur is not None:
                 # a rotation between the listing and this open would make us skip
                 # the rotated file: check that no file newer than what we read appeared
                 listing = _listing(d)
                 if not any(file_last > last for _, file_last in listing):
-                    for line, seq in _lines_above(cur, current.name, last):
+                    for line, seq in _lines_above(cur, current, last):
                         last = max(last, seq)
                         yield line
                     return

@@ -34,6 +34,11 @@ vanished makes us list the directory again and go on by ``seq`` from where
 we were, and lines already covered (by ``seq``) are never returned twice.
 Only complete lines (ending in LF) are records: a torn or half-written
 last line is left out.
+
+A damaged file (a compressed file cut short or corrupted, a directory, FIFO
+or symlink where a file belongs, a file that cannot be opened) does not stop
+the scan: its records up to the damage are returned, the file is noted in
+:attr:`ScanStats.damaged`, and the scan goes on with the next file.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import os
 import stat
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
 from trio_logd.errors import StoreError
@@ -53,11 +58,13 @@ from trio_logd.store import _layout
 from trio_logd.store.files import (
     DIR_FLAGS,
     READ_ERRORS,
+    DamagedFile,
     Stream,
     line_time,
     line_ts,
     list_uids,
     open_record_file,
+    read_error,
     rotated_files,
     seek_seq,
     whole_lines,
@@ -129,9 +136,16 @@ class ScanStats:
     files_opened: int = 0
     files_skipped: int = 0
     bytes_read: int = 0
+    #: files passed over (or read only up to their damage), each once
+    damaged: list[DamagedFile] = field(default_factory=list)
+
+    def note(self, damaged: DamagedFile) -> None:
+        """Note a damaged file (once, however often it is met)."""
+        if all(d.path != damaged.path for d in self.damaged):
+            self.damaged.append(damaged)
 
     def as_dict(self) -> dict[str, int]:
-        """The figures as a dict (for the ``end`` line)."""
+        """The figures as a dict (for the ``end`` line; without :attr:`damaged`)."""
         return {
             "files_opened": self.files_opened,
             "files_skipped": self.files_skipped,
@@ -340,7 +354,11 @@ class _UidScan:
         return fd
 
     def _open_current(self) -> _Current | None:
-        fd = self._open(_layout.CURRENT)
+        try:
+            fd = self._open(_layout.CURRENT)
+        except DamagedFile as exc:
+            self.stats.note(exc)
+            return None
         if fd is None:
             return None
         try:
@@ -402,9 +420,9 @@ class _UidScan:
         while True:
             try:
                 data = stream.read(CHUNK)
-            except READ_ERRORS as exc:
-                msg = f"{self.where}/{name}: cannot read: {exc}"
-                raise StoreError(msg) from exc
+            except READ_ERRORS as exc:  # what came before the damage was returned
+                self.stats.note(DamagedFile(f"{self.where}/{name}", read_error(exc)))
+                return
             if not data:
                 return
             self.stats.bytes_read += len(data)
@@ -415,8 +433,9 @@ class _UidScan:
             want = CHUNK if size is None else min(CHUNK, size - offset)
             try:
                 data = os.pread(fd, want, offset)
-            except OSError as exc:
-                raise _store_error(exc, f"cannot read {self.where}/{name}") from exc
+            except OSError as exc:  # an I/O error: what came before it was returned
+                self.stats.note(DamagedFile(f"{self.where}/{name}", read_error(exc)))
+                return
             if not data:
                 return
             offset += len(data)
@@ -428,9 +447,10 @@ class _UidScan:
     ) -> Generator[tuple[_Rotated, int | None], None, None]:
         """Rotated files not *done* yet, in seq order (or newest first), each with an fd.
 
-        The fd is ``None`` for a file skipped by its time span, and is closed
-        when the caller asks for the next file. A file that vanished (rotated,
-        compressed or deleted meanwhile) makes the directory be listed again;
+        The fd is ``None`` for a file skipped by its time span or damaged
+        (noted in the stats), and is closed when the caller asks for the next
+        file. A file that vanished (rotated, compressed or deleted meanwhile)
+        makes the directory be listed again;
         *done* is asked again then, so the caller's progress decides what is left.
         """
         for _ in range(_MAX_RELIST):
@@ -442,7 +462,12 @@ class _UidScan:
                     self.stats.files_skipped += 1
                     yield r, None
                     continue
-                fd = self._open(r.name)
+                try:
+                    fd = self._open(r.name)
+                except DamagedFile as exc:
+                    self.stats.note(exc)
+                    yield r, None
+                    continue
                 if fd is None:
                     break
                 try:

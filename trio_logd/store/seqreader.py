@@ -17,6 +17,9 @@ The store moves under it, and each move is safe:
 * compression replaces ``X.jsonl`` by ``X.jsonl.zst`` and retention deletes
   files: an open fd keeps reading; a file that vanished between the listing
   and the opening makes the directory be listed again;
+* a damaged rotated file (cut short, bad CRC, not a file, unreadable) is
+  read up to the damage, told in :attr:`SeqReader.damaged` and passed over:
+  the records it could not give are counted in ``missing``;
 * a current file cut shorter under the reader (a batch the writer could not
   write whole, taken back) is read on from its new end;
 * the first new line of a source whose seq is not the next one may mean that
@@ -44,9 +47,11 @@ from trio_logd.store import _layout
 from trio_logd.store.files import (
     DIR_FLAGS,
     READ_ERRORS,
+    DamagedFile,
     Stream,
     files_after,
     open_record_file,
+    read_error,
     rotated_files,
     seek_seq,
 )
@@ -70,6 +75,7 @@ class _Source:
     fd: int
     ino: int
     current: bool
+    rotated: _layout.RotatedName | None = None  # rotated files: their name
     stream: Stream | None = None  # compressed files
     offset: int = 0  # plain files: where the next read starts
     carry: bytes = b""  # compressed files: the start of a line not complete yet
@@ -88,12 +94,16 @@ class SeqReader:
         after: the seq of the last line returned (or the start).
         missing: records not found in the store although their seq was
             passed (deleted by retention before they were read, or lost).
+        damaged: rotated files found damaged and passed over (the caller
+            says so and clears the list); each is passed over once per reader.
     """
 
     def __init__(self, log_dir: str, uid: int, after: int = 0) -> None:
         self.uid = uid
         self.after = after
         self.missing = 0
+        self.damaged: list[DamagedFile] = []
+        self._passed: set[tuple[int, int, int, int]] = set()  # damaged files' keys
         self._where = f"{log_dir}/{uid}"
         self._dir: int | None = None
         self._src: _Source | None = None
@@ -129,6 +139,7 @@ class SeqReader:
                 if src.current:  # rotated meanwhile: what was appended before is still ours
                     data = self._read_chunk(src, max_bytes - size)
                 if not data:
+                    self._passed_file(src)
                     self._close_source(remember=False)
                     self._in_current = False  # the next file is found by listing
                     continue
@@ -209,7 +220,8 @@ class SeqReader:
         # compression leaves X.jsonl beside X.jsonl.zst for a moment: read one,
         # the plain one if we may be in the middle of it (it was our current
         # file), else the compressed one (the plain one is about to go)
-        return rotated_files(names, prefer_plain=self._resume is not None)
+        listed = rotated_files(names, prefer_plain=self._resume is not None)
+        return [r for r in listed if r.key not in self._passed] if self._passed else listed
 
     def _open_next(self) -> _Source | None:
         """Open the first file holding a seq above :attr:`after`; ``None`` if there is none."""
@@ -218,9 +230,14 @@ class SeqReader:
             if dir_fd is None:
                 return None
             for r in files_after(self._listing(dir_fd), self.after):
-                src = self._open_file(dir_fd, r.format(), current=False, suffix=r.suffix)
+                try:
+                    src = self._open_file(dir_fd, r.format(), current=False, suffix=r.suffix)
+                except DamagedFile as exc:
+                    self._pass_over(r.key, exc)
+                    continue
                 if src is None:
                     break  # vanished: list again
+                src.rotated = r
                 return src
             else:
                 return self._open_file(dir_fd, _layout.CURRENT, current=True, suffix="")
@@ -243,6 +260,22 @@ class SeqReader:
         self._src = src
         self._in_current = current
         return src
+
+    def _passed_file(self, src: _Source) -> None:
+        """*src* is read to its end: a rotated file's name says up to which seq it held.
+
+        Its records missing at its end (a file cut short) are counted; without
+        this, the next listing would find the same file again, and again.
+        """
+        if src.rotated is None or src.rotated.last_seq <= self.after:
+            return
+        if self.after:  # before the first record read, older ones are not ours to miss
+            self.missing += src.rotated.last_seq - self.after
+        self.after = src.rotated.last_seq
+
+    def _pass_over(self, key: tuple[int, int, int, int], exc: DamagedFile) -> None:
+        self.damaged.append(exc)
+        self._passed.add(key)
 
     def _replaced(self, src: _Source) -> bool:
         """Tell whether ``current.jsonl`` now names another file than *src*'s."""
@@ -267,8 +300,13 @@ class SeqReader:
                 return self._read_plain(src, max(want, _MIN_READ))
             return self._read_stream(src)
         except READ_ERRORS as exc:
-            msg = f"{self._where}/{src.name}: cannot read: {exc}"
-            raise StoreError(msg) from exc
+            if src.rotated is None:  # the current file: nothing comes after it
+                msg = f"{self._where}/{src.name}: cannot read: {exc}"
+                raise StoreError(msg) from exc
+            # what it held up to the damage was returned: the next file's records follow
+            damaged = DamagedFile(f"{self._where}/{src.name}", read_error(exc))
+            self._pass_over(src.rotated.key, damaged)
+            return b""
 
     def _unread(self, src: _Source, lines: list[bytes]) -> None:
         """Give *lines* (read, not returned) back to *src*: the next read starts with them."""

@@ -24,6 +24,14 @@ its chain file (``_chain``), oldest first, and checked in three ways:
   a record file that is whole: complete lines whose ``seq`` run is the one
   its name (and its successor's chain) says. These are reported as notes.
 
+A file that cannot be read to its end (a compressed file cut short, empty,
+with a bad CRC or not of its suffix's format; a directory, FIFO or symlink
+where a file belongs; a file that cannot be opened) is a problem,
+``damaged``, naming the file and what is wrong; what could be read of it
+is still checked against its chain (the records lost are named), and the
+other files and uids are verified as usual. Files the store does not know
+(neither record files, chains nor torn chains) are not looked at.
+
 The store may be live: the chain of ``current.jsonl`` is read before its
 records (a block is written only after its records, so the chain never
 covers more than the records read), and a uid is verified again from the
@@ -57,13 +65,21 @@ from trio_logd.store._chain import (
     line_checks,
     parse_chain,
 )
-from trio_logd.store.files import read_whole, rotated_files, suffix_of
+from trio_logd.store.files import (
+    DIR_FLAGS,
+    DamagedFile,
+    open_record_file,
+    read_error,
+    read_readable,
+    read_whole,
+    rotated_files,
+    suffix_of,
+)
 
 __all__ = ["Finding", "Report", "verify_store"]
 
 #: How often a uid is verified again when the daemon moves its files under us.
 RETRIES: Final = 10
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +91,9 @@ class Finding:
         file: the file's name in the uid directory (``""``: the uid as a whole).
         what: a keyword: ``changed``, ``removed``, ``reordered``, ``added``,
             ``truncated``, ``missing``, ``unchained``, ``unsealed``,
-            ``mismatch``, ``damaged`` (problems); ``deleted``, ``gap``,
+            ``mismatch``, ``damaged`` (a file that cannot be read, or not to
+            its end), ``unreadable`` (a uid directory that cannot be listed)
+            (problems); ``deleted``, ``gap``,
             ``recovered``, ``pending``, ``legacy``, ``interrupted``,
             ``emptied`` (notes; ``emptied`` is a problem when the records
             do not match the file's name).
@@ -172,6 +190,10 @@ class _File:
     emptied: bool = False
     #: the seqs of its complete lines, in file order (for an emptied chain)
     seqs: list[int | None] = field(default_factory=list)
+    #: its chain file is there but could not be read (said as ``damaged``)
+    chain_damaged: bool = False
+    #: it could not be read to its end (said as ``damaged``)
+    damaged: bool = False
 
 
 class _Uid:
@@ -203,27 +225,77 @@ class _Uid:
     # -- reading ------------------------------------------------------------
 
     def _open(self, name: str) -> int:
+        """An fd of the regular file *name*, never through a symlink or a FIFO's wait.
+
+        Raises:
+            DamagedFile: it is not a regular file, or cannot be opened.
+        """
         try:
-            return os.open(self.dir / name, _READ)
-        except FileNotFoundError:
-            raise _Moved from None
+            dir_fd = os.open(self.dir, DIR_FLAGS)
         except OSError as exc:
-            msg = f"cannot read {self.dir / name}: {exc.strerror}"
+            msg = f"cannot open {self.dir}: {exc.strerror}"
             raise StoreError(msg) from exc
+        try:
+            fd = open_record_file(dir_fd, name, str(self.dir))
+        finally:
+            os.close(dir_fd)
+        if fd is None:
+            raise _Moved
+        return fd
 
     def _read(self, name: str) -> bytes:
         fd = self._open(name)
         try:
             return read_whole(fd, suffix_of(name))
+        except OSError as exc:  # plain files only: an I/O error
+            raise DamagedFile(str(self.dir / name), read_error(exc)) from exc
         finally:
             os.close(fd)
 
+    def _read_chain(self, f: _File, name: str) -> bytes | None:
+        """The chain file *name* of *f*; ``None`` (said as ``damaged``) if it cannot be read."""
+        try:
+            return self._read(name)
+        except DamagedFile as exc:
+            self.say(name, "damaged", f"damaged: {exc.reason}", problem=True)
+            f.chain_damaged = True
+            return None
+
+    def _read_records(self, f: _File) -> bytes | None:
+        """What can be read of *f*'s record file; the damage, if any, said as ``damaged``."""
+        try:
+            fd = self._open(f.shown)
+        except DamagedFile as exc:
+            self.say(f.shown, "damaged", f"damaged: {exc.reason}", problem=True)
+            f.damaged = True
+            return None
+        try:
+            data, failed = read_readable(fd, suffix_of(f.shown))
+        finally:
+            os.close(fd)
+        if failed is not None:
+            f.damaged = True
+            self.say(
+                f.shown, "damaged", f"damaged: {read_error(failed)}: {len(data)} bytes of "
+                "records read, those after the damage are lost", problem=True,
+            )  # fmt: skip
+        return data
+
     def _current(self) -> tuple[bytes | None, bytes]:
-        """The current chain and then the current file, as one consistent pair."""
+        """The current chain and then the current file, as one consistent pair.
+
+        Raises:
+            DamagedFile: one of them is not a regular file, or cannot be opened.
+        """
         chain_fd = None
-        with contextlib.suppress(FileNotFoundError):
-            chain_fd = os.open(self.dir / CURRENT_CHAIN, _READ)
-        data_fd = self._open(_layout.CURRENT)
+        with contextlib.suppress(_Moved):
+            chain_fd = self._open(CURRENT_CHAIN)
+        try:
+            data_fd = self._open(_layout.CURRENT)
+        except BaseException:
+            if chain_fd is not None:
+                os.close(chain_fd)
+            raise
         try:
             # a rotation between the two opens would pair a chain with the wrong file
             for fd, name in ((chain_fd, CURRENT_CHAIN), (data_fd, _layout.CURRENT)):
@@ -258,17 +330,28 @@ class _Uid:
         for r in rotated_files(names):
             plain = r.with_suffix("").format()
             cname = chain_name(plain)
-            raw = self._read(cname) if cname in chains else None
-            chain = (parse_chain(raw) if raw else None) if raw is not None else sealed.get(plain)
-            f = _File(plain, r.format(), r, chain, emptied=raw == b"")
-            self._contents(f, self._read(f.shown))
+            f = _File(plain, r.format(), r, None)
+            raw = self._read_chain(f, cname) if cname in chains else None
+            if raw is not None:
+                f.chain, f.emptied = (parse_chain(raw) if raw else None), raw == b""
+            elif not f.chain_damaged:
+                f.chain = sealed.get(plain)
+            data = self._read_records(f)
+            if data is not None:
+                self._contents(f, data)
             out.append(f)
         if _layout.CURRENT in names:
-            raw_chain, data = self._current()
-            chain = parse_chain(raw_chain) if raw_chain else None
-            f = _File(_layout.CURRENT, _layout.CURRENT, None, chain, emptied=raw_chain == b"")
-            self._contents(f, data)
-            out.append(f)
+            try:
+                raw_chain, data = self._current()
+            except DamagedFile as exc:  # current.jsonl or current.chain
+                self.say(
+                    os.path.basename(exc.path), "damaged", f"damaged: {exc.reason}", problem=True
+                )
+            else:
+                chain = parse_chain(raw_chain) if raw_chain else None
+                f = _File(_layout.CURRENT, _layout.CURRENT, None, chain, emptied=raw_chain == b"")
+                self._contents(f, data)
+                out.append(f)
         return out, chains, torn
 
     def _empty(self, name: str) -> bool:
@@ -283,7 +366,7 @@ class _Uid:
             return {}
         try:
             cf = parse_chain(self._read(CURRENT_CHAIN))
-        except _Moved:
+        except (_Moved, DamagedFile):  # a damaged one is said with the other chains
             return {}
         if cf.seal is None or chain_name(cf.seal.file) in chains:
             return {}
@@ -324,7 +407,9 @@ class _Uid:
                     problem=False,
                 )
             self._compare(f, lines, cf)
-        if partial:
+        if partial and f.damaged:
+            pass  # cut by the damage, said already
+        elif partial:
             if current:
                 self.say(
                     f.shown,
@@ -512,6 +597,8 @@ class _Uid:
                 self._emptied(f, files[i + 1] if i + 1 < len(files) else None)
                 continue
             if f.chain is None:
+                if f.chain_damaged:
+                    continue  # said already
                 if i < first_chained:
                     self.say(
                         f.shown, "legacy", "written before hash chains: not verifiable",
@@ -735,8 +822,9 @@ def verify_store(log_dir: str | os.PathLike[str], uids: Sequence[int] | None = N
         writing was found.
 
     Raises:
-        StoreError: a directory or file could not be read (permissions: the
-            store is private to the daemon's user).
+        StoreError: *log_dir* could not be listed (permissions: the store is
+            private to the daemon's user); a uid directory or a file that
+            cannot be read is a finding.
     """
     root = Path(log_dir)
     report = Report()
@@ -753,6 +841,10 @@ def verify_store(log_dir: str | os.PathLike[str], uids: Sequence[int] | None = N
                 files, chains, torn = check.files()
             except _Moved:
                 continue  # rotated, compressed or deleted under us: again
+            except StoreError as exc:  # the directory itself: the other uids go on
+                check.findings.append(Finding(uid, "", "unreadable", str(exc), problem=True))
+                files = []
+                break
             check.links(files, chains, torn)
             break
         else:
