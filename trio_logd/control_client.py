@@ -90,6 +90,10 @@ class ControlConnection:
             raise
         self._sock.settimeout(timeout)
 
+    def settimeout(self, timeout: float | None) -> None:
+        """Seconds each later read may wait (``None``: for ever), e.g. to end a follow stream."""
+        self._sock.settimeout(timeout)
+
     def _connect(self, handshake: float) -> None:
         """Connect, waiting in the kernel (up to *handshake* s) while the backlog is full."""
         # a zero timeval would mean "wait for ever": at least 1 us

@@ -89,3 +89,32 @@ def test_list_boots_offline_names_a_damaged_file(
         err
         == f"logq: warning: {oldest}: damaged: cannot be decompressed: Not a gzipped file (b'ga')\n"
     )
+
+
+DISK_USAGE_REFUSED = {
+    k: v
+    for k, v in REFUSED.items()
+    if k not in ("--disk-usage", "--socket", "--all with --uid", "-o verbose")
+}
+
+
+@pytest.mark.parametrize("case", list(DISK_USAGE_REFUSED))
+def test_an_option_disk_usage_cannot_apply_is_refused_by_name(
+    store: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--disk-usage counts whole uids: a selecting option is exit 2, named, nothing printed."""
+    argv, says = DISK_USAGE_REFUSED[case]
+    assert main(["--disk-usage", "--directory", str(store), *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert says in err
+    assert err.startswith("logq: --disk-usage counts every file of the uids asked")
+
+
+def test_disk_usage_takes_uid_and_json(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--disk-usage --uid 5 -o json: uid 5's bytes alone; -o verbose is refused."""
+    assert main(["--disk-usage", "--directory", str(store), "--uid", "5", "-o", "json"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('{"uids":[{"uid":5,"bytes":')
+    assert main(["--disk-usage", "--directory", str(store), "-o", "verbose"]) == 2
+    assert "as text or json: not -o verbose" in capsys.readouterr().err

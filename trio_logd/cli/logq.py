@@ -478,37 +478,35 @@ def _print_stats(figures: dict[str, object]) -> None:
     _err("read: " + ", ".join(f"{k}={figures.get(k)}" for k in keys))
 
 
-#: What ``--verify`` takes besides itself; every other option selects, orders or
-#: shows records, which it does not do: it is refused, named (docs/logq.md).
+#: What ``--verify`` and ``--disk-usage`` take besides themselves; every other
+#: option selects, orders or shows records, which they do not do: it is refused,
+#: named (docs/logq.md).
 _VERIFY_TAKES: Final = frozenset(
     {"verify", "uid", "all", "directory", "config", "output", "no_pager"}
 )
-_VERIFY_OUTPUTS: Final = ("short", "json")
+_DISK_USAGE_TAKES: Final = frozenset(
+    {"disk_usage", "uid", "all", "directory", "config", "socket", "output", "no_pager"}
+)
+_ONE_FIGURE_OUTPUTS: Final = ("short", "json")
 
 
-def _verify_usage(args: argparse.Namespace) -> None:
-    """Refuse what ``--verify`` would otherwise ignore, naming the first such option.
+def _refuse_others(args: argparse.Namespace, option: str, takes: frozenset[str], what: str) -> None:
+    """Refuse what *option* would otherwise ignore, naming the first such option.
 
     Raises:
         _Usage: an option that selects or shows records, or an output other than text or json.
     """
     defaults = vars(build_parser().parse_args([]))
     for dest, value in vars(args).items():
-        if dest in _VERIFY_TAKES or value == defaults.get(dest):
+        if dest in takes or value == defaults.get(dest):
             continue
         if dest == "matches":
-            msg = (
-                f"--verify checks every record of the uids asked (select them with --uid): it "
-                f"takes no FIELD=VALUE matches ({' '.join(value)})"
-            )
+            msg = f"{option} {what}: it takes no FIELD=VALUE matches ({' '.join(value)})"
         else:
-            msg = (
-                f"--verify checks every record of the uids asked (select them with --uid): it "
-                f"cannot be used with --{dest.replace('_', '-')}"
-            )
+            msg = f"{option} {what}: it cannot be used with --{dest.replace('_', '-')}"
         raise _Usage(msg)
-    if args.output not in _VERIFY_OUTPUTS:
-        msg = f"--verify prints its findings as text or json: not -o {args.output}"
+    if args.output not in _ONE_FIGURE_OUTPUTS:
+        msg = f"{option} prints its findings as text or json: not -o {args.output}"
         raise _Usage(msg)
     if args.all and args.uid:
         msg = "--all and --uid: give one or the other"
@@ -517,7 +515,12 @@ def _verify_usage(args: argparse.Namespace) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """``logq --verify``: check the store's chains; exit 1 if anything was changed."""
-    _verify_usage(args)
+    _refuse_others(
+        args,
+        "--verify",
+        _VERIFY_TAKES,
+        "checks every record of the uids asked (select them with --uid)",
+    )
     import orjson
 
     from trio_logd.locate import configured_path
@@ -571,9 +574,12 @@ def _verify_summary(report: Report, directory: str) -> str:
 
 def run_disk_usage(args: argparse.Namespace) -> int:
     """``logq --disk-usage``: the bytes of the caller's files, or every uid's (readers, root)."""
-    if args.follow or args.matches:
-        msg = "--disk-usage prints one figure: it takes no matches and cannot be used with -f"
-        raise _Usage(msg)
+    _refuse_others(
+        args,
+        "--disk-usage",
+        _DISK_USAGE_TAKES,
+        "counts every file of the uids asked (select them with --uid)",
+    )
     if args.directory is not None:
         from trio_logd.store.usage import disk_usage  # only this path needs it
 
