@@ -191,9 +191,11 @@ class Stamp:
         account: the uid whose limits the records count against (*owner*, else
             the writer's uid).
         unit: the writer's system unit (``[limits.unit."GLOB"]``), or ``None``.
+        names: the writer's ``(unit, slice, user_unit, user_slice)``, one
+            tuple per stamp: the store's unit summaries (``store.runs.Run``).
     """
 
-    __slots__ = ("account", "cred", "fragment", "uid", "unit")
+    __slots__ = ("account", "cred", "fragment", "names", "uid", "unit")
 
     def __init__(
         self,
@@ -209,6 +211,12 @@ class Stamp:
     ) -> None:
         self.cred = writer
         self.unit = attribution.unit
+        self.names = (
+            attribution.unit,
+            attribution.slice,
+            attribution.user_unit,
+            attribution.user_slice,
+        )
         self.uid = writer.uid
         self.account = writer.uid if owner is None else owner
         parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}

@@ -43,7 +43,7 @@ import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
 
 from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
-from trio_logd.query.matcher import Matcher
+from trio_logd.query.matcher import Matcher, UnitTest, unit_test
 from trio_logd.query.matches import Selection
 from trio_logd.query.timespec import ts_to_epoch
 from trio_logd.record import TS_AT
@@ -541,6 +541,7 @@ class LineFilter:
             self._needle = required_literal(spec.grep, ignore_case=self._ignore_case)
         self._must = tuple(must)
         self._select = None if spec.select.empty else Matcher(spec.select)
+        self._unit_test = unit_test(spec.select)
         self._decode_others = bool(self._pids or self._sevs is not None or self._regex is not None)
         self._decode = self._decode_others or self._select is not None
         self.unreadable = 0
@@ -642,3 +643,9 @@ class LineFilter:
         if self.since_epoch is not None and last_time < self.since_epoch:
             return False
         return self.until_epoch is None or first_time <= self.until_epoch
+
+    @property
+    def unit_test(self) -> UnitTest | None:
+        """Whether a file whose unit summary lists these names can hold a match
+        (``matcher.unit_test``); ``None`` when the query selects by no unit."""
+        return self._unit_test

@@ -5,9 +5,10 @@ How this works: an :class:`Appender` holds every uid's open files
 and its chain (from a spare file when one is ready, ``_spares``), writing
 record lines (rotating between two of them when the next would overflow, so
 a rotated file is always complete), cutting back a write that failed half-way,
-and rotating (renaming the file and its sealed chain, queueing it for
-compression). ``StoreWriter`` calls it under its lock; start-up
-(``_startup``) recovers what a crash left before the first append.
+and rotating (renaming the file and its sealed chain, writing its unit
+summary, ``_unitindex``, queueing it for compression). ``StoreWriter`` calls
+it under its lock; start-up (``_startup``) recovers what a crash left before
+the first append.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now
 from trio_logd.store._spares import SparePool
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
+from trio_logd.store._unitindex import UnitSet, write_summary
 from trio_logd.store.runs import RunIndex
 
 __all__ = ["CHAIN_RETRY", "Appender"]
@@ -138,6 +140,8 @@ class Appender:
             raise
         uf.fd = fd
         uf.size = size
+        # lines written before this process opened the file were not seen
+        uf.units = UnitSet(known=size == 0)
         self.changed_dir(uf)
         self.open_chain(uf, recover=recover)
 
@@ -218,6 +222,14 @@ class Appender:
                 uf.records_since = epoch_or_now(at.ts(i))
         uf.last_ts = at.ts(stop - 1)
         uf.last_seq = last_seq = at.seq(stop - 1)
+        units = uf.units
+        if units.known:  # a compare per run; a set lookup when the writer's units change
+            for run in at.runs_in(start, stop):
+                names = run.names
+                if names is None:
+                    units.note_lines(run.lines)
+                else:
+                    units.note(names)
         if not uf.dirty:
             uf.dirty = True
             self.dirty.add(uf.uid)
@@ -339,6 +351,7 @@ class Appender:
             raise
         if chain is not None:
             self.retire_chain(uf, chain, name)
+        self.write_units(uf, name)
         # its data and the rename are synced with the round (before anything in
         # it is acknowledged), not here: a rotation costs no extra sync
         if self.fsync == "never":
@@ -387,6 +400,19 @@ class Appender:
             os.close(chain.fd)
         else:
             uf.retired.append(chain.fd)
+
+    def write_units(self, uf: UidFile, name: RotatedName) -> None:
+        """Write the unit summary of the file just rotated to *name* (not synced:
+        a summary lost in a crash means its file is read)."""
+        units, uf.units = uf.units, UnitSet()
+        try:
+            size = write_summary(uf.dir_fd, name.format(), units)
+        except (OSError, UnsafeLogDir) as exc:
+            log.warning("units_summary_failed", uid=uf.uid, error=str(exc))
+            return
+        if size:
+            uf.unit_files[name.key] = size
+            self.ledger.add(uf.uid, size)
 
     def changed_dir(self, uf: UidFile) -> None:
         if self.fsync != "never":

@@ -22,6 +22,7 @@ from trio_logd.store._chain import Seal, chain_name
 from trio_logd.store._chainfile import read_seal
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._uidfile import UidFile, disk_bytes, rotated_name
+from trio_logd.store._unitindex import remove_summary
 from trio_logd.store.retention import StoredFile, UidFiles
 
 __all__ = ["delete", "free_bytes", "snapshot", "writable_bytes"]
@@ -40,7 +41,7 @@ def snapshot(uid_files: Mapping[int, UidFile]) -> list[UidFiles]:
             StoredFile(
                 uid,
                 rotated_name(n),
-                size + uf.chains.get(n.key, 0),
+                size + uf.chains.get(n.key, 0) + uf.unit_files.get(n.key, 0),
                 float(n.last_time),
                 n.last_seq,
             )
@@ -69,7 +70,8 @@ def delete(
     is looked up by its seq range; the current file is never deleted.
     Before a rotated file goes, its deletion is marked in the uid's
     current chain (with the file's seal), so that ``logq --verify`` can
-    tell retention from removal; its chain file goes first, then the file.
+    tell retention from removal; its chain file and unit summary go first,
+    then the file.
     """
     freed = 0
     _mark_deleted(uid_files, ledger, files, rules, sync=sync)
@@ -90,6 +92,9 @@ def delete(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(chain_name(parsed.with_suffix("").format()), dir_fd=uf.dir_fd)
             size += uf.chains.pop(parsed.key)
+        if parsed is not None and parsed.key in uf.unit_files:
+            remove_summary(uf.dir_fd, parsed.with_suffix("").format())
+            size += uf.unit_files.pop(parsed.key)
         try:
             os.unlink(name, dir_fd=uf.dir_fd)
         except FileNotFoundError:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from trio_logd.store._chain import ChainWriter, Seal
 from trio_logd.store._layout import RotatedName
+from trio_logd.store._unitindex import UnitSet
 
 __all__ = ["Rotation", "UidFile", "disk_bytes", "rotated_name"]
 
@@ -78,6 +79,10 @@ class UidFile:
     seal: Seal | None = None
     #: bytes of rotated files' chain files, by key
     chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+    #: the units the lines of current.jsonl name (``_unitindex``)
+    units: UnitSet = field(default_factory=UnitSet)
+    #: bytes of rotated files' unit summaries (``X.jsonl.units``), by key
+    unit_files: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
     #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
     #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
     spares: list[int] = field(default_factory=list)
@@ -98,11 +103,13 @@ def rotated_name(n: RotatedName) -> str:
 
 
 def disk_bytes(uf: UidFile) -> int:
-    """Bytes of every file of the uid: current, chains, rotated files, torn tails."""
+    """Bytes of every file of the uid: current, chains, rotated files, unit summaries,
+    torn tails."""
     return (
         uf.size
         + (uf.chain.size if uf.chain is not None else 0)
         + sum(size for _, size in uf.rotated.values())
         + sum(uf.chains.values())
+        + sum(uf.unit_files.values())
         + sum(size for size, _ in uf.torn.values())
     )

@@ -14,6 +14,11 @@ What is read, and what is not:
   (``_layout.RotatedName``); a file whose span lies outside ``--since`` /
   ``--until`` is never opened. The current file's span is read from its
   first and last line.
+* a query that selects by unit (``-u``, ``--user-unit``, ``unit=…``) reads
+  a rotated file's unit summary first (``_unitindex``: the units, slices,
+  user units and user slices its records name) and never opens a file whose
+  summary names none it can match; a file without a usable summary, and the
+  current file, are read.
 * files are read in big chunks (``CHUNK`` bytes, decompressed as a stream
   for ``.zst`` and ``.gz``); the filter works on whole chunks.
 * ``-n N`` reads backwards: the current file from its end in growing
@@ -49,7 +54,7 @@ from dataclasses import dataclass
 from typing import Final, Generic, Protocol, TypeVar
 
 from trio_logd.errors import StoreError
-from trio_logd.store import _layout
+from trio_logd.store import _layout, _unitindex
 from trio_logd.store.files import (
     DIR_FLAGS,
     READ_ERRORS,
@@ -71,6 +76,7 @@ __all__ = [
     "ChunkFilter",
     "ScanStats",
     "Scanner",
+    "UnitTest",
     "cut_lines",
     "list_uids",
     "uid_store_ids",
@@ -118,8 +124,17 @@ class ChunkFilter(Protocol):
         """Whether a file whose records lie in ``[first_time, last_time]`` can hold a match."""
         ...
 
+    @property
+    def unit_test(self) -> UnitTest | None:
+        """Whether a file whose unit summary lists these names (by key: ``unit``,
+        ``slice``, ``user_unit``, ``user_slice``) can hold a match; ``None``
+        when the query selects by no unit (summaries are then not read)."""
+        ...
+
 
 F = TypeVar("F", bound=ChunkFilter)
+#: :attr:`ChunkFilter.unit_test`: a rotated file's unit summary in, "may it hold a match" out.
+UnitTest = Callable[[Mapping[str, frozenset[str]]], bool]
 
 
 @dataclass(slots=True)
@@ -433,12 +448,15 @@ class _UidScan:
         compressed or deleted meanwhile) makes the directory be listed again;
         *done* is asked again then, so the caller's progress decides what is left.
         """
+        unit_test = self.filt.unit_test
         for _ in range(_MAX_RELIST):
             files = self._list()
             for r in reversed(files) if newest_first else files:
                 if done(r):
                     continue
-                if not self.filt.file_may_match(r.span.first_time, r.span.last_time):
+                if not self.filt.file_may_match(r.span.first_time, r.span.last_time) or (
+                    unit_test is not None and not self._units_may_match(r, unit_test)
+                ):
                     self.stats.files_skipped += 1
                     yield r, None
                     continue
@@ -451,6 +469,12 @@ class _UidScan:
                     os.close(fd)
             else:
                 return
+
+    def _units_may_match(self, r: _Rotated, unit_test: UnitTest) -> bool:
+        """Whether *r*'s unit summary lets it hold a match (no usable summary: it may)."""
+        assert self._dir is not None
+        names = _unitindex.read_summary(self._dir, r.span.with_suffix("").format())
+        return names is None or unit_test(names)
 
     # -- forward ----------------------------------------------------------
 
