@@ -110,6 +110,7 @@ class Attribution(NamedTuple):
 
 #: Nothing known.
 NO_ATTRIBUTION: Final = Attribution()
+_NO_NAMES: Final = (None, None, None, None)
 
 
 #: Keys that only the daemon or the kernel may set. Nothing a sender writes
@@ -211,12 +212,9 @@ class Stamp:
     ) -> None:
         self.cred = writer
         self.unit = attribution.unit
-        self.names = (
-            attribution.unit,
-            attribution.slice,
-            attribution.user_unit,
-            attribution.user_slice,
-        )
+        names = (attribution.unit, attribution.slice, attribution.user_unit, attribution.user_slice)
+        # one object for "no unit": the store compares a batch's names by identity first
+        self.names = _NO_NAMES if names == _NO_NAMES else names
         self.uid = writer.uid
         self.account = writer.uid if owner is None else owner
         parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}

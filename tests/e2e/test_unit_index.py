@@ -7,7 +7,6 @@ import functools
 import os
 import re
 import socket
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -21,16 +20,6 @@ pytestmark = pytest.mark.usefixtures("as_root")
 #: Small files: the often-logging unit's records rotate the store several times.
 STORE = 'max_file_bytes = 2048\ncompress = "zstd"'
 OFTEN = 40
-
-
-@pytest.fixture
-def cgroups() -> Iterator[CgroupTree]:
-    """A private cgroup subtree, removed afterwards (skips where none can be made)."""
-    tree = CgroupTree()
-    try:
-        yield tree
-    finally:
-        tree.close()
 
 
 def _send(path: str, hold: int, tag: str, n: int) -> None:

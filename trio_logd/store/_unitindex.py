@@ -71,6 +71,9 @@ MAX_NAMES: Final = 1024
 MAX_SUMMARY_BYTES: Final = 64 << 10
 #: The summary format's version.
 _VERSION: Final = 1
+#: Distinct name tuples remembered per file (a cache: ``user_unit`` x
+#: ``user_slice`` combinations are the user's to multiply).
+_SEEN_MAX: Final = 4 * MAX_NAMES
 
 #: A run's writer's ``(unit, slice, user_unit, user_slice)``, each ``None``
 #: when the record has no such key (``record.Stamp.names``).
@@ -117,6 +120,8 @@ class UnitSet:
         self._last = names
         if names in self._seen or not self.known:
             return
+        if len(self._seen) >= _SEEN_MAX:
+            self._seen.clear()
         self._seen.add(names)
         for i, name in enumerate(names):
             if name is not None:
@@ -183,11 +188,11 @@ def write_summary(dir_fd: int, file: str, names: UnitSet) -> int:
     try:
         _layout.write_all(fd, data)
     except BaseException:
-        os.close(fd)
         with contextlib.suppress(OSError):
-            os.unlink(name, dir_fd=dir_fd)
+            remove_summary(dir_fd, file)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
     return len(data)
 
 
