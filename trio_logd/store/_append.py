@@ -5,8 +5,8 @@ How this works: an :class:`Appender` holds every uid's open files
 and its chain (from a spare file when one is ready, ``_spares``), writing
 record lines (rotating between two of them when the next would overflow, so
 a rotated file is always complete), cutting back a write that failed half-way,
-and rotating (renaming the file and its sealed chain, writing its unit
-summary, ``_unitindex``, queueing it for compression). ``StoreWriter`` calls
+and rotating (renaming the file and its sealed chain, queueing its unit
+summary, ``_unitindex``, and the file for compression). ``StoreWriter`` calls
 it under its lock; start-up (``_startup``) recovers what a crash left before
 the first append.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
@@ -31,7 +31,7 @@ from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now
 from trio_logd.store._spares import SparePool
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
-from trio_logd.store._unitindex import UnitSet, write_summary
+from trio_logd.store._unitindex import UnitSet, remove_summary
 from trio_logd.store.runs import RunIndex
 
 __all__ = ["CHAIN_RETRY", "Appender"]
@@ -351,7 +351,8 @@ class Appender:
             raise
         if chain is not None:
             self.retire_chain(uf, chain, name)
-        self.write_units(uf, name)
+        units, uf.units = uf.units, UnitSet()
+        uf.pending_units.append((name, units.encode()))
         # its data and the rename are synced with the round (before anything in
         # it is acknowledged), not here: a rotation costs no extra sync
         if self.fsync == "never":
@@ -401,18 +402,36 @@ class Appender:
         else:
             uf.retired.append(chain.fd)
 
-    def write_units(self, uf: UidFile, name: RotatedName) -> None:
-        """Write the unit summary of the file just rotated to *name* (not synced:
-        a summary lost in a crash means its file is read)."""
-        units, uf.units = uf.units, UnitSet()
-        try:
-            size = write_summary(uf.dir_fd, name.format(), units)
-        except (OSError, UnsafeLogDir) as exc:
-            log.warning("units_summary_failed", uid=uf.uid, error=str(exc))
+    def unit_jobs(
+        self, dup: Callable[[int], int | None]
+    ) -> list[tuple[int, int, list[tuple[str, bytes | None]]]]:
+        """The queued unit summaries, by uid: ``(uid, a dup of its directory, items)``
+        for ``_unitindex.write_summaries`` (outside the lock); out of descriptors, a
+        uid's stay queued."""
+        jobs = []
+        for uf in self.files.values():
+            if uf.pending_units:
+                fd = dup(uf.dir_fd)
+                if fd is None:
+                    continue
+                items = [(n.format(), data) for n, data in uf.pending_units]
+                uf.pending_units = []
+                jobs.append((uf.uid, fd, items))
+        return jobs
+
+    def units_written(self, uid: int, written: Sequence[tuple[str, int]]) -> None:
+        """Count the summaries written for *uid*; one whose file retention deleted
+        meanwhile is removed."""
+        uf = self.files.get(uid)
+        if uf is None:  # closed meanwhile: the next start counts them (or removes them)
             return
-        if size:
+        for file, size in written:
+            name = RotatedName.parse(file)
+            if name is None or name.key not in uf.rotated:
+                remove_summary(uf.dir_fd, file)
+                continue
             uf.unit_files[name.key] = size
-            self.ledger.add(uf.uid, size)
+            self.ledger.add(uid, size)
 
     def changed_dir(self, uf: UidFile) -> None:
         if self.fsync != "never":

@@ -83,6 +83,9 @@ class UidFile:
     units: UnitSet = field(default_factory=UnitSet)
     #: bytes of rotated files' unit summaries (``X.jsonl.units``), by key
     unit_files: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+    #: summaries of files rotated since the housekeeper last wrote them:
+    #: (rotated name, summary or ``None`` when none may be written)
+    pending_units: list[tuple[RotatedName, bytes | None]] = field(default_factory=list)
     #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
     #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
     spares: list[int] = field(default_factory=list)

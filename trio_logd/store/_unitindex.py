@@ -5,9 +5,12 @@ run of lines (``runs.Run``), the trusted ``unit``, ``slice``, ``user_unit``
 and ``user_slice`` values of their writer (:class:`UnitSet`: the run says
 them, so a run costs a compare and, when the writer changed, a set lookup;
 a run that does not say them, a daemon record or lines read back, has its
-lines searched). At rotation the names go beside the rotated file as
-``<rotated name>.units`` (:func:`write_summary`), one JSON line, the keys
-with no name left out (a file that names no unit: ``{"units":1}``)::
+lines searched). At rotation the names are encoded and queued; the
+housekeeper's pass, once a second, writes them beside the rotated file as
+``<rotated name>.units`` (:func:`write_summaries`, outside the writer's
+lock and round: creating a file costs about 0.5 ms on ext4, which a
+rotation in the event loop must not), one JSON line, the keys with no name
+left out (a file that names no unit: ``{"units":1}``)::
 
     {"units":1,"unit":["nginx.service",…],"slice":[…],"user_unit":[…],"user_slice":[…]}
 
@@ -23,7 +26,8 @@ read: the current file (always); a file rotated after a start that found
 ``current.jsonl`` non-empty (its earlier lines were not seen); a value
 that is not a string; more than :data:`MAX_NAMES` names or
 :data:`MAX_SUMMARY_BYTES` bytes; a summary missing, unreadable, cut short
-(a crash: it is written without a sync), or of an unknown version.
+(a crash: it is written without a sync, or not yet), or of an unknown
+version.
 
 The summary has the permissions of the records it describes (0600 in the
 uid's 0700 directory) and a query reads it only in a uid directory it is
@@ -40,7 +44,9 @@ from collections.abc import Iterable
 from typing import Final
 
 import orjson
+import structlog
 
+from trio_logd.errors import UnsafeLogDir
 from trio_logd.store import _layout
 
 __all__ = [
@@ -54,8 +60,11 @@ __all__ = [
     "read_summary",
     "remove_summary",
     "units_name",
+    "write_summaries",
     "write_summary",
 ]
+
+log = structlog.get_logger("trio_logd.store")
 
 #: A rotated file ``X.jsonl``'s summary is ``X.jsonl.units`` (kept when
 #: ``X.jsonl`` becomes ``X.jsonl.zst``, as its chain is).
@@ -167,19 +176,37 @@ class UnitSet:
         return data if len(data) <= MAX_SUMMARY_BYTES else None
 
 
-def write_summary(dir_fd: int, file: str, names: UnitSet) -> int:
-    """Write *file*'s summary in *dir_fd* (replacing a stale one); return its bytes.
+def write_summaries(
+    dir_fd: int, items: Iterable[tuple[str, bytes | None]], *, uid: int
+) -> list[tuple[str, int]]:
+    """Write the summaries *items* (rotated file, summary or ``None``) in *dir_fd*;
+    return the ``(file, bytes)`` written. One that cannot be written is logged
+    (its file is read instead)."""
+    out: list[tuple[str, int]] = []
+    for file, data in items:
+        try:
+            size = write_summary(dir_fd, file, data)
+        except (OSError, UnsafeLogDir) as exc:
+            log.warning("units_summary_failed", uid=uid, file=file, error=str(exc))
+            continue
+        if size:
+            out.append((file, size))
+    return out
+
+
+def write_summary(dir_fd: int, file: str, data: bytes | None) -> int:
+    """Write *file*'s summary *data* (:meth:`UnitSet.encode`) in *dir_fd*, replacing a
+    stale one; return its bytes.
 
     Not synced: a crash leaves it missing or cut short, and either means
-    "read the file". Nothing is written (and a stale summary of that name is
-    removed) when *names* is not :attr:`~UnitSet.known`.
+    "read the file". With *data* ``None`` nothing is written (a stale
+    summary of that name is removed).
 
     Raises:
-        OSError: it could not be written (the caller logs it; the file is then read).
+        OSError, UnsafeLogDir: it could not be written.
     """
     name = units_name(file)
     remove_summary(dir_fd, file)
-    data = names.encode()
     if data is None:
         return 0
     fd = _layout.open_file(

@@ -67,6 +67,7 @@ from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
+from trio_logd.store._unitindex import write_summaries
 from trio_logd.store.retention import StoredFile, UidFiles
 from trio_logd.store.runs import Run, RunIndex, runs_of_lines
 
@@ -602,6 +603,20 @@ class StoreWriter:
                     if chained:
                         self.ledger.add(uf.uid, chained)
 
+    def write_unit_summaries(self) -> None:
+        """Write the unit summaries of the files rotated since the last call (the
+        housekeeper, once a second, from a worker thread): creating files stays out of
+        the writer's rounds and lock (``_unitindex``)."""
+        with self._lock:
+            jobs = self._appender.unit_jobs(self._dup_or_none)
+        for uid, dir_fd, items in jobs:
+            try:
+                written = write_summaries(dir_fd, items, uid=uid)
+            finally:
+                os.close(dir_fd)
+            with self._lock:
+                self._appender.units_written(uid, written)
+
     def hold(self, why: str | None) -> None:
         """Refuse every append with ``DiskFull(why)`` from now on (``None``: write again).
 
@@ -748,6 +763,8 @@ class StoreWriter:
                 for uf in self._files.values():
                     if uf.chain is not None:
                         uf.chain.flush()
+                    items = [(n.format(), data) for n, data in uf.pending_units]
+                    write_summaries(uf.dir_fd, items, uid=uf.uid)
                 self._sync_locked()
             finally:
                 for uf in self._files.values():
