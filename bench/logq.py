@@ -10,10 +10,11 @@ token ``ECONNRESET`` (what ``--grep`` looks for). Every writer sits in a
 systemd unit (``cgroup``, ``unit``, ``slice`` as the daemon records them): a
 uid's app (``web.service`` for uid 1000), ``sidecar.service`` or
 ``cron.service``, a new one with every new process; and three early records
-of each uid come from ``rare.service``. Each rotated file has its unit
-summary beside it (``X.jsonl.units``), as the writer leaves it. Generating
-takes a few minutes on two cores; the store is kept (``$BENCH_TMP`` or the
-temp dir, ``trio-logd-logq-store-v2``) and reused by later runs.
+of each uid come from ``rare.service``. Each uid has its unit index
+(``units.index``: a summary per rotated file), as the writer leaves it.
+Generating takes a few minutes on two cores; the store is kept
+(``$BENCH_TMP`` or the temp dir, ``trio-logd-logq-store-v3``) and reused by
+later runs.
 
 Figures (medians of ``--runs``; each a whole ``logq`` process, Python start-up
 included, output to /dev/null):
@@ -62,9 +63,9 @@ import zstandard
 from bench._daemon import BenchDaemon
 from trio_logd.query.cursor import Cursor, Position
 from trio_logd.store._layout import CURRENT, RotatedName
-from trio_logd.store._unitindex import UnitSet, units_name
+from trio_logd.store._unitindex import INDEX, UnitSet
 
-VERSION = 2
+VERSION = 3
 UIDS = range(1000, 1100)
 BIG_UID = 1000
 BIG_RECORDS = 1_000_000
@@ -132,6 +133,7 @@ def _gen_uid(job: tuple[str, int, int, float, float]) -> tuple[int, int]:
     pid = 0
     stamp = b""
     units = UnitSet()
+    index: list[bytes] = []
     often = [app + b".service", b"sidecar.service", b"cron.service"]
     names: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
     for i in range(n):
@@ -165,13 +167,15 @@ def _gen_uid(job: tuple[str, int, int, float, float]) -> tuple[int, int]:
             name = RotatedName(first_seq, seq, int(first_t), math.ceil(t), "")
             data = cctx.compress(b"".join(buf))
             (d / name.with_suffix(".zst").format()).write_bytes(data)
-            summary = units.encode()
+            summary = units.entry(name.format())
             assert summary is not None
-            (d / units_name(name.format())).write_bytes(summary)
+            index.append(summary)
             units = UnitSet()
             files += 1
-            disk += len(data) + len(summary)
+            disk += len(data)
             buf, size = [], 0
+    (d / INDEX).write_bytes(b"".join(index))
+    disk += sum(map(len, index))
     data = b"".join(buf)
     (d / CURRENT).write_bytes(data)
     for p in d.iterdir():
@@ -255,7 +259,7 @@ def _naive_scan(uid_dir: Path) -> int:
     regex = re2.compile(TOKEN)
     found = 0
     for path in sorted(uid_dir.iterdir()):
-        if path.name.endswith(".units"):
+        if path.name == INDEX:
             continue
         with open(path, "rb") as f:
             data = f.read()
@@ -312,7 +316,7 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
     """Issue 5's queries over 10 M records / 100 uids / 30 days (see the module doc)."""
     log_dir, meta = ensure_store()
     uid_dir = log_dir / str(BIG_UID)
-    uid_files = sorted(p.name for p in uid_dir.iterdir() if not p.name.endswith(".units"))
+    uid_files = sorted(p.name for p in uid_dir.iterdir() if p.name != INDEX)
     last_hour = f"@{meta['t1'] - 3600:.0f}"
     base = [*_logq_command(), "-o", "json", "--uid", str(BIG_UID)]
     out: dict[str, Any] = {"store": meta}

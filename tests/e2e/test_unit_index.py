@@ -1,4 +1,4 @@
-"""A real daemon writes unit summaries as it rotates, and ``logq -u`` (through the daemon and
+"""A real daemon keeps its unit index as it rotates, and ``logq -u`` (through the daemon and
 with ``--directory``) opens only the files that may hold the unit's records."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from tests._cgroups import CgroupTree
 from tests._daemon import DaemonProcess, free_uids, poll, world
 from tests.e2e.test_logq import Result, cfg, logq_as
+from trio_logd.store._unitindex import INDEX, read_index
 
 pytestmark = pytest.mark.usefixtures("as_root")
 
@@ -67,7 +68,7 @@ def _msgs(r: Result) -> list[str]:
 def test_logq_u_skips_the_files_whose_summary_names_no_match(cgroups: CgroupTree) -> None:
     """rare.service logs first, then often.service fills several files: -u rare opens the
     rare file and the current file only, -u none-such the current file only, unit= alike,
-    offline too; with the summaries removed the same queries open every file."""
+    offline too; with the index removed the same queries open every file."""
     (uid,) = free_uids(1)
     with world() as root, DaemonProcess(root, store_extra=STORE) as d:
         writers = Writers(cgroups, d)
@@ -76,13 +77,17 @@ def test_logq_u_skips_the_files_whose_summary_names_no_match(cgroups: CgroupTree
         udir = d.log_dir / str(uid)
 
         def settled() -> list[str] | None:
-            """The summaries, once every rotated file is compressed and has one."""
+            """The rotated files, once every one is compressed and in the unit index."""
             names = os.listdir(udir)
             if any(n.endswith(".jsonl") and n != "current.jsonl" for n in names):
                 return None
             zst = sorted(n[: -len(".zst")] for n in names if n.endswith(".jsonl.zst"))
-            units = sorted(n[: -len(".units")] for n in names if n.endswith(".units"))
-            return [n + ".units" for n in units] if len(zst) >= 4 and units == zst else None
+            fd = os.open(udir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                indexed = sorted(read_index(fd))
+            finally:
+                os.close(fd)
+            return zst if len(zst) >= 4 and indexed == zst else None
 
         files = poll(settled, timeout=20)
         total = len(files) + 1  # and the current file
@@ -99,8 +104,7 @@ def test_logq_u_skips_the_files_whose_summary_names_no_match(cgroups: CgroupTree
             assert (_msgs(r), _read_stats(r)["opened"]) == ([], 1)
             r = logq_as(who, who, "-u", "often", "-n", "5", *base)
             assert _msgs(r) == [f"often {i}" for i in range(OFTEN - 5, OFTEN)]
-        for name in files:
-            os.unlink(udir / name)
+        os.unlink(udir / INDEX)
         r = logq_as(uid, uid, "-u", "rare", "-o", "json", "--stats", *cfg(d))
         assert _msgs(r) == rare
         assert _read_stats(r)["opened"] >= total - 1  # every file but one written meanwhile
@@ -114,7 +118,7 @@ def test_a_user_learns_no_other_uids_units(cgroups: CgroupTree) -> None:
         writers = Writers(cgroups, d)
         writers.log("bobs.service", bob, "b", 30)
         writers.log("own.service", alice, "a", 30)
-        poll(lambda: any(n.endswith(".units") for n in os.listdir(d.log_dir / str(bob))))
+        poll(lambda: (d.log_dir / str(bob) / INDEX).exists())
         asked = logq_as(alice, alice, "-u", "bobs", "--stats", *cfg(d))
         nobody = logq_as(alice, alice, "-u", "nobody", "--stats", *cfg(d))
         assert (asked.rc, asked.out) == (nobody.rc, nobody.out) == (0, "")

@@ -1,5 +1,5 @@
-"""Unit summaries beside rotated files (X.jsonl.units): written, read, damaged, capped, and
-the scans that skip files by them."""
+"""The unit index (units.index: a summary per rotated file): written, read, damaged,
+capped, compacted, and the scans that skip files by it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ from trio_logd.query.scanner import query_scanner
 from trio_logd.record import TS_AT, Attribution, Stamp, encode_lines, format_ts
 from trio_logd.server._pipeline import Batch
 from trio_logd.store import _unitindex
-from trio_logd.store._unitindex import MAX_NAMES, UnitSet, parse_summary, read_summary
+from trio_logd.store._unitindex import (
+    INDEX,
+    MAX_NAMES,
+    UnitSet,
+    compact_index,
+    needs_compaction,
+    parse_entry,
+    read_index,
+)
 from trio_logd.store.scan import ScanStats
 from trio_logd.store.writer import StoreWriter
 
@@ -51,12 +59,16 @@ def rotated(d: Path) -> list[str]:
     return [n for n in names(d) if n != "current.jsonl"]
 
 
-def summary(d: Path, name: str) -> dict[str, frozenset[str]] | None:
+def index(d: Path) -> dict[str, dict[str, frozenset[str]]]:
     fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        return read_summary(fd, name)
+        return read_index(fd)
     finally:
         os.close(fd)
+
+
+def summary(d: Path, name: str) -> dict[str, frozenset[str]] | None:
+    return index(d).get(name)
 
 
 def want(**keys: list[str]) -> dict[str, frozenset[str]]:
@@ -74,7 +86,7 @@ def test_each_rotated_file_lists_the_units_its_records_name(
     writer: StoreWriter, tmp_path: Path
 ) -> None:
     """Each rotated file's summary lists exactly the units, slices, user units and user
-    slices of its records; the current file has none; the summary is private like records."""
+    slices of its records; the current file has none; the index is private like records."""
     append(writer, unit_batch(1, 3, "nginx.service"), unit_batch(4, 2, user_unit="app.service"))
     append(writer, unit_batch(6, 1), unit_batch(7, 2, "nginx.service"))
     writer.rotate(UID, "size")
@@ -91,11 +103,8 @@ def test_each_rotated_file_lists_the_units_its_records_name(
         user_slice=["app.slice"],
     )
     assert summary(d, second) == want(unit=["cron.service"], slice=["system.slice"])
-    assert sorted(n for n in os.listdir(d) if n.endswith(".units")) == [
-        first + ".units",
-        second + ".units",
-    ]
-    assert (os.stat(d / (first + ".units")).st_mode & 0o777) == 0o600
+    assert sorted(index(d)) == [first, second]
+    assert (os.stat(d / INDEX).st_mode & 0o777) == 0o600
 
 
 def test_a_file_without_units_has_an_empty_summary(writer: StoreWriter, tmp_path: Path) -> None:
@@ -105,7 +114,7 @@ def test_a_file_without_units_has_an_empty_summary(writer: StoreWriter, tmp_path
     writer.close()
     d = tmp_path / str(UID)
     (only,) = rotated(d)
-    assert (d / (only + ".units")).read_bytes() == b'{"units":1}\n'
+    assert (d / INDEX).read_bytes() == b'{"units":1,"file":"%s"}\n' % only.encode()
     assert summary(d, only) == want()
 
 
@@ -126,7 +135,7 @@ def test_a_value_that_is_not_a_string_means_no_summary(writer: StoreWriter, tmp_
     writer.append(UID, [daemon_line(1, "suppressed", unit=None, count=3)], 1)
     writer.rotate(UID, "size")
     writer.close()
-    assert not [n for n in os.listdir(tmp_path / str(UID)) if n.endswith(".units")]
+    assert index(tmp_path / str(UID)) == {}
 
 
 def test_too_many_names_mean_no_summary(writer: StoreWriter, tmp_path: Path) -> None:
@@ -140,7 +149,7 @@ def test_too_many_names_mean_no_summary(writer: StoreWriter, tmp_path: Path) -> 
     writer.close()
     d = tmp_path / str(UID)
     big, small = rotated(d)
-    assert not (d / (big + ".units")).exists()
+    assert big not in index(d)
     assert summary(d, small) == want(unit=["one.service"], slice=["system.slice"])
 
 
@@ -150,7 +159,7 @@ def test_the_cap_counts_bytes_too() -> None:
     for i in range(100):
         s.note((f"{i:04d}" + "x" * 1000 + ".service", None, None, None))
     assert s.known is False
-    assert s.encode() is None
+    assert s.entry("x.jsonl") is None
 
 
 def test_a_file_found_with_records_at_start_gets_no_summary(tmp_path: Path) -> None:
@@ -169,7 +178,7 @@ def test_a_file_found_with_records_at_start_gets_no_summary(tmp_path: Path) -> N
     w.close()
     d = tmp_path / str(UID)
     first, second = rotated(d)
-    assert not (d / (first + ".units")).exists()
+    assert first not in index(d)
     assert summary(d, second) == want(unit=["next.service"], slice=["system.slice"])
 
 
@@ -177,34 +186,68 @@ def test_a_file_found_with_records_at_start_gets_no_summary(tmp_path: Path) -> N
     "data",
     [
         b"",
-        b'{"units":1,"unit":["a.serv',  # cut short by a crash
+        b'{"units":1,"file":"x.jsonl","unit":["a.serv',  # cut short by a crash
         b"\0" * 32,  # blocks a power cut left unwritten
-        b'{"units":1}',  # no newline: not complete
-        b'{"units":2}\n',  # a version this reader does not know
-        b'{"units":1,"unit":[5]}\n',
-        b'{"units":1,"unit":"a.service"}\n',
-        b'{"units":1}\n{"units":1}\n',
+        b'{"units":1,"file":"x.jsonl"}',  # no newline: not complete
+        b'{"units":2,"file":"x.jsonl"}\n',  # a version this reader does not know
+        b'{"units":1}\n',  # no file
+        b'{"units":1,"file":5}\n',
+        b'{"units":1,"file":"x.jsonl","unit":[5]}\n',
+        b'{"units":1,"file":"x.jsonl","unit":"a.service"}\n',
         b"[1]\n",
-        b'{"units":1,"unit":["' + b"a" * (64 << 10) + b'"]}\n',  # longer than a summary may be
+        b'{"units":1,"file":"x.jsonl","unit":["' + b"a" * (64 << 10) + b'"]}\n',  # too long
     ],
 )
-def test_a_damaged_summary_is_no_summary(data: bytes) -> None:
-    """Whatever is not a complete summary of the known version reads as none."""
-    assert parse_summary(data) is None
+def test_a_damaged_entry_is_no_summary(data: bytes) -> None:
+    """Whatever is not a complete entry of the known version reads as none."""
+    assert parse_entry(data) is None
 
 
-def test_unreadable_summaries_are_no_summary(tmp_path: Path) -> None:
-    """A summary that is missing, a symlink or a directory reads as none."""
-    (tmp_path / "real").write_bytes(b'{"units":1}\n')
-    (tmp_path / "a.jsonl.units").symlink_to(tmp_path / "real")
-    (tmp_path / "b.jsonl.units").mkdir()
-    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
-        assert summary(tmp_path, name) is None
+def test_a_damaged_line_costs_only_its_file(tmp_path: Path) -> None:
+    """Between good lines, a damaged one (a crash's zeros, a cut line) is passed over; the
+    last entry of a file counts."""
+    (tmp_path / INDEX).write_bytes(
+        b'{"units":1,"file":"a.jsonl","unit":["a.service"]}\n'
+        b"\0\0\0\0\n"
+        b'{"units":1,"file":"b.jsonl","unit":["b.serv\n'
+        b'{"units":1,"file":"c.jsonl"}\n'
+        b'{"units":1,"file":"a.jsonl","unit":["a2.service"]}\n'
+        b'{"units":1,"file":"d.jsonl"}'  # not complete yet
+    )
+    assert index(tmp_path) == {"a.jsonl": want(unit=["a2.service"]), "c.jsonl": want()}
 
 
-def test_summaries_count_in_usage_and_go_with_their_files(tmp_path: Path) -> None:
-    """The ledger counts summaries; retention deletes a file's summary with it; a start
-    removes a summary whose file is gone and counts the others."""
+@pytest.mark.parametrize("kind", ["symlink", "directory", "missing"])
+def test_an_unreadable_index_is_no_summary(tmp_path: Path, kind: str) -> None:
+    """An index that is a symlink, a directory or missing reads as empty: every file is read."""
+    (tmp_path / "real").write_bytes(b'{"units":1,"file":"a.jsonl"}\n')
+    if kind == "symlink":
+        (tmp_path / INDEX).symlink_to(tmp_path / "real")
+    elif kind == "directory":
+        (tmp_path / INDEX).mkdir()
+    assert index(tmp_path) == {}
+
+
+def test_compaction_keeps_the_entries_of_files_still_there(tmp_path: Path) -> None:
+    """compact_index rewrites the index with the live files' entries only (a rename: readers
+    see the old or the new one); the writer compacts when it doubled past some slack."""
+    (tmp_path / INDEX).write_bytes(
+        b'{"units":1,"file":"a.jsonl"}\n{"units":1,"file":"b.jsonl","unit":["b.service"]}\n'
+    )
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        size = compact_index(fd, {"b.jsonl", "c.jsonl"})
+    finally:
+        os.close(fd)
+    assert index(tmp_path) == {"b.jsonl": want(unit=["b.service"])}
+    assert size == (tmp_path / INDEX).stat().st_size
+    assert sorted(os.listdir(tmp_path)) == [INDEX]
+    assert not needs_compaction(1000, 0)
+    assert needs_compaction(3 << 20, 1 << 20)
+
+
+def test_the_index_counts_in_usage(tmp_path: Path) -> None:
+    """The ledger counts the index, after appends, deletions and a restart."""
     w = StoreWriter(str(tmp_path))
     w.open()
     for i in range(3):
@@ -215,23 +258,18 @@ def test_summaries_count_in_usage_and_go_with_their_files(tmp_path: Path) -> Non
     assert w.usage(UID) == disk_bytes(d)
     (uid_files,) = w.snapshot()
     w.delete(uid_files.files[:1])
-    assert len([n for n in os.listdir(d) if n.endswith(".units")]) == 2
     assert w.usage(UID) == disk_bytes(d)
     w.close()
-    gone = rotated(d)[0]
-    os.unlink(d / gone)
-    os.unlink(d / (gone + ".chain"))
     w = StoreWriter(str(tmp_path))
     w.open()
-    assert not (d / (gone + ".units")).exists()
     assert w.usage(UID) == disk_bytes(d)
     w.close()
 
 
 def test_summaries_are_written_by_the_housekeeper_not_the_rotation(tmp_path: Path) -> None:
-    """A rotation only queues its summary (creating a file costs ~0.5 ms: not in the
-    writer's round); write_unit_summaries writes it; one whose file retention deleted
-    before it was written is removed again, and the ledger stays exact."""
+    """A rotation only queues its summary (no file work in the writer's round);
+    write_unit_summaries appends it; one whose file retention deleted meanwhile is never
+    looked up; the ledger stays exact."""
     w = StoreWriter(str(tmp_path))
     w.open()
     append(w, unit_batch(1, 2, "a.service"))
@@ -239,12 +277,11 @@ def test_summaries_are_written_by_the_housekeeper_not_the_rotation(tmp_path: Pat
     append(w, unit_batch(3, 2, "b.service"))
     w.rotate(UID, "size")
     d = tmp_path / str(UID)
-    assert not [n for n in os.listdir(d) if n.endswith(".units")]
+    assert not (d / INDEX).exists()
     (uid_files,) = w.snapshot()
     w.delete(uid_files.files[:1])  # retention, before the pass
     w.write_unit_summaries()
     (kept,) = rotated(d)
-    assert sorted(n for n in os.listdir(d) if n.endswith(".units")) == [kept + ".units"]
     assert summary(d, kept) == want(unit=["b.service"], slice=["system.slice"])
     assert w.usage(UID) == disk_bytes(d)
     w.write_unit_summaries()  # nothing queued: nothing changes
@@ -336,8 +373,12 @@ def test_a_damaged_or_missing_summary_means_the_file_is_read(store: Path) -> Non
     the same records, more files opened."""
     d = store / str(UID)
     files = rotated(d)
-    (d / (files[0] + ".units")).write_bytes(b'{"units":1,"unit":["of')
-    os.unlink(d / (files[3] + ".units"))
+    lines = (d / INDEX).read_bytes().splitlines(keepends=True)
+    assert len(lines) == 5
+    lines[0] = lines[0][:30] + b"\n"  # cut short
+    del lines[3]  # lost
+    (d / INDEX).write_bytes(b"".join(lines))
+    assert sorted(index(d)) == [files[1], files[2], files[4]]
     out, stats = scan(store, Selection(units=("rare.service",)))
     assert [r["seq"] for r in out] == [4, 5]
     assert (stats.files_opened, stats.files_skipped) == (3, 3)
@@ -347,7 +388,9 @@ def test_a_lying_summary_is_believed(store: Path) -> None:
     """The test above can fail: a summary that leaves the unit out makes the scan skip its
     file (the summaries, like the records, are the daemon's to write)."""
     d = store / str(UID)
-    (d / (rotated(d)[0] + ".units")).write_bytes(b'{"units":1,"unit":["often.service"]}\n')
+    lie = b'{"units":1,"file":"%s","unit":["often.service"]}\n' % rotated(d)[0].encode()
+    with open(d / INDEX, "ab") as f:
+        f.write(lie)  # the last entry of a file counts
     out, stats = scan(store, Selection(units=("rare.service",)))
     assert (out, stats.files_opened) == ([], 1)
 
@@ -362,8 +405,8 @@ def test_summary_of_lines_read_back_equals_the_batches(tmp_path: Path) -> None:
         if x.names is not None:
             from_runs.note(x.names)
         from_lines.note_lines(x.lines)
-    assert from_runs.encode() == from_lines.encode()
-    assert from_runs.encode() == (
-        b'{"units":1,"unit":["a.service"],"slice":["system.slice"],'
+    assert from_runs.entry("x") == from_lines.entry("x")
+    assert from_runs.entry("x") == (
+        b'{"units":1,"file":"x","unit":["a.service"],"slice":["system.slice"],'
         b'"user_unit":["b.service"],"user_slice":["app.slice"]}\n'
     )

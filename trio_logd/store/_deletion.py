@@ -22,7 +22,6 @@ from trio_logd.store._chain import Seal, chain_name
 from trio_logd.store._chainfile import read_seal
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._uidfile import UidFile, disk_bytes, rotated_name
-from trio_logd.store._unitindex import remove_summary
 from trio_logd.store.retention import StoredFile, UidFiles
 
 __all__ = ["delete", "free_bytes", "snapshot", "writable_bytes"]
@@ -41,13 +40,13 @@ def snapshot(uid_files: Mapping[int, UidFile]) -> list[UidFiles]:
             StoredFile(
                 uid,
                 rotated_name(n),
-                size + uf.chains.get(n.key, 0) + uf.unit_files.get(n.key, 0),
+                size + uf.chains.get(n.key, 0),
                 float(n.last_time),
                 n.last_seq,
             )
             for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
         )
-        beside = uf.chain.size if uf.chain is not None else 0
+        beside = (uf.chain.size if uf.chain is not None else 0) + uf.units_index
         out.append(UidFiles(uid, uf.size, tuple(files), beside))
     return out
 
@@ -70,8 +69,8 @@ def delete(
     is looked up by its seq range; the current file is never deleted.
     Before a rotated file goes, its deletion is marked in the uid's
     current chain (with the file's seal), so that ``logq --verify`` can
-    tell retention from removal; its chain file and unit summary go first,
-    then the file.
+    tell retention from removal; its chain file goes first, then the file
+    (its line in the unit index goes at the index's next compaction).
     """
     freed = 0
     _mark_deleted(uid_files, ledger, files, rules, sync=sync)
@@ -92,9 +91,6 @@ def delete(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(chain_name(parsed.with_suffix("").format()), dir_fd=uf.dir_fd)
             size += uf.chains.pop(parsed.key)
-        if parsed is not None and parsed.key in uf.unit_files:
-            remove_summary(uf.dir_fd, parsed.with_suffix("").format())
-            size += uf.unit_files.pop(parsed.key)
         try:
             os.unlink(name, dir_fd=uf.dir_fd)
         except FileNotFoundError:

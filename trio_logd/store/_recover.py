@@ -27,7 +27,7 @@ from trio_logd.record import TS_AT, daemon_event, seq_key, ts_epoch
 from trio_logd.store import _layout
 from trio_logd.store._chain import CHAIN_SUFFIX
 from trio_logd.store._layout import RotatedName
-from trio_logd.store._unitindex import UNITS_SUFFIX
+from trio_logd.store._unitindex import INDEX as UNITS_INDEX
 
 __all__ = [
     "CurrentBounds",
@@ -57,8 +57,8 @@ class Scan:
     uncompressed: list[RotatedName] = field(default_factory=list)
     #: bytes of the chain files of rotated files, by key (``_chain``)
     chains: dict[RotatedKey, int] = field(default_factory=dict)
-    #: bytes of the unit summaries of rotated files, by key (``_unitindex``)
-    units: dict[RotatedKey, int] = field(default_factory=dict)
+    #: bytes of the unit index (``_unitindex``)
+    units_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,6 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
     out = Scan()
     by_key: dict[RotatedKey, list[RotatedName]] = {}
     chains: dict[RotatedKey, int] = {}
-    units: dict[RotatedKey, tuple[str, int]] = {}
     for name in os.listdir(dir_fd):
         if name.endswith(_layout.TMP_SUFFIX):
             os.unlink(name, dir_fd=dir_fd)  # a compression a crash interrupted
@@ -115,10 +114,8 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
             sealed = RotatedName.parse(name[: -len(CHAIN_SUFFIX)])
             if sealed is not None and not sealed.suffix:
                 chains[sealed.key] = st.st_size
-        elif name.endswith(UNITS_SUFFIX):
-            summed = RotatedName.parse(name[: -len(UNITS_SUFFIX)])
-            if summed is not None and not summed.suffix:
-                units[summed.key] = (name, st.st_size)
+        elif name == UNITS_INDEX:
+            out.units_index = st.st_size
     for key in sorted(by_key):
         variants = by_key[key]
         # a compressed variant is renamed into place only once complete:
@@ -133,12 +130,6 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
             out.uncompressed.append(keep)
     # a chain without its file (removed by hand): left alone, as evidence
     out.chains = {key: size for key, size in chains.items() if key in out.rotated}
-    # a summary without its file (deleted by a crash half-way) is of no use
-    for key, (name, size) in units.items():
-        if key in out.rotated:
-            out.units[key] = size
-        else:
-            os.unlink(name, dir_fd=dir_fd)
     return out
 
 

@@ -50,7 +50,7 @@ def recover_uid(appender: Appender, root: int, uid: int, *, create: bool) -> Uid
         uf.rotated.update(scan.rotated)
         uf.torn.update(scan.torn)
         uf.chains.update(scan.chains)
-        uf.unit_files.update(scan.units)
+        uf.units_index = uf.units_compacted = scan.units_index
         if appender.compress != "none":
             for name in scan.uncompressed:
                 appender.compression.add(uf.uid, name)

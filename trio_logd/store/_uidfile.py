@@ -81,11 +81,12 @@ class UidFile:
     chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
     #: the units the lines of current.jsonl name (``_unitindex``)
     units: UnitSet = field(default_factory=UnitSet)
-    #: bytes of rotated files' unit summaries (``X.jsonl.units``), by key
-    unit_files: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
-    #: summaries of files rotated since the housekeeper last wrote them:
-    #: (rotated name, summary or ``None`` when none may be written)
-    pending_units: list[tuple[RotatedName, bytes | None]] = field(default_factory=list)
+    #: bytes of the unit index ``units.index``, and what it held after its
+    #: last compaction (or at start)
+    units_index: int = 0
+    units_compacted: int = 0
+    #: index lines of files rotated since the housekeeper last appended them
+    pending_units: list[bytes] = field(default_factory=list)
     #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
     #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
     spares: list[int] = field(default_factory=list)
@@ -106,13 +107,13 @@ def rotated_name(n: RotatedName) -> str:
 
 
 def disk_bytes(uf: UidFile) -> int:
-    """Bytes of every file of the uid: current, chains, rotated files, unit summaries,
+    """Bytes of every file of the uid: current, chains, rotated files, the unit index,
     torn tails."""
     return (
         uf.size
         + (uf.chain.size if uf.chain is not None else 0)
         + sum(size for _, size in uf.rotated.values())
         + sum(uf.chains.values())
-        + sum(uf.unit_files.values())
+        + uf.units_index
         + sum(size for size, _ in uf.torn.values())
     )

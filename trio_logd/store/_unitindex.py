@@ -1,21 +1,28 @@
-"""Per-file summaries of the units a rotated file names: ``X.jsonl.units`` (sync).
+"""The index of the units each rotated file names: ``units.index`` in a uid directory (sync).
 
 How this works: while the writer appends to ``current.jsonl`` it notes, per
 run of lines (``runs.Run``), the trusted ``unit``, ``slice``, ``user_unit``
 and ``user_slice`` values of their writer (:class:`UnitSet`: the run says
 them, so a run costs a compare and, when the writer changed, a set lookup;
 a run that does not say them, a daemon record or lines read back, has its
-lines searched). At rotation the names are encoded and queued; the
-housekeeper's pass, once a second, writes them beside the rotated file as
-``<rotated name>.units`` (:func:`write_summaries`, outside the writer's
-lock and round: creating a file costs about 0.5 ms on ext4, which a
-rotation in the event loop must not), one JSON line, the keys with no name
-left out (a file that names no unit: ``{"units":1}``)::
+lines searched). A rotation encodes them as the file's *summary*, one JSON
+line, the keys with no name left out (a file that names no unit has just
+``units`` and ``file``)::
 
-    {"units":1,"unit":["nginx.service",…],"slice":[…],"user_unit":[…],"user_slice":[…]}
+    {"units":1,"file":"<rotated name>","unit":["nginx.service",…],"slice":[…],
+     "user_unit":[…],"user_slice":[…]}
+
+and queues it; the housekeeper's pass, once a second, appends what is
+queued to the uid's ``units.index`` (:func:`append_entries`: one open,
+write and close per uid and pass, from a worker thread, outside the
+writer's lock; a file per rotation cost 0.5 ms to create and a GIL
+hand-over per system call, which a rotating flood felt). When the index has
+grown to twice what it held after its last compaction (entries of deleted
+files), the pass rewrites it with the entries of the files still there
+(:func:`compact_index`: ``units.index.tmp``, renamed over it).
 
 A query for ``-u``/``--user-unit`` or a ``unit=``/``slice=``/… match reads
-the summary (:func:`read_summary`) before the file, and passes over a file
+the index once per uid (:func:`read_index`) and passes over a rotated file
 whose summary names no value its query can match (``scan``).
 
 Invariant: a summary lists *at least* every top-level value of those four
@@ -25,11 +32,13 @@ record. Whatever breaks that is "no summary", and a file without one is
 read: the current file (always); a file rotated after a start that found
 ``current.jsonl`` non-empty (its earlier lines were not seen); a value
 that is not a string; more than :data:`MAX_NAMES` names or
-:data:`MAX_SUMMARY_BYTES` bytes; a summary missing, unreadable, cut short
-(a crash: it is written without a sync, or not yet), or of an unknown
-version.
+:data:`MAX_SUMMARY_BYTES` bytes; a line not written yet (a second after the
+rotation) or lost or cut short by a crash (the index is not synced), or of
+an unknown version; an index that cannot be read or is larger than
+:data:`MAX_INDEX_BYTES`. Entries name their file: one of a file retention
+deleted is never looked up, and compaction drops it.
 
-The summary has the permissions of the records it describes (0600 in the
+The index has the permissions of the records it describes (0600 in the
 uid's 0700 directory) and a query reads it only in a uid directory it is
 authorized to read, so only a reader of the uid's records learns its units.
 """
@@ -40,44 +49,45 @@ import contextlib
 import os
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Final
 
 import orjson
-import structlog
 
-from trio_logd.errors import UnsafeLogDir
 from trio_logd.store import _layout
 
 __all__ = [
+    "INDEX",
     "KEYS",
+    "MAX_INDEX_BYTES",
     "MAX_NAMES",
     "MAX_SUMMARY_BYTES",
-    "UNITS_SUFFIX",
     "Names",
     "UnitSet",
-    "parse_summary",
-    "read_summary",
-    "remove_summary",
-    "units_name",
-    "write_summaries",
-    "write_summary",
+    "append_entries",
+    "compact_index",
+    "parse_index",
+    "read_index",
 ]
 
-log = structlog.get_logger("trio_logd.store")
-
-#: A rotated file ``X.jsonl``'s summary is ``X.jsonl.units`` (kept when
-#: ``X.jsonl`` becomes ``X.jsonl.zst``, as its chain is).
-UNITS_SUFFIX: Final = ".units"
+#: The index file of a uid directory (not a record file's name; it ends in
+#: ``.index``, so no ``.tmp`` clean-up or record listing takes it).
+INDEX: Final = "units.index"
+_INDEX_TMP: Final = INDEX + _layout.TMP_SUFFIX
 #: The record keys summarised, in the order of :data:`Names`.
 KEYS: Final = ("unit", "slice", "user_unit", "user_slice")
 #: Distinct names per file, all keys together: a uid whose writers sit in
 #: hundreds of units (a host's scopes, one per login or cron job) still gets
 #: summaries; past it the file is read (a summary would cost about as much).
 MAX_NAMES: Final = 1024
-#: Largest summary written or read (1024 names of about 60 bytes): a query
-#: reads at most this much per file it may skip.
+#: Largest summary (1024 names of about 60 bytes).
 MAX_SUMMARY_BYTES: Final = 64 << 10
+#: Largest index a reader reads (past it, every file is read); compaction
+#: keeps an index near twice its live entries.
+MAX_INDEX_BYTES: Final = 8 << 20
+#: An index is compacted once it is this much larger than after its last
+#: compaction, and twice as large.
+_COMPACT_SLACK: Final = 64 << 10
 #: The summary format's version.
 _VERSION: Final = 1
 #: Distinct name tuples remembered per file (a cache: ``user_unit`` x
@@ -92,11 +102,6 @@ Names = tuple[str | None, str | None, str | None, str | None]
 # is escaped, so this finds keys only (those of nested objects too: a superset).
 _KEY_RE: Final = re.compile(rb'[{,]"(unit|slice|user_unit|user_slice)":("(?:[^"\\]|\\.)*"|[^,}]*)')
 _KEY_INDEX: Final = {k.encode(): i for i, k in enumerate(KEYS)}
-
-
-def units_name(rotated: str) -> str:
-    """The summary's name for the rotated file *rotated* (its uncompressed name)."""
-    return rotated + UNITS_SUFFIX
 
 
 class UnitSet:
@@ -164,11 +169,11 @@ class UnitSet:
             self.known = False
             self._seen.clear()
 
-    def encode(self) -> bytes | None:
-        """The summary of the file; ``None`` when none may be written."""
+    def entry(self, file: str) -> bytes | None:
+        """The index line of the rotated file *file*; ``None`` when none may be written."""
         if not self.known:
             return None
-        doc: dict[str, object] = {"units": _VERSION}
+        doc: dict[str, object] = {"units": _VERSION, "file": file}
         for key, names in zip(KEYS, self.sets, strict=True):
             if names:
                 doc[key] = sorted(names)
@@ -176,92 +181,104 @@ class UnitSet:
         return data if len(data) <= MAX_SUMMARY_BYTES else None
 
 
-def write_summaries(
-    dir_fd: int, items: Iterable[tuple[str, bytes | None]], *, uid: int
-) -> list[tuple[str, int]]:
-    """Write the summaries *items* (rotated file, summary or ``None``) in *dir_fd*;
-    return the ``(file, bytes)`` written. One that cannot be written is logged
-    (its file is read instead)."""
-    out: list[tuple[str, int]] = []
-    for file, data in items:
-        try:
-            size = write_summary(dir_fd, file, data)
-        except (OSError, UnsafeLogDir) as exc:
-            log.warning("units_summary_failed", uid=uid, file=file, error=str(exc))
-            continue
-        if size:
-            out.append((file, size))
-    return out
-
-
-def write_summary(dir_fd: int, file: str, data: bytes | None) -> int:
-    """Write *file*'s summary *data* (:meth:`UnitSet.encode`) in *dir_fd*, replacing a
-    stale one; return its bytes.
-
-    Not synced: a crash leaves it missing or cut short, and either means
-    "read the file". With *data* ``None`` nothing is written (a stale
-    summary of that name is removed).
+def append_entries(dir_fd: int, data: bytes) -> int:
+    """Append index lines *data* to the uid directory *dir_fd*'s index (made if
+    missing); return the index's size. Not synced: what a crash takes means "read
+    the file".
 
     Raises:
-        OSError, UnsafeLogDir: it could not be written.
+        OSError, UnsafeLogDir: it could not be written (or is not a safe file).
     """
-    name = units_name(file)
-    remove_summary(dir_fd, file)
-    if data is None:
-        return 0
-    fd = _layout.open_file(
-        dir_fd, name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=f"{file}{UNITS_SUFFIX}"
-    )
+    fd = _layout.open_file(dir_fd, INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what=INDEX)
     try:
         _layout.write_all(fd, data)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            remove_summary(dir_fd, file)
-        raise
+        return os.fstat(fd).st_size
     finally:
         os.close(fd)
+
+
+def needs_compaction(size: int, compacted: int) -> bool:
+    """Whether an index of *size* bytes, *compacted* after its last compaction, is rewritten."""
+    return size > 2 * compacted + _COMPACT_SLACK
+
+
+def compact_index(dir_fd: int, keep: Collection[str]) -> int:
+    """Rewrite the index with only the entries of the rotated files *keep*; return its size.
+
+    Raises:
+        OSError, UnsafeLogDir: it could not be rewritten (the old one stays).
+    """
+    kept = [line for line, file in _index_lines(dir_fd) if file in keep]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_INDEX_TMP, dir_fd=dir_fd)
+    fd = _layout.open_file(
+        dir_fd, _INDEX_TMP, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=_INDEX_TMP
+    )
+    try:
+        data = b"".join(kept)
+        _layout.write_all(fd, data)
+    finally:
+        os.close(fd)
+    os.rename(_INDEX_TMP, INDEX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     return len(data)
 
 
-def remove_summary(dir_fd: int, file: str) -> None:
-    """Remove *file*'s summary, if there is one."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(units_name(file), dir_fd=dir_fd)
-
-
-def read_summary(dir_fd: int, file: str) -> dict[str, frozenset[str]] | None:
-    """The names *file*'s summary lists, by key; ``None``: no usable summary (read the file).
-
-    Never raises: a summary that cannot be opened or read, is not a regular
-    file, is too long or cut short is no summary.
-    """
+def _read(dir_fd: int) -> bytes:
+    """The index's bytes (``b""``: none, unreadable or too large)."""
     try:
         fd = os.open(
-            units_name(file), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-            dir_fd=dir_fd,
-        )  # fmt: skip
+            INDEX, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
     except OSError:
-        return None
+        return b""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        data = os.pread(fd, MAX_SUMMARY_BYTES + 1, 0)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_INDEX_BYTES:
+            return b""
+        return os.pread(fd, MAX_INDEX_BYTES + 1, 0)
     except OSError:
-        return None
+        return b""
     finally:
         os.close(fd)
-    return parse_summary(data)
 
 
-def parse_summary(data: bytes) -> dict[str, frozenset[str]] | None:
-    """The names a summary's bytes *data* list (see :func:`read_summary`)."""
-    if len(data) > MAX_SUMMARY_BYTES or not data.endswith(b"\n") or data.count(b"\n") != 1:
+def _index_lines(dir_fd: int) -> Iterable[tuple[bytes, str]]:
+    """The index's complete, valid lines with the file each names."""
+    for line in _read(dir_fd).splitlines(keepends=True):
+        parsed = parse_entry(line)
+        if parsed is not None:
+            yield line, parsed[0]
+
+
+def read_index(dir_fd: int) -> dict[str, dict[str, frozenset[str]]]:
+    """The summaries in the uid directory *dir_fd*'s index, by rotated file (uncompressed
+    name). Never raises: a file without a usable entry is simply not in it."""
+    return parse_index(_read(dir_fd))
+
+
+def parse_index(data: bytes) -> dict[str, dict[str, frozenset[str]]]:
+    """The summaries in an index's bytes *data* (the last entry of a file counts)."""
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for line in data.splitlines(keepends=True):
+        parsed = parse_entry(line)
+        if parsed is not None:
+            out[parsed[0]] = parsed[1]
+    return out
+
+
+def parse_entry(line: bytes) -> tuple[str, dict[str, frozenset[str]]] | None:
+    """The file and names of one index line; ``None`` for a line that is not a complete
+    entry of the known version (cut short, damaged, too long)."""
+    if len(line) > MAX_SUMMARY_BYTES or not line.endswith(b"\n"):
         return None
     try:
-        doc = orjson.loads(data)
+        doc = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(doc, dict) or doc.get("units") != _VERSION:
+        return None
+    file = doc.get("file")
+    if not isinstance(file, str):
         return None
     out: dict[str, frozenset[str]] = {}
     for key in KEYS:
@@ -269,4 +286,4 @@ def parse_summary(data: bytes) -> dict[str, frozenset[str]] | None:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             return None
         out[key] = frozenset(names)
-    return out
+    return file, out

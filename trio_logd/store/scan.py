@@ -15,10 +15,10 @@ What is read, and what is not:
   ``--until`` is never opened. The current file's span is read from its
   first and last line.
 * a query that selects by unit (``-u``, ``--user-unit``, ``unit=…``) reads
-  a rotated file's unit summary first (``_unitindex``: the units, slices,
-  user units and user slices its records name) and never opens a file whose
-  summary names none it can match; a file without a usable summary, and the
-  current file, are read.
+  the uid's unit index first (``_unitindex``: per rotated file, the units,
+  slices, user units and user slices its records name) and never opens a
+  file whose summary names none it can match; a file without a usable
+  summary, and the current file, are read.
 * files are read in big chunks (``CHUNK`` bytes, decompressed as a stream
   for ``.zst`` and ``.gz``); the filter works on whole chunks.
 * ``-n N`` reads backwards: the current file from its end in growing
@@ -310,6 +310,8 @@ class _UidScan:
         self.tail_lines: list[bytes] | None = None
         self._start_seq = 0
         self._start_offset = 0
+        #: the uid's unit index (``_unitindex.read_index``), once a file asked
+        self._units: dict[str, dict[str, frozenset[str]]] | None = None
 
     def open(self) -> None:
         """Open the uid's directory and its current file (once)."""
@@ -471,9 +473,12 @@ class _UidScan:
                 return
 
     def _units_may_match(self, r: _Rotated, unit_test: UnitTest) -> bool:
-        """Whether *r*'s unit summary lets it hold a match (no usable summary: it may)."""
+        """Whether *r*'s unit summary lets it hold a match (no usable summary: it may).
+        The uid's index is read once, when the first file asks."""
         assert self._dir is not None
-        names = _unitindex.read_summary(self._dir, r.span.with_suffix("").format())
+        if self._units is None:
+            self._units = _unitindex.read_index(self._dir)
+        names = self._units.get(r.span.with_suffix("").format())
         return names is None or unit_test(names)
 
     # -- forward ----------------------------------------------------------
