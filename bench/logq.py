@@ -6,9 +6,15 @@ the 99 others sharing 9 000 000; 30 days of timestamps; a uid's file rotated
 at 8 MiB or after a day, whichever comes first, rotated files compressed with
 zstd and named ``<first_seq>-<last_seq>.<first_ts>-<last_ts>.jsonl.zst``; the
 last partial day in ``current.jsonl``. About 0.1 % of the messages carry the
-token ``ECONNRESET`` (what ``--grep`` looks for). Generating takes a minute or
-two on two cores; the store is kept (``$BENCH_TMP`` or the temp dir,
-``trio-logd-logq-store-v1``) and reused by later runs.
+token ``ECONNRESET`` (what ``--grep`` looks for). Every writer sits in a
+systemd unit (``cgroup``, ``unit``, ``slice`` as the daemon records them): a
+uid's app (``web.service`` for uid 1000), ``sidecar.service`` or
+``cron.service``, a new one with every new process; and three early records
+of each uid come from ``rare.service``. Each uid has its unit index
+(``units.index``: a summary per rotated file), as the writer leaves it.
+Generating takes a few minutes on two cores; the store is kept
+(``$BENCH_TMP`` or the temp dir, ``trio-logd-logq-store-v3``) and reused by
+later runs.
 
 Figures (medians of ``--runs``; each a whole ``logq`` process, Python start-up
 included, output to /dev/null):
@@ -24,8 +30,10 @@ included, output to /dev/null):
   cursor in the middle of the uid's records;
 * journalctl's selection, each against ``-n 100`` (target: within 2x):
   ``-n 100 comm=web`` (a field every record has), ``-n 100 sev=err`` (1 %
-  of the records), ``-n 100 -t web``, and ``-n 100 -u web`` (no record of
-  this store names a unit: the whole uid is read, the worst case);
+  of the records), ``-n 100 -t web``; ``-n 100 -u web`` (a unit that logs
+  often), ``-u rare`` (three records in the uid's first file), ``-u
+  none-such`` (no record: every rotated file is passed over by its unit
+  summary, only the current file is read) and ``unit=rare.service``;
   ``-F sev`` and ``-F pid`` (5 and 201 values in 1 M records, target 2 s);
 * for comparison: ``zstdcat … | grep`` over the same files, ``logq`` with no
   filter (everything, as JSON) and a naive record-by-record scan
@@ -55,8 +63,9 @@ import zstandard
 from bench._daemon import BenchDaemon
 from trio_logd.query.cursor import Cursor, Position
 from trio_logd.store._layout import CURRENT, RotatedName
+from trio_logd.store._unitindex import INDEX, UnitSet
 
-VERSION = 1
+VERSION = 3
 UIDS = range(1000, 1100)
 BIG_UID = 1000
 BIG_RECORDS = 1_000_000
@@ -67,6 +76,8 @@ MAX_FILE_AGE = 86400
 TOKEN = "ECONNRESET"
 #: One record in this many carries the token.
 TOKEN_EVERY = 1000
+#: The records (by index in the uid's history) that ``rare.service`` writes.
+RARE = range(10, 13)
 
 _SEVS = ["info"] * 80 + ["debug"] * 10 + ["notice"] * 5 + ["warning"] * 4 + ["err"]
 _USERS = ["alice", "bob", "carol", "dave", "erin", "frank"]
@@ -121,14 +132,22 @@ def _gen_uid(job: tuple[str, int, int, float, float]) -> tuple[int, int]:
     files = disk = 0
     pid = 0
     stamp = b""
+    units = UnitSet()
+    index: list[bytes] = []
+    often = [app + b".service", b"sidecar.service", b"cron.service"]
+    names: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
     for i in range(n):
         seq = i + 1
         t = t0 + (i + rng.random() * 0.9) * step
-        if i % 5000 == 0:  # a new process now and then
+        if i % 5000 == 0 or i in (RARE.start, RARE.stop):  # a new process now and then
             pid = rng.randrange(300, 4_000_000)
-            stamp = b'"uid":%d,"gid":%d,"pid":%d,"exe":"/usr/bin/%s","comm":"%s"' % (
-                uid, uid, pid, app, app,
-            )  # fmt: skip
+            unit = b"rare.service" if i == RARE.start else rng.choice(often)
+            stamp = (
+                b'"uid":%d,"gid":%d,"pid":%d,"exe":"/usr/bin/%s","comm":"%s",'
+                b'"cgroup":"/system.slice/%s","unit":"%s","slice":"system.slice"'
+            ) % (uid, uid, pid, app, app, unit, unit)
+            names = (unit.decode(), "system.slice", None, None)
+        units.note(names)
         day = int(t // 86400)
         prefix = day_prefix.get(day)
         if prefix is None:
@@ -145,12 +164,18 @@ def _gen_uid(job: tuple[str, int, int, float, float]) -> tuple[int, int]:
         buf.append(line)
         size += len(line)
         if size >= MAX_FILE_BYTES or t - first_t >= MAX_FILE_AGE:
-            name = RotatedName(first_seq, seq, int(first_t), math.ceil(t), ".zst").format()
+            name = RotatedName(first_seq, seq, int(first_t), math.ceil(t), "")
             data = cctx.compress(b"".join(buf))
-            (d / name).write_bytes(data)
+            (d / name.with_suffix(".zst").format()).write_bytes(data)
+            summary = units.entry(name.format())
+            assert summary is not None
+            index.append(summary)
+            units = UnitSet()
             files += 1
             disk += len(data)
             buf, size = [], 0
+    (d / INDEX).write_bytes(b"".join(index))
+    disk += sum(map(len, index))
     data = b"".join(buf)
     (d / CURRENT).write_bytes(data)
     for p in d.iterdir():
@@ -234,6 +259,8 @@ def _naive_scan(uid_dir: Path) -> int:
     regex = re2.compile(TOKEN)
     found = 0
     for path in sorted(uid_dir.iterdir()):
+        if path.name == INDEX:
+            continue
         with open(path, "rb") as f:
             data = f.read()
         if path.name.endswith(".zst"):
@@ -258,7 +285,10 @@ _SELECTION: list[tuple[str, tuple[str, ...], str, str]] = [
     ("match_n100", ("-n", "100", "comm=web"), "-n 100 comm=web", "<= 2x -n 100"),
     ("match_rare_n100", ("-n", "100", "sev=err"), "-n 100 sev=err (1 %)", "<= 2x -n 100"),
     ("identifier_n100", ("-n", "100", "-t", "web"), "-n 100 -t web", "<= 2x -n 100"),
-    ("unit_n100", ("-n", "100", "-u", "web"), "-n 100 -u web (no unit: all read)", ""),
+    ("unit_n100", ("-n", "100", "-u", "web"), "-n 100 -u web (often)", "<= 2x -n 100"),
+    ("unit_rare_n100", ("-n", "100", "-u", "rare"), "-n 100 -u rare (3 records)", "<= 2x -n 100"),
+    ("unit_none_n100", ("-n", "100", "-u", "none-such"), "-n 100 -u none-such", "<= 2x -n 100"),
+    ("unit_match_n100", ("-n", "100", "unit=rare.service"), "-n 100 unit=rare.service", "<= 2x"),
     ("field_sev", ("-F", "sev"), "-F sev (5 values)", "<= 2 s"),
     ("field_pid", ("-F", "pid"), "-F pid (201 values)", "<= 2 s"),
 ]
@@ -286,7 +316,7 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
     """Issue 5's queries over 10 M records / 100 uids / 30 days (see the module doc)."""
     log_dir, meta = ensure_store()
     uid_dir = log_dir / str(BIG_UID)
-    uid_files = sorted(p.name for p in uid_dir.iterdir())
+    uid_files = sorted(p.name for p in uid_dir.iterdir() if p.name != INDEX)
     last_hour = f"@{meta['t1'] - 3600:.0f}"
     base = [*_logq_command(), "-o", "json", "--uid", str(BIG_UID)]
     out: dict[str, Any] = {"store": meta}
@@ -323,6 +353,13 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         assert _count([*online, "-n", "100", "comm=web"]) == 100
         assert _count([*online, "-n", "100", "sev=err"]) == 100
         assert _count([*online, "-F", "sev"]) == len(set(_SEVS))
+        assert _count([*online, "-n", "100", "-u", "web"]) == 100
+        assert _count([*online, "-n", "100", "-u", "rare"]) == len(RARE)
+        assert _count([*offline, "-n", "100", "unit=rare.service"]) == len(RARE)
+        unit_stats = {
+            u: _stats(_time([*online, "-n", "100", "-u", u, "--stats"], 1)[1])
+            for u in ("web", "rare", "none-such")
+        }
     zst = " ".join(str(uid_dir / n) for n in uid_files if n.endswith(".zst"))
     shell = f"(zstdcat -q {zst}; cat {uid_dir / CURRENT}) | grep -c {TOKEN}"
     rows["zstdcat_grep"], _ = _time(["sh", "-c", shell], runs)
@@ -341,6 +378,7 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
         after_cursor_files_opened=cursor_stats["files_opened"],
         after_cursor_bytes_read=cursor_stats["bytes_read"],
         full_files_opened=full_stats["files_opened"],
+        unit_files_opened={u: s["files_opened"] for u, s in unit_stats.items()},
         uid_files=len(uid_files),
         runs=rows,
     )
@@ -354,6 +392,8 @@ def logq_scenario(runs: int = 3) -> dict[str, Any]:
     print(f"  --grep (?i)econnreset (daemon) {_fmt(rows['grep_no_literal_online'])}   no prefilter")
     for key, label, target in _SELECTION_ROWS:
         print(f"  {label:<31}{_fmt(rows[key])}   {target}")
+    opened = ", ".join(f"-u {u} {s['files_opened']}" for u, s in unit_stats.items())
+    print(f"  files opened (of {len(uid_files)}): {opened}")
     print(f"  --since last hour (daemon)     {_fmt(rows['since_1h_online'])}   "
           f"{since_stats['records']} records, opened {since_stats['files_opened']} of "
           f"{len(uid_files)} files ({since_stats['files_skipped']} skipped by name)")  # fmt: skip

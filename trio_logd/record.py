@@ -76,6 +76,10 @@ __all__ = [
 ]
 
 
+#: A stamp's unit names when it has none: one object, compared by identity first.
+_NO_NAMES: Final = (None, None, None, None)
+
+
 #: Keys that only the daemon or the kernel may set. Nothing a sender writes
 #: reaches these: claims live in their own keys or under ``fields``.
 TRUSTED_KEYS: Final = frozenset(
@@ -155,9 +159,11 @@ class Stamp:
         account: the uid whose limits the records count against (*owner*, else
             the writer's uid).
         unit: the writer's system unit (``[limits.unit."GLOB"]``), or ``None``.
+        names: the writer's ``(unit, slice, user_unit, user_slice)``, one
+            tuple per stamp: the store's unit summaries (``store.runs.Run``).
     """
 
-    __slots__ = ("account", "cred", "fragment", "uid", "unit")
+    __slots__ = ("account", "cred", "fragment", "names", "uid", "unit")
 
     def __init__(
         self,
@@ -173,6 +179,9 @@ class Stamp:
     ) -> None:
         self.cred = writer
         self.unit = attribution.unit
+        names = (attribution.unit, attribution.slice, attribution.user_unit, attribution.user_slice)
+        # one object for "no unit": the store compares a batch's names by identity first
+        self.names = _NO_NAMES if names == _NO_NAMES else names
         self.uid = writer.uid
         self.account = writer.uid if owner is None else owner
         parts: dict[str, Any] = {"uid": writer.uid, "gid": writer.gid, "pid": writer.pid}

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests._cgroups import CgroupTree
 from tests._daemon import DaemonProcess, world
 
 
@@ -26,3 +27,13 @@ def as_root() -> None:
     """Skip unless running as root (tests that fork children with other uids)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: forks children that setuid to other uids")
+
+
+@pytest.fixture
+def cgroups() -> Iterator[CgroupTree]:
+    """A private cgroup subtree, removed afterwards (skips where none can be made)."""
+    tree = CgroupTree()
+    try:
+        yield tree
+    finally:
+        tree.close()

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,6 @@ from tests._daemon import DaemonProcess, free_uids, poll, world
 from trio_logd.peer import PeerCred, ProcessIdentity, read_process_identity, read_writer_identity
 
 ATTRIBUTION_KEYS = ("cgroup", "unit", "slice", "user_unit", "user_slice", "loginuid", "session")
-
-
-@pytest.fixture
-def cgroups() -> Iterator[CgroupTree]:
-    """A private cgroup subtree, removed afterwards (skips where none can be made)."""
-    tree = CgroupTree()
-    try:
-        yield tree
-    finally:
-        tree.close()
 
 
 def _sender(path: str, msg: bytes, hold: int | None = None) -> None:

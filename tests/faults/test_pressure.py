@@ -66,6 +66,8 @@ def test_a_fill_from_outside_deletes_no_recent_record(small_fs: SmallFs) -> None
             d.wait_records(user, 1000)
             d.wait_records(ROOT, 1000)
             before = {uid: len(d.records(uid)) for uid in (user, ROOT)}
+            # the housekeeper's pass makes each uid's unit index within a second
+            poll(lambda: all((d.log_dir / str(u) / "units.index").exists() for u in (user, ROOT)))
             files = {uid: sorted(os.listdir(d.log_dir / str(uid))) for uid in (user, ROOT)}
             assert len(files[user]) > 10  # rotated files that pressure could have taken
 

@@ -55,9 +55,11 @@ def seqs(records: object) -> list[int]:
 
 
 def names(d: Path) -> list[str]:
-    """Sorted names of the record files (and torn tails) in a directory: chain files left
-    out (tests/store/test_chain.py is about those)."""
-    return sorted(p.name for p in d.iterdir() if not p.name.endswith(".chain"))
+    """Sorted names of the record files (and torn tails) in a directory: chain files and
+    the unit index left out (tests/store/test_chain.py, test_unitindex.py are about those)."""
+    return sorted(
+        p.name for p in d.iterdir() if not p.name.endswith(".chain") and p.name != "units.index"
+    )
 
 
 def disk_bytes(d: Path) -> int:
@@ -66,8 +68,12 @@ def disk_bytes(d: Path) -> int:
 
 
 def chain_bytes(d: Path) -> int:
-    """Bytes of the chain files in a directory."""
-    return sum(p.stat().st_size for p in d.iterdir() if p.name.endswith(".chain"))
+    """Bytes of the files beside the record files in a directory: chains, the unit index."""
+    return sum(
+        p.stat().st_size
+        for p in d.iterdir()
+        if p.name.endswith(".chain") or p.name == "units.index"
+    )
 
 
 def seal_hash(d: Path, name: str) -> str:

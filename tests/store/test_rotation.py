@@ -268,7 +268,7 @@ def test_rotation_links_the_files_made_ahead(
     assert w._spares.files == 2 * spares_module.SPARE_ROTATIONS
     w.close()  # unused spares are closed: they vanish
     assert set(os.listdir(d)) == {"current.jsonl", "current.chain"} | {
-        n for n in os.listdir(d) if n.endswith((".jsonl", ".chain"))
+        n for n in os.listdir(d) if n.endswith((".jsonl", ".chain", ".index"))
     }
     assert seqs(read_uid_records(tmp_path, 5)) == list(range(1, 28))
     assert verify_store(tmp_path).problems == []

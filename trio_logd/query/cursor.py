@@ -39,6 +39,7 @@ from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
 from trio_logd.record import line_ts, seq_key
 
 if TYPE_CHECKING:
+    from trio_logd.query.matcher import UnitTest
     from trio_logd.store.scan import ChunkFilter, Scanner
 
 __all__ = [
@@ -101,7 +102,7 @@ class TsFloorFilter:
     """A uid's ``LineFilter`` that also drops the records at or before a :class:`TsFloor`.
 
     It has what a scan of one uid asks of its filter (``filter_lines``,
-    ``decodes``, ``file_may_match``); a file that ends before the floor is
+    ``decodes``, ``file_may_match``, ``unit_test``); a file that ends before the floor is
     skipped by the time span in its name.
     """
 
@@ -123,6 +124,11 @@ class TsFloorFilter:
     def file_may_match(self, first_time: float, last_time: float) -> bool:
         """Whether a file spanning these times can hold a match past the floor."""
         return last_time >= self._epoch and self.base.file_may_match(first_time, last_time)
+
+    @property
+    def unit_test(self) -> UnitTest | None:
+        """As the base filter's (a file's unit summary)."""
+        return self.base.unit_test
 
 
 def _invalid(text: str, why: str) -> ValueError:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -44,6 +44,9 @@ from trio_logd.identity import MAX_UID
 from trio_logd.protocol.message import SEVERITIES
 from trio_logd.query.matches import Selection
 from trio_logd.record import TS_AT
+
+if TYPE_CHECKING:
+    from trio_logd.query.matcher import UnitTest
 
 # logq's start-up (tests/cli/test_startup.py): a client builds a QuerySpec for
 # every query; re2 (for --grep), the matcher and the time parser are imported
@@ -522,7 +525,7 @@ class LineFilter:
     """
 
     def __init__(self, spec: QuerySpec, *, regex_memory_bytes: int = RE2_MAX_MEM) -> None:
-        from trio_logd.query.matcher import Matcher
+        from trio_logd.query.matcher import Matcher, unit_test
         from trio_logd.query.timespec import ts_to_epoch
 
         self._lo = spec.since.encode() if spec.since is not None else None
@@ -549,6 +552,7 @@ class LineFilter:
             self._needle = required_literal(spec.grep, ignore_case=self._ignore_case)
         self._must = tuple(must)
         self._select = None if spec.select.empty else Matcher(spec.select)
+        self._unit_test = unit_test(spec.select)
         self._decode_others = bool(self._pids or self._sevs is not None or self._regex is not None)
         self._decode = self._decode_others or self._select is not None
         self.unreadable = 0
@@ -650,3 +654,9 @@ class LineFilter:
         if self.since_epoch is not None and last_time < self.since_epoch:
             return False
         return self.until_epoch is None or first_time <= self.until_epoch
+
+    @property
+    def unit_test(self) -> UnitTest | None:
+        """Whether a file whose unit summary lists these names can hold a match
+        (``matcher.unit_test``); ``None`` when the query selects by no unit."""
+        return self._unit_test

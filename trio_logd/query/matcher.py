@@ -51,7 +51,7 @@ from trio_logd.query.matches import (
     value_test,
 )
 
-__all__ = ["FIELD_SEEN_BYTES", "FIELD_SEEN_VALUES", "Matcher"]
+__all__ = ["FIELD_SEEN_BYTES", "FIELD_SEEN_VALUES", "Matcher", "UnitTest", "unit_test"]
 
 #: Bytes of distinct ``-F`` values the daemon remembers per query; past it,
 #: repeats go to the client, which drops them.
@@ -418,6 +418,56 @@ class Matcher:
             self._seen.add(encoded)
             self._seen_room -= len(encoded)
         return True
+
+
+#: The fields a rotated file's unit summary lists (``store._unitindex.KEYS``).
+_SUMMARY_KEYS: Final = frozenset({"unit", "slice", "user_unit", "user_slice"})
+
+#: A file's unit summary (names by key) in, "may the file hold a match" out.
+UnitTest = Callable[[Mapping[str, frozenset[str]]], bool]
+
+
+def unit_test(selection: Selection) -> UnitTest | None:
+    """The test of a rotated file's unit summary for *selection*; ``None`` when
+    no summary can rule a file out (the selection names no unit).
+
+    A file may hold a match only if a name in its summary matches a ``-u`` /
+    ``--user-unit`` pattern (when there are any) and, when every ``+`` group
+    of matches has a ``unit``/``slice``/``user_unit``/``user_slice`` term,
+    some group has each such field's summary holding one of its values. The
+    summary lists only strings (a file with another value has none), and a
+    string equals a match's text exactly (``matches.value_test``).
+    """
+    units, user_units = selection.units, selection.user_units
+    needs: list[dict[str, frozenset[str]]] = []
+    for group in selection.matches:
+        need: dict[str, set[str]] = {}
+        for name, text in group:
+            if name in _SUMMARY_KEYS:
+                need.setdefault(name, set()).add(text)
+        needs.append({k: frozenset(v) for k, v in need.items()})
+    by_groups = bool(needs) and all(needs)
+    if not (units or user_units or by_groups):
+        return None
+    empty: frozenset[str] = frozenset()
+
+    def test(names: Mapping[str, frozenset[str]]) -> bool:
+        if (units or user_units) and not (
+            _any_globbed(names, ("unit", "slice"), units)
+            or _any_globbed(names, ("user_unit", "user_slice"), user_units)
+        ):
+            return False
+        if by_groups:
+            return any(all(names.get(f, empty) & v for f, v in need.items()) for need in needs)
+        return True
+
+    return test
+
+
+def _any_globbed(
+    names: Mapping[str, frozenset[str]], keys: Iterable[str], patterns: Sequence[str]
+) -> bool:
+    return any(fnmatchcase(n, p) for k in keys for n in names.get(k, ()) for p in patterns)
 
 
 def _globbed(record: Mapping[str, Any], keys: Iterable[str], patterns: Sequence[str]) -> bool:

@@ -267,6 +267,7 @@ class Housekeeper:
         """Runs in a worker thread: rotate by age, then plan and apply retention."""
         store = self.store
         store.flush_chains()  # a chain lags its file by at most about a pass
+        store.write_unit_summaries()  # so does a rotated file's unit summary
         rotations = store.rotate_aged(now)
         try:
             free: int | None = store.free_bytes()

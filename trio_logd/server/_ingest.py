@@ -353,7 +353,7 @@ class Connection:
         st.bytes += payload
         if stamp.unit is not None:
             self.ctx.limiter.units.count(stamp.unit, len(lines), payload)
-        batch = Batch(lines, sum(map(len, lines)), seq, ts)
+        batch = Batch(lines, sum(map(len, lines)), seq, ts, names=stamp.names)
         if self.ack is not None:
             self.ack.queued(batch, len(lines))
         self.ctx.pipeline.submit(st, batch)

@@ -54,6 +54,9 @@ class Batch:
     on_stored: Callable[[int], None] | None = None
     #: the ``event`` of a daemon record (then the batch's only line), else ``None``
     event: str | None = None
+    #: the writer's ``(unit, slice, user_unit, user_slice)`` (``Stamp.names``);
+    #: ``None`` for a daemon record, whose line the store searches for them
+    names: tuple[str | None, str | None, str | None, str | None] | None = None
 
     @property
     def first_seq(self) -> int:

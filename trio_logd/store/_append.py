@@ -5,9 +5,10 @@ How this works: an :class:`Appender` holds every uid's open files
 and its chain (from a spare file when one is ready, ``_spares``), writing
 record lines (rotating between two of them when the next would overflow, so
 a rotated file is always complete), cutting back a write that failed half-way,
-and rotating (renaming the file and its sealed chain, queueing it for
-compression). ``StoreWriter`` calls it under its lock; start-up
-(``_startup``) recovers what a crash left before the first append.
+and rotating (renaming the file and its sealed chain, queueing its unit
+summary for the index, ``_unitindex``, and the file for compression). ``StoreWriter`` calls
+it under its lock; start-up (``_startup``) recovers what a crash left before
+the first append.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
 
 import structlog
 
@@ -29,16 +30,28 @@ from trio_logd.store._compression import CompressionQueue
 from trio_logd.store._layout import RotatedName
 from trio_logd.store._recover import epoch_or_now
 from trio_logd.store._spares import SparePool
-from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
+from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes, rotated_name
+from trio_logd.store._unitindex import UnitSet, needs_compaction
 from trio_logd.store.runs import RunIndex
 
-__all__ = ["CHAIN_RETRY", "Appender"]
+__all__ = ["CHAIN_RETRY", "Appender", "UnitJob"]
 
 log = structlog.get_logger("trio_logd.store")
 
 #: A uid whose hash chain could not be made (a full disk) tries again at its
 #: next append, at most this often (seconds): one failing create per second.
 CHAIN_RETRY: Final = 1.0
+
+
+class UnitJob(NamedTuple):
+    """A uid's queued unit index lines (``Appender.unit_jobs``)."""
+
+    uid: int
+    #: a dup of the uid's directory (the caller closes it)
+    dir_fd: int
+    data: bytes
+    #: compact the index first, keeping the entries of these files (``None``: do not)
+    keep: set[str] | None
 
 
 class Appender:
@@ -138,6 +151,8 @@ class Appender:
             raise
         uf.fd = fd
         uf.size = size
+        # lines written before this process opened the file were not seen
+        uf.units = UnitSet(known=size == 0)
         self.changed_dir(uf)
         self.open_chain(uf, recover=recover)
 
@@ -218,6 +233,14 @@ class Appender:
                 uf.records_since = epoch_or_now(at.ts(i))
         uf.last_ts = at.ts(stop - 1)
         uf.last_seq = last_seq = at.seq(stop - 1)
+        units = uf.units
+        if units.known:  # a compare per run; a set lookup when the writer's units change
+            for run in at.runs_in(start, stop):
+                names = run.names
+                if names is None:
+                    units.note_lines(run.lines)
+                else:
+                    units.note(names)
         if not uf.dirty:
             uf.dirty = True
             self.dirty.add(uf.uid)
@@ -339,6 +362,10 @@ class Appender:
             raise
         if chain is not None:
             self.retire_chain(uf, chain, name)
+        entry = uf.units.entry(final)
+        uf.units = UnitSet()
+        if entry is not None:
+            uf.pending_units.append(entry)
         # its data and the rename are synced with the round (before anything in
         # it is acknowledged), not here: a rotation costs no extra sync
         if self.fsync == "never":
@@ -387,6 +414,32 @@ class Appender:
             os.close(chain.fd)
         else:
             uf.retired.append(chain.fd)
+
+    def unit_jobs(self, dup: Callable[[int], int | None]) -> list[UnitJob]:
+        """The queued index lines, by uid, for ``_unitindex.append_entries`` outside the
+        lock (out of descriptors, a uid's stay queued)."""
+        jobs = []
+        for uf in self.files.values():
+            if uf.pending_units:
+                fd = dup(uf.dir_fd)
+                if fd is None:
+                    continue
+                keep = None
+                if needs_compaction(uf.units_index, uf.units_compacted):
+                    keep = {rotated_name(n.with_suffix("")) for n, _ in uf.rotated.values()}
+                jobs.append(UnitJob(uf.uid, fd, b"".join(uf.pending_units), keep))
+                uf.pending_units = []
+        return jobs
+
+    def units_written(self, uid: int, size: int, *, compacted: bool) -> None:
+        """The index of *uid* is *size* bytes now (just *compacted*, or appended to)."""
+        uf = self.files.get(uid)
+        if uf is None:
+            return
+        uf.units_index = size
+        if compacted:
+            uf.units_compacted = size
+        self.ledger.set(uid, disk_bytes(uf))
 
     def changed_dir(self, uf: UidFile) -> None:
         if self.fsync != "never":

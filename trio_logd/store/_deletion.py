@@ -46,7 +46,7 @@ def snapshot(uid_files: Mapping[int, UidFile]) -> list[UidFiles]:
             )
             for n, size in (uf.rotated[k] for k in sorted(uf.rotated))
         )
-        beside = uf.chain.size if uf.chain is not None else 0
+        beside = (uf.chain.size if uf.chain is not None else 0) + uf.units_index
         out.append(UidFiles(uid, uf.size, tuple(files), beside))
     return out
 
@@ -69,7 +69,8 @@ def delete(
     is looked up by its seq range; the current file is never deleted.
     Before a rotated file goes, its deletion is marked in the uid's
     current chain (with the file's seal), so that ``logq --verify`` can
-    tell retention from removal; its chain file goes first, then the file.
+    tell retention from removal; its chain file goes first, then the file
+    (its line in the unit index goes at the index's next compaction).
     """
     freed = 0
     _mark_deleted(uid_files, ledger, files, rules, sync=sync)

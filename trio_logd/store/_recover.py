@@ -30,6 +30,7 @@ from trio_logd.record import TS_AT, daemon_event, seq_key, ts_epoch
 from trio_logd.store import _layout
 from trio_logd.store._chain import CHAIN_SUFFIX
 from trio_logd.store._layout import RotatedName
+from trio_logd.store._unitindex import INDEX as UNITS_INDEX
 from trio_logd.store.files import READ_ERRORS, Stream, read_error, suffix_of
 
 __all__ = [
@@ -65,6 +66,8 @@ class Scan:
     chains: dict[RotatedKey, int] = field(default_factory=dict)
     #: compressed twins found damaged and set aside: (name, new name, what is wrong)
     damaged: list[tuple[str, str, str]] = field(default_factory=list)
+    #: bytes of the unit index (``_unitindex``)
+    units_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,8 @@ def scan_uid_dir(dir_fd: int, preferred_suffix: str) -> Scan:
             sealed = RotatedName.parse(name[: -len(CHAIN_SUFFIX)])
             if sealed is not None and not sealed.suffix:
                 chains[sealed.key] = st.st_size
+        elif name == UNITS_INDEX:
+            out.units_index = st.st_size
     for key in sorted(by_key):
         variants = by_key[key]
         # a compressed variant is renamed into place only once complete:

@@ -52,6 +52,7 @@ def recover_uid(appender: Appender, root: int, uid: int, *, create: bool) -> Uid
         uf.chains.update(scan.chains)
         for bad, aside, why in scan.damaged:  # the uncompressed original is kept
             log.error("compressed_file_damaged", uid=uid, file=bad, set_aside=aside, error=why)
+        uf.units_index = uf.units_compacted = scan.units_index
         if appender.compress != "none":
             for name in scan.uncompressed:
                 appender.compression.add(uf.uid, name)

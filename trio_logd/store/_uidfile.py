@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from trio_logd.store._chain import ChainWriter, Seal
 from trio_logd.store._layout import RotatedName
+from trio_logd.store._unitindex import UnitSet
 
 __all__ = ["Rotation", "UidFile", "disk_bytes", "rotated_name"]
 
@@ -78,6 +79,14 @@ class UidFile:
     seal: Seal | None = None
     #: bytes of rotated files' chain files, by key
     chains: dict[tuple[int, int, int, int], int] = field(default_factory=dict)
+    #: the units the lines of current.jsonl name (``_unitindex``)
+    units: UnitSet = field(default_factory=UnitSet)
+    #: bytes of the unit index ``units.index``, and what it held after its
+    #: last compaction (or at start)
+    units_index: int = 0
+    units_compacted: int = 0
+    #: index lines of files rotated since the housekeeper last appended them
+    pending_units: list[bytes] = field(default_factory=list)
     #: unnamed files made ahead in this directory (``O_TMPFILE``), linked into
     #: place as the next current.jsonl and current.chain (see ``prepare_spares``)
     spares: list[int] = field(default_factory=list)
@@ -98,11 +107,13 @@ def rotated_name(n: RotatedName) -> str:
 
 
 def disk_bytes(uf: UidFile) -> int:
-    """Bytes of every file of the uid: current, chains, rotated files, torn tails."""
+    """Bytes of every file of the uid: current, chains, rotated files, the unit index,
+    torn tails."""
     return (
         uf.size
         + (uf.chain.size if uf.chain is not None else 0)
         + sum(size for _, size in uf.rotated.values())
         + sum(uf.chains.values())
+        + uf.units_index
         + sum(size for size, _ in uf.torn.values())
     )

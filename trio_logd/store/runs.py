@@ -5,8 +5,9 @@ and one run of consecutive ``seq`` per batch, and a daemon record (``rotated``,
 ``suppressed`` …) in a batch of its own. A :class:`Run` says so, and
 :meth:`~trio_logd.store.writer.StoreWriter.append` takes the runs beside the
 lines: the first and last ``seq``, the times of the first and last record and
-which lines are the daemon's ``rotated`` records come from them, so the store
-never parses what the daemon just encoded. A caller that has only lines (a
+which lines are the daemon's ``rotated`` records come from them, and so do
+the units their writer sits in (for the file's unit summary, ``_unitindex``),
+so the store never parses what the daemon just encoded. A caller that has only lines (a
 test, a tool) gets runs for them from :func:`runs_of_lines`, which reads each
 line's fixed-offset prefix.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trio_logd.record import TS_AT, daemon_event, line_seq
+from trio_logd.store._unitindex import Names
 
 __all__ = ["LineRun", "Run", "RunIndex", "runs_of_lines"]
 
@@ -41,6 +43,12 @@ class Run(Protocol):
     @property
     def event(self) -> str | None: ...
 
+    #: the writer's ``(unit, slice, user_unit, user_slice)``, the same for
+    #: every line of the run (``record.Stamp.names``); ``None`` when the run
+    #: does not say (a daemon record): its lines are searched for them
+    @property
+    def names(self) -> Names | None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LineRun:
@@ -50,6 +58,7 @@ class LineRun:
     last_seq: int
     ts: bytes
     event: str | None = None
+    names: Names | None = None
 
 
 def runs_of_lines(lines: Sequence[bytes], last_seq: int) -> list[LineRun]:
@@ -105,6 +114,16 @@ class RunIndex:
     def event(self, i: int) -> str | None:
         """The daemon ``event`` of line *i*; ``None`` for a sender's line."""
         return self._at(i)[0].event
+
+    def runs_in(self, start: int, stop: int) -> Sequence[Run]:
+        """The runs lines ``[start, stop)`` belong to (``stop > start``)."""
+        runs = self.runs
+        if len(runs) == 1:
+            return runs
+        ends = self._ends
+        if ends is None:
+            ends = self._ends = list(itertools.accumulate(len(r.lines) for r in runs))
+        return runs[bisect.bisect_right(ends, start) : bisect.bisect_right(ends, stop - 1) + 1]
 
     def first_record(self, start: int, stop: int) -> int | None:
         """The first line in ``[start, stop)`` that is not a ``rotated`` record, if any."""

@@ -14,6 +14,11 @@ What is read, and what is not:
   (``_layout.RotatedName``); a file whose span lies outside ``--since`` /
   ``--until`` is never opened. The current file's span is read from its
   first and last line.
+* a query that selects by unit (``-u``, ``--user-unit``, ``unit=…``) reads
+  the uid's unit index first (``_unitindex``: per rotated file, the units,
+  slices, user units and user slices its records name) and never opens a
+  file whose summary names none it can match; a file without a usable
+  summary, and the current file, are read.
 * files are read in big chunks (``CHUNK`` bytes, decompressed as a stream
   for ``.zst`` and ``.gz``); the filter works on whole chunks.
 * ``-n N`` reads backwards: the current file from its end in growing
@@ -54,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeVar
 
 from trio_logd.errors import StoreError
-from trio_logd.store import _layout
+from trio_logd.store import _layout, _unitindex
 from trio_logd.store.files import (
     DIR_FLAGS,
     READ_ERRORS,
@@ -78,6 +83,7 @@ __all__ = [
     "ChunkFilter",
     "ScanStats",
     "Scanner",
+    "UnitTest",
     "cut_lines",
     "list_uids",
     "uid_store_ids",
@@ -125,8 +131,17 @@ class ChunkFilter(Protocol):
         """Whether a file whose records lie in ``[first_time, last_time]`` can hold a match."""
         ...
 
+    @property
+    def unit_test(self) -> UnitTest | None:
+        """Whether a file whose unit summary lists these names (by key: ``unit``,
+        ``slice``, ``user_unit``, ``user_slice``) can hold a match; ``None``
+        when the query selects by no unit (summaries are then not read)."""
+        ...
+
 
 F = TypeVar("F", bound=ChunkFilter)
+#: :attr:`ChunkFilter.unit_test`: a rotated file's unit summary in, "may it hold a match" out.
+UnitTest = Callable[[Mapping[str, frozenset[str]]], bool]
 
 
 @dataclass(slots=True)
@@ -309,6 +324,8 @@ class _UidScan:
         self.tail_lines: list[bytes] | None = None
         self._start_seq = 0
         self._start_offset = 0
+        #: the uid's unit index (``_unitindex.read_index``), once a file asked
+        self._units: dict[str, dict[str, frozenset[str]]] | None = None
 
     def open(self) -> None:
         """Open the uid's directory and its current file (once)."""
@@ -453,12 +470,15 @@ class _UidScan:
         makes the directory be listed again;
         *done* is asked again then, so the caller's progress decides what is left.
         """
+        unit_test = self.filt.unit_test
         for _ in range(_MAX_RELIST):
             files = self._list()
             for r in reversed(files) if newest_first else files:
                 if done(r):
                     continue
-                if not self.filt.file_may_match(r.span.first_time, r.span.last_time):
+                if not self.filt.file_may_match(r.span.first_time, r.span.last_time) or (
+                    unit_test is not None and not self._units_may_match(r, unit_test)
+                ):
                     self.stats.files_skipped += 1
                     yield r, None
                     continue
@@ -476,6 +496,15 @@ class _UidScan:
                     os.close(fd)
             else:
                 return
+
+    def _units_may_match(self, r: _Rotated, unit_test: UnitTest) -> bool:
+        """Whether *r*'s unit summary lets it hold a match (no usable summary: it may).
+        The uid's index is read once, when the first file asks."""
+        assert self._dir is not None
+        if self._units is None:
+            self._units = _unitindex.read_index(self._dir)
+        names = self._units.get(r.span.with_suffix("").format())
+        return names is None or unit_test(names)
 
     # -- forward ----------------------------------------------------------
 

@@ -47,6 +47,7 @@ found so that numbering continues without reuse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -67,6 +68,7 @@ from trio_logd.store._spares import SparePool
 from trio_logd.store._sync import SyncJob, close_job, dup_for_sync, dup_or_none, job_steps, run_job
 from trio_logd.store._sync import store_error as _store_error
 from trio_logd.store._uidfile import Rotation, UidFile, disk_bytes
+from trio_logd.store._unitindex import append_entries, compact_index
 from trio_logd.store.dropstate import UnitCounts, Unreported
 from trio_logd.store.retention import StoredFile, UidFiles
 from trio_logd.store.runs import Run, RunIndex, runs_of_lines
@@ -613,6 +615,27 @@ class StoreWriter:
                     if chained:
                         self.ledger.add(uf.uid, chained)
 
+    def write_unit_summaries(self) -> None:
+        """Append the unit summaries of the files rotated since the last call to their
+        uid's index (the housekeeper, once a second, from a worker thread: one append
+        per uid, outside the writer's rounds and lock; ``_unitindex``)."""
+        with self._lock:
+            jobs = self._appender.unit_jobs(self._dup_or_none)
+        for job in jobs:
+            compacted = False
+            try:
+                if job.keep is not None:
+                    compact_index(job.dir_fd, job.keep)
+                    compacted = True
+                size = append_entries(job.dir_fd, job.data)
+            except (OSError, UnsafeLogDir) as exc:  # those files are read instead
+                log.warning("units_index_failed", uid=job.uid, error=str(exc))
+                continue
+            finally:
+                os.close(job.dir_fd)
+            with self._lock:
+                self._appender.units_written(job.uid, size, compacted=compacted)
+
     def hold(self, why: str | None) -> None:
         """Refuse every append with ``DiskFull(why)`` from now on (``None``: write again).
 
@@ -759,6 +782,9 @@ class StoreWriter:
                 for uf in self._files.values():
                     if uf.chain is not None:
                         uf.chain.flush()
+                    if uf.pending_units:
+                        with contextlib.suppress(OSError, UnsafeLogDir):
+                            append_entries(uf.dir_fd, b"".join(uf.pending_units))
                 self._sync_locked()
             finally:
                 for uf in self._files.values():
