@@ -23,7 +23,6 @@ import socket
 import struct
 from typing import Final, NamedTuple, Protocol
 
-from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
 from trio_logd.credentials import NO_ATTRIBUTION, Attribution, PeerCred
 
 __all__ = [
@@ -227,6 +226,10 @@ def _audit_id(raw: bytes | None) -> int | None:
 
 def _read_attribution(pid: int, label: str | None) -> Attribution:
     """Read a process's cgroup, login uid and session from ``/proc`` (verify after!)."""
+    # here, not at the top: the clients import this module for SO_PEERCRED, and
+    # the cgroup parser's patterns were 3 ms of `trio-logd status`'s start-up
+    from trio_logd.cgroup import MAX_CGROUP_BYTES, NO_NAMES, cgroup_path, unit_names
+
     raw = _read_small(f"/proc/{pid}/cgroup", _CGROUP_READ)
     path = None if raw is None else cgroup_path(raw)
     names = NO_NAMES if path is None else unit_names(path)

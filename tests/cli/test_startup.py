@@ -34,6 +34,7 @@ HEAVY = (
     "trio_logd.server",
     "trio_logd.store",
     "trio_logd.query.scanner",
+    "trio_logd.cgroup",
     "zstandard",
 )
 #: Nor may a path that shows no record: orjson (with dataclasses, inspect,
