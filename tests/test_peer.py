@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -24,8 +25,10 @@ from trio_logd.peer import (
     datagram_writer,
     decode_label,
     decode_writer_key,
+    lsm_labels,
     read_peer_cred,
     read_peer_groups,
+    read_peer_label,
     read_process_identity,
     read_writer_identity,
 )
@@ -251,3 +254,23 @@ def test_same_creds_with_other_labels_are_other_writers() -> None:
     b, _ = datagram_writer([(_SOL, socket.SCM_CREDENTIALS, _CREDS), (_SOL, SCM_SECURITY, b"b")])
     c, _ = datagram_writer([(_SOL, socket.SCM_CREDENTIALS, _CREDS)])
     assert len({a, b, c}) == 3
+
+
+def test_the_label_is_asked_with_a_buffer_the_kernel_answers() -> None:
+    """SO_PEERSEC with MAX_LABEL_BYTES reaches the kernel (Python refuses more than 1024
+    bytes before the call): it answers a label, or ENOPROTOOPT without an LSM, and
+    read_peer_label agrees with lsm_labels."""
+    a, b = socket.socketpair()
+    with a, b:
+        raw: bytes | int | None
+        try:
+            raw = a.getsockopt(socket.SOL_SOCKET, socket.SO_PEERSEC, MAX_LABEL_BYTES)
+        except OSError as exc:
+            raw = exc.errno  # None: refused by Python, the kernel never asked
+        if raw == errno.ENOPROTOOPT:
+            assert lsm_labels() is False
+            assert read_peer_label(a) is None
+        else:
+            assert isinstance(raw, bytes), raw
+            assert lsm_labels() is True
+            assert read_peer_label(a) == decode_label(raw)

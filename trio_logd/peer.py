@@ -41,6 +41,7 @@ __all__ = [
     "creds_from_ancdata",
     "datagram_writer",
     "decode_writer_key",
+    "lsm_labels",
     "probe_socket",
     "read_peer_cred",
     "read_peer_groups",
@@ -74,9 +75,11 @@ AUDIT_UNSET: Final = 4294967295
 #: Bytes of ``/proc/PID/cgroup`` read: every hierarchy's line, and a v2 path
 #: well past ``MAX_CGROUP_BYTES`` (a longer file is cut: no ``cgroup``).
 _CGROUP_READ: Final = 65536
-#: The longest LSM label kept (SELinux contexts are < 256 bytes, AppArmor
-#: profile names < 4 KiB); a longer one is left out.
-MAX_LABEL_BYTES: Final = 4096
+#: The room for an LSM label, its NUL included (SELinux contexts are < 256
+#: bytes, AppArmor profile names and Smack labels shorter still); a longer one
+#: is left out, never cut. 1024 is also the most Python's ``getsockopt`` takes
+#: (a larger buffer is refused before the call, as "buflen out of range").
+MAX_LABEL_BYTES: Final = 1024
 #: Ancillary buffer size for ``SCM_CREDENTIALS`` and an ``SCM_SECURITY`` label
 #: (the kernel puts them in that order; a label that does not fit is cut, and
 #: a cut one fills the room: ``decode_label`` leaves it out).
@@ -176,23 +179,34 @@ def open_peer_pidfd(sock: HasSockopts) -> int | None:
 def read_peer_label(sock: HasSockopts) -> str | None:
     """Return the peer's LSM security label (``SO_PEERSEC``), or ``None``.
 
-    The kernel takes it from the peer's credentials at ``connect()``; a host
-    without an LSM that provides one (SELinux, AppArmor, Smack) answers
-    ``ENOPROTOOPT``, remembered so that later connections skip the call.
+    The kernel takes it from the peer's credentials at ``connect()``; on a
+    host without an LSM that provides one (:func:`lsm_labels`) the call is
+    skipped. A label longer than ``MAX_LABEL_BYTES`` (``ERANGE``) is left out.
     """
-    global _peersec_missing  # a fact about the kernel, learned once
-    if _peersec_missing:
+    if not lsm_labels():
         return None
     try:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERSEC, MAX_LABEL_BYTES)
-    except OSError as exc:
-        if exc.errno == errno.ENOPROTOOPT:
-            _peersec_missing = True
+    except OSError:
         return None
     return decode_label(raw)
 
 
-_peersec_missing = False
+@functools.cache
+def lsm_labels() -> bool:
+    """Whether the kernel has an LSM that labels sockets (SELinux, AppArmor, Smack).
+
+    Asked once, of a socket pair of our own: ``SO_PEERSEC`` answers there
+    exactly when it would for a client; without such an LSM it fails with
+    ``ENOPROTOOPT`` (and ``SCM_SECURITY`` never comes with a datagram).
+    """
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        try:
+            a.getsockopt(socket.SOL_SOCKET, socket.SO_PEERSEC, MAX_LABEL_BYTES)
+        except OSError as exc:
+            return exc.errno != errno.ENOPROTOOPT
+    return True
 
 
 def decode_label(raw: bytes) -> str | None:

@@ -26,8 +26,14 @@ import trio.testing
 from tests._daemon import run_as, world
 from trio_logd.config import loads
 from trio_logd.limits import SuppressionTracker
-from trio_logd.peer import SCM_CREDENTIALS_SPACE, SCM_LABELLED_SPACE, SO_PASSSEC, PeerCred
-from trio_logd.server import _datagram
+from trio_logd.peer import (
+    SCM_CREDENTIALS_SPACE,
+    SCM_LABELLED_SPACE,
+    SO_PASSRIGHTS,
+    SO_PASSSEC,
+    PeerCred,
+)
+from trio_logd.server import _datagram, _sockets
 from trio_logd.server._datagram import DatagramReader, serve_datagrams, strip_terminator
 from trio_logd.server._ingest import IngestContext
 from trio_logd.server._limits import UNKNOWN, Limiter, UidIdentity
@@ -234,6 +240,25 @@ def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _lsm(monkeypatch: pytest.MonkeyPatch, present: bool) -> None:
+    """As if the kernel had (or had not) an LSM that labels sockets (``peer.lsm_labels``)."""
+    for module in (_sockets, _datagram):
+        monkeypatch.setattr(module, "lsm_labels", lambda: present)
+
+
+@pytest.fixture
+def pretend_lsm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label path on a host without an LSM (no label comes; the room and fds do)."""
+    _lsm(monkeypatch, True)
+
+
+def _refuses_fds(sock: socket.socket) -> bool:
+    try:
+        return not sock.getsockopt(socket.SOL_SOCKET, SO_PASSRIGHTS)
+    except OSError:  # no SO_PASSRIGHTS before Linux 6.16
+        return False
+
+
 def _rights(n: int) -> tuple[list[int], list[tuple[int, int, bytes]]]:
     fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(n)]
     return fds, [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
@@ -243,7 +268,7 @@ async def test_passed_file_descriptors_are_refused_or_never_kept(sock_path: str)
     """Fds attached to a datagram: refused (EPERM) where labels are on, else never installed."""
     ctx = make_ctx()
     bound = bind_unix(sock_path, kind=socket.SOCK_DGRAM, passcred=True)
-    labels = bool(bound.sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC))
+    refusing = _refuses_fds(bound.sock)
     fds, rights = _rights(20)
     refused = 0
     try:
@@ -265,12 +290,14 @@ async def test_passed_file_descriptors_are_refused_or_never_kept(sock_path: str)
             os.close(fd)
     # SO_PASSRIGHTS (Linux 6.16) lets the socket refuse them; before it, no labels
     # either, and the kernel discards them (they do not fit the buffer)
-    assert refused == (5 if labels else 0)
+    assert refused == (5 if refusing else 0)
     assert [r["msg"] for r in queued(ctx, ME.uid)] == ["with fds"] * (5 - refused) + ["plain"]
     assert after == before
 
 
-async def test_fds_that_got_in_are_closed_and_their_records_filed(tmp_path: Path) -> None:
+async def test_fds_that_got_in_are_closed_and_their_records_filed(
+    tmp_path: Path, pretend_lsm: None
+) -> None:
     """Datagrams queued with fds before the socket refused them (socket activation): each fd
     is closed as it is read, and the records are filed."""
     ctx = make_ctx()
@@ -301,7 +328,7 @@ async def test_fds_that_got_in_are_closed_and_their_records_filed(tmp_path: Path
     assert not any("label" in r for r in queued(ctx, ME.uid))  # no LSM here: no label
 
 
-def test_passsec_without_refused_fds_keeps_the_small_buffer() -> None:
+def test_passsec_without_refused_fds_keeps_the_small_buffer(pretend_lsm: None) -> None:
     """SO_PASSSEC set by someone else, fds not refused: no room for a label (nor for fds)."""
     ctx = make_ctx()
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -309,6 +336,21 @@ def test_passsec_without_refused_fds_keeps_the_small_buffer() -> None:
         assert DatagramReader(ctx, sock).ancsize == SCM_CREDENTIALS_SPACE
         if pass_labels(sock):
             assert DatagramReader(ctx, sock).ancsize == SCM_LABELLED_SPACE
+
+
+def test_without_an_lsm_no_room_for_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No LSM labels sockets: SO_PASSSEC stays off (fds refused all the same) and the
+    buffer holds the credentials only, even where a socket unit set SO_PASSSEC."""
+    _lsm(monkeypatch, False)
+    ctx = make_ctx()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        assert pass_labels(sock) is False
+        assert sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC) == 0
+        assert DatagramReader(ctx, sock).ancsize == SCM_CREDENTIALS_SPACE
+        sock.setsockopt(socket.SOL_SOCKET, SO_PASSSEC, 1)  # PassSecurity=yes
+        assert DatagramReader(ctx, sock).ancsize == SCM_CREDENTIALS_SPACE
+        # fds refused where the kernel can (Linux 6.16); before, it discards them
+        assert _refuses_fds(sock) or not hasattr(socket, "SO_PASSRIGHTS")
 
 
 def test_one_writer_with_two_labels_gets_two_stamps() -> None:

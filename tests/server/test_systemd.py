@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from trio_logd.errors import LogdError
 from trio_logd.peer import SO_PASSRIGHTS, SO_PASSSEC
+from trio_logd.server import _sockets
 from trio_logd.server._systemd import Notifier, _adopt, listen_fds, watchdog_interval
 
 
@@ -79,8 +80,12 @@ def test_adopt_checks_and_sets_passcred(short_dir: Path) -> None:
         bound.sock.close()
 
 
-def test_adopt_refuses_fds_and_asks_for_labels_on_a_datagram_socket(short_dir: Path) -> None:
-    """A passed datagram socket gets SO_PASSRIGHTS off, then SO_PASSSEC on (Linux >= 6.16)."""
+def test_adopt_refuses_fds_and_asks_for_labels_on_a_datagram_socket(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passed datagram socket gets SO_PASSRIGHTS off, then SO_PASSSEC on (Linux >= 6.16,
+    a kernel with an LSM that labels sockets: pretended here)."""
+    monkeypatch.setattr(_sockets, "lsm_labels", lambda: True)
     path = short_dir / "d.sock"
     s = _listening(path, socket.SOCK_DGRAM)
     bound = _adopt(s.fileno(), "datagram", kind=socket.SOCK_DGRAM, path=str(path), key="x")

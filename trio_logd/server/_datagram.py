@@ -67,6 +67,7 @@ from trio_logd.peer import (
     PeerCred,
     datagram_writer,
     decode_writer_key,
+    lsm_labels,
     read_writer_pidns,
 )
 from trio_logd.protocol.framing import Frame
@@ -103,8 +104,11 @@ def _labels_safe(sock: socket.socket) -> bool:
 
     ``SO_PASSSEC`` alone (``PassSecurity=yes`` in a socket unit, on a kernel
     without ``SO_PASSRIGHTS``) does not make room for a label: every
-    datagram could then bring fds to close.
+    datagram could then bring fds to close. Nor does it on a kernel without
+    an LSM that labels sockets (``peer.lsm_labels``): no label would come.
     """
+    if not lsm_labels():
+        return False
     try:
         return bool(sock.getsockopt(socket.SOL_SOCKET, SO_PASSSEC)) and not sock.getsockopt(
             socket.SOL_SOCKET, SO_PASSRIGHTS
