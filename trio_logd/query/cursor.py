@@ -39,8 +39,7 @@ from trio_logd.query.timespec import TS_LENGTH, ts_to_epoch
 from trio_logd.record import line_ts, seq_key
 
 if TYPE_CHECKING:
-    from trio_logd.query.matcher import UnitTest
-    from trio_logd.store.scan import ChunkFilter, Scanner
+    from trio_logd.store.scan import ChunkFilter, Scanner, UnitTest
 
 __all__ = [
     "CURSOR_KEYS",

@@ -46,7 +46,7 @@ from trio_logd.query.matches import Selection
 from trio_logd.record import TS_AT
 
 if TYPE_CHECKING:
-    from trio_logd.query.matcher import UnitTest
+    from trio_logd.store.scan import UnitTest
 
 # logq's start-up (tests/cli/test_startup.py): a client builds a QuerySpec for
 # every query; re2 (for --grep), the matcher and the time parser are imported

@@ -36,7 +36,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import orjson
 
@@ -51,7 +51,10 @@ from trio_logd.query.matches import (
     value_test,
 )
 
-__all__ = ["FIELD_SEEN_BYTES", "FIELD_SEEN_VALUES", "Matcher", "UnitTest", "unit_test"]
+if TYPE_CHECKING:  # the store's type, not its import (the query CLIs' start-up)
+    from trio_logd.store.scan import UnitTest
+
+__all__ = ["FIELD_SEEN_BYTES", "FIELD_SEEN_VALUES", "Matcher", "unit_test"]
 
 #: Bytes of distinct ``-F`` values the daemon remembers per query; past it,
 #: repeats go to the client, which drops them.
@@ -422,9 +425,6 @@ class Matcher:
 
 #: The fields a rotated file's unit summary lists (``store._unitindex.KEYS``).
 _SUMMARY_KEYS: Final = frozenset({"unit", "slice", "user_unit", "user_slice"})
-
-#: A file's unit summary (names by key) in, "may the file hold a match" out.
-UnitTest = Callable[[Mapping[str, frozenset[str]]], bool]
 
 
 def unit_test(selection: Selection) -> UnitTest | None:

@@ -13,9 +13,8 @@ throughput: docs/ingest-datagram.md). Where the socket has ``SO_PASSSEC``
 still got in (``SCM_RIGHTS`` queued before the socket refused them) is
 closed at once. A turn's datagrams are grouped by writer (keyed by the raw
 credentials and label: ``peer.datagram_writer``), each writer's in the
-order sent: one
-admission and one batch per writer per turn, filed by the same code as a
-stream read (``_ingest.Connection.file_frames``). Records of one turn share
+order sent: one admission and one batch per writer per turn, filed by the
+same code as a stream read (``_ingest.Connection.file_frames``). Records of one turn share
 their receive time; two writers' records within one turn (~64 datagrams)
 are numbered writer by writer. Grouping consecutive datagrams only gave runs
 of 1.8 datagrams with four senders, and a ``file_frames`` call per run cost

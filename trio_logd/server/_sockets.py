@@ -21,8 +21,8 @@ in the daemon, and closing a sender's fd can hang (a FUSE file's ``flush``
 waits for its server: the attacker). Where it cannot, the buffer keeps room
 for the credentials only, the kernel discards passed fds, and datagram
 records carry no ``label``. Where the kernel has no LSM that labels sockets
-(``peer.lsm_labels``), ``SO_PASSSEC`` stays off and the buffer small: a
-4 KiB buffer per read for a label that never comes cost datagrams 1-2 %.
+(``peer.lsm_labels``), ``SO_PASSSEC`` stays off and the buffer small: room
+for a label in every read, for a label that never comes, cost datagrams 1-2 %.
 """
 
 from __future__ import annotations
